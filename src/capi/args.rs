@@ -1,0 +1,137 @@
+//! Checked conversions of C arguments: versioned params structs in and out, and text written
+//! into caller buffers with the two-call protocol.
+
+use std::ffi::c_char;
+use std::mem::size_of;
+use std::ptr;
+
+use crate::Error;
+
+/// Marker for `repr(C)` structs whose first field is `uint32_t struct_size` and in which every
+/// byte pattern is a valid value (integers, raw pointers, `Option` of function pointers), so a
+/// prefix copied from the caller can never form an invalid value.
+///
+/// # Safety
+/// Implement only for types that satisfy both conditions.
+pub(crate) unsafe trait Versioned: Copy {
+    /// Size of the first published version of the struct: the smallest `struct_size` accepted.
+    const MIN_SIZE: usize;
+    const NAME: &'static str;
+}
+
+fn check_size<T: Versioned>(size: u32) -> Result<usize, Error> {
+    let size = size as usize;
+    if size < T::MIN_SIZE || size > size_of::<T>() {
+        return Err(Error::InvalidArg(format!(
+            "{}.struct_size is {size}; this library accepts {} to {} (initialise the struct with its _default() function)",
+            T::NAME,
+            T::MIN_SIZE,
+            size_of::<T>()
+        )));
+    }
+    Ok(size)
+}
+
+/// Reads a caller's params struct: NULL means `default`; otherwise the first `struct_size`
+/// bytes are the caller's and the rest keep their defaults (an older caller's struct is
+/// shorter).
+///
+/// # Safety
+/// `p` must be NULL or point to at least `struct_size` readable bytes.
+pub(crate) unsafe fn read_params<T: Versioned>(p: *const T, default: T) -> Result<T, Error> {
+    if p.is_null() {
+        return Ok(default);
+    }
+    // SAFETY: p is non-NULL and, by the caller's contract, readable for at least the 4 bytes
+    // of struct_size; read_unaligned makes no alignment assumption.
+    let size = check_size::<T>(unsafe { ptr::read_unaligned(p.cast::<u32>()) })?;
+    let mut out = default;
+    // SAFETY: size <= size_of::<T>() (checked), the caller's struct has size readable bytes,
+    // the two do not overlap (out is a local), and any byte pattern is a valid T (Versioned).
+    unsafe { ptr::copy_nonoverlapping(p.cast::<u8>(), (&raw mut out).cast::<u8>(), size) };
+    Ok(out)
+}
+
+/// Writes `value` into a caller's out struct, at most as many bytes as the caller's
+/// `struct_size` says it has; the caller's `struct_size` is left as it was.
+///
+/// # Safety
+/// `out` must be NULL or point to at least `struct_size` writable bytes.
+pub(crate) unsafe fn write_versioned<T: Versioned>(out: *mut T, value: &T) -> Result<(), Error> {
+    if out.is_null() {
+        return Err(Error::InvalidArg(format!(
+            "the {} pointer is NULL",
+            T::NAME
+        )));
+    }
+    // SAFETY: as in read_params: non-NULL, at least 4 readable bytes.
+    let raw = unsafe { ptr::read_unaligned(out.cast::<u32>()) };
+    let size = check_size::<T>(raw)?;
+    // SAFETY: size <= size_of::<T>(), out has size writable bytes, value is a distinct object.
+    unsafe {
+        ptr::copy_nonoverlapping((value as *const T).cast::<u8>(), out.cast::<u8>(), size);
+        ptr::write_unaligned(out.cast::<u32>(), raw);
+    }
+    Ok(())
+}
+
+/// Copies `bytes` into a fixed `char` array, NUL-terminated; returns false (and writes an empty
+/// string) when it does not fit.
+pub(crate) fn fill_fixed(dst: &mut [c_char], bytes: &[u8]) -> bool {
+    if bytes.len() >= dst.len() {
+        if let Some(first) = dst.first_mut() {
+            *first = 0;
+        }
+        return false;
+    }
+    for (d, &b) in dst.iter_mut().zip(bytes) {
+        *d = b as c_char;
+    }
+    dst[bytes.len()] = 0;
+    true
+}
+
+/// The two-call protocol for text: `*out_len` always receives the length of the text in bytes,
+/// without its terminating NUL; when `cap > *out_len` the text and a NUL are written to `buf`,
+/// otherwise nothing is written and the result is `BufferTooSmall`. `buf` may be NULL only when
+/// `cap` is 0 (to ask for the length).
+///
+/// # Safety
+/// `buf` must be NULL or point to `cap` writable bytes; `out_len` must be NULL or writable.
+pub(crate) unsafe fn write_text(
+    bytes: &[u8],
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> Result<(), Error> {
+    if out_len.is_null() {
+        return Err(Error::InvalidArg("out_len is NULL".into()));
+    }
+    if buf.is_null() && cap != 0 {
+        return Err(Error::InvalidArg(format!("buf is NULL but cap is {cap}")));
+    }
+    // SAFETY: out_len is non-NULL and writable by contract.
+    unsafe { out_len.write(bytes.len()) };
+    let need = bytes
+        .len()
+        .checked_add(1)
+        .ok_or_else(|| Error::Overflow("the text length".into()))?;
+    if cap < need {
+        return Err(Error::BufferTooSmall { need, cap });
+    }
+    // SAFETY: buf is non-NULL (cap >= 1) and has cap >= len + 1 writable bytes; bytes is ours.
+    unsafe {
+        ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), bytes.len());
+        buf.add(bytes.len()).write(0);
+    }
+    Ok(())
+}
+
+/// Rejects a NULL out-pointer, naming it.
+pub(crate) fn non_null<T>(p: *mut T, what: &str) -> Result<*mut T, Error> {
+    if p.is_null() {
+        Err(Error::InvalidArg(format!("{what} is NULL")))
+    } else {
+        Ok(p)
+    }
+}

@@ -1,0 +1,166 @@
+//! A loaded model: the validated GGUF file, its hyperparameters and a description.
+//!
+//! A `Model` is immutable after load, `Send + Sync`, and shared by reference counting by
+//! everything that uses it. Loading never panics on a bad file: every problem is an `Error`
+//! that names it.
+
+mod file_type;
+mod hparams;
+
+use std::path::Path;
+
+pub use file_type::file_type_name;
+pub use hparams::{Hparams, MAX_ARCH_LEN, MAX_COUNT};
+
+use crate::gguf::GgufFile;
+use crate::{Error, Result};
+
+/// What a caller may ask of a load.
+#[derive(Default)]
+pub struct ModelParams<'a> {
+    /// Called with the fraction done (0.0 to 1.0); returning `false` cancels the load, which
+    /// then fails with `Error::Aborted`.
+    pub progress: Option<&'a mut dyn FnMut(f32) -> bool>,
+}
+
+/// A summary of a model, as `rf_model_describe` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelDesc {
+    pub arch: String,
+    /// Total number of weights (elements of all tensors).
+    pub n_params: u64,
+    pub file_size: u64,
+    /// `general.file_type`, when the file says.
+    pub file_type: Option<u32>,
+    /// Its display name: "Q4_K - Medium", or "unknown".
+    pub file_type_name: &'static str,
+    pub n_tensors: u64,
+    pub n_vocab: u32,
+    pub n_ctx_train: u32,
+    pub n_embd: u32,
+    pub n_layer: u32,
+    pub n_head: u32,
+    pub n_head_kv: u32,
+}
+
+pub struct Model {
+    file: GgufFile,
+    hparams: Hparams,
+    desc: ModelDesc,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("desc", &self.desc).finish()
+    }
+}
+
+/// Reports progress and turns a cancel into `Error::Aborted`.
+struct Progress<'p, 'a> {
+    callback: &'p mut Option<&'a mut dyn FnMut(f32) -> bool>,
+}
+
+impl Progress<'_, '_> {
+    fn report(&mut self, fraction: f32) -> Result<()> {
+        let go_on = match self.callback {
+            Some(cb) => cb(fraction.clamp(0.0, 1.0)),
+            None => true,
+        };
+        if go_on {
+            Ok(())
+        } else {
+            Err(Error::Aborted(
+                "model load cancelled by the progress callback".into(),
+            ))
+        }
+    }
+}
+
+impl Model {
+    /// Maps and validates the GGUF file at `path` and reads its hyperparameters.
+    pub fn load(path: &Path, mut params: ModelParams<'_>) -> Result<Model> {
+        let mut progress = Progress {
+            callback: &mut params.progress,
+        };
+        progress.report(0.0)?;
+        let file = GgufFile::open(path)?;
+        let model = Self::bind(file, &mut progress)?;
+        crate::log::info(&format!(
+            "loaded {path:?}: {} {}, {} tensors, {} parameters",
+            model.desc.arch, model.desc.file_type_name, model.desc.n_tensors, model.desc.n_params
+        ));
+        Ok(model)
+    }
+
+    /// Builds a model from a GGUF file already in memory (tests, tools).
+    pub fn from_gguf(file: GgufFile, mut params: ModelParams<'_>) -> Result<Model> {
+        let mut progress = Progress {
+            callback: &mut params.progress,
+        };
+        progress.report(0.0)?;
+        Self::bind(file, &mut progress)
+    }
+
+    /// Reads the hyperparameters and walks the tensor table, reporting progress by bytes: the
+    /// header counts as done once parsed, then each tensor as it is bound. (On the CPU a
+    /// tensor is bound as a view into the map; GPU backends upload here.)
+    fn bind(file: GgufFile, progress: &mut Progress<'_, '_>) -> Result<Model> {
+        let total = file.len().max(1) as f64;
+        progress.report((file.data_offset() as f64 / total) as f32)?;
+        let hparams = Hparams::from_gguf(&file)?;
+        let mut n_params = 0u64;
+        let mut done = file.data_offset();
+        for t in file.tensors() {
+            n_params = n_params
+                .checked_add(t.n_elements)
+                .ok_or_else(|| Error::Overflow("the total parameter count".into()))?;
+            done = done.saturating_add(t.n_bytes);
+            progress.report((done as f64 / total) as f32)?;
+        }
+        let file_type =
+            match file.get("general.file_type") {
+                None => None,
+                Some(v) => Some(v.as_i128().and_then(|i| u32::try_from(i).ok()).ok_or_else(
+                    || Error::BadMetadata {
+                        key: "general.file_type".into(),
+                        reason: format!(
+                            "expected a small unsigned integer, found {}",
+                            v.value_type()
+                        ),
+                    },
+                )?),
+            };
+        let desc = ModelDesc {
+            arch: hparams.arch.clone(),
+            n_params,
+            file_size: file.len(),
+            file_type,
+            file_type_name: file_type.and_then(file_type_name).unwrap_or("unknown"),
+            n_tensors: file.tensors().len() as u64,
+            n_vocab: hparams.n_vocab,
+            n_ctx_train: hparams.n_ctx_train,
+            n_embd: hparams.n_embd,
+            n_layer: hparams.n_layer,
+            n_head: hparams.n_head,
+            n_head_kv: hparams.n_head_kv,
+        };
+        progress.report(1.0)?;
+        Ok(Model {
+            file,
+            hparams,
+            desc,
+        })
+    }
+
+    pub fn describe(&self) -> &ModelDesc {
+        &self.desc
+    }
+
+    pub fn hparams(&self) -> &Hparams {
+        &self.hparams
+    }
+
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+}
