@@ -1,0 +1,127 @@
+//! The C API from C: examples/model_info.c on both real models, the API contract program, and
+//! the malformed corpus through rf_model_load, all under valgrind memcheck (zero errors, zero
+//! leaks).
+
+mod common;
+
+use std::ffi::OsStr;
+
+use common::{GEMMA3, SMOLLM2, build_c, corpus, model, root, run_checked};
+
+fn model_info(name: &str) -> Option<String> {
+    let path = model(name)?;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_c(&root().join("examples/model_info.c"), dir.path());
+    let out = run_checked(&exe, &[path.as_os_str()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "model_info failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(stdout)
+}
+
+fn field<'a>(out: &'a str, label: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label).map(str::trim))
+        .unwrap_or_else(|| panic!("no line {label:?} in:\n{out}"))
+}
+
+fn meta<'a>(out: &'a str, key: &str) -> &'a str {
+    let prefix = format!("  {key} = ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no metadata {key} in:\n{out}"))
+}
+
+#[test]
+fn model_info_on_smollm2() {
+    let Some(out) = model_info(SMOLLM2) else {
+        return;
+    };
+    assert_eq!(field(&out, "architecture:"), "llama");
+    assert_eq!(field(&out, "layers:"), "30");
+    assert_eq!(field(&out, "vocabulary:"), "49152");
+    assert_eq!(field(&out, "context train:"), "8192");
+    assert_eq!(field(&out, "embedding:"), "576");
+    assert_eq!(field(&out, "heads:"), "9");
+    assert_eq!(field(&out, "kv heads:"), "3");
+    assert_eq!(field(&out, "file type:"), "Q4_1 (3)");
+    assert_eq!(field(&out, "file size:"), "98362432 bytes");
+    assert_eq!(field(&out, "tensors:"), "272");
+    assert_eq!(meta(&out, "general.architecture"), "llama");
+    assert_eq!(meta(&out, "tokenizer.ggml.model"), "gpt2");
+    assert!(meta(&out, "tokenizer.ggml.tokens").starts_with("[\"<|endoftext|>\", "));
+    assert!(meta(&out, "tokenizer.ggml.tokens").ends_with(" bytes)"));
+}
+
+#[test]
+fn model_info_on_gemma3() {
+    let Some(out) = model_info(GEMMA3) else {
+        return;
+    };
+    assert_eq!(field(&out, "architecture:"), "gemma3");
+    assert_eq!(field(&out, "layers:"), "18");
+    assert_eq!(field(&out, "vocabulary:"), "262144");
+    assert_eq!(field(&out, "context train:"), "32768");
+    assert_eq!(field(&out, "embedding:"), "640");
+    assert_eq!(field(&out, "heads:"), "4");
+    assert_eq!(field(&out, "kv heads:"), "1");
+    assert_eq!(field(&out, "file type:"), "Q4_K - Medium (15)");
+    assert_eq!(field(&out, "file size:"), "253113024 bytes");
+    assert_eq!(meta(&out, "tokenizer.ggml.model"), "llama");
+}
+
+#[test]
+fn api_contract_holds_from_c() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_c(&root().join("tests/c/api_contract.c"), dir.path());
+    let out = run_checked(&exe, &[path.as_os_str()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("checks passed"),
+        "api_contract failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn malformed_corpus_is_rejected_through_rf_model_load() {
+    let cases = corpus::cases();
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("case{i:03}.gguf"));
+        std::fs::write(&path, &case.bytes).unwrap();
+        paths.push(path);
+    }
+    let exe = build_c(&root().join("tests/c/load_files.c"), dir.path());
+    let args: Vec<&OsStr> = paths.iter().map(|p| p.as_os_str()).collect();
+    let out = run_checked(&exe, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "load_files failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), cases.len(), "one line per file:\n{stdout}");
+    let mut failures = Vec::new();
+    for (case, line) in cases.iter().zip(lines) {
+        let (status, message) = line.split_once('\t').expect("status<TAB>message");
+        if status != (case.status as i32).to_string() {
+            failures.push(format!(
+                "{}: status {status}, expected {}",
+                case.name, case.status as i32
+            ));
+        }
+        for part in &case.message {
+            if !message.contains(part.as_str()) {
+                failures.push(format!("{}: message {message:?} lacks {part:?}", case.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

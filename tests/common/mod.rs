@@ -1,0 +1,130 @@
+//! Helpers shared by the integration tests: where the models and the built library are,
+//! building the C programs, and running them under valgrind.
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod corpus;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// True under CI, where a missing model or tool is a failure instead of a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips (returns None, with a message) when a required input is absent, except under CI.
+fn require(what: &str, found: bool, hint: &str) -> Option<()> {
+    if found {
+        return Some(());
+    }
+    assert!(!in_ci(), "{what} is missing under CI: {hint}");
+    eprintln!("SKIPPED: {what} is missing ({hint})");
+    None
+}
+
+/// The path of a test model, or None (skip) when it has not been fetched.
+pub fn model(name: &str) -> Option<PathBuf> {
+    let dir =
+        std::env::var_os("RF_MODELS_DIR").map_or_else(|| root().join("models"), PathBuf::from);
+    let path = dir.join(name);
+    require(
+        &format!("model {}", path.display()),
+        path.is_file(),
+        "run scripts/fetch-models.sh",
+    )?;
+    Some(path)
+}
+
+/// The folder holding the librocmforge.so of this build: `cargo test` builds the library
+/// with all its crate types in the test binaries' own deps/ folder (a plain `cargo build`
+/// puts it one level up).
+pub fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps folder");
+    [Some(deps), deps.parent()]
+        .into_iter()
+        .flatten()
+        .find(|d| d.join("librocmforge.so").is_file())
+        .unwrap_or_else(|| panic!("librocmforge.so not found next to {}", exe.display()))
+        .to_path_buf()
+}
+
+/// Compiles a C program against include/rocmforge.h and the shared library, with warnings as
+/// errors. Returns the executable's path inside `out_dir`.
+pub fn build_c(src: &Path, out_dir: &Path) -> PathBuf {
+    let exe = out_dir.join(src.file_stem().expect("source name"));
+    let lib = lib_dir();
+    let out = Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-g", "-O1"])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(src)
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-lrocmforge")
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "cc failed on {}:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+fn have_valgrind() -> bool {
+    Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Valgrind's exit code when it found a memory error or a leak.
+const VALGRIND_ERROR: i32 = 97;
+
+/// Runs a program under valgrind memcheck (zero errors and zero definite, indirect or possible
+/// leaks required); without valgrind it runs the program directly, except under CI.
+pub fn run_checked(exe: &Path, args: &[&std::ffi::OsStr]) -> Output {
+    let out = if have_valgrind() {
+        Command::new("valgrind")
+            .args([
+                "--quiet",
+                "--error-exitcode=97",
+                "--leak-check=full",
+                "--show-leak-kinds=definite,indirect,possible",
+                "--errors-for-leak-kinds=definite,indirect,possible",
+            ])
+            .arg(exe)
+            .args(args)
+            .output()
+            .expect("run valgrind")
+    } else {
+        assert!(
+            !in_ci(),
+            "valgrind is required under CI (.ci/run installs it)"
+        );
+        eprintln!(
+            "NOTE: valgrind not found; running {} without it",
+            exe.display()
+        );
+        Command::new(exe).args(args).output().expect("run program")
+    };
+    assert_ne!(
+        out.status.code(),
+        Some(VALGRIND_ERROR),
+        "valgrind found errors or leaks in {}:\n{}",
+        exe.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
