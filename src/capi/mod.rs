@@ -93,3 +93,38 @@ pub(crate) unsafe fn c_str<'a>(p: *const std::ffi::c_char, what: &str) -> Result
     // SAFETY: non-NULL and NUL-terminated by the caller's contract.
     Ok(unsafe { CStr::from_ptr(p) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: the pointer is to this thread's NUL-terminated last error.
+        unsafe { CStr::from_ptr(rf_last_error_message()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_internal_error_with_its_text() {
+        let status = guard(|| panic!("boom at the boundary"));
+        assert_eq!(status, RF_ERR_INTERNAL);
+        assert!(last_error().contains("boom at the boundary"), "{}", last_error());
+        // The next call clears it.
+        assert_eq!(guard(|| Ok(())), RF_OK);
+        assert_eq!(last_error(), "");
+    }
+
+    #[test]
+    fn errors_map_to_status_and_message_without_nul_truncation() {
+        let status = guard(|| Err(Error::NotFound("key \"a\0b\"".into())));
+        assert_eq!(status, RF_ERR_NOT_FOUND);
+        assert_eq!(last_error(), "key \"a\\0b\"");
+    }
+
+    #[test]
+    fn void_guard_swallows_panics() {
+        guard_void(|| panic!("in a destructor"));
+        assert!(last_error().contains("in a destructor"));
+    }
+}
