@@ -8,7 +8,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rocmforge::gguf::{parse, Array, GgufWriter, Value};
+use rocmforge::gguf::{Array, GgufWriter, Value, parse};
 
 struct Counting;
 
@@ -84,6 +84,11 @@ fn allocation_is_bounded_by_the_file_not_by_claimed_counts() {
     for case in common::corpus::cases() {
         let peak = peak_while_parsing(&case.bytes);
         let bound = 4 * case.bytes.len() + 64 * 1024;
-        assert!(peak <= bound, "{}: {peak} bytes allocated for a {}-byte file", case.name, case.bytes.len());
+        assert!(
+            peak <= bound,
+            "{}: {peak} bytes allocated for a {}-byte file",
+            case.name,
+            case.bytes.len()
+        );
     }
 }

@@ -109,7 +109,11 @@ mod tests {
     fn a_panic_becomes_internal_error_with_its_text() {
         let status = guard(|| panic!("boom at the boundary"));
         assert_eq!(status, RF_ERR_INTERNAL);
-        assert!(last_error().contains("boom at the boundary"), "{}", last_error());
+        assert!(
+            last_error().contains("boom at the boundary"),
+            "{}",
+            last_error()
+        );
         // The next call clears it.
         assert_eq!(guard(|| Ok(())), RF_OK);
         assert_eq!(last_error(), "");
