@@ -82,6 +82,7 @@ pub struct rf_model_t {
 /// Default load options: no progress callback.
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_model_params_default() -> rf_model_params {
+    super::clear_last_error();
     rf_model_params {
         struct_size: size_of::<rf_model_params>() as u32,
         progress_callback: None,
