@@ -82,6 +82,8 @@ pub enum Error {
     Overflow(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     #[error("{0}")]
     Aborted(String),
     #[error("internal error: {0}")]
@@ -100,6 +102,7 @@ impl Error {
             Error::BufferTooSmall { .. } => Status::BufferTooSmall,
             Error::Overflow(_) => Status::Overflow,
             Error::NotFound(_) => Status::NotFound,
+            Error::Unsupported(_) => Status::Unsupported,
             Error::Aborted(_) => Status::Aborted,
             Error::Internal(_) => Status::Internal,
         }

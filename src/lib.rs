@@ -8,6 +8,7 @@ pub mod error;
 pub mod gguf;
 pub mod log;
 pub mod model;
+pub mod quant;
 
 pub use error::{Error, Result};
 pub use model::{Model, ModelDesc, ModelParams};

@@ -168,7 +168,7 @@ impl GgmlType {
     /// blocks or the product overflows.
     pub fn bytes_for(self, n_elems: u64) -> Option<u64> {
         let l = self.layout();
-        if n_elems % l.block_elems != 0 {
+        if !n_elems.is_multiple_of(l.block_elems) {
             return None;
         }
         (n_elems / l.block_elems).checked_mul(l.block_bytes)

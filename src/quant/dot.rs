@@ -1,0 +1,373 @@
+//! Dot products of one weight row (any supported format) with one activation row, the scalar
+//! reference versions. Quantized weights pair with activations quantized to Q8_0 (Q4_0, Q5_0,
+//! Q8_0, IQ4_NL, MXFP4), Q8_1 (Q4_1, Q5_1: the activation block carries d * sum(q) so the
+//! weight offset applies once per block) or Q8_K (the K-quants and IQ4_XS: the activation
+//! block carries sums of 16 values for the sub-block minimums). Float weights take f32
+//! activations. Integer products are summed exactly per block, then scaled in f32, as ggml does.
+
+use super::f16_at;
+use super::fp::{MXFP4_VALUES, bf16_to_f32, e8m0_to_f32_half};
+use super::iq4::{IQ4_VALUES, iq4_xs_scale};
+use super::kquants::{k_scale_min, q3_k_scales, q6_k_value, q8_k_d};
+use crate::gguf::GgmlType;
+use crate::{Error, Result};
+
+/// How a weight format computes dot products.
+#[derive(Clone, Copy)]
+pub enum Dot {
+    /// Float weights (bytes) with f32 activations.
+    Float(fn(w: &[u8], a: &[f32]) -> f32),
+    /// Quantized weights with activations quantized to `act`; both rows hold the same number
+    /// of values, as whole blocks.
+    Quant {
+        act: GgmlType,
+        f: fn(w: &[u8], a: &[u8]) -> f32,
+    },
+}
+
+pub const F32: Dot = Dot::Float(dot_f32);
+pub const F16: Dot = Dot::Float(dot_f16);
+pub const BF16: Dot = Dot::Float(dot_bf16);
+pub const Q4_0: Dot = Dot::Quant {
+    act: GgmlType::Q8_0,
+    f: dot_q4_0_q8_0,
+};
+pub const Q4_1: Dot = Dot::Quant {
+    act: GgmlType::Q8_1,
+    f: dot_q4_1_q8_1,
+};
+pub const Q5_0: Dot = Dot::Quant {
+    act: GgmlType::Q8_0,
+    f: dot_q5_0_q8_0,
+};
+pub const Q5_1: Dot = Dot::Quant {
+    act: GgmlType::Q8_1,
+    f: dot_q5_1_q8_1,
+};
+pub const Q8_0: Dot = Dot::Quant {
+    act: GgmlType::Q8_0,
+    f: dot_q8_0_q8_0,
+};
+pub const Q2_K: Dot = Dot::Quant {
+    act: GgmlType::Q8K,
+    f: dot_q2_k_q8_k,
+};
+pub const Q3_K: Dot = Dot::Quant {
+    act: GgmlType::Q8K,
+    f: dot_q3_k_q8_k,
+};
+pub const Q4_K: Dot = Dot::Quant {
+    act: GgmlType::Q8K,
+    f: dot_q4_k_q8_k,
+};
+pub const Q5_K: Dot = Dot::Quant {
+    act: GgmlType::Q8K,
+    f: dot_q5_k_q8_k,
+};
+pub const Q6_K: Dot = Dot::Quant {
+    act: GgmlType::Q8K,
+    f: dot_q6_k_q8_k,
+};
+pub const IQ4_NL: Dot = Dot::Quant {
+    act: GgmlType::Q8_0,
+    f: dot_iq4_nl_q8_0,
+};
+pub const IQ4_XS: Dot = Dot::Quant {
+    act: GgmlType::Q8K,
+    f: dot_iq4_xs_q8_k,
+};
+pub const MXFP4: Dot = Dot::Quant {
+    act: GgmlType::Q8_0,
+    f: dot_mxfp4_q8_0,
+};
+
+/// The dot product of `n` values: weights `w` of type `ty`, activations `a` as f32 (quantized
+/// here to the format `ty` pairs with). Sizes are checked.
+pub fn vec_dot(ty: GgmlType, w: &[u8], a: &[f32]) -> Result<f32> {
+    let f = super::lookup(ty)
+        .ok_or_else(|| Error::Unsupported(format!("the {ty} format is not supported yet")))?;
+    let dot = f
+        .dot
+        .ok_or_else(|| Error::Unsupported(format!("{ty} is not a weight format")))?;
+    super::check_bytes(f, a.len(), w.len())?;
+    match dot {
+        Dot::Float(f) => Ok(f(w, a)),
+        Dot::Quant { act, f } => {
+            let mut q = vec![0u8; super::row_bytes(act, a.len())?];
+            super::quantize_row(act, a, &mut q)?;
+            Ok(f(w, &q))
+        }
+    }
+}
+
+fn dot_f32(w: &[u8], a: &[f32]) -> f32 {
+    w.as_chunks::<4>()
+        .0
+        .iter()
+        .zip(a)
+        .map(|(b, x)| f32::from_le_bytes(*b) * x)
+        .sum()
+}
+
+fn dot_f16(w: &[u8], a: &[f32]) -> f32 {
+    w.as_chunks::<2>()
+        .0
+        .iter()
+        .zip(a)
+        .map(|(b, x)| half::f16::from_le_bytes(*b).to_f32() * x)
+        .sum()
+}
+
+fn dot_bf16(w: &[u8], a: &[f32]) -> f32 {
+    w.as_chunks::<2>()
+        .0
+        .iter()
+        .zip(a)
+        .map(|(b, x)| bf16_to_f32(u16::from_le_bytes(*b)) * x)
+        .sum()
+}
+
+/// Pairs the blocks of a weight row and an activation row.
+fn blocks<'a, const W: usize, const A: usize>(
+    w: &'a [u8],
+    a: &'a [u8],
+) -> impl Iterator<Item = (&'a [u8; W], &'a [u8; A])> {
+    w.as_chunks::<W>().0.iter().zip(a.as_chunks::<A>().0)
+}
+
+#[inline]
+fn i8_at(b: &[u8], at: usize) -> i32 {
+    i32::from(b[at] as i8)
+}
+
+/// The 32 activation values of a Q8_0 (`off` 2) or Q8_1 (`off` 4) block.
+#[inline]
+fn q8(y: &[u8], off: usize, j: usize) -> i32 {
+    i8_at(y, off + j)
+}
+
+fn dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<18, 34>(w, a) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = x[2 + j];
+            sumi += (i32::from(q & 0x0f) - 8) * q8(y, 2, j);
+            sumi += (i32::from(q >> 4) - 8) * q8(y, 2, j + 16);
+        }
+        sum += sumi as f32 * (f16_at(x, 0) * f16_at(y, 0));
+    }
+    sum
+}
+
+fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<20, 36>(w, a) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = x[4 + j];
+            sumi += i32::from(q & 0x0f) * q8(y, 4, j) + i32::from(q >> 4) * q8(y, 4, j + 16);
+        }
+        sum += (f16_at(x, 0) * f16_at(y, 0)) * sumi as f32 + f16_at(x, 2) * f16_at(y, 2);
+    }
+    sum
+}
+
+/// The 5-bit values of a Q5 block: low nibbles at `qs`, high bits in the u32 at `qh`.
+#[inline]
+fn q5(x: &[u8], qh: usize, qs: usize, j: usize) -> (i32, i32) {
+    let h = u32::from_le_bytes([x[qh], x[qh + 1], x[qh + 2], x[qh + 3]]);
+    let q = x[qs + j];
+    let lo = i32::from(q & 0x0f) | (((h >> j) & 1) as i32) << 4;
+    let hi = i32::from(q >> 4) | (((h >> (j + 16)) & 1) as i32) << 4;
+    (lo, hi)
+}
+
+fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<22, 34>(w, a) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let (lo, hi) = q5(x, 2, 6, j);
+            sumi += (lo - 16) * q8(y, 2, j) + (hi - 16) * q8(y, 2, j + 16);
+        }
+        sum += sumi as f32 * (f16_at(x, 0) * f16_at(y, 0));
+    }
+    sum
+}
+
+fn dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<24, 36>(w, a) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let (lo, hi) = q5(x, 4, 8, j);
+            sumi += lo * q8(y, 4, j) + hi * q8(y, 4, j + 16);
+        }
+        sum += (f16_at(x, 0) * f16_at(y, 0)) * sumi as f32 + f16_at(x, 2) * f16_at(y, 2);
+    }
+    sum
+}
+
+fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<34, 34>(w, a) {
+        let sumi: i32 = (0..32).map(|j| i8_at(x, 2 + j) * q8(y, 2, j)).sum();
+        sum += sumi as f32 * (f16_at(x, 0) * f16_at(y, 0));
+    }
+    sum
+}
+
+fn dot_iq4_nl_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<18, 34>(w, a) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = x[2 + j];
+            sumi += i32::from(IQ4_VALUES[usize::from(q & 0x0f)]) * q8(y, 2, j);
+            sumi += i32::from(IQ4_VALUES[usize::from(q >> 4)]) * q8(y, 2, j + 16);
+        }
+        sum += sumi as f32 * (f16_at(x, 0) * f16_at(y, 0));
+    }
+    sum
+}
+
+fn dot_mxfp4_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<17, 34>(w, a) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = x[1 + j];
+            sumi += i32::from(MXFP4_VALUES[usize::from(q & 0x0f)]) * q8(y, 2, j);
+            sumi += i32::from(MXFP4_VALUES[usize::from(q >> 4)]) * q8(y, 2, j + 16);
+        }
+        sum += sumi as f32 * (e8m0_to_f32_half(x[0]) * f16_at(y, 0));
+    }
+    sum
+}
+
+/// The i-th activation value and the g-th 16-value sum of a Q8_K block.
+#[inline]
+fn q8k(y: &[u8], i: usize) -> i32 {
+    i8_at(y, 4 + i)
+}
+
+#[inline]
+fn q8k_bsum(y: &[u8], g: usize) -> i32 {
+    i32::from(i16::from_le_bytes([y[260 + 2 * g], y[261 + 2 * g]]))
+}
+
+fn dot_q2_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<84, 292>(w, a) {
+        let (scales, qs) = (&x[0..16], &x[16..80]);
+        let mut isum = 0i32;
+        let mut summs = 0i32;
+        for (g, &sc) in scales.iter().enumerate() {
+            summs += i32::from(sc >> 4) * q8k_bsum(y, g);
+            let mut s = 0i32;
+            for i in g * 16..g * 16 + 16 {
+                let (half, shift, l) = (i / 128, (i % 128) / 32, i % 32);
+                s += i32::from((qs[half * 32 + l] >> (2 * shift)) & 3) * q8k(y, i);
+            }
+            isum += i32::from(sc & 0x0f) * s;
+        }
+        let dy = q8_k_d(y);
+        sum += dy * f16_at(x, 80) * isum as f32 - dy * f16_at(x, 82) * summs as f32;
+    }
+    sum
+}
+
+fn dot_q3_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<110, 292>(w, a) {
+        let (hmask, qs) = (&x[0..32], &x[32..96]);
+        let scales = q3_k_scales(&x[96..108]);
+        let mut isum = 0i32;
+        for (g, &sc) in scales.iter().enumerate() {
+            let mut s = 0i32;
+            for i in g * 16..g * 16 + 16 {
+                let (half, shift, l) = (i / 128, (i % 128) / 32, i % 32);
+                let low = i32::from((qs[half * 32 + l] >> (2 * shift)) & 3);
+                let high = (hmask[l] >> (i / 32)) & 1;
+                s += (low - if high == 0 { 4 } else { 0 }) * q8k(y, i);
+            }
+            isum += i32::from(sc) * s;
+        }
+        sum += f16_at(x, 108) * q8_k_d(y) * isum as f32;
+    }
+    sum
+}
+
+/// Q4_K and Q5_K: sub-blocks of 32 with 6-bit scales and mins; `value(j, l)` is the quant.
+#[inline]
+fn dot_k_scale_min(x: &[u8], y: &[u8], value: impl Fn(usize, usize) -> i32) -> f32 {
+    let scales = &x[4..16];
+    let (mut isum, mut msum) = (0i32, 0i32);
+    for j in 0..8 {
+        let (sc, m) = k_scale_min(scales, j);
+        let s: i32 = (0..32).map(|l| value(j, l) * q8k(y, j * 32 + l)).sum();
+        isum += i32::from(sc) * s;
+        msum += i32::from(m) * (q8k_bsum(y, 2 * j) + q8k_bsum(y, 2 * j + 1));
+    }
+    let dy = q8_k_d(y);
+    dy * f16_at(x, 0) * isum as f32 - dy * f16_at(x, 2) * msum as f32
+}
+
+fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    blocks::<144, 292>(w, a)
+        .map(|(x, y)| {
+            let qs = &x[16..144];
+            dot_k_scale_min(x, y, |j, l| {
+                i32::from((qs[(j / 2) * 32 + l] >> (4 * (j % 2))) & 0x0f)
+            })
+        })
+        .sum()
+}
+
+fn dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    blocks::<176, 292>(w, a)
+        .map(|(x, y)| {
+            let (qh, qs) = (&x[16..48], &x[48..176]);
+            dot_k_scale_min(x, y, |j, l| {
+                let low = (qs[(j / 2) * 32 + l] >> (4 * (j % 2))) & 0x0f;
+                i32::from(low | ((qh[l] >> j) & 1) << 4)
+            })
+        })
+        .sum()
+}
+
+fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<210, 292>(w, a) {
+        let (ql, qh, scales) = (&x[0..128], &x[128..192], &x[192..208]);
+        let mut isum = 0i32;
+        for (g, &sc) in scales.iter().enumerate() {
+            let s: i32 = (g * 16..g * 16 + 16)
+                .map(|i| (i32::from(q6_k_value(ql, qh, i)) - 32) * q8k(y, i))
+                .sum();
+            isum += i32::from(sc as i8) * s;
+        }
+        sum += f16_at(x, 208) * q8_k_d(y) * isum as f32;
+    }
+    sum
+}
+
+fn dot_iq4_xs_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<136, 292>(w, a) {
+        let qs = &x[8..136];
+        let mut isum = 0i32;
+        for ib in 0..8 {
+            let mut s = 0i32;
+            for j in 0..16 {
+                let q = qs[ib * 16 + j];
+                s += i32::from(IQ4_VALUES[usize::from(q & 0x0f)]) * q8k(y, ib * 32 + j);
+                s += i32::from(IQ4_VALUES[usize::from(q >> 4)]) * q8k(y, ib * 32 + j + 16);
+            }
+            isum += i32::from(iq4_xs_scale(x, ib)) * s;
+        }
+        sum += f16_at(x, 0) * q8_k_d(y) * isum as f32;
+    }
+    sum
+}

@@ -1,0 +1,100 @@
+//! Float formats (F32, F16, BF16) and MXFP4 (E2M1 values with an E8M0 block scale).
+
+use super::{f16_at, quant_rows, rows};
+
+pub fn dequantize_f32(src: &[u8], dst: &mut [f32]) {
+    rows::<4, 1>(src, dst, |b, y| y[0] = f32::from_le_bytes(*b));
+}
+
+pub fn quantize_f32(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.iter().zip(dst.as_chunks_mut::<4>().0) {
+        *b = x.to_le_bytes();
+    }
+}
+
+pub fn dequantize_f16(src: &[u8], dst: &mut [f32]) {
+    rows::<2, 1>(src, dst, |b, y| y[0] = f16_at(b, 0));
+}
+
+pub fn quantize_f16(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.iter().zip(dst.as_chunks_mut::<2>().0) {
+        *b = half::f16::from_f32(*x).to_le_bytes();
+    }
+}
+
+pub fn bf16_to_f32(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
+}
+
+/// Round to nearest even; NaN stays NaN (made quiet), as ggml_compute_fp32_to_bf16.
+pub fn f32_to_bf16(x: f32) -> u16 {
+    let n = x.to_bits();
+    if n & 0x7fff_ffff > 0x7f80_0000 {
+        return ((n >> 16) | 64) as u16;
+    }
+    ((u64::from(n) + 0x7fff + u64::from((n >> 16) & 1)) >> 16) as u16
+}
+
+pub fn dequantize_bf16(src: &[u8], dst: &mut [f32]) {
+    rows::<2, 1>(src, dst, |b, y| y[0] = bf16_to_f32(u16::from_le_bytes(*b)));
+}
+
+pub fn quantize_bf16(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.iter().zip(dst.as_chunks_mut::<2>().0) {
+        *b = f32_to_bf16(*x).to_le_bytes();
+    }
+}
+
+/// E2M1 values, doubled (the block scale is halved to match).
+pub const MXFP4_VALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// Half of 2^(e - 127): the E8M0 block scale with the doubling of `MXFP4_VALUES` undone.
+pub fn e8m0_to_f32_half(e: u8) -> f32 {
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        u32::from(e - 1) << 23
+    };
+    f32::from_bits(bits)
+}
+
+pub const MXFP4_BYTES: usize = 17;
+
+pub fn dequantize_mxfp4(src: &[u8], dst: &mut [f32]) {
+    rows::<MXFP4_BYTES, 32>(src, dst, |b, y| {
+        let d = e8m0_to_f32_half(b[0]);
+        for j in 0..16 {
+            let q = b[1 + j];
+            y[j] = d * f32::from(MXFP4_VALUES[usize::from(q & 0x0f)]);
+            y[j + 16] = d * f32::from(MXFP4_VALUES[usize::from(q >> 4)]);
+        }
+    });
+}
+
+pub fn quantize_mxfp4(src: &[f32], dst: &mut [u8]) {
+    quant_rows::<MXFP4_BYTES, 32>(src, dst, |x, b| {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let e = if amax > 0.0 {
+            (amax.log2().floor() - 2.0 + 127.0) as u8
+        } else {
+            0
+        };
+        let d = e8m0_to_f32_half(e);
+        let best = |v: f32| {
+            let mut best = 0;
+            let mut best_err = f32::INFINITY;
+            for (k, &kv) in MXFP4_VALUES.iter().enumerate() {
+                let err = (d * f32::from(kv) - v).abs();
+                if err < best_err {
+                    best_err = err;
+                    best = k as u8;
+                }
+            }
+            best
+        };
+        b[0] = e;
+        for j in 0..16 {
+            b[1 + j] = best(x[j]) | (best(x[j + 16]) << 4);
+        }
+    });
+}

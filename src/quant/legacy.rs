@@ -1,0 +1,203 @@
+//! The 32-element formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (weights) and Q8_1 (activations).
+//!
+//! Arithmetic follows ggml's reference code operation by operation (f32, no fused
+//! multiply-add), so dequantization is bit-exact with ggml and gguf-py.
+
+use super::{f16_at, put_f16, quant_rows, rows};
+
+pub const QK: usize = 32;
+pub const Q4_0_BYTES: usize = 18;
+pub const Q4_1_BYTES: usize = 20;
+pub const Q5_0_BYTES: usize = 22;
+pub const Q5_1_BYTES: usize = 24;
+pub const Q8_0_BYTES: usize = 34;
+pub const Q8_1_BYTES: usize = 36;
+
+/// The value of largest magnitude (the first one on ties), with its sign.
+fn signed_absmax(x: &[f32]) -> f32 {
+    let mut max = 0f32;
+    let mut amax = 0f32;
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
+fn inverse(d: f32) -> f32 {
+    if d == 0.0 { 0.0 } else { 1.0 / d }
+}
+
+pub fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
+    rows::<Q4_0_BYTES, QK>(src, dst, |b, y| {
+        let d = f16_at(b, 0);
+        for j in 0..16 {
+            let q = b[2 + j];
+            y[j] = d * f32::from((q & 0x0f) as i8 - 8);
+            y[j + 16] = d * f32::from((q >> 4) as i8 - 8);
+        }
+    });
+}
+
+pub fn quantize_q4_0(src: &[f32], dst: &mut [u8]) {
+    quant_rows::<Q4_0_BYTES, QK>(src, dst, |x, b| {
+        let d = signed_absmax(x) / -8.0;
+        let id = inverse(d);
+        put_f16(b, 0, d);
+        let q = |v: f32| ((v * id + 8.5) as u8).min(15);
+        for j in 0..16 {
+            b[2 + j] = q(x[j]) | (q(x[j + 16]) << 4);
+        }
+    });
+}
+
+pub fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
+    rows::<Q4_1_BYTES, QK>(src, dst, |b, y| {
+        let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+        for j in 0..16 {
+            let q = b[4 + j];
+            y[j] = d * f32::from(q & 0x0f) + m;
+            y[j + 16] = d * f32::from(q >> 4) + m;
+        }
+    });
+}
+
+fn min_max(x: &[f32]) -> (f32, f32) {
+    x.iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+pub fn quantize_q4_1(src: &[f32], dst: &mut [u8]) {
+    quant_rows::<Q4_1_BYTES, QK>(src, dst, |x, b| {
+        let (min, max) = min_max(x);
+        let d = (max - min) / 15.0;
+        let id = inverse(d);
+        put_f16(b, 0, d);
+        put_f16(b, 2, min);
+        let q = |v: f32| (((v - min) * id + 0.5) as u8).min(15);
+        for j in 0..16 {
+            b[4 + j] = q(x[j]) | (q(x[j + 16]) << 4);
+        }
+    });
+}
+
+pub fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
+    rows::<Q5_0_BYTES, QK>(src, dst, |b, y| {
+        let d = f16_at(b, 0);
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        for j in 0..16 {
+            let q = b[6 + j];
+            let lo = (q & 0x0f) | (((qh >> j) & 1) as u8) << 4;
+            let hi = (q >> 4) | (((qh >> (j + 16)) & 1) as u8) << 4;
+            y[j] = d * f32::from(lo as i8 - 16);
+            y[j + 16] = d * f32::from(hi as i8 - 16);
+        }
+    });
+}
+
+pub fn quantize_q5_0(src: &[f32], dst: &mut [u8]) {
+    quant_rows::<Q5_0_BYTES, QK>(src, dst, |x, b| {
+        let d = signed_absmax(x) / -16.0;
+        let id = inverse(d);
+        put_f16(b, 0, d);
+        let q = |v: f32| ((v * id + 16.5) as u8).min(31);
+        let mut qh = 0u32;
+        for j in 0..16 {
+            let (lo, hi) = (q(x[j]), q(x[j + 16]));
+            b[6 + j] = (lo & 0x0f) | ((hi & 0x0f) << 4);
+            qh |= u32::from(lo >> 4) << j | u32::from(hi >> 4) << (j + 16);
+        }
+        b[2..6].copy_from_slice(&qh.to_le_bytes());
+    });
+}
+
+pub fn dequantize_q5_1(src: &[u8], dst: &mut [f32]) {
+    rows::<Q5_1_BYTES, QK>(src, dst, |b, y| {
+        let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+        let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        for j in 0..16 {
+            let q = b[8 + j];
+            let lo = (q & 0x0f) | (((qh >> j) & 1) as u8) << 4;
+            let hi = (q >> 4) | (((qh >> (j + 16)) & 1) as u8) << 4;
+            y[j] = d * f32::from(lo) + m;
+            y[j + 16] = d * f32::from(hi) + m;
+        }
+    });
+}
+
+pub fn quantize_q5_1(src: &[f32], dst: &mut [u8]) {
+    quant_rows::<Q5_1_BYTES, QK>(src, dst, |x, b| {
+        let (min, max) = min_max(x);
+        let d = (max - min) / 31.0;
+        let id = inverse(d);
+        put_f16(b, 0, d);
+        put_f16(b, 2, min);
+        let q = |v: f32| (((v - min) * id + 0.5) as u8).min(31);
+        let mut qh = 0u32;
+        for j in 0..16 {
+            let (lo, hi) = (q(x[j]), q(x[j + 16]));
+            b[8 + j] = (lo & 0x0f) | ((hi & 0x0f) << 4);
+            qh |= u32::from(lo >> 4) << j | u32::from(hi >> 4) << (j + 16);
+        }
+        b[4..8].copy_from_slice(&qh.to_le_bytes());
+    });
+}
+
+pub fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
+    rows::<Q8_0_BYTES, QK>(src, dst, |b, y| {
+        let d = f16_at(b, 0);
+        for j in 0..QK {
+            y[j] = f32::from(b[2 + j] as i8) * d;
+        }
+    });
+}
+
+/// Scale and rounded values of one Q8 block: d = amax / 127, q = round(x / d) (half away from
+/// zero), as ggml's quantize_row_q8_0_ref.
+fn q8_block(x: &[f32; QK]) -> (f32, [i8; QK]) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = inverse(d);
+    let mut q = [0i8; QK];
+    for (q, v) in q.iter_mut().zip(x) {
+        *q = (v * id).round() as i8;
+    }
+    (d, q)
+}
+
+pub fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
+    quant_rows::<Q8_0_BYTES, QK>(src, dst, |x, b| {
+        let (d, q) = q8_block(x);
+        put_f16(b, 0, d);
+        for j in 0..QK {
+            b[2 + j] = q[j] as u8;
+        }
+    });
+}
+
+/// Q8_1: Q8_0 plus `s = d * sum(q)`, which lets Q4_1/Q5_1 dot products apply their offset
+/// `m` once per block.
+pub fn dequantize_q8_1(src: &[u8], dst: &mut [f32]) {
+    rows::<Q8_1_BYTES, QK>(src, dst, |b, y| {
+        let d = f16_at(b, 0);
+        for j in 0..QK {
+            y[j] = f32::from(b[4 + j] as i8) * d;
+        }
+    });
+}
+
+pub fn quantize_q8_1(src: &[f32], dst: &mut [u8]) {
+    quant_rows::<Q8_1_BYTES, QK>(src, dst, |x, b| {
+        let (d, q) = q8_block(x);
+        let sum: i32 = q.iter().map(|&v| i32::from(v)).sum();
+        put_f16(b, 0, d);
+        put_f16(b, 2, sum as f32 * d);
+        for j in 0..QK {
+            b[4 + j] = q[j] as u8;
+        }
+    });
+}
