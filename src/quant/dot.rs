@@ -81,13 +81,35 @@ pub const MXFP4: Dot = Dot::Quant {
     f: dot_mxfp4_q8_0,
 };
 
+/// The dot product kernel for weight format `ty` at SIMD level `level`, lowered to what this
+/// CPU supports (`cpu::detected()`), falling back to the scalar reference where a level has no
+/// kernel for the format. Every kernel of one format pairs with the same activation format.
+/// This is the one dispatch place: SIMD kernels are reachable only through it.
+pub fn kernel(ty: GgmlType, level: super::SimdLevel) -> Option<Dot> {
+    let scalar = super::lookup(ty).and_then(|f| f.dot);
+    let level = level.min(super::cpu::detected());
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::simd::x86;
+        let simd = match level {
+            super::SimdLevel::Avx512 => x86::avx512::dot(ty),
+            super::SimdLevel::Avx2 => x86::avx2::dot(ty),
+            super::SimdLevel::Scalar => None,
+        };
+        if simd.is_some() {
+            return simd;
+        }
+    }
+    let _ = level;
+    scalar
+}
+
 /// The dot product of `n` values: weights `w` of type `ty`, activations `a` as f32 (quantized
 /// here to the format `ty` pairs with). Sizes are checked.
 pub fn vec_dot(ty: GgmlType, w: &[u8], a: &[f32]) -> Result<f32> {
     let f = super::lookup(ty)
         .ok_or_else(|| Error::Unsupported(format!("the {ty} format is not supported yet")))?;
-    let dot = f
-        .dot
+    let dot = kernel(ty, super::cpu::level())
         .ok_or_else(|| Error::Unsupported(format!("{ty} is not a weight format")))?;
     super::check_bytes(f, a.len(), w.len())?;
     match dot {

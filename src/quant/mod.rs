@@ -8,16 +8,19 @@
 //! Everything in this module works on whole blocks whose counts the public functions check
 //! first: the per-format code can then index fixed-size block arrays without bounds failures.
 
+pub mod cpu;
 pub mod dot;
 mod fp;
 mod iq4;
 mod kquants;
 mod legacy;
+mod simd;
 
 use crate::gguf::GgmlType;
 use crate::{Error, Result};
 
-pub use dot::{Dot, vec_dot};
+pub use cpu::SimdLevel;
+pub use dot::{Dot, kernel, vec_dot};
 pub use fp::{MXFP4_VALUES, bf16_to_f32, e8m0_to_f32_half, f32_to_bf16};
 pub use iq4::IQ4_VALUES;
 pub use kquants::QK_K;

@@ -1,0 +1,122 @@
+//! Every SIMD level the CPU supports computes the same dot products as the scalar reference,
+//! within float tolerance (integer block sums are exact; only the float accumulation order
+//! differs), on random weights of every format, several row lengths, and activations of mixed
+//! magnitudes.
+
+use rocmforge::gguf::GgmlType;
+use rocmforge::quant::{self, Dot, SimdLevel, cpu, kernel};
+
+fn randoms(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            // Mixed magnitudes: some rows of tiny values, a few outliers.
+            if i % 97 == 0 { u * 50.0 } else { u }
+        })
+        .collect()
+}
+
+/// Random bytes with finite f16 scales where the format has them: the dequantize fixtures.
+fn fixture_blocks(ty: GgmlType) -> Option<Vec<u8>> {
+    let path = format!(
+        "{}/tests/fixtures/quant/{}.dequant.bin",
+        env!("CARGO_MANIFEST_DIR"),
+        ty.name()
+    );
+    let data = std::fs::read(path).ok()?;
+    let (elems, bytes) = (ty.block_elems() as usize, ty.block_bytes() as usize);
+    let n = data.len() / (bytes + 4 * elems);
+    Some(data[..n * bytes].to_vec())
+}
+
+/// A weight row of `n_blocks` blocks: quantized random values where the format can be
+/// quantized, otherwise random fixture blocks.
+fn weights(ty: GgmlType, n_elems: usize, seed: u64) -> Vec<u8> {
+    let f = quant::lookup(ty).unwrap();
+    let mut w = vec![0u8; quant::row_bytes(ty, n_elems).unwrap()];
+    if f.quantize.is_some() {
+        quant::quantize_row(ty, &randoms(n_elems, seed), &mut w).unwrap();
+    } else {
+        let blocks = fixture_blocks(ty).expect("fixture");
+        for (i, b) in w.iter_mut().enumerate() {
+            *b = blocks[(i + seed as usize * f.block_bytes) % blocks.len()];
+        }
+    }
+    w
+}
+
+#[test]
+fn simd_levels_match_the_scalar_reference() {
+    let levels: Vec<SimdLevel> = SimdLevel::ALL
+        .into_iter()
+        .filter(|&l| l <= cpu::detected())
+        .collect();
+    eprintln!(
+        "testing SIMD levels {levels:?} (detected {:?})",
+        cpu::detected()
+    );
+    let mut checked = 0;
+    for f in &quant::FORMATS {
+        let Some(scalar) = f.dot else { continue };
+        for (seed, blocks) in [(1u64, 1usize), (2, 3), (3, 8), (4, 17)] {
+            let n = blocks * f.block_elems.max(32);
+            let n = n - n % f.block_elems;
+            let w = weights(f.ty, n, seed);
+            let a = randoms(n, seed + 100);
+            // Activations as every kernel of this format sees them.
+            let (reference, act) = match scalar {
+                Dot::Float(k) => (k(&w, &a), None),
+                Dot::Quant { act, f: k } => {
+                    let mut q = vec![0u8; quant::row_bytes(act, n).unwrap()];
+                    quant::quantize_row(act, &a, &mut q).unwrap();
+                    (k(&w, &q), Some(q))
+                }
+            };
+            // Tolerance from the magnitude of the terms.
+            let mut wf = vec![0f32; n];
+            quant::dequantize_row(f.ty, &w, &mut wf).unwrap();
+            let scale: f32 = wf.iter().zip(&a).map(|(x, y)| (x * y).abs()).sum::<f32>() + 1e-30;
+            for &level in &levels {
+                let got = match (kernel(f.ty, level).unwrap(), &act) {
+                    (Dot::Float(k), None) => k(&w, &a),
+                    (Dot::Quant { act: at, f: k }, Some(q)) => {
+                        assert_eq!(
+                            Some(at),
+                            match scalar {
+                                Dot::Quant { act, .. } => Some(act),
+                                _ => None,
+                            }
+                        );
+                        k(&w, q)
+                    }
+                    _ => panic!("{}: level {level:?} changes the kernel kind", f.ty),
+                };
+                assert!(
+                    (got - reference).abs() <= 2e-5 * scale,
+                    "{} at {level:?}, {n} values: {got} vs scalar {reference} (scale {scale})",
+                    f.ty
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 16 * 4 * levels.len(), "{checked} checks");
+}
+
+#[test]
+fn forced_levels_never_exceed_the_cpu() {
+    for ty in [GgmlType::Q4_0, GgmlType::Q4K, GgmlType::F16] {
+        for level in SimdLevel::ALL {
+            // Asking for more than the CPU has falls back; it never hands out an unsupported kernel.
+            assert!(kernel(ty, level).is_some());
+        }
+    }
+    cpu::set_level_cap(Some(SimdLevel::Scalar));
+    assert_eq!(cpu::level(), SimdLevel::Scalar);
+    cpu::set_level_cap(None);
+    assert!(cpu::level() <= cpu::detected());
+}
