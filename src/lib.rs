@@ -3,6 +3,7 @@
 //! Layers, bottom to top (see docs/ARCHITECTURE.md): `gguf` (file format), `model` (a loaded
 //! model and its hyperparameters), `capi` (the C boundary, a thin client of the safe API).
 
+pub mod backend;
 pub mod capi;
 pub mod error;
 pub mod gguf;

@@ -71,8 +71,20 @@ macro_rules! kernels {
         #[inline]
         #[target_feature(enable = $features)]
         fn h2f(b: &[u8], at: usize) -> f32 {
-            let bits = u16::from_le_bytes([b[at], b[at + 1]]);
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+            // Built in a general register and moved with vmovd: an insert from memory would
+            // merge into (and wait for) whatever vector register the compiler picks.
+            let bits = u32::from(u16::from_le_bytes([b[at], b[at + 1]]));
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+        }
+
+        /// The product of two f16 values (a weight scale and an activation scale).
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn h2f_mul(a: &[u8], ia: usize, b: &[u8], ib: usize) -> f32 {
+            let bits = u32::from(u16::from_le_bytes([a[ia], a[ia + 1]]))
+                | u32::from(u16::from_le_bytes([b[ib], b[ib + 1]])) << 16;
+            let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+            _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
         }
 
         /// 16 bytes of nibbles as 32 bytes: low nibbles (elements 0..16), then high ones.
@@ -138,7 +150,7 @@ macro_rules! kernels {
             let mut acc = _mm256_setzero_ps();
             for (x, y) in blocks::<18, 34>(w, a) {
                 let q = _mm256_sub_epi8(nibbles(load128(x, 2)), _mm256_set1_epi8(8));
-                acc = fma_block(acc, h2f(x, 0) * h2f(y, 0), q, y);
+                acc = fma_block(acc, h2f_mul(x, 0, y, 0), q, y);
             }
             hsum(acc)
         }
@@ -150,7 +162,7 @@ macro_rules! kernels {
                 // q - 16 = nibble | 0xf0 where the fifth bit is clear.
                 let high = _mm256_andnot_si256(bit_bytes(qh_u32(x, 2)), _mm256_set1_epi8(-16));
                 let q = _mm256_or_si256(nibbles(load128(x, 6)), high);
-                acc = fma_block(acc, h2f(x, 0) * h2f(y, 0), q, y);
+                acc = fma_block(acc, h2f_mul(x, 0, y, 0), q, y);
             }
             hsum(acc)
         }
@@ -159,7 +171,7 @@ macro_rules! kernels {
         fn q8_0(w: &[u8], a: &[u8]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (x, y) in blocks::<34, 34>(w, a) {
-                acc = fma_block(acc, h2f(x, 0) * h2f(y, 0), load256(x, 2), y);
+                acc = fma_block(acc, h2f_mul(x, 0, y, 0), load256(x, 2), y);
             }
             hsum(acc)
         }
@@ -169,7 +181,7 @@ macro_rules! kernels {
             let mut acc = _mm256_setzero_ps();
             for (x, y) in blocks::<18, 34>(w, a) {
                 let q = lut16(&IQ4_VALUES, nibbles(load128(x, 2)));
-                acc = fma_block(acc, h2f(x, 0) * h2f(y, 0), q, y);
+                acc = fma_block(acc, h2f_mul(x, 0, y, 0), q, y);
             }
             hsum(acc)
         }
@@ -191,9 +203,9 @@ macro_rules! kernels {
             let mut offset = 0f32;
             for (x, y) in blocks::<20, 36>(w, a) {
                 let p = $dot_u8s(nibbles(load128(x, 4)), load256(y, 4));
-                let d = _mm256_set1_ps(h2f(x, 0) * h2f(y, 0));
+                let d = _mm256_set1_ps(h2f_mul(x, 0, y, 0));
                 acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-                offset += h2f(x, 2) * h2f(y, 2);
+                offset += h2f_mul(x, 2, y, 2);
             }
             hsum(acc) + offset
         }
@@ -206,9 +218,9 @@ macro_rules! kernels {
                 let high = _mm256_and_si256(bit_bytes(qh_u32(x, 4)), _mm256_set1_epi8(16));
                 let q = _mm256_or_si256(nibbles(load128(x, 8)), high);
                 let p = $dot_u8s(q, load256(y, 4));
-                let d = _mm256_set1_ps(h2f(x, 0) * h2f(y, 0));
+                let d = _mm256_set1_ps(h2f_mul(x, 0, y, 0));
                 acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-                offset += h2f(x, 2) * h2f(y, 2);
+                offset += h2f_mul(x, 2, y, 2);
             }
             hsum(acc) + offset
         }

@@ -1,0 +1,158 @@
+//! Matrix-multiply benchmark of every weight format on the CPU.
+//!
+//!     cargo run --release --example quant_bench [-- --quick] [--formats Q4_0,Q4_K] [--threads 1,2]
+//!
+//! For each format, shape [n_out x n_in], token count (1 = decode matvec, 512 = prompt) and
+//! thread count it prints the time per call, the weight bandwidth (GB/s of weight bytes read
+//! once per call) and the arithmetic rate (GFLOP/s, 2 * n_out * n_in * tokens per call).
+//! `RF_SIMD=scalar|avx2|avx512` lowers the SIMD level.
+
+use std::time::{Duration, Instant};
+
+use rocmforge::backend::cpu::{MatmulScratch, ThreadPool, Weights, matmul};
+use rocmforge::gguf::GgmlType;
+use rocmforge::quant::{self, cpu};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+}
+
+/// Byte offsets of the f16 scales in one block of the formats without a quantizer (random
+/// bytes elsewhere make realistic kernels' work; NaN or subnormal scales would not).
+fn f16_fields(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q2K => &[80, 82],
+        GgmlType::Q3K => &[108],
+        GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q6K => &[208],
+        GgmlType::Iq4Nl | GgmlType::Iq4Xs => &[0],
+        _ => &[],
+    }
+}
+
+fn weights(ty: GgmlType, n_out: usize, n_in: usize, rng: &mut Rng) -> Vec<u8> {
+    let f = quant::lookup(ty).expect("format");
+    let bytes = quant::row_bytes(ty, n_in).expect("row") * n_out;
+    if let Some(q) = f.quantize {
+        let x: Vec<f32> = (0..n_out * n_in).map(|_| rng.f32()).collect();
+        let mut out = vec![0u8; bytes];
+        q(&x, &mut out);
+        return out;
+    }
+    let mut out: Vec<u8> = (0..bytes).map(|_| rng.next() as u8).collect();
+    for block in out.chunks_mut(f.block_bytes) {
+        for &off in f16_fields(ty) {
+            let d = half::f16::from_f32(0.01 + rng.f32().abs() * 0.01);
+            block[off..off + 2].copy_from_slice(&d.to_le_bytes());
+        }
+    }
+    out
+}
+
+fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let formats: Vec<GgmlType> = match arg(&args, "--formats") {
+        Some(list) => list
+            .split(',')
+            .map(|n| {
+                *GgmlType::ALL
+                    .iter()
+                    .find(|t| t.name() == n)
+                    .unwrap_or_else(|| panic!("unknown format {n}"))
+            })
+            .collect(),
+        None => quant::FORMATS
+            .iter()
+            .filter(|f| f.dot.is_some())
+            .map(|f| f.ty)
+            .collect(),
+    };
+    let threads: Vec<usize> = arg(&args, "--threads")
+        .unwrap_or("1,2")
+        .split(',')
+        .map(|t| t.parse().expect("thread count"))
+        .collect();
+    let shapes: &[(usize, usize)] = if quick {
+        &[(576, 1536), (1536, 576)]
+    } else {
+        &[(4096, 4096), (576, 1536), (1536, 576)]
+    };
+    let token_counts: &[usize] = &[1, 512];
+    let budget = Duration::from_millis(if quick { 100 } else { 300 });
+
+    println!(
+        "rocmforge {} matmul benchmark, SIMD level {} (detected {})",
+        env!("CARGO_PKG_VERSION"),
+        cpu::level().name(),
+        cpu::detected().name()
+    );
+    println!();
+    println!("| format | n_out x n_in | tokens | threads | ms/call | weight GB/s | GFLOP/s |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let pools: Vec<ThreadPool> = threads
+        .iter()
+        .map(|&n| ThreadPool::new(n).expect("threads"))
+        .collect();
+    for &ty in &formats {
+        for &(n_out, n_in) in shapes {
+            if quant::row_bytes(ty, n_in).is_err() {
+                println!(
+                    "| {} | {n_out} x {n_in} | - | - | rows of {n_in} are not whole {} blocks | | |",
+                    ty.name(),
+                    ty.name()
+                );
+                continue;
+            }
+            let data = weights(ty, n_out, n_in, &mut rng);
+            let w = Weights::new(ty, &data, n_out, n_in).expect("weights");
+            for &n_tokens in token_counts {
+                let x: Vec<f32> = (0..n_tokens * n_in).map(|_| rng.f32()).collect();
+                let mut y = vec![0f32; n_tokens * n_out];
+                for pool in &pools {
+                    let mut scratch = MatmulScratch::default();
+                    matmul(pool, &w, &x, n_tokens, &mut y, &mut scratch).expect("warm-up");
+                    let start = Instant::now();
+                    let mut calls = 0u32;
+                    while calls < 2 || start.elapsed() < budget {
+                        matmul(pool, &w, &x, n_tokens, &mut y, &mut scratch).expect("matmul");
+                        calls += 1;
+                    }
+                    let secs = start.elapsed().as_secs_f64() / f64::from(calls);
+                    // Bandwidth means something for the matvec only: a prompt reuses each weight.
+                    let gbs = if n_tokens == 1 {
+                        format!("{:.1}", data.len() as f64 / secs / 1e9)
+                    } else {
+                        "-".to_string()
+                    };
+                    let gflops = 2.0 * (n_out * n_in * n_tokens) as f64 / secs / 1e9;
+                    println!(
+                        "| {} | {n_out} x {n_in} | {n_tokens} | {} | {:.3} | {gbs} | {gflops:.1} |",
+                        ty.name(),
+                        pool.n_threads(),
+                        secs * 1e3
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Quantized matrix multiply: weights `W` [n_out x n_in] (any weight format, rows as stored in
+//! GGUF) times activations `X` [n_tokens x n_in] (f32) gives `Y` [n_tokens x n_out] (f32).
+//!
+//! Activations are quantized once per call to the format the weights pair with. The work is
+//! cut into tiles of weight rows x tokens: a thread keeps one weight row in L1 while it runs
+//! through a tile of tokens, so a 512-token prompt reads each weight block from cache rather
+//! than streaming the matrix from memory 512 times. Tiles go to the pool's threads
+//! dynamically.
+
+use std::marker::PhantomData;
+
+use super::ThreadPool;
+use crate::gguf::GgmlType;
+use crate::quant::{self, Dot, cpu};
+use crate::{Error, Result};
+
+/// A weight matrix: `n_out` rows of `n_in` values of type `ty`, row after row.
+#[derive(Clone, Copy)]
+pub struct Weights<'a> {
+    ty: GgmlType,
+    data: &'a [u8],
+    n_out: usize,
+    n_in: usize,
+    row_bytes: usize,
+}
+
+impl<'a> Weights<'a> {
+    /// Checks that `data` holds exactly `n_out` rows of `n_in` values of `ty`.
+    pub fn new(ty: GgmlType, data: &'a [u8], n_out: usize, n_in: usize) -> Result<Weights<'a>> {
+        let row_bytes = quant::row_bytes(ty, n_in)?;
+        let need = row_bytes
+            .checked_mul(n_out)
+            .ok_or_else(|| Error::Overflow(format!("a {n_out} x {n_in} {ty} matrix")))?;
+        if data.len() != need {
+            return Err(Error::InvalidArg(format!(
+                "a {n_out} x {n_in} {ty} matrix takes {need} bytes, not {}",
+                data.len()
+            )));
+        }
+        Ok(Weights {
+            ty,
+            data,
+            n_out,
+            n_in,
+            row_bytes,
+        })
+    }
+
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    pub fn n_out(&self) -> usize {
+        self.n_out
+    }
+
+    pub fn n_in(&self) -> usize {
+        self.n_in
+    }
+
+    fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+}
+
+/// Buffers a matmul reuses between calls (quantized activations), so steady-state decoding
+/// allocates nothing.
+#[derive(Default)]
+pub struct MatmulScratch {
+    act: Vec<u8>,
+}
+
+/// A slice that tasks on several threads write to at indices no two tasks share.
+struct Disjoint<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: tasks write disjoint elements only (each caller states why), so sharing the pointer
+// across threads cannot create two live references to one element.
+unsafe impl<T: Send> Sync for Disjoint<'_, T> {}
+
+impl<'a, T> Disjoint<'a, T> {
+    fn new(s: &'a mut [T]) -> Self {
+        Disjoint {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// The elements `range`, for one task to fill.
+    ///
+    /// # Safety
+    /// No other task may access any element of `range` while the returned slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(
+            start <= self.len && len <= self.len - start,
+            "range inside the slice"
+        );
+        // SAFETY: in bounds (checked above); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
+    /// # Safety
+    /// No other task may access element `i` concurrently.
+    unsafe fn set(&self, i: usize, v: T) {
+        assert!(i < self.len, "index inside the slice");
+        // SAFETY: in bounds (checked above); exclusive by the caller's contract.
+        unsafe { self.ptr.add(i).write(v) }
+    }
+}
+
+/// Tile sizes: enough row tiles for every thread to get several, rows capped so a tile's
+/// weights stay in L2, tokens capped so a tile's activations do.
+fn tiles(n_out: usize, n_tokens: usize, n_threads: usize) -> (usize, usize) {
+    let rows = (n_out / (4 * n_threads)).clamp(1, 16);
+    let tokens = n_tokens.clamp(1, 64);
+    (rows, tokens)
+}
+
+/// `y = x * w^T`: `x` is `n_tokens` rows of `w.n_in()` values, `y` receives `n_tokens` rows of
+/// `w.n_out()` values. Sizes are checked; the SIMD level is `cpu::level()`.
+pub fn matmul(
+    pool: &ThreadPool,
+    w: &Weights<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<()> {
+    let (n_in, n_out) = (w.n_in, w.n_out);
+    let size = |n: usize, what: &str| {
+        n_tokens
+            .checked_mul(n)
+            .ok_or_else(|| Error::Overflow(format!("{n_tokens} tokens x {n} {what}")))
+    };
+    if x.len() != size(n_in, "inputs")? || y.len() != size(n_out, "outputs")? {
+        return Err(Error::InvalidArg(format!(
+            "matmul of {n_tokens} tokens through {n_out} x {n_in}: x has {} values, y {}",
+            x.len(),
+            y.len()
+        )));
+    }
+    let kernel = quant::kernel(w.ty, cpu::level())
+        .ok_or_else(|| Error::Unsupported(format!("{} weights have no dot product", w.ty)))?;
+    let (tile_rows, tile_tokens) = tiles(n_out, n_tokens, pool.n_threads());
+    let row_tiles = n_out.div_ceil(tile_rows);
+    let token_tiles = n_tokens.div_ceil(tile_tokens);
+    let out = Disjoint::new(y);
+
+    // Runs `dot(row r, token t)` over one tile; tiles cover each (t, r) exactly once.
+    let run_tiles = |dot: &(dyn Fn(usize, usize) -> f32 + Sync)| {
+        pool.run(row_tiles * token_tiles, &|task| {
+            let (tt, rt) = (task / row_tiles, task % row_tiles);
+            let rows = rt * tile_rows..((rt + 1) * tile_rows).min(n_out);
+            let tokens = tt * tile_tokens..((tt + 1) * tile_tokens).min(n_tokens);
+            for r in rows {
+                for t in tokens.clone() {
+                    // SAFETY: element (t, r) belongs to this tile only.
+                    unsafe { out.set(t * n_out + r, dot(r, t)) };
+                }
+            }
+        });
+    };
+
+    match kernel {
+        Dot::Float(f) => run_tiles(&|r, t| f(w.row(r), &x[t * n_in..(t + 1) * n_in])),
+        Dot::Quant { act, f } => {
+            let act_row = quant::row_bytes(act, n_in)?;
+            let total = size(act_row, "activation bytes")?;
+            scratch.act.resize(total, 0);
+            let quantize = quant::lookup(act)
+                .and_then(|f| f.quantize)
+                .ok_or_else(|| Error::Internal(format!("no quantizer for {act}")))?;
+            {
+                let acts = Disjoint::new(&mut scratch.act);
+                pool.run(n_tokens, &|t| {
+                    // SAFETY: token t's activation row is written by this task only.
+                    let dst = unsafe { acts.slice(t * act_row, act_row) };
+                    quantize(&x[t * n_in..(t + 1) * n_in], dst);
+                });
+            }
+            let acts = &scratch.act;
+            run_tiles(&|r, t| f(w.row(r), &acts[t * act_row..(t + 1) * act_row]));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn randoms(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matmul_equals_row_by_row_dots() {
+        let pool = ThreadPool::new(3).unwrap();
+        let mut scratch = MatmulScratch::default();
+        for ty in [
+            GgmlType::F32,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+        ] {
+            for (n_out, n_in, n_tokens) in [(1, 32, 1), (37, 64, 1), (70, 256, 5), (16, 512, 130)] {
+                let wf = randoms(n_out * n_in, 7);
+                let mut wq = vec![0u8; quant::row_bytes(ty, n_in).unwrap() * n_out];
+                quant::quantize_row(ty, &wf, &mut wq).unwrap();
+                let w = Weights::new(ty, &wq, n_out, n_in).unwrap();
+                let x = randoms(n_tokens * n_in, 9);
+                let mut y = vec![f32::NAN; n_tokens * n_out];
+                matmul(&pool, &w, &x, n_tokens, &mut y, &mut scratch).unwrap();
+                for t in 0..n_tokens {
+                    for r in 0..n_out {
+                        let expect =
+                            quant::vec_dot(ty, w.row(r), &x[t * n_in..(t + 1) * n_in]).unwrap();
+                        assert_eq!(y[t * n_out + r], expect, "{ty} {n_out}x{n_in} t{t} r{r}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        let pool = ThreadPool::new(1).unwrap();
+        let data = vec![0u8; 18 * 4];
+        assert!(Weights::new(GgmlType::Q4_0, &data, 4, 64).is_err());
+        let w = Weights::new(GgmlType::Q4_0, &data, 4, 32).unwrap();
+        let mut s = MatmulScratch::default();
+        let mut y = vec![0f32; 8];
+        assert!(matmul(&pool, &w, &[0.0; 63], 2, &mut y, &mut s).is_err());
+        assert!(matmul(&pool, &w, &[0.0; 64], 2, &mut y[..7], &mut s).is_err());
+        assert!(matmul(&pool, &w, &[0.0; 64], 2, &mut y, &mut s).is_ok());
+    }
+}

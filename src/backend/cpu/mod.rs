@@ -1,0 +1,8 @@
+//! The CPU backend: a persistent thread pool with cheap fork/join (`pool`) and the quantized
+//! matrix multiply (`matmul`).
+
+pub mod matmul;
+pub mod pool;
+
+pub use matmul::{MatmulScratch, Weights, matmul};
+pub use pool::ThreadPool;

@@ -1,0 +1,240 @@
+//! A persistent thread pool for fork/join parallel loops, built for the decode loop: a small
+//! model runs about 200 matrix multiplies per token, each a few tens of microseconds, so
+//! waking threads through the OS for each would cost more than the work. Workers spin for a
+//! short while after each job (`SPIN_ROUNDS`) and only then sleep on a condition variable.
+//!
+//! `run(n_tasks, f)` calls `f(i)` for every i in 0..n_tasks, on the calling thread and the
+//! workers, and returns when all calls are done. A panic in a task is caught on the worker and
+//! re-raised on the caller after every task has finished, so nothing keeps the job's borrow.
+
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// How many polls an idle worker makes before sleeping (on the order of 100 microseconds).
+const SPIN_ROUNDS: u32 = 1 << 11;
+
+/// The job being run: a type-erased pointer to the caller's closure.
+#[derive(Clone, Copy)]
+struct Job {
+    f: *const (dyn Fn(usize) + Sync),
+    n_tasks: usize,
+}
+
+// SAFETY: the pointee is `Sync`, and `run` keeps it alive until every worker has stopped using
+// it (it waits for `active` to reach zero before returning).
+unsafe impl Send for Job {}
+
+struct Shared {
+    /// Bumped for each job; workers watch it.
+    generation: AtomicUsize,
+    /// Next task index to take.
+    next: AtomicUsize,
+    /// Workers still inside the current job.
+    active: AtomicUsize,
+    job: Mutex<Option<Job>>,
+    /// Sleeping workers wait here; guarded by `job`'s mutex.
+    wake: Condvar,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+    quit: AtomicBool,
+}
+
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    /// Serializes `run` calls from different threads.
+    running: Mutex<()>,
+}
+
+impl ThreadPool {
+    /// A pool that runs jobs on `n_threads` threads in all: the caller plus `n_threads - 1`
+    /// workers (0 is taken as 1).
+    pub fn new(n_threads: usize) -> std::io::Result<ThreadPool> {
+        let shared = Arc::new(Shared {
+            generation: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            job: Mutex::new(None),
+            wake: Condvar::new(),
+            panic: Mutex::new(None),
+            quit: AtomicBool::new(false),
+        });
+        let mut pool = ThreadPool {
+            shared: Arc::clone(&shared),
+            workers: Vec::new(),
+            running: Mutex::new(()),
+        };
+        for i in 1..n_threads.max(1) {
+            let s = Arc::clone(&shared);
+            let handle = std::thread::Builder::new()
+                .name(format!("rocmforge-{i}"))
+                .spawn(move || worker(&s))?;
+            pool.workers.push(handle);
+        }
+        Ok(pool)
+    }
+
+    /// Threads that run each job, the caller included.
+    pub fn n_threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Calls `f(i)` for every `i` in `0..n_tasks` across the pool; returns when all are done.
+    /// Re-raises the first panic of any task.
+    pub fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        if n_tasks == 0 {
+            return;
+        }
+        if self.workers.is_empty() || n_tasks == 1 {
+            (0..n_tasks).for_each(f);
+            return;
+        }
+        let _serial = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &*self.shared;
+        // SAFETY (lifetime erasure): the pointer is only dereferenced by workers between the
+        // generation bump below and their decrement of `active`, and this function does not
+        // return before `active` is zero, so `f` outlives every use.
+        let erased: *const (dyn Fn(usize) + Sync) = unsafe {
+            std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f)
+        };
+        {
+            let mut job = s.job.lock().unwrap_or_else(|e| e.into_inner());
+            *job = Some(Job { f: erased, n_tasks });
+            s.next.store(0, Ordering::Relaxed);
+            s.active.store(self.workers.len(), Ordering::Relaxed);
+            s.generation.fetch_add(1, Ordering::Release);
+            s.wake.notify_all();
+        }
+        let caller = panic::catch_unwind(AssertUnwindSafe(|| take_tasks(s, f, n_tasks)));
+        let mut spins = 0u32;
+        while s.active.load(Ordering::Acquire) != 0 {
+            spins += 1;
+            if spins < SPIN_ROUNDS {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if let Err(p) = caller {
+            panic::resume_unwind(p);
+        }
+        if let Some(p) = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            panic::resume_unwind(p);
+        }
+    }
+}
+
+fn take_tasks(s: &Shared, f: &(dyn Fn(usize) + Sync), n_tasks: usize) {
+    loop {
+        let i = s.next.fetch_add(1, Ordering::Relaxed);
+        if i >= n_tasks {
+            return;
+        }
+        f(i);
+    }
+}
+
+fn worker(s: &Shared) {
+    let mut seen = 0usize;
+    loop {
+        // Wait for a new generation: spin, then sleep.
+        let mut spins = 0u32;
+        while s.generation.load(Ordering::Acquire) == seen && !s.quit.load(Ordering::Relaxed) {
+            spins += 1;
+            if spins < SPIN_ROUNDS {
+                std::hint::spin_loop();
+                continue;
+            }
+            let job = s.job.lock().unwrap_or_else(|e| e.into_inner());
+            if s.generation.load(Ordering::Acquire) == seen && !s.quit.load(Ordering::Relaxed) {
+                drop(s.wake.wait(job).unwrap_or_else(|e| e.into_inner()));
+            }
+            spins = 0;
+        }
+        if s.quit.load(Ordering::Relaxed) {
+            return;
+        }
+        seen = s.generation.load(Ordering::Acquire);
+        let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(job) = job {
+            // SAFETY: `run` keeps the closure alive until this worker decrements `active`.
+            let f = unsafe { &*job.f };
+            if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| take_tasks(s, f, job.n_tasks)))
+            {
+                s.panic
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(p);
+            }
+        }
+        s.active.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.quit.store(true, Ordering::Relaxed);
+        {
+            let _job = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_runs_exactly_once_across_many_jobs() {
+        let pool = ThreadPool::new(4).unwrap();
+        for n in [0, 1, 2, 3, 7, 100, 1000] {
+            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            pool.run(n, &|i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "n = {n}"
+            );
+        }
+        // Many small jobs in a row (the decode pattern), some after workers fell asleep.
+        let total = AtomicUsize::new(0);
+        for round in 0..2000 {
+            if round == 1000 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            pool.run(8, &|_| {
+                total.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 16_000);
+    }
+
+    #[test]
+    fn a_panicking_task_is_reraised_after_the_job_and_the_pool_survives() {
+        let pool = ThreadPool::new(3).unwrap();
+        let done = AtomicUsize::new(0);
+        let r = panic::catch_unwind(AssertUnwindSafe(|| {
+            pool.run(64, &|i| {
+                if i == 5 {
+                    panic!("task 5 failed");
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(done.load(Ordering::Relaxed), 63, "the other tasks all ran");
+        let count = AtomicUsize::new(0);
+        pool.run(10, &|_| {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 10);
+    }
+}
