@@ -256,3 +256,48 @@ fn sizes_are_checked() {
     assert!(vec_dot(GgmlType::Q8K, &[0u8; 292], &[0f32; 256]).is_err());
     assert!(vec_dot(GgmlType::Q4_0, &[0u8; 18], &[0f32; 64]).is_err());
 }
+
+/// Relative RMS error of a quantize-dequantize round trip.
+fn round_trip_error(ty: GgmlType, x: &[f32]) -> f32 {
+    let mut q = vec![0u8; quant::row_bytes(ty, x.len()).unwrap()];
+    quantize_row(ty, x, &mut q).unwrap();
+    let mut back = vec![0f32; x.len()];
+    dequantize_row(ty, &q, &mut back).unwrap();
+    let err: f32 = x.iter().zip(&back).map(|(a, b)| (a - b) * (a - b)).sum();
+    let sig: f32 = x.iter().map(|a| a * a).sum();
+    (err / sig.max(1e-30)).sqrt()
+}
+
+#[test]
+fn k_quant_round_trips_stay_within_stated_bounds() {
+    // Stated bounds on roughly normal data (relative RMS error), with the error of the
+    // simpler formats of the same bit width for comparison: the K-quants must not be worse.
+    let x = randoms(256 * 64, 11);
+    let q4k = round_trip_error(GgmlType::Q4K, &x);
+    let q5k = round_trip_error(GgmlType::Q5K, &x);
+    let q6k = round_trip_error(GgmlType::Q6K, &x);
+    let (q4_1, q5_1, q8_0) = (
+        round_trip_error(GgmlType::Q4_1, &x),
+        round_trip_error(GgmlType::Q5_1, &x),
+        round_trip_error(GgmlType::Q8_0, &x),
+    );
+    eprintln!(
+        "relative RMS error: Q4_K {q4k:.4} (Q4_1 {q4_1:.4}), Q5_K {q5k:.4} (Q5_1 {q5_1:.4}), Q6_K {q6k:.4} (Q8_0 {q8_0:.4})"
+    );
+    assert!(q4k < 0.075 && q4k <= q4_1 * 1.05, "Q4_K {q4k}");
+    assert!(q5k < 0.038 && q5k <= q5_1 * 1.05, "Q5_K {q5k}");
+    assert!(q6k < 0.019, "Q6_K {q6k}");
+    // Special blocks: zeros come back as zeros; constants and outliers stay bounded.
+    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+        let zeros = vec![0f32; 256];
+        assert_eq!(round_trip_error(ty, &zeros), 0.0, "{ty} zeros");
+        let mut spiky = randoms(256, 12);
+        spiky[77] = 30.0;
+        assert!(round_trip_error(ty, &spiky) < 0.2, "{ty} outlier");
+        assert!(round_trip_error(ty, &[0.5f32; 256]) < 0.05, "{ty} constant");
+        assert!(
+            round_trip_error(ty, &[-0.5f32; 256]) < 0.05,
+            "{ty} negative constant"
+        );
+    }
+}

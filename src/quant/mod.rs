@@ -117,9 +117,24 @@ pub static FORMATS: [QuantFormat; 18] = [
     ),
     format(T::Q2K, kquants::dequantize_q2_k, None, Some(dot::Q2_K)),
     format(T::Q3K, kquants::dequantize_q3_k, None, Some(dot::Q3_K)),
-    format(T::Q4K, kquants::dequantize_q4_k, None, Some(dot::Q4_K)),
-    format(T::Q5K, kquants::dequantize_q5_k, None, Some(dot::Q5_K)),
-    format(T::Q6K, kquants::dequantize_q6_k, None, Some(dot::Q6_K)),
+    format(
+        T::Q4K,
+        kquants::dequantize_q4_k,
+        Some(kquants::quantize_q4_k),
+        Some(dot::Q4_K),
+    ),
+    format(
+        T::Q5K,
+        kquants::dequantize_q5_k,
+        Some(kquants::quantize_q5_k),
+        Some(dot::Q5_K),
+    ),
+    format(
+        T::Q6K,
+        kquants::dequantize_q6_k,
+        Some(kquants::quantize_q6_k),
+        Some(dot::Q6_K),
+    ),
     format(
         T::Q8K,
         kquants::dequantize_q8_k,
