@@ -25,7 +25,7 @@ fn fixture_name(ty: GgmlType) -> &'static str {
     ty.name()
 }
 
-const DEQUANT: [GgmlType; 15] = [
+const DEQUANT: [GgmlType; 16] = [
     GgmlType::Bf16,
     GgmlType::F16,
     GgmlType::Q4_0,
@@ -41,6 +41,7 @@ const DEQUANT: [GgmlType; 15] = [
     GgmlType::Iq4Nl,
     GgmlType::Iq4Xs,
     GgmlType::Mxfp4,
+    GgmlType::Nvfp4,
 ];
 
 const QUANT: [GgmlType; 7] = [
@@ -243,7 +244,7 @@ fn every_dot_product_equals_the_dot_of_dequantized_rows() {
         );
         tested.push(f.ty.name());
     }
-    assert_eq!(tested.len(), 16, "{tested:?}");
+    assert_eq!(tested.len(), 17, "{tested:?}");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! activations. Integer products are summed exactly per block, then scaled in f32, as ggml does.
 
 use super::f16_at;
-use super::fp::{MXFP4_VALUES, bf16_to_f32, e8m0_to_f32_half};
+use super::fp::{MXFP4_VALUES, bf16_to_f32, e8m0_to_f32_half, ue4m3_to_f32_half};
 use super::iq4::{IQ4_VALUES, iq4_xs_scale};
 use super::kquants::{k_scale_min, q3_k_scales, q6_k_value, q8_k_d};
 use crate::gguf::GgmlType;
@@ -79,6 +79,10 @@ pub const IQ4_XS: Dot = Dot::Quant {
 pub const MXFP4: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_mxfp4_q8_0,
+};
+pub const NVFP4: Dot = Dot::Quant {
+    act: GgmlType::Q8_0,
+    f: dot_nvfp4_q8_0,
 };
 
 /// The dot product kernel for weight format `ty` at SIMD level `level`, lowered to what this
@@ -264,6 +268,25 @@ fn dot_mxfp4_q8_0(w: &[u8], a: &[u8]) -> f32 {
             sumi += i32::from(MXFP4_VALUES[usize::from(q >> 4)]) * q8(y, 2, j + 16);
         }
         sum += sumi as f32 * (e8m0_to_f32_half(x[0]) * f16_at(y, 0));
+    }
+    sum
+}
+
+/// NVFP4 (64 values) against two Q8_0 blocks: each 16-value sub-block has its own scale.
+fn dot_nvfp4_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<36, 68>(w, a) {
+        for s in 0..4 {
+            let yb = &y[34 * (s / 2)..34 * (s / 2) + 34];
+            let base = 16 * (s % 2);
+            let mut sumi = 0i32;
+            for j in 0..8 {
+                let q = x[4 + 8 * s + j];
+                sumi += i32::from(MXFP4_VALUES[usize::from(q & 0x0f)]) * q8(yb, 2, base + j);
+                sumi += i32::from(MXFP4_VALUES[usize::from(q >> 4)]) * q8(yb, 2, base + j + 8);
+            }
+            sum += sumi as f32 * (ue4m3_to_f32_half(x[s]) * f16_at(yb, 0));
+        }
     }
     sum
 }

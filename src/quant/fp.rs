@@ -98,3 +98,36 @@ pub fn quantize_mxfp4(src: &[f32], dst: &mut [u8]) {
         }
     });
 }
+
+/// NVFP4: 64 values in four sub-blocks of 16, each with an unsigned E4M3 scale; values are
+/// E2M1 (the doubled `MXFP4_VALUES`, so scales are halved). Layout: d[4], qs[32]; sub-block s
+/// takes the low nibbles of qs[8s..8s+8] then their high nibbles.
+pub const NVFP4_BYTES: usize = 36;
+
+/// An unsigned E4M3 scale (bias 7; bit 7 ignored; 0x7f, the NaN code, reads as 0), halved.
+pub fn ue4m3_to_f32_half(x: u8) -> f32 {
+    if x == 0 || x == 0x7f {
+        return 0.0;
+    }
+    let exp = i32::from((x >> 3) & 0x0f);
+    let man = f32::from(x & 7);
+    let raw = if exp == 0 {
+        man * (-9f32).exp2()
+    } else {
+        (1.0 + man / 8.0) * ((exp - 7) as f32).exp2()
+    };
+    raw * 0.5
+}
+
+pub fn dequantize_nvfp4(src: &[u8], dst: &mut [f32]) {
+    rows::<NVFP4_BYTES, 64>(src, dst, |b, y| {
+        for (s, y) in y.chunks_exact_mut(16).enumerate() {
+            let d = ue4m3_to_f32_half(b[s]);
+            for j in 0..8 {
+                let q = b[4 + 8 * s + j];
+                y[j] = d * f32::from(MXFP4_VALUES[usize::from(q & 0x0f)]);
+                y[j + 8] = d * f32::from(MXFP4_VALUES[usize::from(q >> 4)]);
+            }
+        }
+    });
+}

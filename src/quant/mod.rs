@@ -60,7 +60,7 @@ const fn format(
 use GgmlType as T;
 
 /// Every supported format.
-pub static FORMATS: [QuantFormat; 18] = [
+pub static FORMATS: [QuantFormat; 19] = [
     format(
         T::F32,
         fp::dequantize_f32,
@@ -149,6 +149,7 @@ pub static FORMATS: [QuantFormat; 18] = [
         Some(fp::quantize_mxfp4),
         Some(dot::MXFP4),
     ),
+    format(T::Nvfp4, fp::dequantize_nvfp4, None, Some(dot::NVFP4)),
 ];
 
 /// The format entry of `ty`, or `None` when rocmforge cannot compute with it yet.
