@@ -28,11 +28,14 @@ F16_FIELDS = {
     T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0],
     T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208],
     T.IQ4_NL: [0], T.IQ4_XS: [0], T.MXFP4: [], T.NVFP4: [],
+    T.IQ3_S: [0], T.IQ3_XXS: [0], T.IQ2_S: [0], T.IQ2_XS: [0], T.IQ2_XXS: [0], T.IQ1_S: [0],
+    T.IQ1_M: [], T.TQ1_0: [52], T.TQ2_0: [64],
 }
 
 DEQUANT = [T.BF16, T.F16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K,
-           T.Q5_K, T.Q6_K, T.IQ4_NL, T.IQ4_XS, T.MXFP4, T.NVFP4]
-QUANT = [T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.MXFP4]
+           T.Q5_K, T.Q6_K, T.IQ4_NL, T.IQ4_XS, T.MXFP4, T.NVFP4, T.IQ3_S, T.IQ3_XXS, T.IQ2_S,
+           T.IQ2_XS, T.IQ2_XXS, T.IQ1_S, T.IQ1_M, T.TQ1_0, T.TQ2_0]
+QUANT = [T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.MXFP4, T.TQ1_0, T.TQ2_0]
 
 
 def random_scales(rng, n):
@@ -53,6 +56,17 @@ def random_blocks(rng, qtype, n_blocks):
     blocks = rng.integers(0, 256, size=(n_blocks, block_bytes), dtype=np.uint8)
     for off in F16_FIELDS[qtype]:
         blocks[:, off:off + 2] = random_scales(rng, n_blocks).view(np.uint8).reshape(n_blocks, 2)
+    if qtype == T.IQ1_M:
+        # The f16 super-scale is spread over the top nibbles of the four scale words.
+        d = random_scales(rng, n_blocks).view(np.uint16).astype(np.uint16)
+        words = blocks[:, 48:56].copy().view(np.uint16) & np.uint16(0x0FFF)
+        for w in range(4):
+            words[:, w] |= ((d >> np.uint16(4 * w)) & np.uint16(0xF)) << np.uint16(12)
+        blocks[:, 48:56] = words.view(np.uint8)
+        # gguf-py 0.19.0 reads every IQ1_M delta as negative (`qh & 0x08 == 0` parses as
+        # `qh & False`), where ggml takes the sign from bit 3. Set bit 3 everywhere so both
+        # agree; tests/quant_reference.rs checks the other sign against ggml's definition.
+        blocks[:, 32:48] |= np.uint8(0x88)
     return blocks
 
 

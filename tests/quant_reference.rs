@@ -25,7 +25,7 @@ fn fixture_name(ty: GgmlType) -> &'static str {
     ty.name()
 }
 
-const DEQUANT: [GgmlType; 16] = [
+const DEQUANT: [GgmlType; 23] = [
     GgmlType::Bf16,
     GgmlType::F16,
     GgmlType::Q4_0,
@@ -42,6 +42,13 @@ const DEQUANT: [GgmlType; 16] = [
     GgmlType::Iq4Xs,
     GgmlType::Mxfp4,
     GgmlType::Nvfp4,
+    GgmlType::Iq3S,
+    GgmlType::Iq3Xxs,
+    GgmlType::Iq2S,
+    GgmlType::Iq2Xs,
+    GgmlType::Iq2Xxs,
+    GgmlType::Iq1S,
+    GgmlType::Iq1M,
 ];
 
 const QUANT: [GgmlType; 7] = [
@@ -244,7 +251,7 @@ fn every_dot_product_equals_the_dot_of_dequantized_rows() {
         );
         tested.push(f.ty.name());
     }
-    assert_eq!(tested.len(), 17, "{tested:?}");
+    assert_eq!(tested.len(), 24, "{tested:?}");
 }
 
 #[test]
@@ -252,7 +259,7 @@ fn sizes_are_checked() {
     let mut out = vec![0f32; 32];
     assert!(dequantize_row(GgmlType::Q4_0, &[0u8; 17], &mut out).is_err());
     assert!(dequantize_row(GgmlType::Q4_0, &[0u8; 18], &mut out[..31]).is_err());
-    assert!(dequantize_row(GgmlType::Iq2Xxs, &[0u8; 66], &mut [0f32; 256]).is_err());
+    assert!(dequantize_row(GgmlType::I32, &[0u8; 4], &mut [0f32; 1]).is_err());
     assert!(quantize_row(GgmlType::Q2K, &[0f32; 256], &mut [0u8; 84]).is_err());
     assert!(vec_dot(GgmlType::Q8K, &[0u8; 292], &[0f32; 256]).is_err());
     assert!(vec_dot(GgmlType::Q4_0, &[0u8; 18], &[0f32; 64]).is_err());
@@ -301,4 +308,22 @@ fn k_quant_round_trips_stay_within_stated_bounds() {
             "{ty} negative constant"
         );
     }
+}
+
+#[test]
+fn iq1_m_takes_the_delta_sign_from_bit_3_as_ggml_does() {
+    // gguf-py 0.19.0 reads every IQ1_M delta as negative (an operator-precedence slip), so its
+    // fixtures set bit 3 everywhere; ggml's definition: bit 3 clear means +1/8.
+    let mut block = [0u8; 56];
+    // d = 1.0 (f16 0x3c00) in the top nibbles of the four scale words; all scales 0 (ls = 1).
+    for (w, nibble) in [0x0u16, 0x0, 0xc, 0x3].into_iter().enumerate() {
+        block[48 + 2 * w..50 + 2 * w].copy_from_slice(&(nibble << 12).to_le_bytes());
+    }
+    // Index 0 of the IQ1 grid is eight -1s.
+    let mut out = [0f32; 256];
+    dequantize_row(GgmlType::Iq1M, &block, &mut out).unwrap();
+    assert!(out.iter().all(|&v| v == -0.875), "{:?}", &out[..8]);
+    block[32..48].fill(0x88);
+    dequantize_row(GgmlType::Iq1M, &block, &mut out).unwrap();
+    assert!(out.iter().all(|&v| v == -1.125), "{:?}", &out[..8]);
 }

@@ -80,6 +80,22 @@ pub const MXFP4: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_mxfp4_q8_0,
 };
+pub const IQ3_S: Dot = grid(super::iq_grid::dot_iq3_s_q8_k);
+pub const IQ3_XXS: Dot = grid(super::iq_grid::dot_iq3_xxs_q8_k);
+pub const IQ2_S: Dot = grid(super::iq_grid::dot_iq2_s_q8_k);
+pub const IQ2_XS: Dot = grid(super::iq_grid::dot_iq2_xs_q8_k);
+pub const IQ2_XXS: Dot = grid(super::iq_grid::dot_iq2_xxs_q8_k);
+pub const IQ1_S: Dot = grid(super::iq_grid::dot_iq1_s_q8_k);
+pub const IQ1_M: Dot = grid(super::iq_grid::dot_iq1_m_q8_k);
+
+/// The codebook formats all pair with Q8_K.
+const fn grid(f: fn(&[u8], &[u8]) -> f32) -> Dot {
+    Dot::Quant {
+        act: GgmlType::Q8K,
+        f,
+    }
+}
+
 pub const NVFP4: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_nvfp4_q8_0,

@@ -11,7 +11,9 @@
 pub mod cpu;
 pub mod dot;
 mod fp;
+mod grids;
 mod iq4;
+mod iq_grid;
 mod kquants;
 mod legacy;
 mod simd;
@@ -60,7 +62,7 @@ const fn format(
 use GgmlType as T;
 
 /// Every supported format.
-pub static FORMATS: [QuantFormat; 19] = [
+pub static FORMATS: [QuantFormat; 26] = [
     format(
         T::F32,
         fp::dequantize_f32,
@@ -150,6 +152,28 @@ pub static FORMATS: [QuantFormat; 19] = [
         Some(dot::MXFP4),
     ),
     format(T::Nvfp4, fp::dequantize_nvfp4, None, Some(dot::NVFP4)),
+    format(T::Iq3S, iq_grid::dequantize_iq3_s, None, Some(dot::IQ3_S)),
+    format(
+        T::Iq3Xxs,
+        iq_grid::dequantize_iq3_xxs,
+        None,
+        Some(dot::IQ3_XXS),
+    ),
+    format(T::Iq2S, iq_grid::dequantize_iq2_s, None, Some(dot::IQ2_S)),
+    format(
+        T::Iq2Xs,
+        iq_grid::dequantize_iq2_xs,
+        None,
+        Some(dot::IQ2_XS),
+    ),
+    format(
+        T::Iq2Xxs,
+        iq_grid::dequantize_iq2_xxs,
+        None,
+        Some(dot::IQ2_XXS),
+    ),
+    format(T::Iq1S, iq_grid::dequantize_iq1_s, None, Some(dot::IQ1_S)),
+    format(T::Iq1M, iq_grid::dequantize_iq1_m, None, Some(dot::IQ1_M)),
 ];
 
 /// The format entry of `ty`, or `None` when rocmforge cannot compute with it yet.
