@@ -88,12 +88,12 @@ fn iq2_xxs_terms(b: &[u8], mut f: impl FnMut(usize, Term)) {
         for j in 0..4 {
             let row = &GRID_IQ2XXS[usize::from(b[2 + 8 * g + j])];
             let signs = KSIGNS[((aux1 >> (7 * j)) & 127) as usize];
-            for k in 0..8 {
+            for (k, &v) in row.iter().enumerate() {
                 f(
                     32 * g + 8 * j + k,
                     Term {
                         ls,
-                        grid: i32::from(row[k]),
+                        grid: i32::from(v),
                         minus: (signs >> k) & 1 == 1,
                     },
                 );
@@ -109,12 +109,12 @@ fn iq2_xs_terms(b: &[u8], mut f: impl FnMut(usize, Term)) {
         let ls = 2 * i32::from(s) + 1;
         let row = &GRID_IQ2XS[usize::from(q & 511)];
         let signs = KSIGNS[usize::from(q >> 9)];
-        for k in 0..8 {
+        for (k, &v) in row.iter().enumerate() {
             f(
                 8 * i + k,
                 Term {
                     ls,
-                    grid: i32::from(row[k]),
+                    grid: i32::from(v),
                     minus: (signs >> k) & 1 == 1,
                 },
             );
@@ -129,12 +129,12 @@ fn iq2_s_terms(b: &[u8], mut f: impl FnMut(usize, Term)) {
         let ls = 2 * i32::from(s) + 1;
         let row = &GRID_IQ2S[idx];
         let signs = b[34 + i];
-        for k in 0..8 {
+        for (k, &v) in row.iter().enumerate() {
             f(
                 8 * i + k,
                 Term {
                     ls,
-                    grid: i32::from(row[k]),
+                    grid: i32::from(v),
                     minus: (signs >> k) & 1 == 1,
                 },
             );
