@@ -25,7 +25,7 @@ fn fixture_name(ty: GgmlType) -> &'static str {
     ty.name()
 }
 
-const DEQUANT: [GgmlType; 23] = [
+const DEQUANT: [GgmlType; 25] = [
     GgmlType::Bf16,
     GgmlType::F16,
     GgmlType::Q4_0,
@@ -49,9 +49,11 @@ const DEQUANT: [GgmlType; 23] = [
     GgmlType::Iq2Xxs,
     GgmlType::Iq1S,
     GgmlType::Iq1M,
+    GgmlType::Tq1_0,
+    GgmlType::Tq2_0,
 ];
 
-const QUANT: [GgmlType; 7] = [
+const QUANT: [GgmlType; 9] = [
     GgmlType::Bf16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
@@ -59,6 +61,8 @@ const QUANT: [GgmlType; 7] = [
     GgmlType::Q5_1,
     GgmlType::Q8_0,
     GgmlType::Mxfp4,
+    GgmlType::Tq1_0,
+    GgmlType::Tq2_0,
 ];
 
 /// Splits a dequantize fixture into (blocks, expected values).
@@ -251,7 +255,7 @@ fn every_dot_product_equals_the_dot_of_dequantized_rows() {
         );
         tested.push(f.ty.name());
     }
-    assert_eq!(tested.len(), 24, "{tested:?}");
+    assert_eq!(tested.len(), 26, "{tested:?}");
 }
 
 #[test]

@@ -87,8 +87,10 @@ pub const IQ2_XS: Dot = grid(super::iq_grid::dot_iq2_xs_q8_k);
 pub const IQ2_XXS: Dot = grid(super::iq_grid::dot_iq2_xxs_q8_k);
 pub const IQ1_S: Dot = grid(super::iq_grid::dot_iq1_s_q8_k);
 pub const IQ1_M: Dot = grid(super::iq_grid::dot_iq1_m_q8_k);
+pub const TQ1_0: Dot = grid(super::ternary::dot_tq1_0_q8_k);
+pub const TQ2_0: Dot = grid(super::ternary::dot_tq2_0_q8_k);
 
-/// The codebook formats all pair with Q8_K.
+/// The codebook and ternary formats all pair with Q8_K.
 const fn grid(f: fn(&[u8], &[u8]) -> f32) -> Dot {
     Dot::Quant {
         act: GgmlType::Q8K,

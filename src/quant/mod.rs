@@ -17,6 +17,7 @@ mod iq_grid;
 mod kquants;
 mod legacy;
 mod simd;
+mod ternary;
 
 use crate::gguf::GgmlType;
 use crate::{Error, Result};
@@ -62,7 +63,7 @@ const fn format(
 use GgmlType as T;
 
 /// Every supported format.
-pub static FORMATS: [QuantFormat; 26] = [
+pub static FORMATS: [QuantFormat; 28] = [
     format(
         T::F32,
         fp::dequantize_f32,
@@ -174,6 +175,18 @@ pub static FORMATS: [QuantFormat; 26] = [
     ),
     format(T::Iq1S, iq_grid::dequantize_iq1_s, None, Some(dot::IQ1_S)),
     format(T::Iq1M, iq_grid::dequantize_iq1_m, None, Some(dot::IQ1_M)),
+    format(
+        T::Tq1_0,
+        ternary::dequantize_tq1_0,
+        Some(ternary::quantize_tq1_0),
+        Some(dot::TQ1_0),
+    ),
+    format(
+        T::Tq2_0,
+        ternary::dequantize_tq2_0,
+        Some(ternary::quantize_tq2_0),
+        Some(dot::TQ2_0),
+    ),
 ];
 
 /// The format entry of `ty`, or `None` when rocmforge cannot compute with it yet.
