@@ -17,17 +17,18 @@ fn trit(byte: u8, j: u32) -> u8 {
 
 /// Calls `f(e, q)` with each of the 256 codes (0..=2, the value plus one) of a TQ1_0 block.
 fn tq1_0_codes(b: &[u8], mut f: impl FnMut(usize, u8)) {
-    for j in 0..5 {
-        for l in 0..32 {
-            f(32 * j + l, trit(b[l], j as u32));
+    for j in 0..5u32 {
+        let j_ = j as usize;
+        for (l, &byte) in b[..32].iter().enumerate() {
+            f(32 * j_ + l, trit(byte, j));
         }
-        for l in 0..16 {
-            f(160 + 16 * j + l, trit(b[32 + l], j as u32));
+        for (l, &byte) in b[32..48].iter().enumerate() {
+            f(160 + 16 * j_ + l, trit(byte, j));
         }
     }
-    for j in 0..4 {
-        for l in 0..4 {
-            f(240 + 4 * j + l, trit(b[48 + l], j as u32));
+    for j in 0..4u32 {
+        for (l, &byte) in b[48..52].iter().enumerate() {
+            f(240 + 4 * j as usize + l, trit(byte, j));
         }
     }
 }
@@ -70,7 +71,7 @@ fn ternary_codes(x: &[f32; 256]) -> (f32, [u8; 256]) {
 /// ceil(n * 256 / 243).
 fn pack_trits(digits: impl Iterator<Item = (u8, u16)>) -> u8 {
     let n: u16 = digits.map(|(q, w)| u16::from(q) * w).sum();
-    ((n * 256 + 242) / 243) as u8
+    (n * 256).div_ceil(243) as u8
 }
 
 pub fn quantize_tq1_0(src: &[f32], dst: &mut [u8]) {
