@@ -70,7 +70,7 @@ fn simd_levels_match_the_scalar_reference() {
             // Activations as every kernel of this format sees them.
             let (reference, act) = match scalar {
                 Dot::Float(k) => (k(&w, &a), None),
-                Dot::Quant { act, f: k } => {
+                Dot::Quant { act, f: k, .. } => {
                     let mut q = vec![0u8; quant::row_bytes(act, n).unwrap()];
                     quant::quantize_row(act, &a, &mut q).unwrap();
                     (k(&w, &q), Some(q))
@@ -83,7 +83,7 @@ fn simd_levels_match_the_scalar_reference() {
             for &level in &levels {
                 let got = match (kernel(f.ty, level).unwrap(), &act) {
                     (Dot::Float(k), None) => k(&w, &a),
-                    (Dot::Quant { act: at, f: k }, Some(q)) => {
+                    (Dot::Quant { act: at, f: k, .. }, Some(q)) => {
                         assert_eq!(
                             Some(at),
                             match scalar {
@@ -101,6 +101,41 @@ fn simd_levels_match_the_scalar_reference() {
                     f.ty
                 );
                 checked += 1;
+                // The four-token kernel: the same dot for each of four different rows.
+                if let (
+                    Dot::Quant {
+                        act: at,
+                        f: one,
+                        f4: Some(four),
+                    },
+                    Dot::Quant { f: scalar_one, .. },
+                ) = (kernel(f.ty, level).unwrap(), scalar)
+                {
+                    let rows: Vec<Vec<u8>> = (0..4)
+                        .map(|k| {
+                            let mut q = vec![0u8; quant::row_bytes(at, n).unwrap()];
+                            quant::quantize_row(at, &randoms(n, seed * 10 + k), &mut q).unwrap();
+                            q
+                        })
+                        .collect();
+                    let got4 = four(&w, &[&rows[0], &rows[1], &rows[2], &rows[3]]);
+                    for k in 0..4 {
+                        let want = scalar_one(&w, &rows[k]);
+                        assert!(
+                            (got4[k] - want).abs() <= 2e-5 * scale * 4.0 + 1e-6,
+                            "{} x4 at {level:?}, row {k}: {} vs scalar {want}",
+                            f.ty,
+                            got4[k]
+                        );
+                        assert_eq!(
+                            got4[k],
+                            one(&w, &rows[k]),
+                            "{} x4 equals x1 at {level:?}",
+                            f.ty
+                        );
+                    }
+                    checked += 1;
+                }
             }
         }
     }

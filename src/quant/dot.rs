@@ -12,16 +12,21 @@ use super::kquants::{k_scale_min, q3_k_scales, q6_k_value, q8_k_d};
 use crate::gguf::GgmlType;
 use crate::{Error, Result};
 
+/// One weight row against four activation rows at once.
+pub type DotX4 = fn(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4];
+
 /// How a weight format computes dot products.
 #[derive(Clone, Copy)]
 pub enum Dot {
     /// Float weights (bytes) with f32 activations.
     Float(fn(w: &[u8], a: &[f32]) -> f32),
     /// Quantized weights with activations quantized to `act`; both rows hold the same number
-    /// of values, as whole blocks.
+    /// of values, as whole blocks. `f4`, where a SIMD level has it, computes the dots of one
+    /// weight row with four activation rows at once (decoding each weight block once).
     Quant {
         act: GgmlType,
         f: fn(w: &[u8], a: &[u8]) -> f32,
+        f4: Option<DotX4>,
     },
 }
 
@@ -31,54 +36,67 @@ pub const BF16: Dot = Dot::Float(dot_bf16);
 pub const Q4_0: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_q4_0_q8_0,
+    f4: None,
 };
 pub const Q4_1: Dot = Dot::Quant {
     act: GgmlType::Q8_1,
     f: dot_q4_1_q8_1,
+    f4: None,
 };
 pub const Q5_0: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_q5_0_q8_0,
+    f4: None,
 };
 pub const Q5_1: Dot = Dot::Quant {
     act: GgmlType::Q8_1,
     f: dot_q5_1_q8_1,
+    f4: None,
 };
 pub const Q8_0: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_q8_0_q8_0,
+    f4: None,
 };
 pub const Q2_K: Dot = Dot::Quant {
     act: GgmlType::Q8K,
     f: dot_q2_k_q8_k,
+    f4: None,
 };
 pub const Q3_K: Dot = Dot::Quant {
     act: GgmlType::Q8K,
     f: dot_q3_k_q8_k,
+    f4: None,
 };
 pub const Q4_K: Dot = Dot::Quant {
     act: GgmlType::Q8K,
     f: dot_q4_k_q8_k,
+    f4: None,
 };
 pub const Q5_K: Dot = Dot::Quant {
     act: GgmlType::Q8K,
     f: dot_q5_k_q8_k,
+    f4: None,
 };
 pub const Q6_K: Dot = Dot::Quant {
     act: GgmlType::Q8K,
     f: dot_q6_k_q8_k,
+    f4: None,
 };
 pub const IQ4_NL: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_iq4_nl_q8_0,
+    f4: None,
 };
 pub const IQ4_XS: Dot = Dot::Quant {
     act: GgmlType::Q8K,
     f: dot_iq4_xs_q8_k,
+    f4: None,
 };
 pub const MXFP4: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_mxfp4_q8_0,
+    f4: None,
 };
 pub const IQ3_S: Dot = grid(super::iq_grid::dot_iq3_s_q8_k);
 pub const IQ3_XXS: Dot = grid(super::iq_grid::dot_iq3_xxs_q8_k);
@@ -95,12 +113,14 @@ const fn grid(f: fn(&[u8], &[u8]) -> f32) -> Dot {
     Dot::Quant {
         act: GgmlType::Q8K,
         f,
+        f4: None,
     }
 }
 
 pub const NVFP4: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_nvfp4_q8_0,
+    f4: None,
 };
 
 /// The dot product kernel for weight format `ty` at SIMD level `level`, lowered to what this
@@ -136,7 +156,7 @@ pub fn vec_dot(ty: GgmlType, w: &[u8], a: &[f32]) -> Result<f32> {
     super::check_bytes(f, a.len(), w.len())?;
     match dot {
         Dot::Float(f) => Ok(f(w, a)),
-        Dot::Quant { act, f } => {
+        Dot::Quant { act, f, .. } => {
             let mut q = vec![0u8; super::row_bytes(act, a.len())?];
             super::quantize_row(act, a, &mut q)?;
             Ok(f(w, &q))

@@ -8,6 +8,7 @@
 //! dynamically.
 
 use std::marker::PhantomData;
+use std::ops::Range;
 
 use super::ThreadPool;
 use crate::gguf::GgmlType;
@@ -151,24 +152,29 @@ pub fn matmul(
     let token_tiles = n_tokens.div_ceil(tile_tokens);
     let out = Disjoint::new(y);
 
-    // Runs `dot(row r, token t)` over one tile; tiles cover each (t, r) exactly once.
-    let run_tiles = |dot: &(dyn Fn(usize, usize) -> f32 + Sync)| {
+    // Runs `tile(rows, tokens, out)` over every tile; tiles cover each (t, r) exactly once and
+    // `tile` writes only its own elements.
+    let run_tiles = |tile: &(dyn Fn(Range<usize>, Range<usize>) + Sync)| {
         pool.run(row_tiles * token_tiles, &|task| {
             let (tt, rt) = (task / row_tiles, task % row_tiles);
             let rows = rt * tile_rows..((rt + 1) * tile_rows).min(n_out);
             let tokens = tt * tile_tokens..((tt + 1) * tile_tokens).min(n_tokens);
-            for r in rows {
-                for t in tokens.clone() {
-                    // SAFETY: element (t, r) belongs to this tile only.
-                    unsafe { out.set(t * n_out + r, dot(r, t)) };
-                }
-            }
+            tile(rows, tokens);
         });
     };
-
+    // SAFETY (for every `out.set` below): element (t, r) belongs to the tile that holds row r
+    // and token t, and only that tile's task writes it.
     match kernel {
-        Dot::Float(f) => run_tiles(&|r, t| f(w.row(r), &x[t * n_in..(t + 1) * n_in])),
-        Dot::Quant { act, f } => {
+        Dot::Float(f) => run_tiles(&|rows, tokens| {
+            for r in rows {
+                for t in tokens.clone() {
+                    let v = f(w.row(r), &x[t * n_in..(t + 1) * n_in]);
+                    // SAFETY: see above: (t, r) is this tile's.
+                    unsafe { out.set(t * n_out + r, v) };
+                }
+            }
+        }),
+        Dot::Quant { act, f, f4 } => {
             let act_row = quant::row_bytes(act, n_in)?;
             let total = size(act_row, "activation bytes")?;
             scratch.act.resize(total, 0);
@@ -184,7 +190,29 @@ pub fn matmul(
                 });
             }
             let acts = &scratch.act;
-            run_tiles(&|r, t| f(w.row(r), &acts[t * act_row..(t + 1) * act_row]));
+            let a = |t: usize| &acts[t * act_row..(t + 1) * act_row];
+            run_tiles(&|rows, tokens| {
+                for r in rows {
+                    let wr = w.row(r);
+                    let mut t = tokens.start;
+                    // Four tokens per call where the kernel can: each weight block is decoded
+                    // once for the four.
+                    if let Some(f4) = f4 {
+                        while t + 4 <= tokens.end {
+                            let v = f4(wr, &[a(t), a(t + 1), a(t + 2), a(t + 3)]);
+                            for (k, v) in v.into_iter().enumerate() {
+                                // SAFETY: see above: (t + k, r) is this tile's.
+                                unsafe { out.set((t + k) * n_out + r, v) };
+                            }
+                            t += 4;
+                        }
+                    }
+                    for t in t..tokens.end {
+                        // SAFETY: see above: (t, r) is this tile's.
+                        unsafe { out.set(t * n_out + r, f(wr, a(t))) };
+                    }
+                }
+            });
         }
     }
     Ok(())

@@ -49,15 +49,7 @@ macro_rules! kernels {
         use crate::quant::dot::Dot;
         use crate::quant::fp::{MXFP4_VALUES, e8m0_to_f32_half};
         use crate::quant::iq4::{IQ4_VALUES, iq4_xs_scale};
-        use crate::quant::kquants::{k_scale_min, q3_k_scales, q8_k_d};
-
-        /// Signed byte dot product: |x| * (y with x's sign), so the unsigned-by-signed
-        /// instruction applies.
-        #[inline]
-        #[target_feature(enable = $features)]
-        fn dot_i8s(x: __m256i, y: __m256i) -> __m256i {
-            $dot_u8s(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
-        }
+        use crate::quant::kquants::q8_k_d;
 
         #[inline]
         #[target_feature(enable = $features)]
@@ -68,23 +60,50 @@ macro_rules! kernels {
         }
 
         /// f16 bits at `at` as f32 (F16C).
+        ///
+        /// Written in assembly on purpose: from intrinsics LLVM emits a 16-bit `vpinsrw` load
+        /// that merges into an undefined source register, which is often an accumulator, so
+        /// every block waited for the previous block's FMA (measured 3x slower). `vmovd` from a
+        /// general register writes the whole vector register and carries no such dependency.
         #[inline]
         #[target_feature(enable = $features)]
         fn h2f(b: &[u8], at: usize) -> f32 {
-            // Built in a general register and moved with vmovd: an insert from memory would
-            // merge into (and wait for) whatever vector register the compiler picks.
             let bits = u32::from(u16::from_le_bytes([b[at], b[at + 1]]));
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+            let out: __m128;
+            // SAFETY: register-only instructions (no memory, stack or flags touched); F16C and
+            // AVX are enabled for this function by `$features`.
+            unsafe {
+                std::arch::asm!(
+                    "vmovd {t}, {b:e}",
+                    "vcvtph2ps {o}, {t}",
+                    b = in(reg) bits,
+                    t = out(xmm_reg) _,
+                    o = out(xmm_reg) out,
+                    options(pure, nomem, nostack, preserves_flags),
+                );
+            }
+            _mm_cvtss_f32(out)
         }
 
-        /// The product of two f16 values (a weight scale and an activation scale).
+        /// The two f16 values at `at` and `at + 2` (a scale pair such as d and m), converted
+        /// together (see `h2f`).
         #[inline]
         #[target_feature(enable = $features)]
-        fn h2f_mul(a: &[u8], ia: usize, b: &[u8], ib: usize) -> f32 {
-            let bits = u32::from(u16::from_le_bytes([a[ia], a[ia + 1]]))
-                | u32::from(u16::from_le_bytes([b[ib], b[ib + 1]])) << 16;
-            let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
-            _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
+        fn h2f2(b: &[u8], at: usize) -> (f32, f32) {
+            let bits = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+            let out: __m128;
+            // SAFETY: as in `h2f`.
+            unsafe {
+                std::arch::asm!(
+                    "vmovd {t}, {b:e}",
+                    "vcvtph2ps {o}, {t}",
+                    b = in(reg) bits,
+                    t = out(xmm_reg) _,
+                    o = out(xmm_reg) out,
+                    options(pure, nomem, nostack, preserves_flags),
+                );
+            }
+            (_mm_cvtss_f32(out), _mm_cvtss_f32(_mm_movehdup_ps(out)))
         }
 
         /// 16 bytes of nibbles as 32 bytes: low nibbles (elements 0..16), then high ones.
@@ -129,114 +148,123 @@ macro_rules! kernels {
             u32::from_le_bytes([x[at], x[at + 1], x[at + 2], x[at + 3]])
         }
 
-        fn blocks<'a, const W: usize, const A: usize>(
+        /// The blocks of a weight row and of each of `N` activation rows, cut to a common count.
+        #[inline(always)]
+        fn rows_of<'a, const W: usize, const A: usize, const N: usize>(
             w: &'a [u8],
-            a: &'a [u8],
-        ) -> impl Iterator<Item = (&'a [u8; W], &'a [u8; A])> {
-            w.as_chunks::<W>().0.iter().zip(a.as_chunks::<A>().0)
+            a: &[&'a [u8]; N],
+        ) -> (&'a [[u8; W]], [&'a [[u8; A]]; N]) {
+            let wb = w.as_chunks::<W>().0;
+            let n = a.iter().fold(wb.len(), |m, r| m.min(r.len() / A));
+            (&wb[..n], a.map(|r| &r.as_chunks::<A>().0[..n]))
         }
 
-        /// One 32-element weight block against one Q8_0 activation block:
-        /// `acc += d * sum(q * a)` with signed q.
         #[inline]
         #[target_feature(enable = $features)]
-        fn fma_block(acc: __m256, d: f32, q: __m256i, y: &[u8]) -> __m256 {
-            let p = dot_i8s(q, load256(y, 2));
-            _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc)
-        }
-
-        #[target_feature(enable = $features)]
-        fn q4_0(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (x, y) in blocks::<18, 34>(w, a) {
-                let q = _mm256_sub_epi8(nibbles(load128(x, 2)), _mm256_set1_epi8(8));
-                acc = fma_block(acc, h2f_mul(x, 0, y, 0), q, y);
+        fn finish<const N: usize>(acc: [__m256; N], minus: [f32; N]) -> [f32; N] {
+            let mut out = [0f32; N];
+            for n in 0..N {
+                out[n] = hsum(acc[n]) - minus[n];
             }
-            hsum(acc)
+            out
+        }
+
+        /// Weights with Q8_0 activations (Q4_0, Q5_0, Q8_0, IQ4_NL, MXFP4): `decode` turns a
+        /// weight block into its 32 signed values and its scale, once for all `N` tokens.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn q8_0_family<const W: usize, const N: usize>(
+            w: &[u8],
+            a: &[&[u8]; N],
+            decode: impl Fn(&[u8; W]) -> (__m256i, f32),
+        ) -> [f32; N] {
+            let (wb, ab) = rows_of::<W, 34, N>(w, a);
+            let mut acc = [_mm256_setzero_ps(); N];
+            for (i, x) in wb.iter().enumerate() {
+                let (q, dx) = decode(x);
+                let abs_q = _mm256_sign_epi8(q, q);
+                for n in 0..N {
+                    let y = &ab[n][i];
+                    let p = $dot_u8s(abs_q, _mm256_sign_epi8(load256(y, 2), q));
+                    let d = _mm256_set1_ps(dx * h2f(y, 0));
+                    acc[n] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[n]);
+                }
+            }
+            finish(acc, [0.0; N])
         }
 
         #[target_feature(enable = $features)]
-        fn q5_0(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (x, y) in blocks::<22, 34>(w, a) {
+        fn q4_0<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            q8_0_family::<18, N>(w, a, |x| {
+                let q = _mm256_sub_epi8(nibbles(load128(x, 2)), _mm256_set1_epi8(8));
+                (q, h2f(x, 0))
+            })
+        }
+
+        #[target_feature(enable = $features)]
+        fn q5_0<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            q8_0_family::<22, N>(w, a, |x| {
                 // q - 16 = nibble | 0xf0 where the fifth bit is clear.
                 let high = _mm256_andnot_si256(bit_bytes(qh_u32(x, 2)), _mm256_set1_epi8(-16));
-                let q = _mm256_or_si256(nibbles(load128(x, 6)), high);
-                acc = fma_block(acc, h2f_mul(x, 0, y, 0), q, y);
-            }
-            hsum(acc)
+                (_mm256_or_si256(nibbles(load128(x, 6)), high), h2f(x, 0))
+            })
         }
 
         #[target_feature(enable = $features)]
-        fn q8_0(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (x, y) in blocks::<34, 34>(w, a) {
-                acc = fma_block(acc, h2f_mul(x, 0, y, 0), load256(x, 2), y);
-            }
-            hsum(acc)
+        fn q8_0<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            q8_0_family::<34, N>(w, a, |x| (load256(x, 2), h2f(x, 0)))
         }
 
         #[target_feature(enable = $features)]
-        fn iq4_nl(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (x, y) in blocks::<18, 34>(w, a) {
-                let q = lut16(&IQ4_VALUES, nibbles(load128(x, 2)));
-                acc = fma_block(acc, h2f_mul(x, 0, y, 0), q, y);
-            }
-            hsum(acc)
+        fn iq4_nl<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            q8_0_family::<18, N>(w, a, |x| (lut16(&IQ4_VALUES, nibbles(load128(x, 2))), h2f(x, 0)))
         }
 
         #[target_feature(enable = $features)]
-        fn mxfp4(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (x, y) in blocks::<17, 34>(w, a) {
-                let q = lut16(&MXFP4_VALUES, nibbles(load128(x, 1)));
-                acc = fma_block(acc, e8m0_to_f32_half(x[0]) * h2f(y, 0), q, y);
-            }
-            hsum(acc)
+        fn mxfp4<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            q8_0_family::<17, N>(w, a, |x| {
+                (lut16(&MXFP4_VALUES, nibbles(load128(x, 1))), e8m0_to_f32_half(x[0]))
+            })
         }
 
-        /// Q4_1 and Q5_1 with Q8_1: unsigned quants, plus the block offset m * s.
+        /// Weights with Q8_1 activations (Q4_1, Q5_1): unsigned quants plus the block offset
+        /// m * s. `decode` gives the quants, d and m.
+        #[inline]
         #[target_feature(enable = $features)]
-        fn q4_1(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut offset = 0f32;
-            for (x, y) in blocks::<20, 36>(w, a) {
-                let p = $dot_u8s(nibbles(load128(x, 4)), load256(y, 4));
-                let d = _mm256_set1_ps(h2f_mul(x, 0, y, 0));
-                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-                offset += h2f_mul(x, 2, y, 2);
+        fn q8_1_family<const W: usize, const N: usize>(
+            w: &[u8],
+            a: &[&[u8]; N],
+            decode: impl Fn(&[u8; W]) -> __m256i,
+        ) -> [f32; N] {
+            let (wb, ab) = rows_of::<W, 36, N>(w, a);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut offset = [0f32; N];
+            for (i, x) in wb.iter().enumerate() {
+                let q = decode(x);
+                let (dx, mx) = h2f2(x, 0);
+                for n in 0..N {
+                    let y = &ab[n][i];
+                    let p = $dot_u8s(q, load256(y, 4));
+                    let (dy, sy) = h2f2(y, 0);
+                    acc[n] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), _mm256_cvtepi32_ps(p), acc[n]);
+                    offset[n] += mx * sy;
+                }
             }
-            hsum(acc) + offset
+            let minus = offset.map(|o| -o);
+            finish(acc, minus)
         }
 
         #[target_feature(enable = $features)]
-        fn q5_1(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut offset = 0f32;
-            for (x, y) in blocks::<24, 36>(w, a) {
+        fn q4_1<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            q8_1_family::<20, N>(w, a, |x| nibbles(load128(x, 4)))
+        }
+
+        #[target_feature(enable = $features)]
+        fn q5_1<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            q8_1_family::<24, N>(w, a, |x| {
                 let high = _mm256_and_si256(bit_bytes(qh_u32(x, 4)), _mm256_set1_epi8(16));
-                let q = _mm256_or_si256(nibbles(load128(x, 8)), high);
-                let p = $dot_u8s(q, load256(y, 4));
-                let d = _mm256_set1_ps(h2f_mul(x, 0, y, 0));
-                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-                offset += h2f_mul(x, 2, y, 2);
-            }
-            hsum(acc) + offset
-        }
-
-        /// The 16-value sums of a Q8_K block.
-        #[inline]
-        #[target_feature(enable = $features)]
-        fn bsum(y: &[u8], g: usize) -> i32 {
-            i32::from(i16::from_le_bytes([y[260 + 2 * g], y[261 + 2 * g]]))
-        }
-
-        /// Per-16 scales of a 32-element chunk as i32 lanes (lanes 0..4 cover elements 0..16).
-        #[inline]
-        #[target_feature(enable = $features)]
-        fn scale_pair(s0: i32, s1: i32) -> __m256i {
-            _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1)
+                _mm256_or_si256(nibbles(load128(x, 8)), high)
+            })
         }
 
         /// Bits `shift..shift+width` of every byte (width from `mask`), as bytes.
@@ -247,162 +275,235 @@ macro_rules! kernels {
             _mm256_and_si256(s, _mm256_set1_epi8(mask))
         }
 
-        #[target_feature(enable = $features)]
-        fn q2_k(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut mins = 0f32;
-            for (x, y) in blocks::<84, 292>(w, a) {
-                let scales = &x[0..16];
-                let dy = q8_k_d(y);
-                let mut sumi = _mm256_setzero_si256();
-                let mut msum = 0i32;
-                for c in 0..8 {
-                    let q = bits_at(load256(x, 16 + (c / 4) * 32), 2 * (c % 4) as u32, 3);
-                    let p = $dot_u8s(q, load256(y, 4 + 32 * c));
-                    let (s0, s1) = (scales[2 * c], scales[2 * c + 1]);
-                    let sv = scale_pair(i32::from(s0 & 0x0f), i32::from(s1 & 0x0f));
-                    sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, sv));
-                    msum += i32::from(s0 >> 4) * bsum(y, 2 * c)
-                        + i32::from(s1 >> 4) * bsum(y, 2 * c + 1);
-                }
-                let d = _mm256_set1_ps(dy * h2f(x, 80));
-                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
-                mins += dy * h2f(x, 82) * msum as f32;
-            }
-            hsum(acc) - mins
+        /// A K-quant block, as the integer sums it needs: the block's dot product is
+        /// `d_main * dy * S1 - d_off * dy * S2` with `S1 = sum over groups g of scales[g] *
+        /// sum(q_u * a in g)` and `S2 = sum over g of coefs[g] * bsum[g]`, where q_u are the
+        /// unsigned quants of `chunk` and g runs over the 16 groups of 16 values. `scales` and
+        /// `coefs` are 16 i16 lanes.
+        struct KBlock {
+            scales: __m256i,
+            coefs: __m256i,
+            d_main: f32,
+            d_off: f32,
         }
 
-        #[target_feature(enable = $features)]
-        fn q3_k(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut offsets = 0f32;
-            for (x, y) in blocks::<110, 292>(w, a) {
-                let scales = q3_k_scales(&x[96..108]);
-                let hmask = load256(x, 0);
-                let mut sumi = _mm256_setzero_si256();
-                let mut off = 0i32;
-                for c in 0..8 {
-                    // q + 4 = low two bits | the mask bit as 4 (0..8): unsigned.
-                    let low = bits_at(load256(x, 32 + (c / 4) * 32), 2 * (c % 4) as u32, 3);
-                    let high = _mm256_slli_epi16::<2>(bits_at(hmask, c as u32, 1));
-                    let p = $dot_u8s(_mm256_or_si256(low, high), load256(y, 4 + 32 * c));
-                    let (s0, s1) = (i32::from(scales[2 * c]), i32::from(scales[2 * c + 1]));
-                    sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, scale_pair(s0, s1)));
-                    off += s0 * bsum(y, 2 * c) + s1 * bsum(y, 2 * c + 1);
-                }
-                let d = h2f(x, 108) * q8_k_d(y);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-                offsets += d * (4 * off) as f32;
-            }
-            hsum(acc) - offsets
-        }
-
-        /// Q4_K and Q5_K: `quants(j)` gives the unsigned quants of sub-block j (0..8).
+        /// 16 bytes as 16 i16 lanes, signed or not.
         #[inline]
         #[target_feature(enable = $features)]
-        fn k_block(
-            x: &[u8],
-            y: &[u8],
-            acc: __m256,
-            quants: impl Fn(usize) -> __m256i,
-        ) -> (__m256, f32) {
-            let scales = &x[4..16];
-            let dy = q8_k_d(y);
-            let mut sumi = _mm256_setzero_si256();
-            let mut msum = 0i32;
-            for j in 0..8 {
-                let (sc, m) = k_scale_min(scales, j);
-                let p = $dot_u8s(quants(j), load256(y, 4 + 32 * j));
-                sumi = _mm256_add_epi32(
-                    sumi,
-                    _mm256_mullo_epi32(p, _mm256_set1_epi32(i32::from(sc))),
-                );
-                msum += i32::from(m) * (bsum(y, 2 * j) + bsum(y, 2 * j + 1));
-            }
-            let d = _mm256_set1_ps(dy * h2f(x, 0));
-            let acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
-            (acc, dy * h2f(x, 2) * msum as f32)
+        fn widen_i8(v: __m128i) -> __m256i {
+            _mm256_cvtepi8_epi16(v)
         }
 
+        #[inline]
         #[target_feature(enable = $features)]
-        fn q4_k(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut mins = 0f32;
-            for (x, y) in blocks::<144, 292>(w, a) {
-                let (next, m) = k_block(x, y, acc, |j| {
-                    bits_at(load256(x, 16 + (j / 2) * 32), 4 * (j % 2) as u32, 0x0f)
-                });
-                acc = next;
-                mins += m;
-            }
-            hsum(acc) - mins
+        fn widen_u8(v: __m128i) -> __m256i {
+            _mm256_cvtepu8_epi16(v)
         }
 
+        /// From 16 i16 group scales, the vector for chunk c: lanes 0..8 scale 2c, 8..16 2c+1.
+        #[inline]
         #[target_feature(enable = $features)]
-        fn q5_k(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut mins = 0f32;
-            for (x, y) in blocks::<176, 292>(w, a) {
-                let qh = load256(x, 16);
-                let (next, m) = k_block(x, y, acc, |j| {
-                    let low = bits_at(load256(x, 48 + (j / 2) * 32), 4 * (j % 2) as u32, 0x0f);
-                    let high = _mm256_slli_epi16::<4>(bits_at(qh, j as u32, 1));
-                    _mm256_or_si256(low, high)
-                });
-                acc = next;
-                mins += m;
-            }
-            hsum(acc) - mins
+        fn chunk_scales(scales: __m256i, c: usize) -> __m256i {
+            let pair = _mm256_permutevar8x32_epi32(scales, _mm256_set1_epi32(c as i32));
+            let ctrl = _mm256_setr_epi8(
+                0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, //
+                2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+            );
+            _mm256_shuffle_epi8(pair, ctrl)
         }
 
+        /// K-quant blocks with Q8_K activations. Products go through `vpmaddubsw` and a
+        /// `vpmaddwd` with the group scales (cheaper than a 32-bit multiply after `vpdpbusd`).
+        /// Unsigned quants are at most 63, so the i16 pair sums stay below 2 * 63 * 127.
+        #[inline]
         #[target_feature(enable = $features)]
-        fn q6_k(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut offsets = 0f32;
-            for (x, y) in blocks::<210, 292>(w, a) {
-                let scales = &x[192..208];
-                let mut sumi = _mm256_setzero_si256();
-                let mut off = 0i32;
+        fn k_family<const W: usize, const N: usize>(
+            w: &[u8],
+            a: &[&[u8]; N],
+            prep: impl Fn(&[u8; W]) -> KBlock,
+            chunk: impl Fn(&[u8; W], usize) -> __m256i,
+        ) -> [f32; N] {
+            let (wb, ab) = rows_of::<W, 292, N>(w, a);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut acc_off = [_mm256_setzero_ps(); N];
+            for (i, x) in wb.iter().enumerate() {
+                let k = prep(x);
+                let mut sumi = [_mm256_setzero_si256(); N];
                 for c in 0..8 {
-                    let (half, k) = (c / 4, c % 4);
-                    let low = bits_at(
-                        load256(x, half * 64 + (k % 2) * 32),
-                        4 * (k / 2) as u32,
-                        0x0f,
-                    );
-                    let high = bits_at(load256(x, 128 + half * 32), 2 * k as u32, 3);
-                    // q + 32 (0..64): unsigned.
-                    let q = _mm256_or_si256(low, _mm256_slli_epi16::<4>(high));
-                    let p = $dot_u8s(q, load256(y, 4 + 32 * c));
-                    let (s0, s1) = (
-                        i32::from(scales[2 * c] as i8),
-                        i32::from(scales[2 * c + 1] as i8),
-                    );
-                    sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, scale_pair(s0, s1)));
-                    off += s0 * bsum(y, 2 * c) + s1 * bsum(y, 2 * c + 1);
+                    let q = chunk(x, c);
+                    let sv = chunk_scales(k.scales, c);
+                    for n in 0..N {
+                        let p = _mm256_maddubs_epi16(q, load256(&ab[n][i], 4 + 32 * c));
+                        sumi[n] = _mm256_add_epi32(sumi[n], _mm256_madd_epi16(p, sv));
+                    }
                 }
-                let d = h2f(x, 208) * q8_k_d(y);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-                offsets += d * (32 * off) as f32;
+                for n in 0..N {
+                    let y = &ab[n][i];
+                    let dy = q8_k_d(y);
+                    let main = _mm256_set1_ps(k.d_main * dy);
+                    acc[n] = _mm256_fmadd_ps(main, _mm256_cvtepi32_ps(sumi[n]), acc[n]);
+                    let off = _mm256_madd_epi16(load256(y, 260), k.coefs);
+                    let d_off = _mm256_set1_ps(k.d_off * dy);
+                    acc_off[n] = _mm256_fmadd_ps(d_off, _mm256_cvtepi32_ps(off), acc_off[n]);
+                }
             }
-            hsum(acc) - offsets
+            let mut out = [0f32; N];
+            for n in 0..N {
+                out[n] = hsum(acc[n]) - hsum(acc_off[n]);
+            }
+            out
         }
 
         #[target_feature(enable = $features)]
-        fn iq4_xs(w: &[u8], a: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (x, y) in blocks::<136, 292>(w, a) {
-                let mut sumi = _mm256_setzero_si256();
+        fn q2_k<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            k_family::<84, N>(
+                w,
+                a,
+                |x| {
+                    let s = load128(x, 0);
+                    let (d, dmin) = h2f2(x, 80);
+                    KBlock {
+                        scales: widen_u8(_mm_and_si128(s, _mm_set1_epi8(0x0f))),
+                        coefs: widen_u8(_mm_and_si128(_mm_srli_epi16::<4>(s), _mm_set1_epi8(0x0f))),
+                        d_main: d,
+                        d_off: dmin,
+                    }
+                },
+                |x, c| bits_at(load256(x, 16 + (c / 4) * 32), 2 * (c % 4) as u32, 3),
+            )
+        }
+
+        #[target_feature(enable = $features)]
+        fn q3_k<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            k_family::<110, N>(
+                w,
+                a,
+                |x| {
+                    // Sixteen 6-bit scales: low nibbles from bytes 96..104 (both halves), two
+                    // high bits from bytes 104..108, all minus 32.
+                    let low8 = _mm_srli_si128::<2>(load128(x, 94));
+                    let low = _mm_unpacklo_epi64(
+                        _mm_and_si128(low8, _mm_set1_epi8(0x0f)),
+                        _mm_and_si128(_mm_srli_epi16::<4>(low8), _mm_set1_epi8(0x0f)),
+                    );
+                    let h = u32::from_le_bytes([x[104], x[105], x[106], x[107]]);
+                    let m = 0x0303_0303;
+                    let high = _mm_setr_epi32(
+                        (h & m) as i32,
+                        ((h >> 2) & m) as i32,
+                        ((h >> 4) & m) as i32,
+                        ((h >> 6) & m) as i32,
+                    );
+                    let s8 = _mm_sub_epi8(
+                        _mm_or_si128(low, _mm_slli_epi16::<4>(high)),
+                        _mm_set1_epi8(32),
+                    );
+                    let scales = widen_i8(s8);
+                    let d = h2f(x, 108);
+                    KBlock {
+                        scales,
+                        coefs: _mm256_slli_epi16::<2>(scales),
+                        d_main: d,
+                        d_off: d,
+                    }
+                },
+                // q + 4 = low two bits | the mask bit as 4 (0..8): unsigned.
+                |x, c| {
+                    let low = bits_at(load256(x, 32 + (c / 4) * 32), 2 * (c % 4) as u32, 3);
+                    let high = _mm256_slli_epi16::<2>(bits_at(load256(x, 0), c as u32, 1));
+                    _mm256_or_si256(low, high)
+                },
+            )
+        }
+
+        /// Q4_K/Q5_K scales and mins (6 bits each, packed in 12 bytes as `k_scale_min`
+        /// reads them), unpacked with 32-bit operations, each duplicated for its two 16-value
+        /// groups.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn k_scale_min_block(x: &[u8]) -> KBlock {
+            let word = |i: usize| u32::from_le_bytes([x[4 + i], x[5 + i], x[6 + i], x[7 + i]]);
+            let (a, b, c) = (word(0), word(4), word(8));
+            let sc_lo = a & 0x3f3f_3f3f;
+            let m_lo = b & 0x3f3f_3f3f;
+            let sc_hi = (c & 0x0f0f_0f0f) | ((a >> 2) & 0x3030_3030);
+            let m_hi = ((c >> 4) & 0x0f0f_0f0f) | ((b >> 2) & 0x3030_3030);
+            let v = _mm_setr_epi32(sc_lo as i32, sc_hi as i32, m_lo as i32, m_hi as i32);
+            // Bytes 0..8 are the scales, 8..16 the mins; duplicate each byte.
+            let sc = _mm_unpacklo_epi8(v, v);
+            let m = _mm_unpackhi_epi8(v, v);
+            let (d, dmin) = h2f2(x, 0);
+            KBlock {
+                scales: widen_u8(sc),
+                coefs: widen_u8(m),
+                d_main: d,
+                d_off: dmin,
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        fn q4_k<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            k_family::<144, N>(w, a, |x| k_scale_min_block(x), |x, j| {
+                bits_at(load256(x, 16 + (j / 2) * 32), 4 * (j % 2) as u32, 0x0f)
+            })
+        }
+
+        #[target_feature(enable = $features)]
+        fn q5_k<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            k_family::<176, N>(w, a, |x| k_scale_min_block(x), |x, j| {
+                let low = bits_at(load256(x, 48 + (j / 2) * 32), 4 * (j % 2) as u32, 0x0f);
+                let high = _mm256_slli_epi16::<4>(bits_at(load256(x, 16), j as u32, 1));
+                _mm256_or_si256(low, high)
+            })
+        }
+
+        #[target_feature(enable = $features)]
+        fn q6_k<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            k_family::<210, N>(
+                w,
+                a,
+                |x| {
+                    let scales = widen_i8(load128(x, 192));
+                    let d = h2f(x, 208);
+                    KBlock {
+                        scales,
+                        coefs: _mm256_slli_epi16::<5>(scales),
+                        d_main: d,
+                        d_off: d,
+                    }
+                },
+                // q + 32 (0..64): unsigned.
+                |x, c| {
+                    let (half, k) = (c / 4, c % 4);
+                    let low = bits_at(load256(x, half * 64 + (k % 2) * 32), 4 * (k / 2) as u32, 0x0f);
+                    let high = bits_at(load256(x, 128 + half * 32), 2 * k as u32, 3);
+                    _mm256_or_si256(low, _mm256_slli_epi16::<4>(high))
+                },
+            )
+        }
+
+        #[target_feature(enable = $features)]
+        fn iq4_xs<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            let (wb, ab) = rows_of::<136, 292, N>(w, a);
+            let mut acc = [_mm256_setzero_ps(); N];
+            for (i, x) in wb.iter().enumerate() {
+                let mut sumi = [_mm256_setzero_si256(); N];
                 for ib in 0..8 {
                     let q = lut16(&IQ4_VALUES, nibbles(load128(x, 8 + 16 * ib)));
-                    let p = dot_i8s(q, load256(y, 4 + 32 * ib));
+                    let abs_q = _mm256_sign_epi8(q, q);
                     let s = _mm256_set1_epi32(i32::from(iq4_xs_scale(x, ib)));
-                    sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, s));
+                    for n in 0..N {
+                        let y = _mm256_sign_epi8(load256(&ab[n][i], 4 + 32 * ib), q);
+                        sumi[n] = _mm256_add_epi32(sumi[n], _mm256_mullo_epi32($dot_u8s(abs_q, y), s));
+                    }
                 }
-                let d = _mm256_set1_ps(h2f(x, 0) * q8_k_d(y));
-                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+                let dx = h2f(x, 0);
+                for n in 0..N {
+                    let d = _mm256_set1_ps(dx * q8_k_d(&ab[n][i]));
+                    acc[n] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[n]), acc[n]);
+                }
             }
-            hsum(acc)
+            finish(acc, [0.0; N])
         }
 
         /// Float weights: 8 values at a time, `load(i)` giving weights 8i..8i+8 as f32.
@@ -473,54 +574,71 @@ macro_rules! kernels {
             float_dot(a, a.len(), load, tail)
         }
 
-        /// Safe entry points, stored in the dispatch table.
+        /// Safe entry points, stored in the dispatch table: one token (`Dot::Quant::f`) and
+        /// four tokens at once (`Dot::Quant::f4`).
         macro_rules! entry {
-            ($name:ident, $kernel:ident, $w:ty, $a:ty) => {
-                fn $name(w: $w, a: $a) -> f32 {
+            ($one:ident, $four:ident, $kernel:ident) => {
+                fn $one(w: &[u8], a: &[u8]) -> f32 {
                     // SAFETY: these entries are handed out only by `quant::dot::kernel`, and only
                     // when `cpu::detected()` reports every feature this module is compiled for.
+                    unsafe { $kernel::<1>(w, &[a])[0] }
+                }
+
+                fn $four(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+                    // SAFETY: as above.
+                    unsafe { $kernel::<4>(w, a) }
+                }
+            };
+        }
+        entry!(e_q4_0, e4_q4_0, q4_0);
+        entry!(e_q4_1, e4_q4_1, q4_1);
+        entry!(e_q5_0, e4_q5_0, q5_0);
+        entry!(e_q5_1, e4_q5_1, q5_1);
+        entry!(e_q8_0, e4_q8_0, q8_0);
+        entry!(e_q2_k, e4_q2_k, q2_k);
+        entry!(e_q3_k, e4_q3_k, q3_k);
+        entry!(e_q4_k, e4_q4_k, q4_k);
+        entry!(e_q5_k, e4_q5_k, q5_k);
+        entry!(e_q6_k, e4_q6_k, q6_k);
+        entry!(e_iq4_nl, e4_iq4_nl, iq4_nl);
+        entry!(e_iq4_xs, e4_iq4_xs, iq4_xs);
+        entry!(e_mxfp4, e4_mxfp4, mxfp4);
+
+        macro_rules! float_entry {
+            ($name:ident, $kernel:ident) => {
+                fn $name(w: &[u8], a: &[f32]) -> f32 {
+                    // SAFETY: as above.
                     unsafe { $kernel(w, a) }
                 }
             };
         }
-        entry!(e_q4_0, q4_0, &[u8], &[u8]);
-        entry!(e_q4_1, q4_1, &[u8], &[u8]);
-        entry!(e_q5_0, q5_0, &[u8], &[u8]);
-        entry!(e_q5_1, q5_1, &[u8], &[u8]);
-        entry!(e_q8_0, q8_0, &[u8], &[u8]);
-        entry!(e_q2_k, q2_k, &[u8], &[u8]);
-        entry!(e_q3_k, q3_k, &[u8], &[u8]);
-        entry!(e_q4_k, q4_k, &[u8], &[u8]);
-        entry!(e_q5_k, q5_k, &[u8], &[u8]);
-        entry!(e_q6_k, q6_k, &[u8], &[u8]);
-        entry!(e_iq4_nl, iq4_nl, &[u8], &[u8]);
-        entry!(e_iq4_xs, iq4_xs, &[u8], &[u8]);
-        entry!(e_mxfp4, mxfp4, &[u8], &[u8]);
-        entry!(e_f32, f32_dot, &[u8], &[f32]);
-        entry!(e_f16, f16_dot, &[u8], &[f32]);
-        entry!(e_bf16, bf16_dot, &[u8], &[f32]);
+        float_entry!(e_f32, f32_dot);
+        float_entry!(e_f16, f16_dot);
+        float_entry!(e_bf16, bf16_dot);
 
         /// This level's kernel for weight format `ty` (same activation format as the scalar
         /// reference). Callers must have checked `cpu::detected()` (see `quant::dot::kernel`).
         pub(in crate::quant) fn dot(ty: GgmlType) -> Option<Dot> {
-            let q = |act, f| Some(Dot::Quant { act, f });
+            let q = |act, f, f4| Some(Dot::Quant { act, f, f4: Some(f4) });
+            type One = fn(&[u8], &[u8]) -> f32;
+            type Four = fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
             match ty {
                 GgmlType::F32 => Some(Dot::Float(e_f32)),
                 GgmlType::F16 => Some(Dot::Float(e_f16)),
                 GgmlType::Bf16 => Some(Dot::Float(e_bf16)),
-                GgmlType::Q4_0 => q(GgmlType::Q8_0, e_q4_0 as fn(&[u8], &[u8]) -> f32),
-                GgmlType::Q4_1 => q(GgmlType::Q8_1, e_q4_1),
-                GgmlType::Q5_0 => q(GgmlType::Q8_0, e_q5_0),
-                GgmlType::Q5_1 => q(GgmlType::Q8_1, e_q5_1),
-                GgmlType::Q8_0 => q(GgmlType::Q8_0, e_q8_0),
-                GgmlType::Q2K => q(GgmlType::Q8K, e_q2_k),
-                GgmlType::Q3K => q(GgmlType::Q8K, e_q3_k),
-                GgmlType::Q4K => q(GgmlType::Q8K, e_q4_k),
-                GgmlType::Q5K => q(GgmlType::Q8K, e_q5_k),
-                GgmlType::Q6K => q(GgmlType::Q8K, e_q6_k),
-                GgmlType::Iq4Nl => q(GgmlType::Q8_0, e_iq4_nl),
-                GgmlType::Iq4Xs => q(GgmlType::Q8K, e_iq4_xs),
-                GgmlType::Mxfp4 => q(GgmlType::Q8_0, e_mxfp4),
+                GgmlType::Q4_0 => q(GgmlType::Q8_0, e_q4_0 as One, e4_q4_0 as Four),
+                GgmlType::Q4_1 => q(GgmlType::Q8_1, e_q4_1, e4_q4_1),
+                GgmlType::Q5_0 => q(GgmlType::Q8_0, e_q5_0, e4_q5_0),
+                GgmlType::Q5_1 => q(GgmlType::Q8_1, e_q5_1, e4_q5_1),
+                GgmlType::Q8_0 => q(GgmlType::Q8_0, e_q8_0, e4_q8_0),
+                GgmlType::Q2K => q(GgmlType::Q8K, e_q2_k, e4_q2_k),
+                GgmlType::Q3K => q(GgmlType::Q8K, e_q3_k, e4_q3_k),
+                GgmlType::Q4K => q(GgmlType::Q8K, e_q4_k, e4_q4_k),
+                GgmlType::Q5K => q(GgmlType::Q8K, e_q5_k, e4_q5_k),
+                GgmlType::Q6K => q(GgmlType::Q8K, e_q6_k, e4_q6_k),
+                GgmlType::Iq4Nl => q(GgmlType::Q8_0, e_iq4_nl, e4_iq4_nl),
+                GgmlType::Iq4Xs => q(GgmlType::Q8K, e_iq4_xs, e4_iq4_xs),
+                GgmlType::Mxfp4 => q(GgmlType::Q8_0, e_mxfp4, e4_mxfp4),
                 _ => None,
             }
         }
