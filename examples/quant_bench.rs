@@ -1,6 +1,7 @@
 //! Matrix-multiply benchmark of every weight format on the CPU.
 //!
 //!     cargo run --release --example quant_bench [-- --quick] [--formats Q4_0,Q4_K] [--threads 1,2]
+//!     cargo run --release --example quant_bench -- --pool     (thread-pool wake-up cost)
 //!
 //! For each format, shape [n_out x n_in], token count (1 = decode matvec, 512 = prompt) and
 //! thread count it prints the time per call, the weight bandwidth (GB/s of weight bytes read
@@ -67,8 +68,73 @@ fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// A decode step of a SmolLM2-135M-shaped model (30 layers of q, k, v, o, gate, up, down
+/// matvecs in Q4_1), run back to back: what the thread pool's wake-up cost matters for.
+fn pool_bench() {
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let shapes = [
+        (576, 576),
+        (192, 576),
+        (192, 576),
+        (576, 576),
+        (1536, 576),
+        (1536, 576),
+        (576, 1536),
+    ];
+    let mats: Vec<(Vec<u8>, usize, usize)> = shapes
+        .iter()
+        .map(|&(o, i)| (weights(GgmlType::Q4_1, o, i, &mut rng), o, i))
+        .collect();
+    let x: Vec<f32> = (0..1536).map(|_| rng.f32()).collect();
+    let mut y = vec![0f32; 1536];
+    println!("| pool | threads | spin polls | matvecs/step | us/step | us/matvec |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let configs: [(&str, usize, u32); 4] = [
+        ("single thread", 1, 0),
+        ("persistent, sleep at once", 2, 0),
+        (
+            "persistent, spin then sleep",
+            2,
+            rocmforge::backend::cpu::pool::SPIN_ROUNDS,
+        ),
+        (
+            "persistent, spin 8x longer",
+            2,
+            rocmforge::backend::cpu::pool::SPIN_ROUNDS * 8,
+        ),
+    ];
+    for (name, threads, spin) in configs {
+        let pool = ThreadPool::with_spin(threads, spin).expect("pool");
+        let mut scratch = MatmulScratch::default();
+        let step = |scratch: &mut MatmulScratch, y: &mut Vec<f32>| {
+            for _ in 0..30 {
+                for (data, o, i) in &mats {
+                    let w = Weights::new(GgmlType::Q4_1, data, *o, *i).expect("weights");
+                    matmul(&pool, &w, &x[..*i], 1, &mut y[..*o], scratch).expect("matmul");
+                }
+            }
+        };
+        step(&mut scratch, &mut y);
+        let start = Instant::now();
+        let mut steps = 0u32;
+        while steps < 3 || start.elapsed() < Duration::from_millis(500) {
+            step(&mut scratch, &mut y);
+            steps += 1;
+        }
+        let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(steps);
+        println!(
+            "| {name} | {threads} | {spin} | 210 | {us:.0} | {:.1} |",
+            us / 210.0
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--pool") {
+        pool_bench();
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let formats: Vec<GgmlType> = match arg(&args, "--formats") {
         Some(list) => list

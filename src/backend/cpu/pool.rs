@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 /// How many polls an idle worker makes before sleeping (on the order of 100 microseconds).
-const SPIN_ROUNDS: u32 = 1 << 11;
+pub const SPIN_ROUNDS: u32 = 1 << 11;
 
 /// The job being run: a type-erased pointer to the caller's closure.
 #[derive(Clone, Copy)]
@@ -39,6 +39,8 @@ struct Shared {
     wake: Condvar,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
     quit: AtomicBool,
+    /// Polls before an idle worker sleeps.
+    spin: u32,
 }
 
 pub struct ThreadPool {
@@ -52,6 +54,12 @@ impl ThreadPool {
     /// A pool that runs jobs on `n_threads` threads in all: the caller plus `n_threads - 1`
     /// workers (0 is taken as 1).
     pub fn new(n_threads: usize) -> std::io::Result<ThreadPool> {
+        Self::with_spin(n_threads, SPIN_ROUNDS)
+    }
+
+    /// A pool whose idle workers poll `spin` times before sleeping (0: sleep at once). For
+    /// measuring the choice of `SPIN_ROUNDS`.
+    pub fn with_spin(n_threads: usize, spin: u32) -> std::io::Result<ThreadPool> {
         let shared = Arc::new(Shared {
             generation: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
@@ -60,6 +68,7 @@ impl ThreadPool {
             wake: Condvar::new(),
             panic: Mutex::new(None),
             quit: AtomicBool::new(false),
+            spin,
         });
         let mut pool = ThreadPool {
             shared: Arc::clone(&shared),
@@ -144,7 +153,7 @@ fn worker(s: &Shared) {
         let mut spins = 0u32;
         while s.generation.load(Ordering::Acquire) == seen && !s.quit.load(Ordering::Relaxed) {
             spins += 1;
-            if spins < SPIN_ROUNDS {
+            if spins < s.spin {
                 std::hint::spin_loop();
                 continue;
             }
