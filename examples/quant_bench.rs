@@ -172,19 +172,32 @@ fn main() {
         cpu::detected().name()
     );
     println!();
-    println!("| format | n_out x n_in | tokens | threads | ms/call | weight GB/s | GFLOP/s |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| format | kernel | n_out x n_in | tokens | threads | ms/call | weight GB/s | GFLOP/s |"
+    );
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let pools: Vec<ThreadPool> = threads
         .iter()
         .map(|&n| ThreadPool::new(n).expect("threads"))
         .collect();
     for &ty in &formats {
+        let level = quant::kernel_level(ty, cpu::level());
         for &(n_out, n_in) in shapes {
             if quant::row_bytes(ty, n_in).is_err() {
                 println!(
-                    "| {} | {n_out} x {n_in} | - | - | rows of {n_in} are not whole {} blocks | | |",
+                    "| {} | {} | {n_out} x {n_in} | - | - | rows of {n_in} are not whole {} blocks | | |",
                     ty.name(),
+                    level.name(),
+                    ty.name()
+                );
+                continue;
+            }
+            // Scalar-only formats take minutes on the big prompt case; their speed shows on
+            // the model-shaped matrices.
+            if level == quant::SimdLevel::Scalar && n_out * n_in > 1 << 22 {
+                println!(
+                    "| {} | scalar | {n_out} x {n_in} | - | - | skipped (scalar kernel) | | |",
                     ty.name()
                 );
                 continue;
@@ -212,8 +225,9 @@ fn main() {
                     };
                     let gflops = 2.0 * (n_out * n_in * n_tokens) as f64 / secs / 1e9;
                     println!(
-                        "| {} | {n_out} x {n_in} | {n_tokens} | {} | {:.3} | {gbs} | {gflops:.1} |",
+                        "| {} | {} | {n_out} x {n_in} | {n_tokens} | {} | {:.3} | {gbs} | {gflops:.1} |",
                         ty.name(),
+                        level.name(),
                         pool.n_threads(),
                         secs * 1e3
                     );

@@ -123,6 +123,26 @@ pub const NVFP4: Dot = Dot::Quant {
     f4: None,
 };
 
+/// The SIMD level of the kernel `kernel(ty, level)` returns (`Scalar` where the level has no
+/// kernel for the format).
+pub fn kernel_level(ty: GgmlType, level: super::SimdLevel) -> super::SimdLevel {
+    let level = level.min(super::cpu::detected());
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::simd::x86;
+        let has = match level {
+            super::SimdLevel::Avx512 => x86::avx512::dot(ty).is_some(),
+            super::SimdLevel::Avx2 => x86::avx2::dot(ty).is_some(),
+            super::SimdLevel::Scalar => false,
+        };
+        if has {
+            return level;
+        }
+    }
+    let _ = ty;
+    super::SimdLevel::Scalar
+}
+
 /// The dot product kernel for weight format `ty` at SIMD level `level`, lowered to what this
 /// CPU supports (`cpu::detected()`), falling back to the scalar reference where a level has no
 /// kernel for the format. Every kernel of one format pairs with the same activation format.

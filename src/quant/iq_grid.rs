@@ -229,16 +229,8 @@ fn iq1_m_terms(b: &[u8], mut f: impl FnMut(usize, Term)) {
     }
 }
 
-/// A format: its float scale, how a term becomes a float (in gguf-py's order of operations),
-/// how it becomes an integer for dot products, and the power of two that integer is over.
-struct GridFormat {
-    d: fn(&[u8]) -> f32,
-    dequant: fn(d: f32, t: &Term) -> f32,
-    int: fn(t: &Term) -> i32,
-    denom: f32,
-    terms: fn(&[u8], &mut dyn FnMut(usize, Term)),
-}
-
+/// How a term becomes a float (in gguf-py's order of operations) and an integer for dot
+/// products (over the power of two given per format below).
 fn d0(b: &[u8]) -> f32 {
     f16_at(b, 0)
 }
@@ -282,72 +274,100 @@ fn int_iq1(t: &Term) -> i32 {
     8 * t.grid + if t.minus { -1 } else { 1 }
 }
 
-macro_rules! grid_format {
-    ($name:ident, $d:expr, $dq:expr, $int:expr, $denom:expr, $terms:ident) => {
-        static $name: GridFormat = GridFormat {
-            d: $d,
-            dequant: $dq,
-            int: $int,
-            denom: $denom,
-            terms: |b, f| $terms(b, f),
-        };
-    };
-}
-
-grid_format!(F_IQ2_XXS, d0, dq_iq2, int_signed, 8.0, iq2_xxs_terms);
-grid_format!(F_IQ2_XS, d0, dq_iq2, int_signed, 8.0, iq2_xs_terms);
-grid_format!(F_IQ2_S, d0, dq_iq2, int_signed, 8.0, iq2_s_terms);
-grid_format!(F_IQ3_XXS, d0, dq_iq3_xxs, int_signed, 4.0, iq3_xxs_terms);
-grid_format!(F_IQ3_S, d0, dq_iq3_s, int_signed, 1.0, iq3_s_terms);
-grid_format!(F_IQ1_S, d0, dq_iq1, int_iq1, 8.0, iq1_s_terms);
-grid_format!(F_IQ1_M, iq1_m_d, dq_iq1, int_iq1, 8.0, iq1_m_terms);
-
-fn dequantize<const B: usize>(fmt: &GridFormat, src: &[u8], dst: &mut [f32]) {
-    rows::<B, 256>(src, dst, |b, y| {
-        let d = (fmt.d)(b);
-        (fmt.terms)(b, &mut |e, t| y[e] = (fmt.dequant)(d, &t));
-    });
-}
-
-/// Dot product with Q8_K activations: integer sums of ls * q * a per block.
-fn dot<const B: usize>(fmt: &GridFormat, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0f32;
-    for (x, y) in w.as_chunks::<B>().0.iter().zip(a.as_chunks::<292>().0) {
-        let mut isum = 0i64;
-        (fmt.terms)(x, &mut |e, t| {
-            isum += i64::from(t.ls * (fmt.int)(&t)) * i64::from(y[4 + e] as i8)
-        });
-        sum += (fmt.d)(x) * super::kquants::q8_k_d(y) * (isum as f32 / fmt.denom);
-    }
-    sum
-}
-
+/// The dequantize and dot-product entry points of one format: its term walk, its float scale,
+/// how a term becomes a float and an integer, and the power of two the integer is over. A
+/// macro rather than function pointers so that each walk is inlined into its loops.
 macro_rules! entry_points {
-    ($fmt:ident, $bytes:ident, $deq:ident, $dot:ident) => {
+    ($terms:ident, $bytes:ident, $d:expr, $dq:expr, $int:expr, $denom:expr, $deq:ident, $dot:ident) => {
         pub fn $deq(src: &[u8], dst: &mut [f32]) {
-            dequantize::<$bytes>(&$fmt, src, dst)
+            rows::<$bytes, 256>(src, dst, |b, y| {
+                let d = $d(b);
+                $terms(b, |e, t| y[e] = $dq(d, &t));
+            });
         }
 
+        /// Dot product with Q8_K activations: integer sums of ls * value * a per block.
         pub fn $dot(w: &[u8], a: &[u8]) -> f32 {
-            dot::<$bytes>(&$fmt, w, a)
+            let mut sum = 0f32;
+            for (x, y) in w.as_chunks::<$bytes>().0.iter().zip(a.as_chunks::<292>().0) {
+                let mut isum = 0i32;
+                $terms(x, |e, t| {
+                    isum += t.ls * $int(&t) * i32::from(y[4 + e] as i8)
+                });
+                sum += $d(x) * super::kquants::q8_k_d(y) * (isum as f32 / $denom);
+            }
+            sum
         }
     };
 }
 
 entry_points!(
-    F_IQ2_XXS,
+    iq2_xxs_terms,
     IQ2_XXS_BYTES,
+    d0,
+    dq_iq2,
+    int_signed,
+    8.0,
     dequantize_iq2_xxs,
     dot_iq2_xxs_q8_k
 );
-entry_points!(F_IQ2_XS, IQ2_XS_BYTES, dequantize_iq2_xs, dot_iq2_xs_q8_k);
-entry_points!(F_IQ2_S, IQ2_S_BYTES, dequantize_iq2_s, dot_iq2_s_q8_k);
 entry_points!(
-    F_IQ3_XXS,
+    iq2_xs_terms,
+    IQ2_XS_BYTES,
+    d0,
+    dq_iq2,
+    int_signed,
+    8.0,
+    dequantize_iq2_xs,
+    dot_iq2_xs_q8_k
+);
+entry_points!(
+    iq2_s_terms,
+    IQ2_S_BYTES,
+    d0,
+    dq_iq2,
+    int_signed,
+    8.0,
+    dequantize_iq2_s,
+    dot_iq2_s_q8_k
+);
+entry_points!(
+    iq3_xxs_terms,
     IQ3_XXS_BYTES,
+    d0,
+    dq_iq3_xxs,
+    int_signed,
+    4.0,
     dequantize_iq3_xxs,
     dot_iq3_xxs_q8_k
 );
-entry_points!(F_IQ3_S, IQ3_S_BYTES, dequantize_iq3_s, dot_iq3_s_q8_k);
-entry_points!(F_IQ1_S, IQ1_S_BYTES, dequantize_iq1_s, dot_iq1_s_q8_k);
-entry_points!(F_IQ1_M, IQ1_M_BYTES, dequantize_iq1_m, dot_iq1_m_q8_k);
+entry_points!(
+    iq3_s_terms,
+    IQ3_S_BYTES,
+    d0,
+    dq_iq3_s,
+    int_signed,
+    1.0,
+    dequantize_iq3_s,
+    dot_iq3_s_q8_k
+);
+entry_points!(
+    iq1_s_terms,
+    IQ1_S_BYTES,
+    d0,
+    dq_iq1,
+    int_iq1,
+    8.0,
+    dequantize_iq1_s,
+    dot_iq1_s_q8_k
+);
+entry_points!(
+    iq1_m_terms,
+    IQ1_M_BYTES,
+    iq1_m_d,
+    dq_iq1,
+    int_iq1,
+    8.0,
+    dequantize_iq1_m,
+    dot_iq1_m_q8_k
+);
