@@ -2,6 +2,10 @@
 # The test command (README.md, .ci/run): fetch the test models if missing, then check
 # formatting and lints and run every test. Tests that need a model or valgrind skip with a
 # message when run by hand without them; under CI (CI=true) they fail instead.
+#
+# When the aarch64 cross tools are present (rustup target aarch64-unknown-linux-gnu,
+# aarch64-linux-gnu-gcc, qemu-aarch64; .ci/run installs them), the NEON kernels are also linted
+# and tested under qemu.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -9,3 +13,13 @@ scripts/fetch-models.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets "$@"
+
+aarch64=aarch64-unknown-linux-gnu
+if rustup target list --installed 2>/dev/null | grep -qx "$aarch64" \
+  && command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then
+  cargo clippy --target "$aarch64" --all-targets --quiet -- -D warnings
+  # The quant layer's tests; the C-API tests build host C programs and stay host-only.
+  cargo test --target "$aarch64" --lib --test quant_simd --test quant_reference
+else
+  echo "SKIPPED: aarch64 NEON tests (needs rustup target $aarch64, aarch64-linux-gnu-gcc, qemu-aarch64)"
+fi

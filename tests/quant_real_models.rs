@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::{GEMMA3, SMOLLM2, in_ci, model};
 use rocmforge::gguf::{GgufFile, TensorInfo};
-use rocmforge::quant::{self, Dot, SimdLevel, cpu, kernel};
+use rocmforge::quant::{self, Dot, cpu, kernel};
 
 fn reference_dir(name: &str) -> Option<PathBuf> {
     let dir = common::root().join("../shared/reference").join(name);
@@ -160,7 +160,7 @@ fn simd_dots_agree_with_scalar_on_every_real_tensor_type() {
                     "{}: scalar {reference} vs {exact}",
                     t.name
                 );
-                for level in SimdLevel::ALL.into_iter().filter(|&l| l <= cpu::detected()) {
+                for level in cpu::levels() {
                     let got = run(kernel(t.ty, level).unwrap());
                     assert!(
                         (got - reference).abs() <= 2e-5 * scale,

@@ -1,32 +1,51 @@
 //! CPU feature detection: the one place that decides which SIMD level kernels run at.
 //!
 //! `detected()` is what this CPU supports; `level()` is what kernels use: the detected level,
-//! lowered by the environment variable `RF_SIMD` (`scalar`, `avx2`, `avx512`) or by
+//! lowered by the environment variable `RF_SIMD` (`scalar`, `neon`, `avx2`, `avx512`) or by
 //! `set_level_cap`. No kernel above `detected()` is ever handed out, whatever is asked for:
 //! that invariant is what makes the SIMD kernels sound.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// SIMD instruction-set levels, in increasing order.
+/// SIMD instruction-set levels, in increasing order. Each architecture uses its own: x86-64
+/// Scalar < Avx2 < Avx512, aarch64 Scalar < Neon; asking for another architecture's level
+/// gives the highest of this one's below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SimdLevel {
     /// Portable Rust, every CPU.
     Scalar = 0,
+    /// aarch64 Advanced SIMD (baseline on every aarch64 CPU).
+    Neon = 1,
     /// x86-64 AVX2 + FMA + F16C.
-    Avx2 = 1,
+    Avx2 = 2,
     /// x86-64 AVX-512 F, BW, VL and VNNI (plus AVX2, FMA, F16C).
-    Avx512 = 2,
+    Avx512 = 3,
 }
 
 impl SimdLevel {
-    pub const ALL: [SimdLevel; 3] = [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512];
+    pub const ALL: [SimdLevel; 4] = [
+        SimdLevel::Scalar,
+        SimdLevel::Neon,
+        SimdLevel::Avx2,
+        SimdLevel::Avx512,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Scalar => "scalar",
+            SimdLevel::Neon => "neon",
             SimdLevel::Avx2 => "avx2",
             SimdLevel::Avx512 => "avx512",
+        }
+    }
+
+    /// Whether this level exists on the architecture the crate was built for.
+    pub fn on_this_arch(self) -> bool {
+        match self {
+            SimdLevel::Scalar => true,
+            SimdLevel::Neon => cfg!(target_arch = "aarch64"),
+            SimdLevel::Avx2 | SimdLevel::Avx512 => cfg!(target_arch = "x86_64"),
         }
     }
 
@@ -37,7 +56,8 @@ impl SimdLevel {
     fn from_u8(v: u8) -> SimdLevel {
         match v {
             0 => SimdLevel::Scalar,
-            1 => SimdLevel::Avx2,
+            1 => SimdLevel::Neon,
+            2 => SimdLevel::Avx2,
             _ => SimdLevel::Avx512,
         }
     }
@@ -55,9 +75,22 @@ fn detect() -> SimdLevel {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(target_arch = "aarch64")]
+fn detect() -> SimdLevel {
+    SimdLevel::Neon
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn detect() -> SimdLevel {
     SimdLevel::Scalar
+}
+
+/// Every level of this architecture up to `detected()`, lowest first: what tests compare.
+pub fn levels() -> Vec<SimdLevel> {
+    SimdLevel::ALL
+        .into_iter()
+        .filter(|l| l.on_this_arch() && *l <= detected())
+        .collect()
 }
 
 /// The highest level this CPU supports.
@@ -76,7 +109,7 @@ fn env_cap() -> Option<SimdLevel> {
         let level = SimdLevel::from_name(v.trim());
         if level.is_none() {
             crate::log::warn(&format!(
-                "RF_SIMD={v:?} is not one of scalar, avx2, avx512; ignored"
+                "RF_SIMD={v:?} is not one of scalar, neon, avx2, avx512; ignored"
             ));
         }
         level

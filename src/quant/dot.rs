@@ -133,13 +133,17 @@ pub fn kernel_level(ty: GgmlType, level: super::SimdLevel) -> super::SimdLevel {
         let has = match level {
             super::SimdLevel::Avx512 => x86::avx512::dot(ty).is_some(),
             super::SimdLevel::Avx2 => x86::avx2::dot(ty).is_some(),
-            super::SimdLevel::Scalar => false,
+            super::SimdLevel::Scalar | super::SimdLevel::Neon => false,
         };
         if has {
             return level;
         }
     }
-    let _ = ty;
+    #[cfg(target_arch = "aarch64")]
+    if level >= super::SimdLevel::Neon && super::simd::arm::dot(ty).is_some() {
+        return super::SimdLevel::Neon;
+    }
+    let _ = (ty, level);
     super::SimdLevel::Scalar
 }
 
@@ -156,11 +160,17 @@ pub fn kernel(ty: GgmlType, level: super::SimdLevel) -> Option<Dot> {
         let simd = match level {
             super::SimdLevel::Avx512 => x86::avx512::dot(ty),
             super::SimdLevel::Avx2 => x86::avx2::dot(ty),
-            super::SimdLevel::Scalar => None,
+            super::SimdLevel::Scalar | super::SimdLevel::Neon => None,
         };
         if simd.is_some() {
             return simd;
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if level >= super::SimdLevel::Neon
+        && let Some(simd) = super::simd::arm::dot(ty)
+    {
+        return Some(simd);
     }
     let _ = level;
     scalar

@@ -8,3 +8,6 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
+
+#[cfg(target_arch = "aarch64")]
+pub mod arm;
