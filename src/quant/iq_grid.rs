@@ -81,6 +81,21 @@ struct Term {
     minus: bool,
 }
 
+/// Emits the eight values of a codebook row, each with its sign bit from `signs`.
+fn signed_row(f: &mut impl FnMut(usize, Term), base: usize, ls: i32, row: &[i8; 8], signs: u8) {
+    for (k, &v) in row.iter().enumerate() {
+        let minus = (signs >> k) & 1 == 1;
+        f(
+            base + k,
+            Term {
+                ls,
+                grid: i32::from(v),
+                minus,
+            },
+        );
+    }
+}
+
 fn iq2_xxs_terms(b: &[u8], mut f: impl FnMut(usize, Term)) {
     for g in 0..8 {
         let aux1 = u32_at(b, 2 + 8 * g + 4);
@@ -88,16 +103,7 @@ fn iq2_xxs_terms(b: &[u8], mut f: impl FnMut(usize, Term)) {
         for j in 0..4 {
             let row = &GRID_IQ2XXS[usize::from(b[2 + 8 * g + j])];
             let signs = KSIGNS[((aux1 >> (7 * j)) & 127) as usize];
-            for (k, &v) in row.iter().enumerate() {
-                f(
-                    32 * g + 8 * j + k,
-                    Term {
-                        ls,
-                        grid: i32::from(v),
-                        minus: (signs >> k) & 1 == 1,
-                    },
-                );
-            }
+            signed_row(&mut f, 32 * g + 8 * j, ls, row, signs);
         }
     }
 }
@@ -109,16 +115,7 @@ fn iq2_xs_terms(b: &[u8], mut f: impl FnMut(usize, Term)) {
         let ls = 2 * i32::from(s) + 1;
         let row = &GRID_IQ2XS[usize::from(q & 511)];
         let signs = KSIGNS[usize::from(q >> 9)];
-        for (k, &v) in row.iter().enumerate() {
-            f(
-                8 * i + k,
-                Term {
-                    ls,
-                    grid: i32::from(v),
-                    minus: (signs >> k) & 1 == 1,
-                },
-            );
-        }
+        signed_row(&mut f, 8 * i, ls, row, signs);
     }
 }
 
@@ -129,16 +126,7 @@ fn iq2_s_terms(b: &[u8], mut f: impl FnMut(usize, Term)) {
         let ls = 2 * i32::from(s) + 1;
         let row = &GRID_IQ2S[idx];
         let signs = b[34 + i];
-        for (k, &v) in row.iter().enumerate() {
-            f(
-                8 * i + k,
-                Term {
-                    ls,
-                    grid: i32::from(v),
-                    minus: (signs >> k) & 1 == 1,
-                },
-            );
-        }
+        signed_row(&mut f, 8 * i, ls, row, signs);
     }
 }
 

@@ -9,6 +9,7 @@ use std::arch::aarch64::*;
 
 use crate::gguf::GgmlType;
 use crate::quant::dot::Dot;
+use crate::quant::f16_at;
 use crate::quant::fp::{MXFP4_VALUES, bf16_to_f32, e8m0_to_f32_half};
 use crate::quant::iq4::{IQ4_VALUES, iq4_xs_scale};
 use crate::quant::kquants::{k_scale_min, q3_k_scales, q8_k_d};
@@ -20,12 +21,6 @@ fn ld(b: &[u8], at: usize) -> uint8x16_t {
     let s: &[u8; 16] = b[at..at + 16].try_into().expect("16 bytes");
     // SAFETY: `s` is exactly 16 readable bytes; `ld1` of bytes has no alignment requirement.
     unsafe { vld1q_u8(s.as_ptr()) }
-}
-
-#[inline]
-#[target_feature(enable = "neon")]
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
 /// Sum of the 16 products of two i8 vectors, exactly.
