@@ -10,6 +10,7 @@ pub mod gguf;
 pub mod log;
 pub mod model;
 pub mod quant;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use model::{Model, ModelDesc, ModelParams};

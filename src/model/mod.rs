@@ -13,6 +13,7 @@ pub use file_type::file_type_name;
 pub use hparams::{Hparams, MAX_ARCH_LEN, MAX_COUNT};
 
 use crate::gguf::GgufFile;
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 /// What a caller may ask of a load.
@@ -46,6 +47,7 @@ pub struct ModelDesc {
 pub struct Model {
     file: GgufFile,
     hparams: Hparams,
+    tokenizer: Tokenizer,
     desc: ModelDesc,
 }
 
@@ -108,6 +110,7 @@ impl Model {
         let total = file.len().max(1) as f64;
         progress.report((file.data_offset() as f64 / total) as f32)?;
         let hparams = Hparams::from_gguf(&file)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
         let mut n_params = 0u64;
         let mut done = file.data_offset();
         for t in file.tensors() {
@@ -148,6 +151,7 @@ impl Model {
         Ok(Model {
             file,
             hparams,
+            tokenizer,
             desc,
         })
     }
@@ -158,6 +162,10 @@ impl Model {
 
     pub fn hparams(&self) -> &Hparams {
         &self.hparams
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     pub fn gguf(&self) -> &GgufFile {

@@ -60,6 +60,8 @@ pub fn base_metadata() -> Vec<(String, Value)> {
             Value::Array(Array::I32(vec![1; N_VOCAB])),
         ),
         ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
         ("test.u8", Value::U8(200)),
         ("test.i8", Value::I8(-100)),
         ("test.u16", Value::U16(60000)),
