@@ -166,3 +166,49 @@ fn plain_text_and_arbitrary_bytes_round_trip() {
         }
     }
 }
+
+#[test]
+fn smollm2_chat_template_renders_prompt_5() {
+    let Some(m) = load(SMOLLM2) else { return };
+    let path = common::root().join("../shared/reference/prompts.txt");
+    let Ok(prompts) = std::fs::read_to_string(&path) else {
+        assert!(!in_ci(), "{} is missing under CI", path.display());
+        return;
+    };
+    // prompts.txt escapes: \n newline, \t tab, \\ backslash.
+    let line = prompts.lines().nth(4).unwrap();
+    let mut want = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => want.push('\n'),
+                Some('t') => want.push('\t'),
+                Some(o) => want.push(o),
+                None => want.push('\\'),
+            },
+            (c, false) => want.push(c),
+        }
+    }
+    let msgs = [rocmforge::tokenizer::ChatMessage {
+        role: "user",
+        content: "What is 2+2?",
+    }];
+    assert_eq!(m.apply_chat_template(None, &msgs, true).unwrap(), want);
+}
+
+#[test]
+fn gemma3_has_no_template_but_accepts_one() {
+    let Some(m) = load(GEMMA3) else { return };
+    let msgs = [rocmforge::tokenizer::ChatMessage {
+        role: "user",
+        content: "Hi",
+    }];
+    let err = m.apply_chat_template(None, &msgs, true).unwrap_err();
+    assert!(err.to_string().contains("no chat template"), "{err}");
+    let t = "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
+    assert_eq!(
+        m.apply_chat_template(Some(t), &msgs, true).unwrap(),
+        "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+    );
+}

@@ -168,6 +168,44 @@ impl Model {
         &self.tokenizer
     }
 
+    /// The model's own chat template (`tokenizer.chat_template`), if it has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.file
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+    }
+
+    /// Renders a chat with `template`, or with the model's own when `None`. A model without a
+    /// template is `NotFound`: the caller must supply one.
+    pub fn apply_chat_template(
+        &self,
+        template: Option<&str>,
+        messages: &[crate::tokenizer::ChatMessage<'_>],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let template = match template {
+            Some(t) => t,
+            None => self.chat_template().ok_or_else(|| {
+                Error::NotFound(
+                    "the model has no chat template (tokenizer.chat_template); supply one".into(),
+                )
+            })?,
+        };
+        let vocab = self.tokenizer.vocab();
+        let text = |t: Option<u32>| {
+            t.and_then(|t| vocab.text(t))
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        crate::tokenizer::apply_template(
+            template,
+            messages,
+            add_generation_prompt,
+            &text(vocab.bos),
+            &text(vocab.eos),
+        )
+    }
+
     pub fn gguf(&self) -> &GgufFile {
         &self.file
     }

@@ -8,12 +8,16 @@
 //! lacks 21), and such bytes are dropped.
 
 mod bpe;
+mod chat;
 mod pretok;
 mod spm;
+mod stream;
 mod vocab;
 
 use aho_corasick::AhoCorasick;
 
+pub use chat::{ChatMessage, apply_template};
+pub use stream::StreamDecoder;
 pub use vocab::{TokenId, TokenType, Vocab};
 
 use crate::gguf::GgufFile;
