@@ -156,6 +156,53 @@ typedef struct rf_model_desc {
 } rf_model_desc;
 
 /**
+ * Facts about a model's vocabulary. Set `struct_size = sizeof(rf_vocab_info)` first.
+ */
+typedef struct rf_vocab_info {
+  /**
+   * `sizeof(rf_vocab_info)` as the caller was compiled; set by the caller.
+   */
+  uint32_t struct_size;
+  /**
+   * Tokens in the vocabulary (valid ids are 0 to n_tokens - 1).
+   */
+  int32_t n_tokens;
+  /**
+   * Beginning-of-sequence token, or -1.
+   */
+  int32_t bos;
+  /**
+   * End-of-sequence token, or -1.
+   */
+  int32_t eos;
+  /**
+   * End-of-turn token, or -1.
+   */
+  int32_t eot;
+  /**
+   * Padding token, or -1.
+   */
+  int32_t pad;
+  /**
+   * 1 when tokenizing with add_special prepends BOS.
+   */
+  uint8_t add_bos;
+  /**
+   * 1 when tokenizing with add_special appends EOS.
+   */
+  uint8_t add_eos;
+} rf_vocab_info;
+
+/**
+ * One chat message: NUL-terminated UTF-8 role ("system", "user", "assistant", ...) and
+ * content.
+ */
+typedef struct rf_chat_message {
+  const char *role;
+  const char *content;
+} rf_chat_message;
+
+/**
  * Detail for developers.
  */
 #define RF_LOG_DEBUG 0
@@ -354,6 +401,98 @@ const char *rf_last_error_message(void);
  * The version of the loaded library, "MAJOR.MINOR.PATCH". Static; never freed. Thread-safe.
  */
 const char *rf_version(void);
+
+/**
+ * Tokenizes `text_len` bytes of `text` (UTF-8; NULL only with length 0). `add_special`: add
+ * BOS/EOS as the model asks; `parse_special`: turn control-token texts such as
+ * `<|im_start|>` into their tokens. Two-call protocol: `*out_len` receives the token count;
+ * the tokens are written only when `cap >= *out_len`, else `RF_ERR_BUFFER_TOO_SMALL`.
+ * Thread-safe.
+ *
+ * # Safety
+ * `model` NULL or live; `text` NULL or `text_len` readable bytes; `tokens` NULL or `cap`
+ * writable int32s; `out_len` NULL or writable.
+ */
+rf_status rf_vocab_tokenize(const struct rf_model_t *model,
+                            const char *text,
+                            size_t text_len,
+                            uint8_t add_special,
+                            uint8_t parse_special,
+                            int32_t *tokens,
+                            size_t cap,
+                            size_t *out_len);
+
+/**
+ * The bytes of one token (not NUL-terminated; a piece can be part of a UTF-8 character).
+ * `special`: render control tokens as their text (otherwise they give no bytes). Two-call
+ * protocol as `rf_vocab_tokenize`, counted in bytes. `RF_ERR_INVALID_ARG` for an
+ * out-of-range token. Thread-safe.
+ *
+ * # Safety
+ * `model` NULL or live; `buf` NULL or `cap` writable bytes; `out_len` NULL or writable.
+ */
+rf_status rf_token_to_piece(const struct rf_model_t *model,
+                            int32_t token,
+                            uint8_t special,
+                            char *buf,
+                            size_t cap,
+                            size_t *out_len);
+
+/**
+ * Detokenizes `n` tokens into bytes (not NUL-terminated). `remove_special`: drop a leading
+ * BOS and trailing EOS the model adds; `unparse_special`: render control tokens as text.
+ * Two-call protocol in bytes. `RF_ERR_INVALID_ARG` for an out-of-range token. Thread-safe.
+ *
+ * # Safety
+ * `model` NULL or live; `tokens` NULL or `n` readable int32s; `buf` NULL or `cap` writable
+ * bytes; `out_len` NULL or writable.
+ */
+rf_status rf_detokenize(const struct rf_model_t *model,
+                        const int32_t *tokens,
+                        size_t n,
+                        uint8_t remove_special,
+                        uint8_t unparse_special,
+                        char *buf,
+                        size_t cap,
+                        size_t *out_len);
+
+/**
+ * Fills `*out` with the vocabulary's size, special tokens and flags. Thread-safe.
+ *
+ * # Safety
+ * `model` NULL or live; `out` NULL or a writable `rf_vocab_info` of `out->struct_size` bytes.
+ */
+rf_status rf_vocab_get_info(const struct rf_model_t *model, struct rf_vocab_info *out);
+
+/**
+ * 1 when `token` ends generation (EOS, end-of-turn and the like), else 0 (also for NULL or an
+ * out-of-range token). Thread-safe.
+ *
+ * # Safety
+ * `model` NULL or live.
+ */
+uint8_t rf_vocab_is_eog(const struct rf_model_t *model, int32_t token);
+
+/**
+ * Renders a chat with the template `tmpl` (NUL-terminated Jinja; NULL = the model's own) into
+ * `buf` as NUL-terminated UTF-8 (two-call text protocol, as `rf_model_meta_str`).
+ * `add_generation_prompt`: open the assistant's turn. `RF_ERR_NOT_FOUND` when `tmpl` is NULL
+ * and the model has no template; `RF_ERR_INVALID_ARG` when the template fails (the message
+ * says why) or a message has a NULL field. Thread-safe.
+ *
+ * # Safety
+ * `model` NULL or live; `tmpl` NULL or NUL-terminated; `msgs` NULL or `n` readable messages
+ * whose fields are NUL-terminated; `buf` NULL or `cap` writable bytes; `out_len` NULL or
+ * writable.
+ */
+rf_status rf_chat_apply_template(const struct rf_model_t *model,
+                                 const char *tmpl,
+                                 const struct rf_chat_message *msgs,
+                                 size_t n,
+                                 uint8_t add_generation_prompt,
+                                 char *buf,
+                                 size_t cap,
+                                 size_t *out_len);
 
 #ifdef __cplusplus
 }  // extern "C"

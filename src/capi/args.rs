@@ -135,3 +135,71 @@ pub(crate) fn non_null<T>(p: *mut T, what: &str) -> Result<*mut T, Error> {
         Ok(p)
     }
 }
+
+/// The two-call protocol for bytes (token pieces, detokenized text): `*out_len` always
+/// receives the length; the bytes are written (no terminating NUL) only when `cap` is at least
+/// that, otherwise the result is `BufferTooSmall`. `buf` may be NULL only when `cap` is 0.
+///
+/// # Safety
+/// `buf` must be NULL or point to `cap` writable bytes; `out_len` must be NULL or writable.
+pub(crate) unsafe fn write_bytes(
+    bytes: &[u8],
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> Result<(), Error> {
+    // SAFETY: the same contract, for bytes.
+    unsafe { write_slice(bytes, buf.cast::<u8>(), cap, out_len) }
+}
+
+/// The two-call protocol for any `Copy` elements (token ids): as `write_bytes`, counted in
+/// elements.
+///
+/// # Safety
+/// `buf` must be NULL or point to `cap` writable elements; `out_len` NULL or writable.
+pub(crate) unsafe fn write_slice<T: Copy>(
+    items: &[T],
+    buf: *mut T,
+    cap: usize,
+    out_len: *mut usize,
+) -> Result<(), Error> {
+    if out_len.is_null() {
+        return Err(Error::InvalidArg("out_len is NULL".into()));
+    }
+    if buf.is_null() && cap != 0 {
+        return Err(Error::InvalidArg(format!("buf is NULL but cap is {cap}")));
+    }
+    // SAFETY: out_len is non-NULL and writable by contract.
+    unsafe { out_len.write(items.len()) };
+    if cap < items.len() {
+        return Err(Error::BufferTooSmall {
+            need: items.len(),
+            cap,
+        });
+    }
+    if !items.is_empty() {
+        // SAFETY: buf is non-NULL (cap >= len >= 1) with cap >= len writable elements.
+        unsafe { ptr::copy_nonoverlapping(items.as_ptr(), buf, items.len()) };
+    }
+    Ok(())
+}
+
+/// An input buffer `(ptr, len)`: NULL is allowed only with `len == 0`.
+///
+/// # Safety
+/// `ptr` must be NULL or point to `len` readable elements that outlive the result.
+pub(crate) unsafe fn input<'a, T>(ptr: *const T, len: usize, what: &str) -> Result<&'a [T], Error> {
+    if ptr.is_null() {
+        if len == 0 {
+            return Ok(&[]);
+        }
+        return Err(Error::InvalidArg(format!(
+            "{what} is NULL but its length is {len}"
+        )));
+    }
+    len.checked_mul(size_of::<T>())
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(|| Error::Overflow(format!("{what} of {len} elements")))?;
+    // SAFETY: non-NULL, `len` readable elements by contract, total size checked above.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}

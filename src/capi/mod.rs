@@ -12,10 +12,12 @@ mod args;
 mod log;
 mod model;
 mod status;
+mod vocab;
 
 pub use log::*;
 pub use model::*;
 pub use status::*;
+pub use vocab::*;
 
 use std::any::Any;
 use std::cell::RefCell;

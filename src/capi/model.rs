@@ -166,7 +166,7 @@ pub unsafe extern "C" fn rf_model_free(model: *mut rf_model_t) {
 ///
 /// # Safety
 /// `model` must be NULL or a live handle.
-unsafe fn model_ref<'a>(model: *const rf_model_t) -> Result<&'a Model, Error> {
+pub(super) unsafe fn model_ref<'a>(model: *const rf_model_t) -> Result<&'a Model, Error> {
     if model.is_null() {
         return Err(Error::InvalidArg("model is NULL".into()));
     }

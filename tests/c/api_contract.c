@@ -129,6 +129,59 @@ int main(int argc, char **argv) {
         CHECK(rf_model_meta_key(model, i, key, sizeof key, &len) == RF_OK && strlen(key) == len);
     }
 
+    /* Tokenizer (SmolLM2's vocabulary). */
+    int32_t toks[64];
+    const char *hello = "Hello world";
+    CHECK(rf_vocab_tokenize(model, hello, strlen(hello), 1, 1, NULL, 0, &len) == RF_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == 2);
+    CHECK(rf_vocab_tokenize(model, hello, strlen(hello), 1, 1, toks, 64, &len) == RF_OK);
+    CHECK(len == 2 && toks[0] == 19556 && toks[1] == 905);
+    CHECK(rf_vocab_tokenize(model, NULL, 3, 0, 0, toks, 64, &len) == RF_ERR_INVALID_ARG);
+    CHECK(rf_vocab_tokenize(model, NULL, 0, 0, 0, toks, 64, &len) == RF_OK && len == 0);
+    const char *chat = "<|im_start|>user\nhi<|im_end|>";
+    CHECK(rf_vocab_tokenize(model, chat, strlen(chat), 1, 1, toks, 64, &len) == RF_OK);
+    CHECK(len == 5 && toks[0] == 1 && toks[1] == 4093 && toks[2] == 198 && toks[3] == 6004 && toks[4] == 2);
+    CHECK(rf_vocab_tokenize(model, chat, strlen(chat), 0, 0, toks, 64, &len) == RF_OK && len == 17);
+    char piece[64];
+    CHECK(rf_token_to_piece(model, 905, 0, piece, sizeof piece, &len) == RF_OK);
+    CHECK(len == 6 && memcmp(piece, " world", 6) == 0);
+    CHECK(rf_token_to_piece(model, 1, 0, piece, sizeof piece, &len) == RF_OK && len == 0);
+    CHECK(rf_token_to_piece(model, 1, 1, piece, sizeof piece, &len) == RF_OK && len == 12);
+    CHECK(rf_token_to_piece(model, -1, 0, piece, sizeof piece, &len) == RF_ERR_INVALID_ARG);
+    CHECK(rf_token_to_piece(model, 49152, 0, piece, sizeof piece, &len) == RF_ERR_INVALID_ARG);
+    CHECK(strstr(rf_last_error_message(), "49152") != NULL);
+    int32_t hw[2] = {19556, 905};
+    CHECK(rf_detokenize(model, hw, 2, 0, 0, piece, 5, &len) == RF_ERR_BUFFER_TOO_SMALL && len == 11);
+    CHECK(rf_detokenize(model, hw, 2, 0, 0, piece, sizeof piece, &len) == RF_OK);
+    CHECK(len == 11 && memcmp(piece, "Hello world", 11) == 0);
+    rf_vocab_info vi;
+    memset(&vi, 0, sizeof vi);
+    vi.struct_size = sizeof vi;
+    CHECK(rf_vocab_get_info(model, &vi) == RF_OK);
+    CHECK(vi.n_tokens == 49152 && vi.bos == 1 && vi.eos == 2 && vi.add_bos == 0 && vi.add_eos == 0);
+    CHECK(rf_vocab_is_eog(model, 2) == 1 && rf_vocab_is_eog(model, 905) == 0);
+    CHECK(rf_vocab_is_eog(model, -5) == 0 && rf_vocab_is_eog(NULL, 2) == 0);
+
+    /* Chat template: the model's own, a caller's, and a broken one. */
+    rf_chat_message msg = {"user", "What is 2+2?"};
+    const char *want =
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n";
+    CHECK(rf_chat_apply_template(model, NULL, &msg, 1, 1, NULL, 0, &len) == RF_ERR_BUFFER_TOO_SMALL);
+    char *rendered = malloc(len + 1);
+    CHECK(rendered != NULL);
+    CHECK(rf_chat_apply_template(model, NULL, &msg, 1, 1, rendered, len + 1, &len) == RF_OK);
+    CHECK(strcmp(rendered, want) == 0);
+    free(rendered);
+    char small_buf[64];
+    CHECK(rf_chat_apply_template(model, "{{ messages[0].content }}!", &msg, 1, 0, small_buf, sizeof small_buf, &len) == RF_OK);
+    CHECK(strcmp(small_buf, "What is 2+2?!") == 0);
+    CHECK(rf_chat_apply_template(model, "{% if %}", &msg, 1, 0, small_buf, sizeof small_buf, &len) == RF_ERR_INVALID_ARG);
+    CHECK(strstr(rf_last_error_message(), "chat template") != NULL);
+    CHECK(rf_chat_apply_template(model, NULL, NULL, 1, 0, small_buf, sizeof small_buf, &len) == RF_ERR_INVALID_ARG);
+    rf_chat_message bad = {NULL, "x"};
+    CHECK(rf_chat_apply_template(model, NULL, &bad, 1, 0, small_buf, sizeof small_buf, &len) == RF_ERR_INVALID_ARG);
+
     rf_model_free(model);
     printf("api_contract: %d checks passed\n", checks);
     return 0;

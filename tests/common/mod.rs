@@ -97,6 +97,10 @@ const VALGRIND_ERROR: i32 = 97;
 pub fn run_checked(exe: &Path, args: &[&std::ffi::OsStr]) -> Output {
     let out = if have_valgrind() {
         Command::new("valgrind")
+            .arg(format!(
+                "--suppressions={}",
+                root().join("tests/c/valgrind.supp").display()
+            ))
             .args([
                 "--quiet",
                 "--error-exitcode=97",
