@@ -6,6 +6,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use rustc_hash::FxHashMap;
+
 use super::vocab::{TokenId, Vocab};
 use crate::gguf::{Array, GgufFile, Value};
 use crate::{Error, Result};
@@ -29,6 +31,9 @@ pub(super) fn byte_to_char() -> [char; 256] {
     out
 }
 
+/// Words up to this many symbols merge by linear scans (most words), longer ones by a heap.
+const SMALL_WORD: usize = 24;
+
 #[derive(Debug)]
 pub struct Bpe {
     /// Token of each byte's character.
@@ -36,7 +41,7 @@ pub struct Bpe {
     /// Byte of each character of the map (for decoding).
     char_byte: HashMap<char, u8>,
     /// (left, right) -> (rank, merged token).
-    merges: HashMap<(TokenId, TokenId), (u32, TokenId)>,
+    merges: FxHashMap<(TokenId, TokenId), (u32, TokenId)>,
 }
 
 impl Bpe {
@@ -60,7 +65,7 @@ impl Bpe {
             byte_token[b] = vocab.token(c.encode_utf8(&mut buf).as_bytes());
             char_byte.insert(*c, b as u8);
         }
-        let mut merges = HashMap::with_capacity(list.len());
+        let mut merges = FxHashMap::with_capacity_and_hasher(list.len(), Default::default());
         for (rank, m) in list.iter().enumerate() {
             // "left right"; the split is at the first space after the first byte, as a merge
             // part is never empty.
@@ -105,6 +110,10 @@ impl Bpe {
             out.extend(sym.into_iter().flatten());
             return;
         }
+        if n <= SMALL_WORD {
+            self.merge_small(sym.into_iter().flatten().collect(), out);
+            return;
+        }
         let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
         let mut next: Vec<usize> = (1..=n).collect();
         let mut heap = BinaryHeap::new();
@@ -137,6 +146,25 @@ impl Bpe {
             }
         }
         out.extend(sym.into_iter().flatten());
+    }
+
+    /// The same merges for a short word, by repeated scans for the lowest-ranked adjacent pair
+    /// (leftmost among equals): no heap, no allocation beyond the symbol list.
+    fn merge_small(&self, mut sym: Vec<TokenId>, out: &mut Vec<TokenId>) {
+        loop {
+            let mut best: Option<(u32, usize, TokenId)> = None;
+            for i in 0..sym.len().saturating_sub(1) {
+                if let Some(&(rank, merged)) = self.merges.get(&(sym[i], sym[i + 1]))
+                    && best.is_none_or(|(r, _, _)| rank < r)
+                {
+                    best = Some((rank, i, merged));
+                }
+            }
+            let Some((_, i, merged)) = best else { break };
+            sym[i] = merged;
+            sym.remove(i + 1);
+        }
+        out.extend_from_slice(&sym);
     }
 
     /// The bytes a byte-level token text stands for (characters outside the map are kept as

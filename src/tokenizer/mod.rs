@@ -15,6 +15,7 @@ mod stream;
 mod vocab;
 
 use aho_corasick::AhoCorasick;
+use rustc_hash::FxHashMap;
 
 pub use chat::{ChatMessage, apply_template};
 pub use stream::StreamDecoder;
@@ -42,6 +43,10 @@ pub struct Tokenizer {
     /// All special token texts, to find which occur in a text before splitting on them.
     special_finder: Option<AhoCorasick>,
 }
+
+/// Words already merged during one `tokenize` call, with where their tokens are in the output:
+/// prose repeats words, and each distinct word is merged once.
+pub(crate) type WordCache = FxHashMap<Box<[u8]>, (usize, usize)>;
 
 /// A piece of input after special tokens are cut out.
 enum Fragment<'t> {
@@ -163,6 +168,7 @@ impl Tokenizer {
             out.extend(self.vocab.bos);
         }
         let mut prev_special = true;
+        let mut cache = WordCache::default();
         for f in self.partition(text, parse_special) {
             match f {
                 Fragment::Token(t) => {
@@ -170,7 +176,7 @@ impl Tokenizer {
                     prev_special = true;
                 }
                 Fragment::Text(t) => {
-                    self.encode_text(t, prev_special, &mut out);
+                    self.encode_text(t, prev_special, &mut cache, &mut out);
                     prev_special = false;
                 }
             }
@@ -181,7 +187,13 @@ impl Tokenizer {
         out
     }
 
-    fn encode_text(&self, text: &[u8], after_special: bool, out: &mut Vec<TokenId>) {
+    fn encode_text(
+        &self,
+        text: &[u8],
+        after_special: bool,
+        cache: &mut WordCache,
+        out: &mut Vec<TokenId>,
+    ) {
         match &self.kind {
             Kind::Spm(spm) => {
                 let mut escaped = Vec::with_capacity(text.len() + 8);
@@ -195,7 +207,7 @@ impl Tokenizer {
                         escaped.push(b);
                     }
                 }
-                spm.encode(&self.vocab, &escaped, out);
+                spm.encode(&self.vocab, &escaped, cache, out);
             }
             Kind::Bpe {
                 bpe,
@@ -207,10 +219,21 @@ impl Tokenizer {
                 for chunk in text.utf8_chunks() {
                     for word in pre.split(chunk.valid()) {
                         let w = word.as_bytes();
-                        match self.vocab.token(&byte_level(w)) {
-                            Some(t) if *ignore_merges => out.push(t),
-                            _ => bpe.encode_word(w, out),
+                        if let Some(&(start, len)) = cache.get(w) {
+                            out.extend_from_within(start..start + len);
+                            continue;
                         }
+                        let start = out.len();
+                        let whole = if *ignore_merges {
+                            self.vocab.token(&byte_level(w))
+                        } else {
+                            None
+                        };
+                        match whole {
+                            Some(t) => out.push(t),
+                            None => bpe.encode_word(w, out),
+                        }
+                        cache.insert(w.into(), (start, out.len() - start));
                     }
                     for &b in chunk.invalid() {
                         bpe.encode_word(&[b], out);
@@ -286,10 +309,10 @@ impl Tokenizer {
 
 /// First occurrence of `needle` in `hay`.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || needle.len() > hay.len() {
+    if needle.is_empty() {
         return None;
     }
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// A word's text in the byte-level alphabet (for whole-word vocabulary lookups).

@@ -70,7 +70,10 @@ fn patterns(name: &str) -> Option<Vec<String>> {
 /// A compiled pre-tokenizer.
 #[derive(Debug)]
 pub struct PreTokenizer {
-    steps: Vec<Regex>,
+    /// Each pattern, and whether it needs capture groups to tell its `ws` alternative from
+    /// another that can also match only whitespace (`\s*[\r\n]+`); without one, a match made
+    /// only of whitespace is the `ws` alternative, and the cheaper `find` suffices.
+    steps: Vec<(Regex, bool)>,
 }
 
 impl PreTokenizer {
@@ -84,7 +87,9 @@ impl PreTokenizer {
         let steps = list
             .iter()
             .map(|p| {
-                Regex::new(p).map_err(|e| Error::Internal(format!("pre-tokenizer {name:?}: {e}")))
+                let re = Regex::new(p)
+                    .map_err(|e| Error::Internal(format!("pre-tokenizer {name:?}: {e}")))?;
+                Ok((re, p.contains(r"\s*[\r\n]")))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(PreTokenizer { steps })
@@ -93,10 +98,10 @@ impl PreTokenizer {
     /// Cuts `text` into words (byte ranges of `text`, in order, covering it).
     pub fn split<'t>(&self, text: &'t str) -> Vec<&'t str> {
         let mut pieces = vec![text];
-        for re in &self.steps {
+        for (re, captures) in &self.steps {
             let mut next = Vec::with_capacity(pieces.len() * 2);
             for piece in pieces {
-                split_one(re, piece, &mut next);
+                split_one(re, *captures, piece, &mut next);
             }
             pieces = next;
         }
@@ -104,23 +109,31 @@ impl PreTokenizer {
     }
 }
 
-fn split_one<'t>(re: &Regex, piece: &'t str, out: &mut Vec<&'t str>) {
+fn split_one<'t>(re: &Regex, captures: bool, piece: &'t str, out: &mut Vec<&'t str>) {
     let mut pos = 0;
     let mut gap_start = 0;
     while pos < piece.len() {
-        let Some(caps) = re.captures_at(piece, pos) else {
-            break;
+        let (m, ws) = if captures {
+            let Some(caps) = re.captures_at(piece, pos) else {
+                break;
+            };
+            let m = caps.get(0).expect("group 0 always matches");
+            (m, caps.name("ws").is_some())
+        } else {
+            let Some(m) = re.find_at(piece, pos) else {
+                break;
+            };
+            (m, m.as_str().chars().all(char::is_whitespace))
         };
-        let m = caps.get(0).expect("group 0 always matches");
         let mut end = m.end();
-        if let Some(ws) = caps.name("ws") {
+        if ws {
             // `\s+(?!\S)`: give back the last whitespace character when a non-space follows.
             let followed_by_text = piece[end..]
                 .chars()
                 .next()
                 .is_some_and(|c| !c.is_whitespace());
-            if followed_by_text && ws.as_str().chars().count() >= 2 {
-                let last = ws.as_str().chars().next_back().map_or(0, char::len_utf8);
+            if followed_by_text && m.as_str().chars().nth(1).is_some() {
+                let last = m.as_str().chars().next_back().map_or(0, char::len_utf8);
                 end -= last;
             }
         }

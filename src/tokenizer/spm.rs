@@ -6,6 +6,9 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
+use rustc_hash::FxHashSet;
+
+use super::WordCache;
 use super::vocab::{TokenId, Vocab};
 
 /// U+2581, SentencePiece's visible space.
@@ -15,6 +18,11 @@ pub const SPACE: &str = "\u{2581}";
 pub struct Spm {
     /// The `<0xXX>` token of each byte.
     byte_tokens: [Option<TokenId>; 256],
+    /// Characters X such that some token contains X followed by U+2581 (X itself not U+2581).
+    /// Before any other U+2581 that follows a non-space, no merge can reach across (every
+    /// merged symbol is a token), so the text is cut there and each word merges on its own:
+    /// the same result as one pass over the whole text, with small heaps.
+    joins_space: FxHashSet<char>,
 }
 
 #[derive(PartialEq)]
@@ -40,7 +48,77 @@ impl Spm {
         for (b, slot) in byte_tokens.iter_mut().enumerate() {
             *slot = vocab.token(format!("<0x{b:02X}>").as_bytes());
         }
-        Spm { byte_tokens }
+        let space = SPACE.chars().next().expect("one character");
+        let mut joins_space = FxHashSet::default();
+        for text in &vocab.texts {
+            let Ok(t) = std::str::from_utf8(text) else {
+                continue;
+            };
+            let mut prev: Option<char> = None;
+            for c in t.chars() {
+                if c == space
+                    && let Some(p) = prev.filter(|&p| p != space)
+                {
+                    joins_space.insert(p);
+                }
+                prev = Some(c);
+            }
+        }
+        Spm {
+            byte_tokens,
+            joins_space,
+        }
+    }
+
+    /// Appends the tokens of `text` (spaces escaped to U+2581), word by word where no merge
+    /// can cross (see `joins_space`).
+    /// `cache` maps words already merged in this call to their tokens' place in `out`.
+    pub fn encode(
+        &self,
+        vocab: &Vocab,
+        text: &[u8],
+        cache: &mut WordCache,
+        out: &mut Vec<TokenId>,
+    ) {
+        let mut word = |w: &[u8], out: &mut Vec<TokenId>| {
+            if let Some(&(at, len)) = cache.get(w) {
+                out.extend_from_within(at..at + len);
+                return;
+            }
+            let at = out.len();
+            self.encode_word(vocab, w, out);
+            cache.insert(w.into(), (at, out.len() - at));
+        };
+        let sp = SPACE.as_bytes();
+        let mut start = 0;
+        let mut prev: Option<char> = None;
+        let mut i = 0;
+        while i < text.len() {
+            let n = char_len(text, i);
+            if text[i..].starts_with(sp) {
+                if let Some(p) = prev
+                    && p != '\u{2581}'
+                    && !self.joins_space.contains(&p)
+                    && i > start
+                {
+                    word(&text[start..i], out);
+                    start = i;
+                }
+                prev = Some('\u{2581}');
+            } else {
+                prev = std::str::from_utf8(&text[i..i + n])
+                    .ok()
+                    .and_then(|c| c.chars().next());
+                // An invalid byte could join anything: treat it as a character tokens contain.
+                if prev.is_none() {
+                    prev = Some('\u{2581}');
+                }
+            }
+            i += n;
+        }
+        if start < text.len() {
+            word(&text[start..], out);
+        }
     }
 
     /// The byte a `<0xXX>` token stands for.
@@ -52,8 +130,8 @@ impl Spm {
         u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
     }
 
-    /// Appends the tokens of `text`, whose spaces are already escaped to U+2581.
-    pub fn encode(&self, vocab: &Vocab, text: &[u8], out: &mut Vec<TokenId>) {
+    /// The merges over one piece of text.
+    fn encode_word(&self, vocab: &Vocab, text: &[u8], out: &mut Vec<TokenId>) {
         // Symbols as byte ranges (start, len) of `text`; len 0 = merged away.
         let mut start = Vec::new();
         let mut len = Vec::new();

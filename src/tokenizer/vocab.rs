@@ -2,7 +2,9 @@
 //! flags that steer tokenization, and the end-of-generation set. Everything is read from
 //! `tokenizer.ggml.*` and checked: ids in range, arrays of matching lengths.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap;
 
 use crate::gguf::{Array, GgufFile, Value};
 use crate::{Error, Result};
@@ -58,7 +60,8 @@ pub struct Vocab {
     pub texts: Vec<Box<[u8]>>,
     pub scores: Vec<f32>,
     pub types: Vec<TokenType>,
-    pub index: HashMap<Box<[u8]>, TokenId>,
+    /// Text to id (FxHash: token texts are short, and SipHash dominated tokenizer profiles).
+    pub index: FxHashMap<Box<[u8]>, TokenId>,
     pub bos: Option<TokenId>,
     pub eos: Option<TokenId>,
     pub eot: Option<TokenId>,
@@ -145,7 +148,7 @@ impl Vocab {
                 ));
             }
         };
-        let mut index = HashMap::with_capacity(n);
+        let mut index = FxHashMap::with_capacity_and_hasher(n, Default::default());
         for (i, t) in texts.iter().enumerate() {
             // Duplicates keep the first id, as llama.cpp's map does.
             index.entry(t.clone()).or_insert(i as TokenId);
