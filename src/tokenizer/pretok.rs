@@ -37,7 +37,7 @@ fn cased_words(contractions: &str, digits: &str, trailing: &str) -> String {
 fn patterns(name: &str) -> Option<Vec<String>> {
     let s = |p: &str| p.to_string();
     Some(match name {
-        "gpt2" | "mpt" | "olmo" | "jais" | "trillion" => vec![s(GPT2)],
+        "gpt2" | "gpt-2" | "phi-2" | "mpt" | "olmo" | "jais" | "trillion" => vec![s(GPT2)],
         "default" => vec![
             s(r"[\p{P}\$\+<=>\^~\|]+"),
             s(GPT2),
@@ -50,6 +50,16 @@ fn patterns(name: &str) -> Option<Vec<String>> {
             vec![s(r"\p{N}"), s(GPT2)]
         }
         "falcon" => vec![s(r"[\p{P}\$\+<=>\^~\|`]+"), s(GPT2), s(r"[0-9][0-9][0-9]")],
+        // Letters here are the cased letters (Lu, Ll, Lt): the original pattern spells out that
+        // category as explicit ranges of an older Unicode version.
+        "deepseek-llm" => vec![
+            s(r"[\r\n]"),
+            s(r"\s?\p{LC}+"),
+            s(r"\s?[!-/:-~！-／：-～‘-‟　-。]+"),
+            s(r"\s+$"),
+            s(r"[一-龥ࠀ-一가-퟿]+"),
+            s(r"\p{N}+"),
+        ],
         "deepseek-coder" => vec![
             s(r"[\r\n]"),
             s(r"\s?\p{L}+"),
