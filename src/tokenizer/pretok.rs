@@ -186,6 +186,21 @@ mod tests {
     }
 
     #[test]
+    fn llama3_qwen2_and_gpt4o_patterns_split_as_their_regexes_say() {
+        let l3 = PreTokenizer::new("llama3").unwrap();
+        assert_eq!(l3.split("Hello world"), ["Hello", " world"]);
+        assert_eq!(l3.split("12345"), ["123", "45"]);
+        assert_eq!(l3.split("I'M fine"), ["I", "'M", " fine"]);
+        assert_eq!(l3.split("a\n\nb"), ["a", "\n\n", "b"]);
+        assert_eq!(l3.split("x  y"), ["x", " ", " y"]);
+        let q = PreTokenizer::new("qwen2").unwrap();
+        assert_eq!(q.split("12345"), ["1", "2", "3", "4", "5"]);
+        let g = PreTokenizer::new("gpt-4o").unwrap();
+        assert_eq!(g.split("HelloWorld it's"), ["Hello", "World", " it's"]);
+        assert_eq!(g.split("ABCdef 1234"), ["ABCdef", " ", "123", "4"]);
+    }
+
+    #[test]
     fn every_listed_pre_tokenizer_compiles_and_unknown_ones_fail() {
         for name in [
             "default",
