@@ -76,7 +76,7 @@ pub enum Error {
     BadMetadata { key: String, reason: String },
     #[error("invalid argument: {0}")]
     InvalidArg(String),
-    #[error("buffer too small: {need} bytes needed, capacity is {cap}")]
+    #[error("buffer too small: {need} needed (in bytes or elements), capacity is {cap}")]
     BufferTooSmall { need: usize, cap: usize },
     #[error("{0} overflows")]
     Overflow(String),

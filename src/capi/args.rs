@@ -104,25 +104,42 @@ pub(crate) unsafe fn write_text(
     cap: usize,
     out_len: *mut usize,
 ) -> Result<(), Error> {
-    if out_len.is_null() {
-        return Err(Error::InvalidArg("out_len is NULL".into()));
-    }
-    if buf.is_null() && cap != 0 {
-        return Err(Error::InvalidArg(format!("buf is NULL but cap is {cap}")));
-    }
-    // SAFETY: out_len is non-NULL and writable by contract.
-    unsafe { out_len.write(bytes.len()) };
     let need = bytes
         .len()
         .checked_add(1)
         .ok_or_else(|| Error::Overflow("the text length".into()))?;
-    if cap < need {
-        return Err(Error::BufferTooSmall { need, cap });
-    }
-    // SAFETY: buf is non-NULL (cap >= 1) and has cap >= len + 1 writable bytes; bytes is ours.
+    // SAFETY: contract of this function.
+    unsafe { report_len(buf.is_null(), cap, out_len, bytes.len(), need) }?;
+    // SAFETY: buf is non-NULL (cap >= need >= 1) and has cap >= len + 1 writable bytes.
     unsafe {
         ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), bytes.len());
         buf.add(bytes.len()).write(0);
+    }
+    Ok(())
+}
+
+/// The checks every two-call output shares: `out_len` non-NULL, `buf` NULL only with `cap`
+/// 0; writes `len` to `*out_len`; `BufferTooSmall` when `cap < need`.
+///
+/// # Safety
+/// `out_len` must be NULL or writable.
+unsafe fn report_len(
+    buf_is_null: bool,
+    cap: usize,
+    out_len: *mut usize,
+    len: usize,
+    need: usize,
+) -> Result<(), Error> {
+    if out_len.is_null() {
+        return Err(Error::InvalidArg("out_len is NULL".into()));
+    }
+    if buf_is_null && cap != 0 {
+        return Err(Error::InvalidArg(format!("buf is NULL but cap is {cap}")));
+    }
+    // SAFETY: out_len is non-NULL and writable by contract.
+    unsafe { out_len.write(len) };
+    if cap < need {
+        return Err(Error::BufferTooSmall { need, cap });
     }
     Ok(())
 }
@@ -163,20 +180,8 @@ pub(crate) unsafe fn write_slice<T: Copy>(
     cap: usize,
     out_len: *mut usize,
 ) -> Result<(), Error> {
-    if out_len.is_null() {
-        return Err(Error::InvalidArg("out_len is NULL".into()));
-    }
-    if buf.is_null() && cap != 0 {
-        return Err(Error::InvalidArg(format!("buf is NULL but cap is {cap}")));
-    }
-    // SAFETY: out_len is non-NULL and writable by contract.
-    unsafe { out_len.write(items.len()) };
-    if cap < items.len() {
-        return Err(Error::BufferTooSmall {
-            need: items.len(),
-            cap,
-        });
-    }
+    // SAFETY: contract of this function.
+    unsafe { report_len(buf.is_null(), cap, out_len, items.len(), items.len()) }?;
     if !items.is_empty() {
         // SAFETY: buf is non-NULL (cap >= len >= 1) with cap >= len writable elements.
         unsafe { ptr::copy_nonoverlapping(items.as_ptr(), buf, items.len()) };
