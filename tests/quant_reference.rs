@@ -331,3 +331,36 @@ fn iq1_m_takes_the_delta_sign_from_bit_3_as_ggml_does() {
     dequantize_row(GgmlType::Iq1M, &block, &mut out).unwrap();
     assert!(out.iter().all(|&v| v == -1.125), "{:?}", &out[..8]);
 }
+
+#[test]
+fn runtime_activation_quantizers_differ_from_the_reference_only_at_rounding_ties() {
+    // llama.cpp's SIMD activation quantizers use id = 127 / amax and round half to even; the
+    // reference divides by d and rounds half away. Same scale; a quant may differ by one, and
+    // only where x * id sits at a rounding tie (within float error of .5).
+    let x = randoms(32 * 64, 21);
+    for (act, off, bytes) in [(GgmlType::Q8_0, 2, 34), (GgmlType::Q8_1, 4, 36)] {
+        let mut reference = vec![0u8; bytes * 64];
+        let mut runtime = vec![0u8; bytes * 64];
+        quantize_row(act, &x, &mut reference).unwrap();
+        quant::activation_quantizer(act).unwrap()(&x, &mut runtime);
+        for (blk, (a, b)) in reference
+            .chunks(bytes)
+            .zip(runtime.chunks(bytes))
+            .enumerate()
+        {
+            assert_eq!(a[..2], b[..2], "{act} block {blk}: same d");
+            let xs = &x[32 * blk..32 * blk + 32];
+            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for j in 0..32 {
+                let (qa, qb) = (a[off + j] as i8, b[off + j] as i8);
+                if qa != qb {
+                    let frac = (xs[j] * 127.0 / amax).abs().fract();
+                    assert!(
+                        (qa - qb).abs() == 1 && (frac - 0.5).abs() < 1e-3,
+                        "{act} block {blk} value {j}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@
 
 mod file_type;
 mod hparams;
+pub mod llama;
 
 use std::path::Path;
 

@@ -201,3 +201,42 @@ pub fn quantize_q8_1(src: &[f32], dst: &mut [u8]) {
         }
     });
 }
+
+/// Q8 scale and values as llama.cpp's SIMD quantizers compute them for activations at run
+/// time: `id = 127 / amax` and round half to even. (The reference quantizer, kept bit-exact
+/// with gguf-py above, divides by `d` and rounds half away from zero; on large activations the
+/// two round some values differently, and matching llama.cpp's choice keeps logits close.)
+fn q8_block_runtime(x: &[f32; QK]) -> (f32, [i8; QK]) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut q = [0i8; QK];
+    for (q, v) in q.iter_mut().zip(x) {
+        *q = (v * id).round_ties_even() as i8;
+    }
+    (d, q)
+}
+
+/// Q8_0 for activations (see `q8_block_runtime`).
+pub fn quantize_q8_0_activations(src: &[f32], dst: &mut [u8]) {
+    quant_rows::<Q8_0_BYTES, QK>(src, dst, |x, b| {
+        let (d, q) = q8_block_runtime(x);
+        put_f16(b, 0, d);
+        for j in 0..QK {
+            b[2 + j] = q[j] as u8;
+        }
+    });
+}
+
+/// Q8_1 for activations (see `q8_block_runtime`).
+pub fn quantize_q8_1_activations(src: &[f32], dst: &mut [u8]) {
+    quant_rows::<Q8_1_BYTES, QK>(src, dst, |x, b| {
+        let (d, q) = q8_block_runtime(x);
+        let sum: i32 = q.iter().map(|&v| i32::from(v)).sum();
+        put_f16(b, 0, d);
+        put_f16(b, 2, sum as f32 * d);
+        for j in 0..QK {
+            b[4 + j] = q[j] as u8;
+        }
+    });
+}

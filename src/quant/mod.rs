@@ -243,6 +243,17 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
+/// The quantizer for activations of format `act` at run time: for Q8_0 and Q8_1, the variant
+/// llama.cpp's SIMD code uses (`id = 127 / amax`, round half to even), so our matrix products
+/// see the same activations as llama.cpp's; the table's reference quantizer otherwise.
+pub fn activation_quantizer(act: GgmlType) -> Option<QuantizeFn> {
+    match act {
+        GgmlType::Q8_0 => Some(legacy::quantize_q8_0_activations),
+        GgmlType::Q8_1 => Some(legacy::quantize_q8_1_activations),
+        _ => lookup(act).and_then(|f| f.quantize),
+    }
+}
+
 /// Bytes taken by `n_elems` values of `ty` (an error when not whole blocks).
 pub fn row_bytes(ty: GgmlType, n_elems: usize) -> Result<usize> {
     block_count(require(ty)?, n_elems).map(|(_, b)| b)

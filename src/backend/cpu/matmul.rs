@@ -178,8 +178,7 @@ pub fn matmul(
             let act_row = quant::row_bytes(act, n_in)?;
             let total = size(act_row, "activation bytes")?;
             scratch.act.resize(total, 0);
-            let quantize = quant::lookup(act)
-                .and_then(|f| f.quantize)
+            let quantize = quant::activation_quantizer(act)
                 .ok_or_else(|| Error::Internal(format!("no quantizer for {act}")))?;
             {
                 let acts = Disjoint::new(&mut scratch.act);
@@ -252,10 +251,19 @@ mod tests {
                 let x = randoms(n_tokens * n_in, 9);
                 let mut y = vec![f32::NAN; n_tokens * n_out];
                 matmul(&pool, &w, &x, n_tokens, &mut y, &mut scratch).unwrap();
+                // The single-row kernel on activations quantized as the matmul does.
+                let dot = quant::kernel(ty, cpu::level()).unwrap();
                 for t in 0..n_tokens {
+                    let xt = &x[t * n_in..(t + 1) * n_in];
                     for r in 0..n_out {
-                        let expect =
-                            quant::vec_dot(ty, w.row(r), &x[t * n_in..(t + 1) * n_in]).unwrap();
+                        let expect = match dot {
+                            Dot::Float(f) => f(w.row(r), xt),
+                            Dot::Quant { act, f, .. } => {
+                                let mut q = vec![0u8; quant::row_bytes(act, n_in).unwrap()];
+                                quant::activation_quantizer(act).unwrap()(xt, &mut q);
+                                f(w.row(r), &q)
+                            }
+                        };
                         assert_eq!(y[t * n_out + r], expect, "{ty} {n_out}x{n_in} t{t} r{r}");
                     }
                 }

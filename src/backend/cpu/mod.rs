@@ -2,6 +2,7 @@
 //! matrix multiply (`matmul`).
 
 pub mod matmul;
+pub mod ops;
 pub mod pool;
 
 pub use matmul::{MatmulScratch, Weights, matmul};

@@ -1,0 +1,78 @@
+//! Element-wise and row-wise operations of the forward pass on the CPU, in f32.
+
+/// RMS normalization of each row of `x` (rows of `w.len()` values), scaled by `w`:
+/// `y = x / sqrt(mean(x^2) + eps) * w`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    let n = w.len();
+    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        let ss: f32 = xr.iter().map(|v| v * v).sum();
+        let scale = 1.0 / (ss / n as f32 + eps).sqrt();
+        for ((y, &x), &w) in yr.iter_mut().zip(xr).zip(w) {
+            *y = x * scale * w;
+        }
+    }
+}
+
+/// Rotary position embedding in place, llama.cpp's "normal" style: within each head of
+/// `head_dim` values, the pairs (2i, 2i+1) of the first `n_rot` dimensions rotate by
+/// `pos * base^(-2i / n_rot)`. `x` holds one row per position, each `n_heads * head_dim` long.
+pub fn rope_norm(x: &mut [f32], positions: &[i32], head_dim: usize, n_rot: usize, base: f32) {
+    let row = x.len() / positions.len().max(1);
+    for (r, &pos) in x.chunks_exact_mut(row).zip(positions) {
+        for head in r.chunks_exact_mut(head_dim) {
+            for i in (0..n_rot).step_by(2) {
+                let theta = pos as f32 * base.powf(-(i as f32) / n_rot as f32);
+                let (sin, cos) = theta.sin_cos();
+                let (a, b) = (head[i], head[i + 1]);
+                head[i] = a * cos - b * sin;
+                head[i + 1] = a * sin + b * cos;
+            }
+        }
+    }
+}
+
+/// `a = silu(g) * u`, element-wise (SwiGLU).
+pub fn swiglu(g: &[f32], u: &[f32], a: &mut [f32]) {
+    for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+        *a = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// Softmax in place.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_and_softmax_by_definition() {
+        let mut y = [0.0; 4];
+        rms_norm(&[1.0, -1.0, 2.0, -2.0], &[1.0, 1.0, 0.5, 2.0], 0.0, &mut y);
+        let s = (2.5f32).sqrt();
+        assert_eq!(y, [1.0 / s, -1.0 / s, 1.0 / s, -4.0 / s]);
+        let mut p = [0.0, (2.0f32).ln()];
+        softmax(&mut p);
+        assert!((p[0] - 1.0 / 3.0).abs() < 1e-6 && (p[1] - 2.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_rotates_pairs_and_keeps_position_zero() {
+        let mut x = [1.0, 0.0, 0.0, 1.0];
+        rope_norm(&mut x, &[0], 4, 4, 10000.0);
+        assert_eq!(x, [1.0, 0.0, 0.0, 1.0]);
+        let mut x = [1.0, 0.0];
+        rope_norm(&mut x, &[1], 2, 2, 10000.0);
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
+    }
+}

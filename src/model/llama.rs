@@ -1,0 +1,322 @@
+//! The llama architecture's forward pass on the CPU (SmolLM2 and llama-style models):
+//! embeddings -> per layer [RMS norm -> Q, K, V -> RoPE (normal style) -> store K/V ->
+//! causal GQA attention -> output projection -> residual -> RMS norm -> SwiGLU FFN ->
+//! residual] -> final norm -> logits for the rows asked for. The whole batch goes through each
+//! matrix at once. Weights stay in the memory map (quantized); norms are copied to f32 once.
+//!
+//! This is the first slice of issue 5: one sequence, whose K/V live in a `SeqKv` of its own.
+//! The paged cache, the context and the C API build on it next.
+//!
+//! Fidelity to llama.cpp (see docs/INFERENCE-NOTES.md): activations are quantized the way
+//! llama.cpp's SIMD code does (`quant::activation_quantizer`), and attention emulates its
+//! default F16 KV cache (K, V, Q and the attention weights rounded to f16 before their
+//! products). With both, SmolLM2's residual stream for the first token equals llama.cpp's
+//! trace to 4 digits through all 30 layers, and position-0 logits match the reference.
+
+use crate::backend::cpu::{MatmulScratch, ThreadPool, Weights, matmul, ops};
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::quant;
+use crate::{Error, Result};
+
+/// Hyperparameters the forward pass needs, all from the file.
+#[derive(Debug, Clone)]
+pub struct LlamaParams {
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub n_vocab: usize,
+    pub n_rot: usize,
+    pub rope_base: f32,
+    pub eps: f32,
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: TensorInfo,
+    wk: TensorInfo,
+    wv: TensorInfo,
+    wo: TensorInfo,
+    ffn_norm: Vec<f32>,
+    gate: TensorInfo,
+    up: TensorInfo,
+    down: TensorInfo,
+}
+
+pub struct Llama {
+    pub params: LlamaParams,
+    token_embd: TensorInfo,
+    output_norm: Vec<f32>,
+    /// `output.weight`, or the embedding matrix when the model ties them.
+    output: TensorInfo,
+    layers: Vec<Layer>,
+}
+
+/// The keys and values of one sequence, per layer, position after position.
+#[derive(Default)]
+pub struct SeqKv {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl SeqKv {
+    /// Positions stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn tensor<'f>(file: &'f GgufFile, name: &str, dims: &[u64]) -> Result<&'f TensorInfo> {
+    let t = file.tensor(name).ok_or_else(|| Error::MissingKey {
+        key: format!("tensor {name}"),
+    })?;
+    if t.shape() != dims {
+        return Err(Error::BadMetadata {
+            key: format!("tensor {name}"),
+            reason: format!("shape {:?}, expected {dims:?}", t.shape()),
+        });
+    }
+    Ok(t)
+}
+
+fn f32_vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
+    let t = tensor(file, name, &[n as u64])?;
+    let mut out = vec![0f32; n];
+    let data = file
+        .tensor_data(t)
+        .ok_or_else(|| Error::Internal(format!("{name}: no data")))?;
+    quant::dequantize_row(t.ty, data, &mut out)?;
+    Ok(out)
+}
+
+fn get_u(file: &GgufFile, key: &str) -> Option<usize> {
+    file.get(key)
+        .and_then(|v| v.as_i128())
+        .and_then(|v| usize::try_from(v).ok())
+}
+
+fn get_f(file: &GgufFile, key: &str) -> Option<f32> {
+    match file.get(key)? {
+        crate::gguf::Value::F32(v) => Some(*v),
+        crate::gguf::Value::F64(v) => Some(*v as f32),
+        _ => None,
+    }
+}
+
+impl Llama {
+    pub fn from_gguf(file: &GgufFile, hp: &super::Hparams) -> Result<Llama> {
+        let a = &hp.arch;
+        let n_embd = hp.n_embd as usize;
+        let n_head = hp.n_head as usize;
+        let n_head_kv = hp.n_head_kv as usize;
+        let head_dim = get_u(file, &format!("{a}.attention.key_length")).unwrap_or(n_embd / n_head);
+        let n_ff =
+            get_u(file, &format!("{a}.feed_forward_length")).ok_or_else(|| Error::MissingKey {
+                key: format!("{a}.feed_forward_length"),
+            })?;
+        let params = LlamaParams {
+            n_embd,
+            n_layer: hp.n_layer as usize,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff,
+            n_vocab: hp.n_vocab as usize,
+            n_rot: get_u(file, &format!("{a}.rope.dimension_count")).unwrap_or(head_dim),
+            rope_base: get_f(file, &format!("{a}.rope.freq_base")).unwrap_or(10_000.0),
+            eps: get_f(file, &format!("{a}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+        };
+        if head_dim == 0 || params.n_rot > head_dim || !params.n_rot.is_multiple_of(2) {
+            return Err(Error::BadMetadata {
+                key: format!("{a}.rope.dimension_count"),
+                reason: format!("{} rotary dimensions for heads of {head_dim}", params.n_rot),
+            });
+        }
+        let (e, v) = (n_embd as u64, params.n_vocab as u64);
+        let (q_dim, kv_dim) = ((n_head * head_dim) as u64, (n_head_kv * head_dim) as u64);
+        let token_embd = tensor(file, "token_embd.weight", &[e, v])?.clone();
+        let output = match file.tensor("output.weight") {
+            Some(_) => tensor(file, "output.weight", &[e, v])?.clone(),
+            None => token_embd.clone(),
+        };
+        let ff = n_ff as u64;
+        let layers = (0..params.n_layer)
+            .map(|i| {
+                let n = |s: &str| format!("blk.{i}.{s}.weight");
+                Ok(Layer {
+                    attn_norm: f32_vector(file, &n("attn_norm"), n_embd)?,
+                    wq: tensor(file, &n("attn_q"), &[e, q_dim])?.clone(),
+                    wk: tensor(file, &n("attn_k"), &[e, kv_dim])?.clone(),
+                    wv: tensor(file, &n("attn_v"), &[e, kv_dim])?.clone(),
+                    wo: tensor(file, &n("attn_output"), &[q_dim, e])?.clone(),
+                    ffn_norm: f32_vector(file, &n("ffn_norm"), n_embd)?,
+                    gate: tensor(file, &n("ffn_gate"), &[e, ff])?.clone(),
+                    up: tensor(file, &n("ffn_up"), &[e, ff])?.clone(),
+                    down: tensor(file, &n("ffn_down"), &[ff, e])?.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Llama {
+            output_norm: f32_vector(file, "output_norm.weight", n_embd)?,
+            params,
+            token_embd,
+            output,
+            layers,
+        })
+    }
+
+    /// Runs `tokens` (at positions `kv.len()..`) through the model, appending their keys and
+    /// values to `kv`, and returns the logits of the rows in `outputs` (batch indices), each
+    /// `n_vocab` long, in that order.
+    pub fn forward(
+        &self,
+        file: &GgufFile,
+        pool: &ThreadPool,
+        tokens: &[u32],
+        kv: &mut SeqKv,
+        outputs: &[usize],
+    ) -> Result<Vec<f32>> {
+        let p = &self.params;
+        let n = tokens.len();
+        let (d, hd) = (p.n_embd, p.head_dim);
+        let (q_dim, kv_dim) = (p.n_head * hd, p.n_head_kv * hd);
+        let w = |t: &TensorInfo| -> Result<Weights<'_>> {
+            let data = file
+                .tensor_data(t)
+                .ok_or_else(|| Error::Internal(format!("{}: no data", t.name)))?;
+            Weights::new(t.ty, data, t.dims[1] as usize, t.dims[0] as usize)
+        };
+        let mut scratch = MatmulScratch::default();
+        let mut mm = |t: &TensorInfo, x: &[f32], out: &mut Vec<f32>| -> Result<()> {
+            let wt = w(t)?;
+            out.resize(n * wt.n_out(), 0.0);
+            matmul(pool, &wt, x, n, out, &mut scratch)
+        };
+
+        // Embeddings.
+        let embd = w(&self.token_embd)?;
+        let row_bytes = quant::row_bytes(embd.ty(), d)?;
+        let embd_data = file
+            .tensor_data(&self.token_embd)
+            .ok_or_else(|| Error::Internal("token_embd: no data".into()))?;
+        let mut x = vec![0f32; n * d];
+        for (i, &t) in tokens.iter().enumerate() {
+            let t = t as usize;
+            if t >= p.n_vocab {
+                return Err(Error::InvalidArg(format!(
+                    "token {t} is out of range (vocabulary of {})",
+                    p.n_vocab
+                )));
+            }
+            quant::dequantize_row(
+                embd.ty(),
+                &embd_data[t * row_bytes..(t + 1) * row_bytes],
+                &mut x[i * d..(i + 1) * d],
+            )?;
+        }
+        let start = kv.len;
+        let positions: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
+        if kv.k.is_empty() {
+            kv.k = vec![Vec::new(); p.n_layer];
+            kv.v = vec![Vec::new(); p.n_layer];
+        }
+
+        let (mut h, mut q, mut k, mut v, mut attn, mut o) = (
+            vec![0f32; n * d],
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            vec![0f32; n * q_dim],
+            Vec::new(),
+        );
+        let (mut g, mut u, mut a) = (Vec::new(), Vec::new(), vec![0f32; n * p.n_ff]);
+        let group = p.n_head / p.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (li, l) in self.layers.iter().enumerate() {
+            ops::rms_norm(&x, &l.attn_norm, p.eps, &mut h);
+            mm(&l.wq, &h, &mut q)?;
+            mm(&l.wk, &h, &mut k)?;
+            mm(&l.wv, &h, &mut v)?;
+            ops::rope_norm(&mut q, &positions, hd, p.n_rot, p.rope_base);
+            ops::rope_norm(&mut k, &positions, hd, p.n_rot, p.rope_base);
+            // The cache holds f16 values (llama.cpp's default cache type); the products below
+            // round Q and the attention weights to f16 the same way ggml's f16 kernels do.
+            let r16 = |x: f32| half::f16::from_f32(x).to_f32();
+            kv.k[li].extend(k.iter().map(|&x| r16(x)));
+            kv.v[li].extend(v.iter().map(|&x| r16(x)));
+            for x in q.iter_mut() {
+                *x = r16(*x);
+            }
+            let (ks, vs) = (&kv.k[li], &kv.v[li]);
+            // Causal attention: token i sees positions 0..=start + i.
+            for i in 0..n {
+                let seen = start + i + 1;
+                let mut scores = vec![0f32; seen];
+                for head in 0..p.n_head {
+                    let kvh = head / group;
+                    let qv = &q[i * q_dim + head * hd..i * q_dim + (head + 1) * hd];
+                    for (j, s) in scores.iter_mut().enumerate() {
+                        let kr = &ks[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                        *s = qv.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    }
+                    ops::softmax(&mut scores);
+                    for s in scores.iter_mut() {
+                        *s = r16(*s);
+                    }
+                    let out = &mut attn[i * q_dim + head * hd..i * q_dim + (head + 1) * hd];
+                    out.fill(0.0);
+                    for (j, &s) in scores.iter().enumerate() {
+                        let vr = &vs[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                        for (o, &vv) in out.iter_mut().zip(vr) {
+                            *o += s * vv;
+                        }
+                    }
+                }
+            }
+            mm(&l.wo, &attn, &mut o)?;
+            for (x, o) in x.iter_mut().zip(&o) {
+                *x += o;
+            }
+            ops::rms_norm(&x, &l.ffn_norm, p.eps, &mut h);
+            mm(&l.gate, &h, &mut g)?;
+            mm(&l.up, &h, &mut u)?;
+            ops::swiglu(&g, &u, &mut a);
+            mm(&l.down, &a, &mut o)?;
+            for (x, o) in x.iter_mut().zip(&o) {
+                *x += o;
+            }
+        }
+        kv.len += n;
+
+        // Final norm and logits for the requested rows only.
+        let mut sel = Vec::with_capacity(outputs.len() * d);
+        for &r in outputs {
+            if r >= n {
+                return Err(Error::InvalidArg(format!(
+                    "output row {r} of a batch of {n}"
+                )));
+            }
+            sel.extend_from_slice(&x[r * d..(r + 1) * d]);
+        }
+        let mut normed = vec![0f32; sel.len()];
+        ops::rms_norm(&sel, &self.output_norm, p.eps, &mut normed);
+        let out_w = w(&self.output)?;
+        let mut logits = vec![0f32; outputs.len() * p.n_vocab];
+        matmul(
+            pool,
+            &out_w,
+            &normed,
+            outputs.len(),
+            &mut logits,
+            &mut scratch,
+        )?;
+        Ok(logits)
+    }
+}
