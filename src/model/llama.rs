@@ -8,10 +8,11 @@
 //! The paged cache, the context and the C API build on it next.
 //!
 //! Fidelity to llama.cpp (see docs/INFERENCE-NOTES.md): activations are quantized the way
-//! llama.cpp's SIMD code does (`quant::activation_quantizer`), and attention emulates its
-//! default F16 KV cache (K, V, Q and the attention weights rounded to f16 before their
-//! products). With both, SmolLM2's residual stream for the first token equals llama.cpp's
-//! trace to 4 digits through all 30 layers, and position-0 logits match the reference.
+//! llama.cpp's SIMD code does (`quant::activation_quantizer`), and attention follows its
+//! default CPU path with an F16 KV cache (K, V and Q rounded to f16; online softmax with the
+//! values accumulated in f16, `ops::attend_online_f16`). SmolLM2's residual stream for the
+//! first token equals llama.cpp's trace to 4 digits through all 30 layers, and position-0
+//! logits match the reference.
 
 use crate::backend::cpu::{MatmulScratch, ThreadPool, Weights, matmul, ops};
 use crate::gguf::{GgufFile, TensorInfo};
@@ -246,8 +247,8 @@ impl Llama {
             mm(&l.wv, &h, &mut v)?;
             ops::rope_norm(&mut q, &positions, hd, p.n_rot, p.rope_base);
             ops::rope_norm(&mut k, &positions, hd, p.n_rot, p.rope_base);
-            // The cache holds f16 values (llama.cpp's default cache type); the products below
-            // round Q and the attention weights to f16 the same way ggml's f16 kernels do.
+            // The cache holds f16 values (llama.cpp's default cache type); Q is rounded to f16
+            // for its products with K, as ggml's f16 kernels do.
             let r16 = |x: f32| half::f16::from_f32(x).to_f32();
             kv.k[li].extend(k.iter().map(|&x| r16(x)));
             kv.v[li].extend(v.iter().map(|&x| r16(x)));
@@ -256,28 +257,18 @@ impl Llama {
             }
             let (ks, vs) = (&kv.k[li], &kv.v[li]);
             // Causal attention: token i sees positions 0..=start + i.
+            let mut acc = vec![half::f16::ZERO; hd];
             for i in 0..n {
                 let seen = start + i + 1;
-                let mut scores = vec![0f32; seen];
                 for head in 0..p.n_head {
                     let kvh = head / group;
                     let qv = &q[i * q_dim + head * hd..i * q_dim + (head + 1) * hd];
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        let kr = &ks[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                        *s = qv.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * scale;
-                    }
-                    ops::softmax(&mut scores);
-                    for s in scores.iter_mut() {
-                        *s = r16(*s);
-                    }
                     let out = &mut attn[i * q_dim + head * hd..i * q_dim + (head + 1) * hd];
-                    out.fill(0.0);
-                    for (j, &s) in scores.iter().enumerate() {
-                        let vr = &vs[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                        for (o, &vv) in out.iter_mut().zip(vr) {
-                            *o += s * vv;
-                        }
-                    }
+                    let rows = (0..seen).map(|j| {
+                        let at = j * kv_dim + kvh * hd;
+                        (&ks[at..at + hd], &vs[at..at + hd])
+                    });
+                    ops::attend_online_f16(qv, rows, scale, &mut acc, out);
                 }
             }
             mm(&l.wo, &attn, &mut o)?;

@@ -51,6 +51,45 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
+/// Attention of one query over `rows` of (key, value), in order, with an online softmax and
+/// the weighted sum of values accumulated in f16: the arithmetic of llama.cpp's CPU
+/// flash-attention kernel with an f16 cache (its default), which the reference logits were
+/// made with. Keys and values hold f16-representable values, `q` too. `acc` is scratch of the
+/// head's size; the result goes to `out`.
+pub fn attend_online_f16<'a>(
+    q: &[f32],
+    rows: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    scale: f32,
+    acc: &mut [half::f16],
+    out: &mut [f32],
+) {
+    use half::f16;
+    acc.fill(f16::ZERO);
+    let (mut sum, mut max) = (0f32, f32::NEG_INFINITY);
+    for (k, v) in rows {
+        let s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if s > max {
+            // A new maximum: rescale what was accumulated.
+            ms = (max - s).exp();
+            max = s;
+            for a in acc.iter_mut() {
+                *a = f16::from_f32(a.to_f32() * ms);
+            }
+        } else {
+            vs = (s - max).exp();
+        }
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a = f16::from_f32(x.mul_add(vs, a.to_f32()));
+        }
+        sum = sum * ms + vs;
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (o, a) in out.iter_mut().zip(acc.iter()) {
+        *o = a.to_f32() * inv;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +103,43 @@ mod tests {
         let mut p = [0.0, (2.0f32).ln()];
         softmax(&mut p);
         assert!((p[0] - 1.0 / 3.0).abs() < 1e-6 && (p[1] - 2.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn online_f16_attention_equals_softmax_attention_within_f16_error() {
+        let q = [0.5, -1.0, 0.25, 2.0];
+        let keys: Vec<[f32; 4]> = (0..6)
+            .map(|j| [j as f32 * 0.5 - 1.0, 0.25, -0.5, j as f32 * 0.125])
+            .collect();
+        let vals: Vec<[f32; 4]> = (0..6)
+            .map(|j| [1.0, -(j as f32), 0.5 * j as f32, 2.0])
+            .collect();
+        let mut scores: Vec<f32> = keys
+            .iter()
+            .map(|k| q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * 0.5)
+            .collect();
+        softmax(&mut scores);
+        let mut want = [0f32; 4];
+        for (s, v) in scores.iter().zip(&vals) {
+            for (w, x) in want.iter_mut().zip(v) {
+                *w += s * x;
+            }
+        }
+        let mut acc = [half::f16::ZERO; 4];
+        let mut out = [0f32; 4];
+        attend_online_f16(
+            &q,
+            keys.iter().zip(&vals).map(|(k, v)| (&k[..], &v[..])),
+            0.5,
+            &mut acc,
+            &mut out,
+        );
+        for (o, w) in out.iter().zip(&want) {
+            assert!(
+                (o - w).abs() < 2e-3 * w.abs().max(1.0),
+                "{out:?} vs {want:?}"
+            );
+        }
     }
 
     #[test]
