@@ -1,8 +1,8 @@
 //! The llama forward pass on the zoo's plain llama models (../shared/reference/zoo: `llama.*`
 //! and `llama-k.*`, every weight type), against llama.cpp's logits.
 //!
-//! Measured (last-position max |logit diff| over the 4 prompts): F32 0.002-0.003, F16 0.01,
-//! BF16 0.03-0.04: the forward math is right. Quantized weights: 0 to 0.15 (0 for llama.Q4_0,
+//! Measured (last-position max |logit diff| over the 4 prompts): F32 0.002-0.003, F16
+//! 0.004-0.006, BF16 0.02-0.03: the forward math is right. Quantized weights: 0 to 0.15 (0 for llama.Q4_0,
 //! Q5_0 and IQ4_NL), with at most 2 of 110 argmaxes differing; issue 5's 0.1 needs the rest
 //! of the gap found (see docs/INFERENCE-NOTES.md). The bounds below hold what is measured.
 //! (Rope scaling and MoE variants come with the rest of issue 5.)

@@ -69,6 +69,8 @@ impl<'a> Weights<'a> {
 #[derive(Default)]
 pub struct MatmulScratch {
     act: Vec<u8>,
+    /// Activations rounded to f16/bf16 for half-precision weights.
+    rounded: Vec<f32>,
 }
 
 /// A slice that tasks on several threads write to at indices no two tasks share.
@@ -165,15 +167,32 @@ pub fn matmul(
     // SAFETY (for every `out.set` below): element (t, r) belongs to the tile that holds row r
     // and token t, and only that tile's task writes it.
     match kernel {
-        Dot::Float(f) => run_tiles(&|rows, tokens| {
-            for r in rows {
-                for t in tokens.clone() {
-                    let v = f(w.row(r), &x[t * n_in..(t + 1) * n_in]);
-                    // SAFETY: see above: (t, r) is this tile's.
-                    unsafe { out.set(t * n_out + r, v) };
+        Dot::Float(f) => {
+            // Half-precision weights meet activations rounded to the same precision, as in
+            // llama.cpp (whose f16/bf16 products convert the activations first).
+            let round: Option<fn(f32) -> f32> = match w.ty {
+                GgmlType::F16 => Some(|v| half::f16::from_f32(v).to_f32()),
+                GgmlType::Bf16 => Some(|v| quant::bf16_to_f32(quant::f32_to_bf16(v))),
+                _ => None,
+            };
+            let x: &[f32] = match round {
+                Some(r) => {
+                    scratch.rounded.clear();
+                    scratch.rounded.extend(x.iter().map(|&v| r(v)));
+                    &scratch.rounded
                 }
-            }
-        }),
+                None => x,
+            };
+            run_tiles(&|rows, tokens| {
+                for r in rows {
+                    for t in tokens.clone() {
+                        let v = f(w.row(r), &x[t * n_in..(t + 1) * n_in]);
+                        // SAFETY: see above: (t, r) is this tile's.
+                        unsafe { out.set(t * n_out + r, v) };
+                    }
+                }
+            })
+        }
         Dot::Quant { act, f, f4 } => {
             let act_row = quant::row_bytes(act, n_in)?;
             let total = size(act_row, "activation bytes")?;
