@@ -64,6 +64,31 @@ pub struct SeqKv {
 }
 
 impl SeqKv {
+    /// Makes room for `n_layer` layers (on first use).
+    pub(super) fn ensure_layers(&mut self, n_layer: usize) {
+        if self.k.is_empty() {
+            self.k = vec![Vec::new(); n_layer];
+            self.v = vec![Vec::new(); n_layer];
+        }
+    }
+
+    /// Appends keys and values to layer `li` and returns all of that layer's.
+    pub(super) fn append(
+        &mut self,
+        li: usize,
+        k: impl Iterator<Item = f32>,
+        v: impl Iterator<Item = f32>,
+    ) -> (&[f32], &[f32]) {
+        self.k[li].extend(k);
+        self.v[li].extend(v);
+        (&self.k[li], &self.v[li])
+    }
+
+    /// Counts `n` more positions stored (after every layer appended them).
+    pub(super) fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
+
     /// Positions stored.
     pub fn len(&self) -> usize {
         self.len
@@ -74,7 +99,7 @@ impl SeqKv {
     }
 }
 
-fn tensor<'f>(file: &'f GgufFile, name: &str, dims: &[u64]) -> Result<&'f TensorInfo> {
+pub(super) fn tensor<'f>(file: &'f GgufFile, name: &str, dims: &[u64]) -> Result<&'f TensorInfo> {
     let t = file.tensor(name).ok_or_else(|| Error::MissingKey {
         key: format!("tensor {name}"),
     })?;
@@ -87,7 +112,7 @@ fn tensor<'f>(file: &'f GgufFile, name: &str, dims: &[u64]) -> Result<&'f Tensor
     Ok(t)
 }
 
-fn f32_vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
+pub(super) fn f32_vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
     let t = tensor(file, name, &[n as u64])?;
     let mut out = vec![0f32; n];
     let data = file
@@ -97,13 +122,13 @@ fn f32_vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-fn get_u(file: &GgufFile, key: &str) -> Option<usize> {
+pub(super) fn get_u(file: &GgufFile, key: &str) -> Option<usize> {
     file.get(key)
         .and_then(|v| v.as_i128())
         .and_then(|v| usize::try_from(v).ok())
 }
 
-fn get_f(file: &GgufFile, key: &str) -> Option<f32> {
+pub(super) fn get_f(file: &GgufFile, key: &str) -> Option<f32> {
     match file.get(key)? {
         crate::gguf::Value::F32(v) => Some(*v),
         crate::gguf::Value::F64(v) => Some(*v as f32),

@@ -5,6 +5,7 @@
 //! that names it.
 
 mod file_type;
+pub mod gemma3;
 mod hparams;
 pub mod llama;
 

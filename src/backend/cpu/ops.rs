@@ -31,6 +31,44 @@ pub fn rope_norm(x: &mut [f32], positions: &[i32], head_dim: usize, n_rot: usize
     }
 }
 
+/// Rotary position embedding in place, NeoX style: within each head, dimension i of the first
+/// `n_rot / 2` pairs with dimension `i + n_rot / 2`, rotated by `pos * base^(-2i / n_rot)`.
+pub fn rope_neox(x: &mut [f32], positions: &[i32], head_dim: usize, n_rot: usize, base: f32) {
+    let row = x.len() / positions.len().max(1);
+    let half = n_rot / 2;
+    for (r, &pos) in x.chunks_exact_mut(row).zip(positions) {
+        for head in r.chunks_exact_mut(head_dim) {
+            for i in 0..half {
+                let theta = pos as f32 * base.powf(-((2 * i) as f32) / n_rot as f32);
+                let (sin, cos) = theta.sin_cos();
+                let (a, b) = (head[i], head[i + half]);
+                head[i] = a * cos - b * sin;
+                head[i + half] = a * sin + b * cos;
+            }
+        }
+    }
+}
+
+/// `a = gelu(g) * u` (GeGLU) with the tanh form of GELU, evaluated as ggml's CPU code does:
+/// through f16 (the input rounded to f16, the result taken from a table of f16 values) for
+/// |g| < 10. (Without the f16 steps Gemma 3's residual stream leaves llama.cpp's at layer 2.)
+pub fn geglu(g: &[f32], u: &[f32], a: &mut [f32]) {
+    use half::f16;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044_715;
+    let gelu = |x: f32| 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh());
+    for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+        *a = if g <= -10.0 {
+            0.0
+        } else if g >= 10.0 {
+            g * u
+        } else {
+            let x = f16::from_f32(g).to_f32();
+            f16::from_f32(gelu(x)).to_f32() * u
+        };
+    }
+}
+
 /// `a = silu(g) * u`, element-wise (SwiGLU).
 pub fn swiglu(g: &[f32], u: &[f32], a: &mut [f32]) {
     for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
@@ -140,6 +178,19 @@ mod tests {
                 "{out:?} vs {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn neox_rope_pairs_halves_and_geglu_follows_the_tanh_formula() {
+        let mut x = [1.0, 0.0, 0.0, 0.0];
+        rope_neox(&mut x, &[1], 4, 4, 10000.0);
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
+        let mut a = [0.0; 3];
+        geglu(&[1.0, -20.0, 20.0], &[2.0, 1.0, 0.5], &mut a);
+        // gelu(1) = 0.8412 (tanh form), through f16.
+        assert!((a[0] - 2.0 * 0.841_192).abs() < 2e-3, "{a:?}");
+        assert_eq!(a[1], 0.0);
+        assert_eq!(a[2], 10.0);
     }
 
     #[test]
