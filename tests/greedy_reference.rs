@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{GEMMA3, SMOLLM2, in_ci, model};
+use common::{GEMMA3, SMOLLM2, ids, in_ci, model};
 use rocmforge::backend::cpu::ThreadPool;
 use rocmforge::model::gemma3::Gemma3;
 use rocmforge::model::llama::{Llama, SeqKv};
@@ -24,14 +24,6 @@ fn argmax(logits: &[f32]) -> u32 {
         .iter()
         .enumerate()
         .fold(0, |b, (t, &v)| if v > logits[b] { t } else { b }) as u32
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap() as u32)
-        .collect()
 }
 
 /// Runs every prompt of `name`'s logits.jsonl and returns, per prompt, how many greedy tokens

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{GEMMA3, SMOLLM2, in_ci, model};
+use common::{GEMMA3, SMOLLM2, ids, in_ci, model};
 use rocmforge::{Model, ModelParams};
 use serde_json::Value;
 
@@ -31,14 +31,6 @@ fn reference(name: &str, file: &str) -> Option<Vec<Value>> {
 fn load(name: &str) -> Option<Model> {
     let path: PathBuf = model(name)?;
     Some(Model::load(&path, ModelParams::default()).unwrap())
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap() as u32)
-        .collect()
 }
 
 fn check_tokenize_jsonl(model_name: &str, reference_name: &str) {

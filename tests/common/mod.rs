@@ -132,3 +132,12 @@ pub fn run_checked(exe: &Path, args: &[&std::ffi::OsStr]) -> Output {
     );
     out
 }
+
+/// A JSON array of token ids (reference files) as `u32`s.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect()
+}
