@@ -71,3 +71,40 @@ fn smollm2_position_0_logits_match_llama_cpp() {
         "only {exact} prompts match to 1e-3 at position 0"
     );
 }
+
+#[test]
+fn an_invalid_batch_is_refused_and_changes_nothing() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let m = Model::load(&path, ModelParams::default()).unwrap();
+    let llama = Llama::from_gguf(m.gguf(), m.hparams()).unwrap();
+    let pool = ThreadPool::new(2).unwrap();
+    let mut kv = SeqKv::default();
+    let first = llama
+        .forward(m.gguf(), &pool, &[1, 504], &mut kv, &[1])
+        .unwrap();
+    let n_vocab = llama.params.n_vocab as u32;
+    for (tokens, outputs) in [
+        (&[][..], &[][..]),
+        (&[n_vocab][..], &[0][..]),
+        (&[5, 6][..], &[2][..]),
+    ] {
+        let err = llama.forward(m.gguf(), &pool, tokens, &mut kv, outputs);
+        assert!(err.is_err(), "{tokens:?} {outputs:?} accepted");
+        assert_eq!(kv.len(), 2);
+    }
+    // The cache still holds exactly the two valid positions: the next token's logits equal
+    // those of the same three tokens run on a fresh cache.
+    let next = llama
+        .forward(m.gguf(), &pool, &[330], &mut kv, &[0])
+        .unwrap();
+    let mut fresh = SeqKv::default();
+    let want = llama
+        .forward(m.gguf(), &pool, &[1, 504, 330], &mut fresh, &[2])
+        .unwrap();
+    let diff = next
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff < 1e-2, "logits after refused batches differ by {diff}");
+    assert_eq!(first.len(), n_vocab as usize);
+}

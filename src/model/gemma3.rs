@@ -6,10 +6,10 @@
 //! post-FFN norm -> residual] -> final norm -> tied logits. Like `llama`, one sequence; a
 //! first slice of issue 5 (docs/INFERENCE-NOTES.md).
 
+use super::forward::{AttnShape, attend_causal, check_batch, embed, logits, weights};
 use super::llama::{SeqKv, f32_vector, get_f, get_u, tensor};
-use crate::backend::cpu::{MatmulScratch, ThreadPool, Weights, matmul, ops};
+use crate::backend::cpu::{MatmulScratch, ThreadPool, matmul, ops};
 use crate::gguf::{GgufFile, TensorInfo};
-use crate::quant;
 use crate::{Error, Result};
 
 struct Layer {
@@ -101,8 +101,26 @@ impl Gemma3 {
     }
 
     /// As `Llama::forward`: runs `tokens` at positions `kv.len()..`, returns the logits of the
-    /// batch rows in `outputs`.
+    /// batch rows in `outputs`; an invalid batch or a failure leaves `kv` as it was.
     pub fn forward(
+        &self,
+        file: &GgufFile,
+        pool: &ThreadPool,
+        tokens: &[u32],
+        kv: &mut SeqKv,
+        outputs: &[usize],
+    ) -> Result<Vec<f32>> {
+        check_batch(tokens, self.n_vocab, outputs)?;
+        kv.ensure_layers(self.layers.len());
+        let result = self.run(file, pool, tokens, kv, outputs);
+        match &result {
+            Ok(_) => kv.advance(tokens.len()),
+            Err(_) => kv.rollback(self.n_head_kv * self.head_dim),
+        }
+        result
+    }
+
+    fn run(
         &self,
         file: &GgufFile,
         pool: &ThreadPool,
@@ -112,47 +130,15 @@ impl Gemma3 {
     ) -> Result<Vec<f32>> {
         let n = tokens.len();
         let (d, hd) = (self.n_embd, self.head_dim);
-        let (q_dim, kv_dim) = (self.n_head * hd, self.n_head_kv * hd);
-        let w = |t: &TensorInfo| -> Result<Weights<'_>> {
-            let data = file
-                .tensor_data(t)
-                .ok_or_else(|| Error::Internal(format!("{}: no data", t.name)))?;
-            Weights::new(t.ty, data, t.dims[1] as usize, t.dims[0] as usize)
-        };
         let mut scratch = MatmulScratch::default();
         let mut mm = |t: &TensorInfo, x: &[f32], out: &mut Vec<f32>| -> Result<()> {
-            let wt = w(t)?;
+            let wt = weights(file, t)?;
             out.resize(n * wt.n_out(), 0.0);
             matmul(pool, &wt, x, n, out, &mut scratch)
         };
-        let embd = w(&self.token_embd)?;
-        let row_bytes = quant::row_bytes(embd.ty(), d)?;
-        let embd_data = file
-            .tensor_data(&self.token_embd)
-            .ok_or_else(|| Error::Internal("token_embd: no data".into()))?;
-        let mut x = vec![0f32; n * d];
-        let scale = (d as f32).sqrt();
-        for (i, &t) in tokens.iter().enumerate() {
-            let t = t as usize;
-            if t >= self.n_vocab {
-                return Err(Error::InvalidArg(format!(
-                    "token {t} is out of range (vocabulary of {})",
-                    self.n_vocab
-                )));
-            }
-            let row = &mut x[i * d..(i + 1) * d];
-            quant::dequantize_row(
-                embd.ty(),
-                &embd_data[t * row_bytes..(t + 1) * row_bytes],
-                row,
-            )?;
-            for v in row.iter_mut() {
-                *v *= scale;
-            }
-        }
+        let mut x = embed(file, &self.token_embd, tokens, d, (d as f32).sqrt())?;
         let start = kv.len();
         let positions: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
-        kv.ensure_layers(self.layers.len());
         let (mut h, mut q, mut k, mut v, mut o) = (
             vec![0f32; n * d],
             Vec::new(),
@@ -161,19 +147,26 @@ impl Gemma3 {
             Vec::new(),
         );
         let mut normed_heads = Vec::new();
-        let mut attn = vec![0f32; n * q_dim];
+        let mut attn = vec![0f32; n * self.n_head * hd];
         let (mut g, mut u, mut a) = (Vec::new(), Vec::new(), vec![0f32; n * self.n_ff]);
         let mut tmp = vec![0f32; n * d];
-        let group = self.n_head / self.n_head_kv;
+        // Q is scaled before its f16 rounding, so attention itself scales by 1.
         let q_scale = 1.0 / (hd as f32).sqrt();
         let r16 = |x: f32| half::f16::from_f32(x).to_f32();
-        let mut acc = vec![half::f16::ZERO; hd];
+        let mut acc = Vec::new();
         for (li, l) in self.layers.iter().enumerate() {
             let global = li % self.swa_pattern == self.swa_pattern - 1;
-            let base = if global {
-                self.rope_base
+            let (base, window) = if global {
+                (self.rope_base, None)
             } else {
-                self.rope_base_swa
+                (self.rope_base_swa, Some(self.n_swa))
+            };
+            let shape = AttnShape {
+                n_head: self.n_head,
+                n_head_kv: self.n_head_kv,
+                head_dim: hd,
+                scale: 1.0,
+                window,
             };
             ops::rms_norm(&x, &l.attn_norm, self.eps, &mut h);
             mm(&l.wq, &h, &mut q)?;
@@ -187,28 +180,9 @@ impl Gemma3 {
             std::mem::swap(&mut k, &mut normed_heads);
             ops::rope_neox(&mut q, &positions, hd, hd, base);
             ops::rope_neox(&mut k, &positions, hd, hd, base);
-            for x in q.iter_mut() {
-                *x = r16(*x * q_scale);
-            }
-            let (ks, vs) = kv.append(li, k.iter().map(|&x| r16(x)), v.iter().map(|&x| r16(x)));
-            for i in 0..n {
-                let pos = start + i;
-                let first = if global {
-                    0
-                } else {
-                    (pos + 1).saturating_sub(self.n_swa)
-                };
-                for head in 0..self.n_head {
-                    let kvh = head / group;
-                    let qv = &q[i * q_dim + head * hd..i * q_dim + (head + 1) * hd];
-                    let out = &mut attn[i * q_dim + head * hd..i * q_dim + (head + 1) * hd];
-                    let rows = (first..=pos).map(|j| {
-                        let at = j * kv_dim + kvh * hd;
-                        (&ks[at..at + hd], &vs[at..at + hd])
-                    });
-                    ops::attend_online_f16(qv, rows, 1.0, &mut acc, out);
-                }
-            }
+            q.iter_mut().for_each(|x| *x = r16(*x * q_scale));
+            let kvs = kv.append(li, k.iter().map(|&x| r16(x)), v.iter().map(|&x| r16(x)));
+            attend_causal(&shape, &q, kvs, start, &mut acc, &mut attn);
             mm(&l.wo, &attn, &mut o)?;
             ops::rms_norm(&o, &l.post_attn_norm, self.eps, &mut tmp);
             for (x, t) in x.iter_mut().zip(&tmp) {
@@ -224,27 +198,16 @@ impl Gemma3 {
                 *x += t;
             }
         }
-        kv.advance(n);
-        let mut sel = Vec::with_capacity(outputs.len() * d);
-        for &r in outputs {
-            if r >= n {
-                return Err(Error::InvalidArg(format!(
-                    "output row {r} of a batch of {n}"
-                )));
-            }
-            sel.extend_from_slice(&x[r * d..(r + 1) * d]);
-        }
-        let mut normed = vec![0f32; sel.len()];
-        ops::rms_norm(&sel, &self.output_norm, self.eps, &mut normed);
-        let mut logits = vec![0f32; outputs.len() * self.n_vocab];
-        matmul(
+        // The output projection is tied to the embedding matrix.
+        let norm = (&self.output_norm[..], self.eps);
+        logits(
+            file,
             pool,
-            &embd,
-            &normed,
-            outputs.len(),
-            &mut logits,
+            &x,
+            outputs,
+            norm,
+            &self.token_embd,
             &mut scratch,
-        )?;
-        Ok(logits)
+        )
     }
 }

@@ -14,7 +14,8 @@
 //! first token equals llama.cpp's trace to 4 digits through all 30 layers, and position-0
 //! logits match the reference.
 
-use crate::backend::cpu::{MatmulScratch, ThreadPool, Weights, matmul, ops};
+use super::forward::{AttnShape, attend_causal, check_batch, embed, logits, weights};
+use crate::backend::cpu::{MatmulScratch, ThreadPool, matmul, ops};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::quant;
 use crate::{Error, Result};
@@ -87,6 +88,14 @@ impl SeqKv {
     /// Counts `n` more positions stored (after every layer appended them).
     pub(super) fn advance(&mut self, n: usize) {
         self.len += n;
+    }
+
+    /// Drops what layers appended since the last `advance` (a forward pass that failed);
+    /// `kv_dim` is the width of one position's keys (and values).
+    pub(super) fn rollback(&mut self, kv_dim: usize) {
+        for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
+            layer.truncate(self.len * kv_dim);
+        }
     }
 
     /// Positions stored.
@@ -200,7 +209,7 @@ impl Llama {
 
     /// Runs `tokens` (at positions `kv.len()..`) through the model, appending their keys and
     /// values to `kv`, and returns the logits of the rows in `outputs` (batch indices), each
-    /// `n_vocab` long, in that order.
+    /// `n_vocab` long, in that order. An invalid batch or a failure leaves `kv` as it was.
     pub fn forward(
         &self,
         file: &GgufFile,
@@ -210,61 +219,56 @@ impl Llama {
         outputs: &[usize],
     ) -> Result<Vec<f32>> {
         let p = &self.params;
+        check_batch(tokens, p.n_vocab, outputs)?;
+        kv.ensure_layers(p.n_layer);
+        let result = self.run(file, pool, tokens, kv, outputs);
+        match &result {
+            Ok(_) => kv.advance(tokens.len()),
+            Err(_) => kv.rollback(p.n_head_kv * p.head_dim),
+        }
+        result
+    }
+
+    fn run(
+        &self,
+        file: &GgufFile,
+        pool: &ThreadPool,
+        tokens: &[u32],
+        kv: &mut SeqKv,
+        outputs: &[usize],
+    ) -> Result<Vec<f32>> {
+        let p = &self.params;
         let n = tokens.len();
-        let (d, hd) = (p.n_embd, p.head_dim);
-        let (q_dim, kv_dim) = (p.n_head * hd, p.n_head_kv * hd);
-        let w = |t: &TensorInfo| -> Result<Weights<'_>> {
-            let data = file
-                .tensor_data(t)
-                .ok_or_else(|| Error::Internal(format!("{}: no data", t.name)))?;
-            Weights::new(t.ty, data, t.dims[1] as usize, t.dims[0] as usize)
-        };
+        let hd = p.head_dim;
         let mut scratch = MatmulScratch::default();
         let mut mm = |t: &TensorInfo, x: &[f32], out: &mut Vec<f32>| -> Result<()> {
-            let wt = w(t)?;
+            let wt = weights(file, t)?;
             out.resize(n * wt.n_out(), 0.0);
             matmul(pool, &wt, x, n, out, &mut scratch)
         };
-
-        // Embeddings.
-        let embd = w(&self.token_embd)?;
-        let row_bytes = quant::row_bytes(embd.ty(), d)?;
-        let embd_data = file
-            .tensor_data(&self.token_embd)
-            .ok_or_else(|| Error::Internal("token_embd: no data".into()))?;
-        let mut x = vec![0f32; n * d];
-        for (i, &t) in tokens.iter().enumerate() {
-            let t = t as usize;
-            if t >= p.n_vocab {
-                return Err(Error::InvalidArg(format!(
-                    "token {t} is out of range (vocabulary of {})",
-                    p.n_vocab
-                )));
-            }
-            quant::dequantize_row(
-                embd.ty(),
-                &embd_data[t * row_bytes..(t + 1) * row_bytes],
-                &mut x[i * d..(i + 1) * d],
-            )?;
-        }
-        let start = kv.len;
+        let mut x = embed(file, &self.token_embd, tokens, p.n_embd, 1.0)?;
+        let start = kv.len();
         let positions: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
-        if kv.k.is_empty() {
-            kv.k = vec![Vec::new(); p.n_layer];
-            kv.v = vec![Vec::new(); p.n_layer];
-        }
-
-        let (mut h, mut q, mut k, mut v, mut attn, mut o) = (
-            vec![0f32; n * d],
+        let shape = AttnShape {
+            n_head: p.n_head,
+            n_head_kv: p.n_head_kv,
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window: None,
+        };
+        let (mut h, mut q, mut k, mut v, mut o) = (
+            vec![0f32; n * p.n_embd],
             Vec::new(),
             Vec::new(),
             Vec::new(),
-            vec![0f32; n * q_dim],
             Vec::new(),
         );
+        let mut attn = vec![0f32; n * p.n_head * hd];
         let (mut g, mut u, mut a) = (Vec::new(), Vec::new(), vec![0f32; n * p.n_ff]);
-        let group = p.n_head / p.n_head_kv;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let mut acc = Vec::new();
+        // The cache holds f16 values (llama.cpp's default cache type); Q is rounded to f16 for
+        // its products with K, as ggml's f16 kernels do.
+        let r16 = |x: f32| half::f16::from_f32(x).to_f32();
         for (li, l) in self.layers.iter().enumerate() {
             ops::rms_norm(&x, &l.attn_norm, p.eps, &mut h);
             mm(&l.wq, &h, &mut q)?;
@@ -272,30 +276,9 @@ impl Llama {
             mm(&l.wv, &h, &mut v)?;
             ops::rope_norm(&mut q, &positions, hd, p.n_rot, p.rope_base);
             ops::rope_norm(&mut k, &positions, hd, p.n_rot, p.rope_base);
-            // The cache holds f16 values (llama.cpp's default cache type); Q is rounded to f16
-            // for its products with K, as ggml's f16 kernels do.
-            let r16 = |x: f32| half::f16::from_f32(x).to_f32();
-            kv.k[li].extend(k.iter().map(|&x| r16(x)));
-            kv.v[li].extend(v.iter().map(|&x| r16(x)));
-            for x in q.iter_mut() {
-                *x = r16(*x);
-            }
-            let (ks, vs) = (&kv.k[li], &kv.v[li]);
-            // Causal attention: token i sees positions 0..=start + i.
-            let mut acc = vec![half::f16::ZERO; hd];
-            for i in 0..n {
-                let seen = start + i + 1;
-                for head in 0..p.n_head {
-                    let kvh = head / group;
-                    let qv = &q[i * q_dim + head * hd..i * q_dim + (head + 1) * hd];
-                    let out = &mut attn[i * q_dim + head * hd..i * q_dim + (head + 1) * hd];
-                    let rows = (0..seen).map(|j| {
-                        let at = j * kv_dim + kvh * hd;
-                        (&ks[at..at + hd], &vs[at..at + hd])
-                    });
-                    ops::attend_online_f16(qv, rows, scale, &mut acc, out);
-                }
-            }
+            q.iter_mut().for_each(|x| *x = r16(*x));
+            let kvs = kv.append(li, k.iter().map(|&x| r16(x)), v.iter().map(|&x| r16(x)));
+            attend_causal(&shape, &q, kvs, start, &mut acc, &mut attn);
             mm(&l.wo, &attn, &mut o)?;
             for (x, o) in x.iter_mut().zip(&o) {
                 *x += o;
@@ -309,30 +292,7 @@ impl Llama {
                 *x += o;
             }
         }
-        kv.len += n;
-
-        // Final norm and logits for the requested rows only.
-        let mut sel = Vec::with_capacity(outputs.len() * d);
-        for &r in outputs {
-            if r >= n {
-                return Err(Error::InvalidArg(format!(
-                    "output row {r} of a batch of {n}"
-                )));
-            }
-            sel.extend_from_slice(&x[r * d..(r + 1) * d]);
-        }
-        let mut normed = vec![0f32; sel.len()];
-        ops::rms_norm(&sel, &self.output_norm, p.eps, &mut normed);
-        let out_w = w(&self.output)?;
-        let mut logits = vec![0f32; outputs.len() * p.n_vocab];
-        matmul(
-            pool,
-            &out_w,
-            &normed,
-            outputs.len(),
-            &mut logits,
-            &mut scratch,
-        )?;
-        Ok(logits)
+        let norm = (&self.output_norm[..], p.eps);
+        logits(file, pool, &x, outputs, norm, &self.output, &mut scratch)
     }
 }

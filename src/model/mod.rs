@@ -5,6 +5,7 @@
 //! that names it.
 
 mod file_type;
+mod forward;
 pub mod gemma3;
 mod hparams;
 pub mod llama;
