@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{GEMMA3, in_ci, model};
+use common::{GEMMA3, ids, in_ci, model};
 use rocmforge::backend::cpu::ThreadPool;
 use rocmforge::model::gemma3::Gemma3;
 use rocmforge::model::llama::SeqKv;
@@ -28,12 +28,7 @@ fn gemma3_position_0_logits_match_llama_cpp() {
     // Every prompt starts with BOS, so position 0 is the same computation: check it once,
     // after running a whole prompt through (later positions must not disturb row 0).
     let rec: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    let tokens: Vec<u32> = rec["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap() as u32)
-        .collect();
+    let tokens = ids(&rec["tokens"]);
     let mut kv = SeqKv::default();
     let logits = g.forward(m.gguf(), &pool, &tokens, &mut kv, &[0]).unwrap();
     assert_eq!(kv.len(), tokens.len());

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{SMOLLM2, in_ci, model};
+use common::{SMOLLM2, ids, in_ci, model};
 use rocmforge::backend::cpu::ThreadPool;
 use rocmforge::model::llama::{Llama, SeqKv};
 use rocmforge::{Model, ModelParams};
@@ -27,12 +27,7 @@ fn smollm2_position_0_logits_match_llama_cpp() {
     let mut exact = 0;
     for (i, line) in text.lines().enumerate() {
         let rec: Value = serde_json::from_str(line).unwrap();
-        let tokens: Vec<u32> = rec["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_u64().unwrap() as u32)
-            .collect();
+        let tokens = ids(&rec["tokens"]);
         let mut kv = SeqKv::default();
         let logits = llama
             .forward(m.gguf(), &pool, &tokens, &mut kv, &[0])

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::in_ci;
+use common::{ids, in_ci};
 use rocmforge::{Model, ModelParams};
 use serde_json::Value;
 
@@ -52,12 +52,7 @@ fn every_zoo_model_loads_and_tokenizes_like_llama_cpp() {
             let input = rec["text"].as_str().unwrap();
             let add = rec["add_special"].as_bool().unwrap();
             let parse = rec["parse_special"].as_bool().unwrap();
-            let want: Vec<u32> = rec["tokens"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_u64().unwrap() as u32)
-                .collect();
+            let want = ids(&rec["tokens"]);
             let got = model.tokenizer().tokenize(input.as_bytes(), add, parse);
             if got != want {
                 failures.push(format!(

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::in_ci;
+use common::{ids, in_ci};
 use rocmforge::backend::cpu::ThreadPool;
 use rocmforge::model::llama::{Llama, SeqKv};
 use rocmforge::{Model, ModelParams};
@@ -40,12 +40,7 @@ fn zoo_llama_models_match_llama_cpp() {
         let (mut worst_full, mut argmax_bad, mut positions) = (0f32, 0, 0);
         for (i, line) in text.lines().enumerate() {
             let rec: Value = serde_json::from_str(line).unwrap();
-            let tokens: Vec<u32> = rec["tokens"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_u64().unwrap() as u32)
-                .collect();
+            let tokens = ids(&rec["tokens"]);
             let n = tokens.len();
             let mut kv = SeqKv::default();
             let rows: Vec<usize> = (0..n).collect();
