@@ -48,10 +48,108 @@
 #define RF_VERSION_PATCH 0
 
 /**
+ * Tokens for one `rf_decode`, with positions, sequence ids and output flags. Same threading
+ * rule as a context.
+ */
+typedef struct rf_batch_t rf_batch_t;
+
+/**
+ * A decoding context: the KV cache, threads and buffers of one model. Use from one thread at
+ * a time: a call while another thread is inside a call on the same context fails with
+ * `RF_ERR_INVALID_ARG` ("in use") instead of racing. The context keeps its model alive.
+ */
+typedef struct rf_context_t rf_context_t;
+
+/**
  * A loaded model. Immutable and thread-safe: any number of threads may use one model at once.
  * Everything that uses it keeps it alive, so `rf_model_free` only drops the caller's reference.
  */
 typedef struct rf_model_t rf_model_t;
+
+/**
+ * How the KV cache stores keys and values.
+ */
+typedef int32_t rf_kv_type;
+
+/**
+ * Asked between layers during `rf_decode`; return 1 to stop the decode (which then returns
+ * `RF_ABORTED` with the context as before the call), 0 to go on. Called on the decoding
+ * thread; must not call `rf_*` functions on the same context.
+ */
+typedef uint8_t (*rf_abort_callback)(void *user_data);
+
+/**
+ * Options for `rf_context_new`. Initialise with `rf_context_params_default()`.
+ */
+typedef struct rf_context_params {
+  /**
+   * `sizeof(rf_context_params)` as the caller was compiled; set by the default function.
+   */
+  uint32_t struct_size;
+  /**
+   * KV positions over all sequences (default 4096), rounded up to whole blocks of 16.
+   */
+  uint32_t n_ctx;
+  /**
+   * The most tokens one `rf_decode` takes (default 512).
+   */
+  uint32_t n_batch;
+  /**
+   * Sequence ids are 0 to n_seq_max - 1 (default 1, at most 256).
+   */
+  uint32_t n_seq_max;
+  /**
+   * Threads used by a decode (default, and 0: the available cores).
+   */
+  uint32_t n_threads;
+  /**
+   * `RF_KV_TYPE_F16` (default), `RF_KV_TYPE_F32` or `RF_KV_TYPE_Q8_0`.
+   */
+  rf_kv_type kv_type;
+  /**
+   * Optional abort callback (NULL: none).
+   */
+  rf_abort_callback abort_callback;
+  /**
+   * Passed to `abort_callback`.
+   */
+  void *abort_callback_user_data;
+} rf_context_params;
+
+/**
+ * The outcome of a call. `RF_OK` (0) is success; positive values are outcomes the caller
+ * handles (nothing went wrong); negative values are errors, each with a message from
+ * `rf_last_error_message()`.
+ */
+typedef int32_t rf_status;
+
+/**
+ * What `rf_kv_get_stats` reports. Set `struct_size = sizeof(rf_kv_stats)` before the call.
+ */
+typedef struct rf_kv_stats {
+  /**
+   * `sizeof(rf_kv_stats)` as the caller was compiled; set by the caller.
+   */
+  uint32_t struct_size;
+  /**
+   * Positions per block.
+   */
+  uint32_t block_size;
+  uint64_t n_blocks_total;
+  uint64_t n_blocks_used;
+  /**
+   * Blocks held by more than one sequence.
+   */
+  uint64_t n_blocks_shared;
+  /**
+   * Sequences holding at least one position.
+   */
+  uint64_t n_seqs;
+  /**
+   * Bytes of key and value storage over all layers.
+   */
+  uint64_t bytes_total;
+} rf_kv_stats;
 
 /**
  * Severity of a log message.
@@ -87,14 +185,11 @@ typedef struct rf_model_params {
    * Passed to `progress_callback`.
    */
   void *progress_callback_user_data;
+  /**
+   * 1: load the metadata and tokenizer only (any architecture; no context can be made).
+   */
+  uint8_t vocab_only;
 } rf_model_params;
-
-/**
- * The outcome of a call. `RF_OK` (0) is success; positive values are outcomes the caller
- * handles (nothing went wrong); negative values are errors, each with a message from
- * `rf_last_error_message()`.
- */
-typedef int32_t rf_status;
 
 /**
  * A summary of a loaded model. Set `struct_size = sizeof(rf_model_desc)` before calling
@@ -203,6 +298,21 @@ typedef struct rf_chat_message {
 } rf_chat_message;
 
 /**
+ * Half precision (the default, as llama.cpp's).
+ */
+#define RF_KV_TYPE_F16 0
+
+/**
+ * Single precision: twice the memory of F16.
+ */
+#define RF_KV_TYPE_F32 1
+
+/**
+ * 8-bit blocks (about half the memory of F16); needs head sizes that are multiples of 32.
+ */
+#define RF_KV_TYPE_Q8_0 2
+
+/**
  * Detail for developers.
  */
 #define RF_LOG_DEBUG 0
@@ -290,6 +400,151 @@ typedef struct rf_chat_message {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Default context options: n_ctx 4096, n_batch 512, n_seq_max 1, every available core, an
+ * F16 cache, no abort callback.
+ */
+struct rf_context_params rf_context_params_default(void);
+
+/**
+ * Makes a context for `model` with `params` (NULL: defaults). On success `*out` receives a
+ * new context, freed with `rf_context_free`; on failure `*out` is untouched. Statuses:
+ * `RF_OK`; `RF_ERR_INVALID_ARG` (NULL model/out, a bad struct_size, a size of 0 or over its
+ * limit, an unknown kv_type); `RF_ERR_UNSUPPORTED` (a model loaded vocab_only, a Q8_0 cache
+ * for heads that are not multiples of 32); `RF_ERR_OOM`. Thread-safe (for different contexts).
+ *
+ * # Safety
+ * `model` must be NULL or a live handle; `params` NULL or a valid `rf_context_params`; `out`
+ * NULL or writable. An abort callback must be callable from the thread that decodes.
+ */
+rf_status rf_context_new(const struct rf_model_t *model,
+                         const struct rf_context_params *params,
+                         struct rf_context_t **out);
+
+/**
+ * Frees a context and its KV cache; the model stays loaded for its other users. NULL is a
+ * no-op. The handle and any logits pointer from it must not be used afterwards.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live handle from `rf_context_new` not in use on another thread.
+ */
+void rf_context_free(struct rf_context_t *ctx);
+
+/**
+ * Makes a batch that holds up to `capacity` tokens (1 or more). On success `*out` receives
+ * it, freed with `rf_batch_free`. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+ *
+ * # Safety
+ * `out` must be NULL or writable.
+ */
+rf_status rf_batch_new(size_t capacity, struct rf_batch_t **out);
+
+/**
+ * Appends a token at position `pos` to the sequences `seq_ids[0..n_seq_ids]` (1 to 256 of
+ * them; the token attends over the first one's cache and its keys and values go to all);
+ * `output` 1 asks for its logits. Token, position and sequence ids are checked by
+ * `rf_decode`. Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, a full batch, no sequence id).
+ *
+ * # Safety
+ * `batch` must be NULL or a live handle; `seq_ids` NULL or `n_seq_ids` readable values.
+ */
+rf_status rf_batch_add(struct rf_batch_t *batch,
+                       int32_t token,
+                       int32_t pos,
+                       const int32_t *seq_ids,
+                       size_t n_seq_ids,
+                       uint8_t output);
+
+/**
+ * Removes every token from a batch (its capacity stays). NULL is a no-op.
+ *
+ * # Safety
+ * `batch` must be NULL or a live handle.
+ */
+void rf_batch_clear(struct rf_batch_t *batch);
+
+/**
+ * Frees a batch. NULL is a no-op.
+ *
+ * # Safety
+ * `batch` must be NULL or a live handle from `rf_batch_new` not in use on another thread.
+ */
+void rf_batch_free(struct rf_batch_t *batch);
+
+/**
+ * Runs a batch through the model: stores its keys and values in the cache and computes the
+ * logits of the tokens flagged for output. The batch is checked first: 1 to n_batch tokens,
+ * token ids in the vocabulary, sequence ids below n_seq_max, and positions that continue each
+ * sequence (an empty sequence may start at any position). All or nothing: `RF_OK`;
+ * `RF_KV_FULL` (no room; nothing changed: free sequences or decode fewer tokens);
+ * `RF_ABORTED` (the abort callback stopped it; nothing changed); `RF_ERR_INVALID_ARG` (a bad
+ * batch, NULL, the context in use; nothing changed); `RF_ERR_UNSUPPORTED`; `RF_ERR_INTERNAL`.
+ *
+ * # Safety
+ * `ctx` and `batch` must be NULL or live handles.
+ */
+rf_status rf_decode(struct rf_context_t *ctx, const struct rf_batch_t *batch);
+
+/**
+ * Borrows the logits of output row `i` of the last successful decode (the rows flagged for
+ * output, in batch order; -1: the last): `*out` points to `*n_vocab` floats owned by the
+ * context, valid until the next `rf_decode` or `rf_context_free`. Statuses: `RF_OK`;
+ * `RF_ERR_INVALID_ARG` (NULL, no such row).
+ *
+ * # Safety
+ * `ctx` must be NULL or a live handle; `out` and `n_vocab` NULL or writable.
+ */
+rf_status rf_logits(struct rf_context_t *ctx, int32_t i, const float **out, size_t *n_vocab);
+
+/**
+ * Copies the logits of output row `i` (as `rf_logits`) into `dst`, which has room for `cap`
+ * floats. Statuses: `RF_OK`; `RF_ERR_BUFFER_TOO_SMALL` when `cap` is below the vocabulary
+ * size (nothing written); `RF_ERR_INVALID_ARG`.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live handle; `dst` NULL or `cap` writable floats.
+ */
+rf_status rf_logits_copy(struct rf_context_t *ctx, int32_t i, float *dst, size_t cap);
+
+/**
+ * Returns every KV block of sequence `seq_id` to the pool; an empty sequence is a no-op.
+ * Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max).
+ *
+ * # Safety
+ * `ctx` must be NULL or a live handle.
+ */
+rf_status rf_kv_free(struct rf_context_t *ctx, int32_t seq_id);
+
+/**
+ * Empties every sequence of the cache. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live handle.
+ */
+rf_status rf_kv_clear(struct rf_context_t *ctx);
+
+/**
+ * The first and last position sequence `seq_id` holds; both -1 when it is empty. Statuses:
+ * `RF_OK`, `RF_ERR_INVALID_ARG`.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live handle; `pos_min` and `pos_max` NULL or writable.
+ */
+rf_status rf_kv_seq_pos_range(struct rf_context_t *ctx,
+                              int32_t seq_id,
+                              int32_t *pos_min,
+                              int32_t *pos_max);
+
+/**
+ * Fills `*out` with the cache's block accounting. The caller sets `out->struct_size` first.
+ * Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live handle; `out` NULL or a writable `rf_kv_stats` of at least
+ * `out->struct_size` bytes.
+ */
+rf_status rf_kv_get_stats(struct rf_context_t *ctx, struct rf_kv_stats *out);
 
 /**
  * Sends the library's log messages to `callback` with `user_data`, for all threads, from now

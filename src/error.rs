@@ -86,6 +86,11 @@ pub enum Error {
     Unsupported(String),
     #[error("{0}")]
     Aborted(String),
+    /// The KV cache has no room for a batch; nothing changed.
+    #[error("the KV cache is full: {0}")]
+    KvFull(String),
+    #[error("out of memory: {0}")]
+    Oom(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -104,6 +109,8 @@ impl Error {
             Error::NotFound(_) => Status::NotFound,
             Error::Unsupported(_) => Status::Unsupported,
             Error::Aborted(_) => Status::Aborted,
+            Error::KvFull(_) => Status::KvFull,
+            Error::Oom(_) => Status::Oom,
             Error::Internal(_) => Status::Internal,
         }
     }

@@ -7,11 +7,8 @@
 
 mod common;
 
-use common::{GEMMA3, ids, in_ci, model};
-use rocmforge::backend::cpu::ThreadPool;
-use rocmforge::model::gemma3::Gemma3;
-use rocmforge::model::llama::SeqKv;
-use rocmforge::{Model, ModelParams};
+use common::{GEMMA3, argmax, context, decode_rows, ids, in_ci, load, model};
+use rocmforge::KvType;
 use serde_json::Value;
 
 #[test]
@@ -22,23 +19,17 @@ fn gemma3_position_0_logits_match_llama_cpp() {
         assert!(!in_ci(), "reference missing under CI");
         return;
     };
-    let m = Model::load(&path, ModelParams::default()).unwrap();
-    let g = Gemma3::from_gguf(m.gguf(), m.hparams()).unwrap();
-    let pool = ThreadPool::new(2).unwrap();
+    let m = load(&path);
+    let mut ctx = context(&m, 1, KvType::F16);
     // Every prompt starts with BOS, so position 0 is the same computation: check it once,
     // after running a whole prompt through (later positions must not disturb row 0).
     let rec: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     let tokens = ids(&rec["tokens"]);
-    let mut kv = SeqKv::default();
-    let logits = g.forward(m.gguf(), &pool, &tokens, &mut kv, &[0]).unwrap();
-    assert_eq!(kv.len(), tokens.len());
+    let all = decode_rows(&mut ctx, &tokens, 0);
+    let logits = &all[..ctx.n_vocab()];
     let want = rec["top10"][0].as_array().unwrap();
-    let best = logits
-        .iter()
-        .enumerate()
-        .fold(0, |b, (t, &v)| if v > logits[b] { t } else { b });
     assert_eq!(
-        best as u64,
+        u64::from(argmax(logits)),
         want[0][0].as_u64().unwrap(),
         "argmax at position 0"
     );

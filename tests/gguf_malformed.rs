@@ -26,7 +26,15 @@ fn base_file_of_the_corpus_is_valid() {
         (64, 4, 2, 128)
     );
     assert_eq!(d.file_type_name, "Q8_0");
-    assert_eq!(d.n_params, 64 * 8 + 64 + 64 * 64 + 64);
+    let n_params: u64 = corpus::base_tensors()
+        .iter()
+        .map(|t| t.dims.iter().product::<u64>())
+        .sum();
+    assert_eq!(d.n_params, n_params);
+    assert_eq!(
+        n_params,
+        64 * 8 + 64 + 64 * 64 * 2 + 64 * 32 * 2 + 64 + 3 * 64 * 128 + 64
+    );
 }
 
 #[test]

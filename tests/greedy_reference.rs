@@ -10,39 +10,29 @@
 
 mod common;
 
-use common::{GEMMA3, SMOLLM2, ids, in_ci, model};
-use rocmforge::backend::cpu::ThreadPool;
-use rocmforge::model::gemma3::Gemma3;
-use rocmforge::model::llama::{Llama, SeqKv};
-use rocmforge::{Model, ModelParams};
+use common::{GEMMA3, SMOLLM2, argmax, context, decode_last, ids, in_ci, load, model};
+use rocmforge::{KvType, Model};
 use serde_json::Value;
-
-type Forward<'a> = dyn Fn(&[u32], &mut SeqKv) -> Vec<f32> + 'a;
-
-fn argmax(logits: &[f32]) -> u32 {
-    logits
-        .iter()
-        .enumerate()
-        .fold(0, |b, (t, &v)| if v > logits[b] { t } else { b }) as u32
-}
 
 /// Runs every prompt of `name`'s logits.jsonl and returns, per prompt, how many greedy tokens
 /// match the reference before the first divergence and how many the reference has. Where
 /// all match, the concatenated pieces (control tokens rendered as nothing, as the reference
 /// does) must equal `greedy_text`.
-fn greedy_matches(name: &str, m: &Model, forward: &Forward<'_>) -> Option<Vec<(usize, usize)>> {
+fn greedy_matches(name: &str, path: &std::path::Path) -> Option<Vec<(usize, usize)>> {
     let dir = common::root().join(format!("../shared/reference/{name}"));
     let Ok(text) = std::fs::read_to_string(dir.join("logits.jsonl")) else {
         assert!(!in_ci(), "reference missing under CI");
         return None;
     };
-    let tok = m.tokenizer();
+    let m = load(path);
+    let mut ctx = context(&m, 1, KvType::F16);
+    let tok: &rocmforge::tokenizer::Tokenizer = Model::tokenizer(&m);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let rec: Value = serde_json::from_str(line).unwrap();
         let (prompt, want) = (ids(&rec["tokens"]), ids(&rec["greedy"]));
-        let mut kv = SeqKv::default();
-        let mut logits = forward(&prompt, &mut kv);
+        ctx.kv_clear();
+        let mut logits = decode_last(&mut ctx, &prompt, 0);
         let mut got = Vec::new();
         while got.len() < want.len() {
             let t = argmax(&logits);
@@ -50,7 +40,7 @@ fn greedy_matches(name: &str, m: &Model, forward: &Forward<'_>) -> Option<Vec<(u
             if tok.vocab().is_eog(t) {
                 break;
             }
-            logits = forward(&[t], &mut kv);
+            logits = decode_last(&mut ctx, &[t], 0);
         }
         let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
         if same == want.len() {
@@ -88,15 +78,7 @@ fn check(name: &str, got: &[(usize, usize)], min_full: usize, min_prefix: usize)
 #[test]
 fn smollm2_greedy_continuations_match_llama_cpp() {
     let Some(path) = model(SMOLLM2) else { return };
-    let m = Model::load(&path, ModelParams::default()).unwrap();
-    let llama = Llama::from_gguf(m.gguf(), m.hparams()).unwrap();
-    let pool = ThreadPool::new(2).unwrap();
-    let fwd = |t: &[u32], kv: &mut SeqKv| {
-        llama
-            .forward(m.gguf(), &pool, t, kv, &[t.len() - 1])
-            .unwrap()
-    };
-    if let Some(got) = greedy_matches("smollm2", &m, &fwd) {
+    if let Some(got) = greedy_matches("smollm2", &path) {
         check("smollm2", &got, 6, 5);
     }
 }
@@ -104,12 +86,7 @@ fn smollm2_greedy_continuations_match_llama_cpp() {
 #[test]
 fn gemma3_greedy_continuations_match_llama_cpp() {
     let Some(path) = model(GEMMA3) else { return };
-    let m = Model::load(&path, ModelParams::default()).unwrap();
-    let g = Gemma3::from_gguf(m.gguf(), m.hparams()).unwrap();
-    let pool = ThreadPool::new(2).unwrap();
-    let fwd =
-        |t: &[u32], kv: &mut SeqKv| g.forward(m.gguf(), &pool, t, kv, &[t.len() - 1]).unwrap();
-    if let Some(got) = greedy_matches("gemma3", &m, &fwd) {
+    if let Some(got) = greedy_matches("gemma3", &path) {
         check("gemma3", &got, 3, 2);
     }
 }

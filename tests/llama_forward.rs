@@ -7,10 +7,8 @@
 
 mod common;
 
-use common::{SMOLLM2, ids, in_ci, model};
-use rocmforge::backend::cpu::ThreadPool;
-use rocmforge::model::llama::{Llama, SeqKv};
-use rocmforge::{Model, ModelParams};
+use common::{SMOLLM2, argmax, context, decode_last, decode_rows, ids, in_ci, load, model};
+use rocmforge::{Batch, Error, KvType};
 use serde_json::Value;
 
 #[test]
@@ -21,18 +19,24 @@ fn smollm2_position_0_logits_match_llama_cpp() {
         assert!(!in_ci(), "reference missing under CI");
         return;
     };
-    let m = Model::load(&path, ModelParams::default()).unwrap();
-    let llama = Llama::from_gguf(m.gguf(), m.hparams()).unwrap();
-    let pool = ThreadPool::new(2).unwrap();
+    let m = load(&path);
+    let mut ctx = context(&m, 1, KvType::F16);
     let mut exact = 0;
     for (i, line) in text.lines().enumerate() {
         let rec: Value = serde_json::from_str(line).unwrap();
         let tokens = ids(&rec["tokens"]);
-        let mut kv = SeqKv::default();
-        let logits = llama
-            .forward(m.gguf(), &pool, &tokens, &mut kv, &[0])
-            .unwrap();
-        assert_eq!(kv.len(), tokens.len());
+        ctx.kv_clear();
+        let mut b = Batch::new();
+        for (p, &t) in tokens.iter().enumerate() {
+            b.add(t as i32, p as i32, &[0], p == 0).unwrap();
+        }
+        ctx.decode(&b).unwrap();
+        assert_eq!(
+            ctx.kv_pos_range(0).unwrap(),
+            Some((0, tokens.len() as i32 - 1))
+        );
+        assert_eq!(ctx.n_outputs(), 1);
+        let logits = ctx.logits(0).unwrap();
         let want = rec["top10"][0].as_array().unwrap();
         let mut max_diff = 0f32;
         for pair in want {
@@ -42,12 +46,8 @@ fn smollm2_position_0_logits_match_llama_cpp() {
             );
             max_diff = max_diff.max((logits[t] - v).abs());
         }
-        let best = logits
-            .iter()
-            .enumerate()
-            .fold(0, |b, (t, &v)| if v > logits[b] { t } else { b });
         assert_eq!(
-            best as u64,
+            u64::from(argmax(logits)),
             want[0][0].as_u64().unwrap(),
             "prompt {i}: argmax at position 0"
         );
@@ -70,36 +70,44 @@ fn smollm2_position_0_logits_match_llama_cpp() {
 #[test]
 fn an_invalid_batch_is_refused_and_changes_nothing() {
     let Some(path) = model(SMOLLM2) else { return };
-    let m = Model::load(&path, ModelParams::default()).unwrap();
-    let llama = Llama::from_gguf(m.gguf(), m.hparams()).unwrap();
-    let pool = ThreadPool::new(2).unwrap();
-    let mut kv = SeqKv::default();
-    let first = llama
-        .forward(m.gguf(), &pool, &[1, 504], &mut kv, &[1])
-        .unwrap();
-    let n_vocab = llama.params.n_vocab as u32;
-    for (tokens, outputs) in [
-        (&[][..], &[][..]),
-        (&[n_vocab][..], &[0][..]),
-        (&[5, 6][..], &[2][..]),
+    let m = load(&path);
+    let mut ctx = context(&m, 2, KvType::F16);
+    let first = decode_last(&mut ctx, &[1, 504], 0);
+    let n_vocab = ctx.n_vocab() as i32;
+    let stats = ctx.kv_stats();
+    let bad = |f: &dyn Fn(&mut Batch)| {
+        let mut b = Batch::new();
+        f(&mut b);
+        b
+    };
+    for (b, why) in [
+        (Batch::new(), "1 to 512 tokens"),
+        (
+            bad(&|b| b.add(n_vocab, 2, &[0], true).unwrap()),
+            "out of range",
+        ),
+        (bad(&|b| b.add(5, 3, &[0], true).unwrap()), "expected 2"),
+        (bad(&|b| b.add(5, 2, &[2], true).unwrap()), "n_seq_max 2"),
+        (
+            bad(&|b| {
+                b.add(5, 2, &[0], true).unwrap();
+                b.add(6, 2, &[0], true).unwrap();
+            }),
+            "expected 3",
+        ),
     ] {
-        let err = llama.forward(m.gguf(), &pool, tokens, &mut kv, outputs);
-        assert!(err.is_err(), "{tokens:?} {outputs:?} accepted");
-        assert_eq!(kv.len(), 2);
+        let err = ctx.decode(&b).unwrap_err();
+        assert!(matches!(err, Error::InvalidArg(_)), "{err}");
+        assert!(err.to_string().contains(why), "{err} (wanted {why})");
+        assert_eq!(ctx.kv_pos_range(0).unwrap(), Some((0, 1)));
+        assert_eq!(ctx.kv_stats(), stats);
+        // The last logits are still those of the last successful decode.
+        assert_eq!(ctx.logits(-1).unwrap(), &first[..]);
     }
     // The cache still holds exactly the two valid positions: the next token's logits equal
-    // those of the same three tokens run on a fresh cache.
-    let next = llama
-        .forward(m.gguf(), &pool, &[330], &mut kv, &[0])
-        .unwrap();
-    let mut fresh = SeqKv::default();
-    let want = llama
-        .forward(m.gguf(), &pool, &[1, 504, 330], &mut fresh, &[2])
-        .unwrap();
-    let diff = next
-        .iter()
-        .zip(&want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    // those of the same three tokens run on a fresh sequence.
+    let next = decode_last(&mut ctx, &[330], 0);
+    let want = decode_rows(&mut ctx, &[1, 504, 330], 1);
+    let diff = common::max_abs_diff(&next, &want[2 * n_vocab as usize..]);
     assert!(diff < 1e-2, "logits after refused batches differ by {diff}");
-    assert_eq!(first.len(), n_vocab as usize);
 }

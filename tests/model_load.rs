@@ -75,6 +75,7 @@ fn cancelling_at_any_progress_report_aborts_the_load() {
         &path,
         ModelParams {
             progress: Some(&mut record),
+            ..ModelParams::default()
         },
     )
     .unwrap();
@@ -94,6 +95,7 @@ fn cancelling_at_any_progress_report_aborts_the_load() {
             &path,
             ModelParams {
                 progress: Some(&mut cancel),
+                ..ModelParams::default()
             },
         )
         .unwrap_err();

@@ -9,10 +9,8 @@
 
 mod common;
 
-use common::{ids, in_ci};
-use rocmforge::backend::cpu::ThreadPool;
-use rocmforge::model::llama::{Llama, SeqKv};
-use rocmforge::{Model, ModelParams};
+use common::{argmax, context, decode_rows, ids, in_ci, load};
+use rocmforge::KvType;
 use serde_json::Value;
 
 #[test]
@@ -22,7 +20,6 @@ fn zoo_llama_models_match_llama_cpp() {
         assert!(!in_ci(), "{} is missing under CI", dir.display());
         return;
     }
-    let pool = ThreadPool::new(2).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -33,28 +30,21 @@ fn zoo_llama_models_match_llama_cpp() {
     let mut report = Vec::new();
     for name in &names {
         let stem = name.trim_end_matches(".gguf");
-        let m = Model::load(&dir.join(name), ModelParams::default()).unwrap();
-        let llama = Llama::from_gguf(m.gguf(), m.hparams()).unwrap();
-        let nv = llama.params.n_vocab;
+        let m = load(&dir.join(name));
+        let mut ctx = context(&m, 1, KvType::F16);
+        let nv = ctx.n_vocab();
         let text = std::fs::read_to_string(dir.join(format!("{stem}.logits.jsonl"))).unwrap();
         let (mut worst_full, mut argmax_bad, mut positions) = (0f32, 0, 0);
         for (i, line) in text.lines().enumerate() {
             let rec: Value = serde_json::from_str(line).unwrap();
             let tokens = ids(&rec["tokens"]);
             let n = tokens.len();
-            let mut kv = SeqKv::default();
-            let rows: Vec<usize> = (0..n).collect();
-            let logits = llama
-                .forward(m.gguf(), &pool, &tokens, &mut kv, &rows)
-                .unwrap();
+            ctx.kv_clear();
+            let logits = decode_rows(&mut ctx, &tokens, 0);
             for (pos, want) in rec["top10"].as_array().unwrap().iter().enumerate() {
                 let row = &logits[pos * nv..(pos + 1) * nv];
-                let best = row
-                    .iter()
-                    .enumerate()
-                    .fold(0, |b, (t, &v)| if v > row[b] { t } else { b });
                 positions += 1;
-                if best as u64 != want[0][0].as_u64().unwrap() {
+                if u64::from(argmax(row)) != want[0][0].as_u64().unwrap() {
                     argmax_bad += 1;
                 }
             }

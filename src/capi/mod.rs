@@ -9,11 +9,13 @@
 #![allow(non_camel_case_types)]
 
 mod args;
+mod context;
 mod log;
 mod model;
 mod status;
 mod vocab;
 
+pub use context::*;
 pub use log::*;
 pub use model::*;
 pub use status::*;

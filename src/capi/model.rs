@@ -25,12 +25,15 @@ pub struct rf_model_params {
     pub progress_callback: rf_progress_callback,
     /// Passed to `progress_callback`.
     pub progress_callback_user_data: *mut c_void,
+    /// 1: load the metadata and tokenizer only (any architecture; no context can be made).
+    pub vocab_only: u8,
 }
 
 // SAFETY: repr(C), starts with struct_size, and every field accepts any byte pattern (an
 // integer, an Option of a function pointer, a raw pointer).
 unsafe impl Versioned for rf_model_params {
-    const MIN_SIZE: usize = size_of::<rf_model_params>();
+    // The first version ended before vocab_only.
+    const MIN_SIZE: usize = std::mem::offset_of!(rf_model_params, vocab_only);
     const NAME: &'static str = "rf_model_params";
 }
 
@@ -87,6 +90,7 @@ pub extern "C" fn rf_model_params_default() -> rf_model_params {
         struct_size: size_of::<rf_model_params>() as u32,
         progress_callback: None,
         progress_callback_user_data: std::ptr::null_mut(),
+        vocab_only: 0,
     }
 }
 
@@ -136,6 +140,7 @@ pub unsafe extern "C" fn rf_model_load(
             &path,
             ModelParams {
                 progress: Some(&mut progress),
+                vocab_only: p.vocab_only != 0,
             },
         )?;
         let handle = Box::new(rf_model_t {
@@ -166,7 +171,7 @@ pub unsafe extern "C" fn rf_model_free(model: *mut rf_model_t) {
 ///
 /// # Safety
 /// `model` must be NULL or a live handle.
-pub(super) unsafe fn model_ref<'a>(model: *const rf_model_t) -> Result<&'a Model, Error> {
+pub(super) unsafe fn model_ref<'a>(model: *const rf_model_t) -> Result<&'a Arc<Model>, Error> {
     if model.is_null() {
         return Err(Error::InvalidArg("model is NULL".into()));
     }

@@ -1,19 +1,23 @@
-//! A loaded model: the validated GGUF file, its hyperparameters and a description.
+//! A loaded model: the validated GGUF file, its hyperparameters, its tokenizer, its weights
+//! bound for the forward pass (`Transformer`) and a description.
 //!
 //! A `Model` is immutable after load, `Send + Sync`, and shared by reference counting by
 //! everything that uses it. Loading never panics on a bad file: every problem is an `Error`
-//! that names it.
+//! that names it. An architecture without a forward pass is a load error unless the caller
+//! asks for the vocabulary only.
 
+pub mod arch;
+mod attention;
 mod file_type;
-mod forward;
-pub mod gemma3;
 mod hparams;
-pub mod llama;
+mod tensors;
+pub mod transformer;
 
 use std::path::Path;
 
 pub use file_type::file_type_name;
 pub use hparams::{Hparams, MAX_ARCH_LEN, MAX_COUNT};
+pub use transformer::Transformer;
 
 use crate::gguf::GgufFile;
 use crate::tokenizer::Tokenizer;
@@ -25,6 +29,9 @@ pub struct ModelParams<'a> {
     /// Called with the fraction done (0.0 to 1.0); returning `false` cancels the load, which
     /// then fails with `Error::Aborted`.
     pub progress: Option<&'a mut dyn FnMut(f32) -> bool>,
+    /// Load the metadata and tokenizer only (llama.cpp's `vocab_only`): any architecture
+    /// loads, and no context can be made from the model.
+    pub vocab_only: bool,
 }
 
 /// A summary of a model, as `rf_model_describe` reports it.
@@ -51,6 +58,8 @@ pub struct Model {
     file: GgufFile,
     hparams: Hparams,
     tokenizer: Tokenizer,
+    /// `None` for a vocabulary-only load.
+    transformer: Option<Transformer>,
     desc: ModelDesc,
 }
 
@@ -89,7 +98,7 @@ impl Model {
         };
         progress.report(0.0)?;
         let file = GgufFile::open(path)?;
-        let model = Self::bind(file, &mut progress)?;
+        let model = Self::bind(file, params.vocab_only, &mut progress)?;
         crate::log::info(&format!(
             "loaded {path:?}: {} {}, {} tensors, {} parameters",
             model.desc.arch, model.desc.file_type_name, model.desc.n_tensors, model.desc.n_params
@@ -99,17 +108,18 @@ impl Model {
 
     /// Builds a model from a GGUF file already in memory (tests, tools).
     pub fn from_gguf(file: GgufFile, mut params: ModelParams<'_>) -> Result<Model> {
+        let vocab_only = params.vocab_only;
         let mut progress = Progress {
             callback: &mut params.progress,
         };
         progress.report(0.0)?;
-        Self::bind(file, &mut progress)
+        Self::bind(file, vocab_only, &mut progress)
     }
 
     /// Reads the hyperparameters and walks the tensor table, reporting progress by bytes: the
     /// header counts as done once parsed, then each tensor as it is bound. (On the CPU a
     /// tensor is bound as a view into the map; GPU backends upload here.)
-    fn bind(file: GgufFile, progress: &mut Progress<'_, '_>) -> Result<Model> {
+    fn bind(file: GgufFile, vocab_only: bool, progress: &mut Progress<'_, '_>) -> Result<Model> {
         let total = file.len().max(1) as f64;
         progress.report((file.data_offset() as f64 / total) as f32)?;
         let hparams = Hparams::from_gguf(&file)?;
@@ -150,11 +160,24 @@ impl Model {
             n_head: hparams.n_head,
             n_head_kv: hparams.n_head_kv,
         };
+        let transformer = if vocab_only {
+            None
+        } else {
+            let spec = arch::ArchSpec::of(&hparams.arch).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "architecture {:?} cannot run yet (supported: {}); load with vocab_only for its tokenizer",
+                    hparams.arch,
+                    arch::ArchSpec::SUPPORTED.join(", ")
+                ))
+            })?;
+            Some(Transformer::from_gguf(&file, &hparams, spec)?)
+        };
         progress.report(1.0)?;
         Ok(Model {
             file,
             hparams,
             tokenizer,
+            transformer,
             desc,
         })
     }
@@ -165,6 +188,13 @@ impl Model {
 
     pub fn hparams(&self) -> &Hparams {
         &self.hparams
+    }
+
+    /// The forward pass, or `Unsupported` for a vocabulary-only load.
+    pub fn transformer(&self) -> Result<&Transformer> {
+        self.transformer.as_ref().ok_or_else(|| {
+            Error::Unsupported("the model was loaded with vocab_only: it cannot decode".into())
+        })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {

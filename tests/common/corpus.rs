@@ -82,11 +82,19 @@ pub fn base_metadata() -> Vec<(String, Value)> {
     kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
+/// Every tensor a 1-layer llama needs (heads of 16, 2 KV heads: K and V are 32 wide).
 pub fn base_tensors() -> Vec<Tensor> {
     vec![
         Tensor::new("token_embd.weight", GgmlType::Q8_0, &[64, N_VOCAB as u64]),
         Tensor::new("blk.0.attn_norm.weight", GgmlType::F32, &[64]),
         Tensor::new("blk.0.attn_q.weight", GgmlType::F16, &[64, 64]),
+        Tensor::new("blk.0.attn_k.weight", GgmlType::F16, &[64, 32]),
+        Tensor::new("blk.0.attn_v.weight", GgmlType::F16, &[64, 32]),
+        Tensor::new("blk.0.attn_output.weight", GgmlType::F16, &[64, 64]),
+        Tensor::new("blk.0.ffn_norm.weight", GgmlType::F32, &[64]),
+        Tensor::new("blk.0.ffn_gate.weight", GgmlType::Q8_0, &[64, 128]),
+        Tensor::new("blk.0.ffn_up.weight", GgmlType::Q8_0, &[64, 128]),
+        Tensor::new("blk.0.ffn_down.weight", GgmlType::Q8_0, &[128, 64]),
         Tensor::new("output_norm.weight", GgmlType::F32, &[64]),
     ]
 }

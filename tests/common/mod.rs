@@ -141,3 +141,61 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .map(|t| t.as_u64().unwrap() as u32)
         .collect()
 }
+
+/// A context on `model` for tests: `n_seq` sequences, 2 threads, the given cache type.
+pub fn context(
+    model: &std::sync::Arc<rocmforge::Model>,
+    n_seq: usize,
+    kv_type: rocmforge::KvType,
+) -> rocmforge::Context {
+    rocmforge::Context::new(
+        std::sync::Arc::clone(model),
+        rocmforge::ContextParams {
+            n_ctx: 2048,
+            n_seq_max: n_seq,
+            n_threads: 2,
+            kv_type,
+            ..rocmforge::ContextParams::default()
+        },
+    )
+    .expect("context")
+}
+
+/// Decodes `tokens` as one batch continuing sequence `seq` of `ctx` and returns the logits of
+/// every row (all flagged for output), `n_vocab` per row.
+pub fn decode_rows(ctx: &mut rocmforge::Context, tokens: &[u32], seq: i32) -> Vec<f32> {
+    let start = ctx.kv_pos_range(seq).unwrap().map_or(0, |(_, hi)| hi + 1);
+    let mut b = rocmforge::Batch::new();
+    for (i, &t) in tokens.iter().enumerate() {
+        b.add(t as i32, start + i as i32, &[seq], true).unwrap();
+    }
+    ctx.decode(&b).expect("decode");
+    (0..tokens.len())
+        .flat_map(|i| ctx.logits(i as i32).unwrap().to_vec())
+        .collect()
+}
+
+/// Decodes `tokens` continuing sequence `seq` and returns the last row's logits.
+pub fn decode_last(ctx: &mut rocmforge::Context, tokens: &[u32], seq: i32) -> Vec<f32> {
+    let start = ctx.kv_pos_range(seq).unwrap().map_or(0, |(_, hi)| hi + 1);
+    let b = rocmforge::Batch::from_tokens(tokens, start, seq).unwrap();
+    ctx.decode(&b).expect("decode");
+    ctx.logits(-1).unwrap().to_vec()
+}
+
+pub fn argmax(logits: &[f32]) -> u32 {
+    logits
+        .iter()
+        .enumerate()
+        .fold(0, |b, (t, &v)| if v > logits[b] { t } else { b }) as u32
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// A model loaded for decoding, shared the way contexts share it.
+pub fn load(path: &Path) -> std::sync::Arc<rocmforge::Model> {
+    std::sync::Arc::new(rocmforge::Model::load(path, rocmforge::ModelParams::default()).unwrap())
+}

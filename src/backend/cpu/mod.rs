@@ -1,6 +1,7 @@
 //! The CPU backend: a persistent thread pool with cheap fork/join (`pool`) and the quantized
 //! matrix multiply (`matmul`).
 
+pub(crate) mod disjoint;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

@@ -13,34 +13,54 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     }
 }
 
+/// RoPE frequencies: pair i of `n_rot` rotary dimensions turns by
+/// `pos * freq_scale * base^(-2i / n_rot) / factors[i]` (factors: llama3-style per-frequency
+/// divisors from `rope_freqs.weight`, `n_rot / 2` of them, or none).
+#[derive(Debug, Clone, Copy)]
+pub struct Rope<'a> {
+    pub n_rot: usize,
+    pub base: f32,
+    pub freq_scale: f32,
+    pub factors: Option<&'a [f32]>,
+}
+
+impl Rope<'_> {
+    fn theta(&self, pos: i32, i: usize) -> f32 {
+        let t =
+            pos as f32 * self.freq_scale * self.base.powf(-((2 * i) as f32) / self.n_rot as f32);
+        match self.factors {
+            Some(f) => t / f[i],
+            None => t,
+        }
+    }
+}
+
 /// Rotary position embedding in place, llama.cpp's "normal" style: within each head of
-/// `head_dim` values, the pairs (2i, 2i+1) of the first `n_rot` dimensions rotate by
-/// `pos * base^(-2i / n_rot)`. `x` holds one row per position, each `n_heads * head_dim` long.
-pub fn rope_norm(x: &mut [f32], positions: &[i32], head_dim: usize, n_rot: usize, base: f32) {
+/// `head_dim` values, the pairs (2i, 2i+1) of the first `n_rot` dimensions rotate.
+/// `x` holds one row per position, each `n_heads * head_dim` long.
+pub fn rope_norm(x: &mut [f32], positions: &[i32], head_dim: usize, r: &Rope<'_>) {
     let row = x.len() / positions.len().max(1);
-    for (r, &pos) in x.chunks_exact_mut(row).zip(positions) {
-        for head in r.chunks_exact_mut(head_dim) {
-            for i in (0..n_rot).step_by(2) {
-                let theta = pos as f32 * base.powf(-(i as f32) / n_rot as f32);
-                let (sin, cos) = theta.sin_cos();
-                let (a, b) = (head[i], head[i + 1]);
-                head[i] = a * cos - b * sin;
-                head[i + 1] = a * sin + b * cos;
+    for (row, &pos) in x.chunks_exact_mut(row).zip(positions) {
+        for head in row.chunks_exact_mut(head_dim) {
+            for i in 0..r.n_rot / 2 {
+                let (sin, cos) = r.theta(pos, i).sin_cos();
+                let (a, b) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = a * cos - b * sin;
+                head[2 * i + 1] = a * sin + b * cos;
             }
         }
     }
 }
 
 /// Rotary position embedding in place, NeoX style: within each head, dimension i of the first
-/// `n_rot / 2` pairs with dimension `i + n_rot / 2`, rotated by `pos * base^(-2i / n_rot)`.
-pub fn rope_neox(x: &mut [f32], positions: &[i32], head_dim: usize, n_rot: usize, base: f32) {
+/// `n_rot / 2` pairs with dimension `i + n_rot / 2`.
+pub fn rope_neox(x: &mut [f32], positions: &[i32], head_dim: usize, r: &Rope<'_>) {
     let row = x.len() / positions.len().max(1);
-    let half = n_rot / 2;
-    for (r, &pos) in x.chunks_exact_mut(row).zip(positions) {
-        for head in r.chunks_exact_mut(head_dim) {
+    let half = r.n_rot / 2;
+    for (row, &pos) in x.chunks_exact_mut(row).zip(positions) {
+        for head in row.chunks_exact_mut(head_dim) {
             for i in 0..half {
-                let theta = pos as f32 * base.powf(-((2 * i) as f32) / n_rot as f32);
-                let (sin, cos) = theta.sin_cos();
+                let (sin, cos) = r.theta(pos, i).sin_cos();
                 let (a, b) = (head[i], head[i + half]);
                 head[i] = a * cos - b * sin;
                 head[i + half] = a * sin + b * cos;
@@ -89,48 +109,76 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// Attention of one query over `rows` of (key, value), in order, with an online softmax and
-/// the weighted sum of values accumulated in f16: the arithmetic of llama.cpp's CPU
-/// flash-attention kernel with an f16 cache (its default), which the reference logits were
-/// made with. Keys and values hold f16-representable values, `q` too. `acc` is scratch of the
-/// head's size; the result goes to `out`.
-pub fn attend_online_f16<'a>(
+/// How one query's attention scores and sums are computed.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnMath {
+    /// Multiplies Q·K.
+    pub scale: f32,
+    /// Scores become `cap * tanh(score / cap)` (Gemma 2).
+    pub softcap: Option<f32>,
+    /// The weighted sum of values kept in f16, as llama.cpp's CPU kernel does with an f16
+    /// cache (its default); in f32 otherwise.
+    pub f16_acc: bool,
+}
+
+/// Attention of one query over `rows` of (key, value), in order, with an online softmax: the
+/// arithmetic of llama.cpp's CPU flash-attention kernel, which the reference logits were made
+/// with. `acc` is scratch of the head's size; the result goes to `out`.
+pub fn attend_online<'a>(
     q: &[f32],
     rows: impl Iterator<Item = (&'a [f32], &'a [f32])>,
-    scale: f32,
-    acc: &mut [half::f16],
+    m: &AttnMath,
+    acc: &mut [f32],
     out: &mut [f32],
 ) {
-    use half::f16;
-    acc.fill(f16::ZERO);
+    let round = |x: f32| {
+        if m.f16_acc {
+            half::f16::from_f32(x).to_f32()
+        } else {
+            x
+        }
+    };
+    acc.fill(0.0);
     let (mut sum, mut max) = (0f32, f32::NEG_INFINITY);
     for (k, v) in rows {
-        let s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+        let mut s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * m.scale;
+        if let Some(cap) = m.softcap {
+            s = cap * (s / cap).tanh();
+        }
         let (mut ms, mut vs) = (1f32, 1f32);
         if s > max {
             // A new maximum: rescale what was accumulated.
             ms = (max - s).exp();
             max = s;
             for a in acc.iter_mut() {
-                *a = f16::from_f32(a.to_f32() * ms);
+                *a = round(*a * ms);
             }
         } else {
             vs = (s - max).exp();
         }
         for (a, &x) in acc.iter_mut().zip(v) {
-            *a = f16::from_f32(x.mul_add(vs, a.to_f32()));
+            *a = round(x.mul_add(vs, *a));
         }
         sum = sum * ms + vs;
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in out.iter_mut().zip(acc.iter()) {
-        *o = a.to_f32() * inv;
+        *o = a * inv;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rope(n_rot: usize) -> Rope<'static> {
+        Rope {
+            n_rot,
+            base: 10000.0,
+            freq_scale: 1.0,
+            factors: None,
+        }
+    }
 
     #[test]
     fn rms_norm_and_softmax_by_definition() {
@@ -144,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn online_f16_attention_equals_softmax_attention_within_f16_error() {
+    fn online_attention_equals_softmax_attention_within_rounding() {
         let q = [0.5, -1.0, 0.25, 2.0];
         let keys: Vec<[f32; 4]> = (0..6)
             .map(|j| [j as f32 * 0.5 - 1.0, 0.25, -0.5, j as f32 * 0.125])
@@ -163,27 +211,29 @@ mod tests {
                 *w += s * x;
             }
         }
-        let mut acc = [half::f16::ZERO; 4];
-        let mut out = [0f32; 4];
-        attend_online_f16(
-            &q,
-            keys.iter().zip(&vals).map(|(k, v)| (&k[..], &v[..])),
-            0.5,
-            &mut acc,
-            &mut out,
-        );
-        for (o, w) in out.iter().zip(&want) {
-            assert!(
-                (o - w).abs() < 2e-3 * w.abs().max(1.0),
-                "{out:?} vs {want:?}"
-            );
+        for (f16_acc, tol) in [(true, 2e-3), (false, 1e-6)] {
+            let mut acc = [0f32; 4];
+            let mut out = [0f32; 4];
+            let m = AttnMath {
+                scale: 0.5,
+                softcap: None,
+                f16_acc,
+            };
+            let rows = keys.iter().zip(&vals).map(|(k, v)| (&k[..], &v[..]));
+            attend_online(&q, rows, &m, &mut acc, &mut out);
+            for (o, w) in out.iter().zip(&want) {
+                assert!(
+                    (o - w).abs() < tol * w.abs().max(1.0),
+                    "{out:?} vs {want:?}"
+                );
+            }
         }
     }
 
     #[test]
     fn neox_rope_pairs_halves_and_geglu_follows_the_tanh_formula() {
         let mut x = [1.0, 0.0, 0.0, 0.0];
-        rope_neox(&mut x, &[1], 4, 4, 10000.0);
+        rope_neox(&mut x, &[1], 4, &rope(4));
         assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
         let mut a = [0.0; 3];
         geglu(&[1.0, -20.0, 20.0], &[2.0, 1.0, 0.5], &mut a);
@@ -196,10 +246,10 @@ mod tests {
     #[test]
     fn rope_rotates_pairs_and_keeps_position_zero() {
         let mut x = [1.0, 0.0, 0.0, 1.0];
-        rope_norm(&mut x, &[0], 4, 4, 10000.0);
+        rope_norm(&mut x, &[0], 4, &rope(4));
         assert_eq!(x, [1.0, 0.0, 0.0, 1.0]);
         let mut x = [1.0, 0.0];
-        rope_norm(&mut x, &[1], 2, 2, 10000.0);
+        rope_norm(&mut x, &[1], 2, &rope(2));
         assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
     }
 }

@@ -1,0 +1,212 @@
+//! A context: one model's decoding state. It owns the paged KV cache, the thread pool and the
+//! scratch buffers, and turns batches into logits (`decode`).
+//!
+//! A context keeps its model alive (`Arc<Model>`). It is `Send` but used by one thread at a
+//! time (`&mut self`); the C API turns concurrent use into an error. Everything is sized at
+//! creation: the cache holds `n_ctx` positions over all sequences, a decode takes at most
+//! `n_batch` tokens.
+//!
+//! `decode` is all or nothing: an invalid batch, a full cache (`Error::KvFull`), an abort or
+//! any failure leaves the cache and the last logits as they were.
+
+use std::sync::Arc;
+
+use crate::backend::cpu::ThreadPool;
+use crate::batch::{Batch, Plan};
+use crate::kv::{DEFAULT_BLOCK_SIZE, KvCache, KvShape, KvStats, KvType};
+use crate::model::transformer::ForwardScratch;
+use crate::{Error, Model, Result};
+
+/// The most sequences a context may hold (llama.cpp's limit too).
+pub const MAX_SEQ: usize = 256;
+/// The most threads a context may use.
+pub const MAX_THREADS: usize = 1024;
+/// The most KV positions a context may hold.
+pub const MAX_CTX: usize = 1 << 24;
+
+/// Called between layers during a decode; returning true stops it (`Error::Aborted`).
+pub type AbortFn = Box<dyn FnMut() -> bool + Send>;
+
+pub struct ContextParams {
+    /// KV positions over all sequences (default 4096).
+    pub n_ctx: usize,
+    /// The most tokens one decode takes (default 512).
+    pub n_batch: usize,
+    /// Sequence ids are `0..n_seq_max` (default 1).
+    pub n_seq_max: usize,
+    /// Threads of the context's pool (default: the available cores).
+    pub n_threads: usize,
+    pub kv_type: KvType,
+    /// Positions per KV block (default 16).
+    pub block_size: usize,
+    pub abort: Option<AbortFn>,
+}
+
+/// Cores this process may use.
+pub fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Default for ContextParams {
+    fn default() -> Self {
+        ContextParams {
+            n_ctx: 4096,
+            n_batch: 512,
+            n_seq_max: 1,
+            n_threads: available_threads(),
+            kv_type: KvType::F16,
+            block_size: DEFAULT_BLOCK_SIZE,
+            abort: None,
+        }
+    }
+}
+
+pub struct Context {
+    model: Arc<Model>,
+    n_batch: usize,
+    pool: ThreadPool,
+    kv: KvCache,
+    scratch: ForwardScratch,
+    /// Logits of the last decode's output rows, `n_vocab` each.
+    logits: Vec<f32>,
+    abort: Option<AbortFn>,
+}
+
+fn check_range(what: &str, v: usize, max: usize) -> Result<usize> {
+    if v == 0 || v > max {
+        return Err(Error::InvalidArg(format!(
+            "{what} is {v}; it must be 1 to {max}"
+        )));
+    }
+    Ok(v)
+}
+
+impl Context {
+    pub fn new(model: Arc<Model>, params: ContextParams) -> Result<Context> {
+        let t = model.transformer()?;
+        let n_ctx = check_range("n_ctx", params.n_ctx, MAX_CTX)?;
+        let n_batch = check_range("n_batch", params.n_batch, MAX_CTX)?;
+        let n_seq_max = check_range("n_seq_max", params.n_seq_max, MAX_SEQ)?;
+        let n_threads = check_range("n_threads", params.n_threads, MAX_THREADS)?;
+        let block_size = check_range("block_size", params.block_size, 4096)?;
+        let p = &t.params;
+        let kv = KvCache::new(KvShape {
+            n_layer: p.n_layer,
+            k_dim: p.k_dim(),
+            v_dim: p.v_dim(),
+            n_ctx,
+            block_size,
+            n_seq_max,
+            ty: params.kv_type,
+        })?;
+        let pool = ThreadPool::new(n_threads)
+            .map_err(|e| Error::Internal(format!("starting {n_threads} threads: {e}")))?;
+        Ok(Context {
+            model,
+            n_batch,
+            pool,
+            kv,
+            scratch: ForwardScratch::default(),
+            logits: Vec::new(),
+            abort: params.abort,
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.model.hparams().n_vocab as usize
+    }
+
+    /// Runs a batch: stores its keys and values and computes the logits of its output rows.
+    /// All or nothing (see the module docs).
+    pub fn decode(&mut self, batch: &Batch) -> Result<()> {
+        let t = self.model.transformer()?;
+        let plan = Plan::new(batch, self.n_vocab(), self.n_batch, &self.kv)?;
+        let reservation = self.kv.reserve(&plan.appends)?;
+        let mut never = || false;
+        let abort: &mut dyn FnMut() -> bool = match &mut self.abort {
+            Some(f) => f,
+            None => &mut never,
+        };
+        let file = self.model.gguf();
+        match t.forward(
+            file,
+            &self.pool,
+            &plan,
+            &mut self.kv,
+            abort,
+            &mut self.scratch,
+        ) {
+            Ok(logits) => {
+                self.logits = logits;
+                Ok(())
+            }
+            Err(e) => {
+                self.kv.rollback(reservation)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Output rows of the last successful decode.
+    pub fn n_outputs(&self) -> usize {
+        self.logits.len() / self.n_vocab()
+    }
+
+    /// The logits of output row `i` of the last decode (rows flagged for output, in batch
+    /// order); -1 is the last.
+    pub fn logits(&self, i: i32) -> Result<&[f32]> {
+        let n = self.n_outputs();
+        let row = if i == -1 {
+            n.checked_sub(1)
+        } else {
+            usize::try_from(i).ok().filter(|&i| i < n)
+        };
+        let row = row.ok_or_else(|| {
+            Error::InvalidArg(format!(
+                "logits row {i}: the last decode has {n} output rows"
+            ))
+        })?;
+        let nv = self.n_vocab();
+        Ok(&self.logits[row * nv..(row + 1) * nv])
+    }
+
+    fn seq(&self, seq: i32) -> Result<usize> {
+        usize::try_from(seq)
+            .ok()
+            .filter(|&s| s < self.kv.n_seq_max())
+            .ok_or_else(|| {
+                Error::InvalidArg(format!(
+                    "sequence id {seq} is out of range (n_seq_max {})",
+                    self.kv.n_seq_max()
+                ))
+            })
+    }
+
+    /// Returns every KV block of `seq` to the pool; an empty sequence is a no-op.
+    pub fn kv_free(&mut self, seq: i32) -> Result<()> {
+        let s = self.seq(seq)?;
+        self.kv.free_seq(s)
+    }
+
+    /// Empties every sequence.
+    pub fn kv_clear(&mut self) {
+        self.kv.clear();
+    }
+
+    /// The first and last position `seq` holds, `None` when it is empty.
+    pub fn kv_pos_range(&self, seq: i32) -> Result<Option<(i32, i32)>> {
+        Ok(self.kv.pos_range(self.seq(seq)?))
+    }
+
+    pub fn kv_stats(&self) -> KvStats {
+        self.kv.stats()
+    }
+}

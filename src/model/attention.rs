@@ -1,0 +1,97 @@
+//! Causal attention of a batch through the paged KV cache, for one layer.
+//!
+//! Rows are taken a sequence at a time (`Plan::groups`): the sequence's keys and values are
+//! gathered through its block table once (only the window the rows can see), then every
+//! (row, head) pair runs on the thread pool. A query at position p sees the positions of its
+//! sequence up to p, and on sliding-window layers only the last `window` of them. Query head h
+//! reads KV head h / (n_head / n_head_kv) (GQA, MQA).
+
+use super::arch::MAX_HEAD_DIM;
+use crate::Result;
+use crate::backend::cpu::ThreadPool;
+use crate::backend::cpu::disjoint::Disjoint;
+use crate::backend::cpu::ops::{AttnMath, attend_online};
+use crate::batch::Plan;
+use crate::kv::KvCache;
+
+/// The shape of one layer's attention.
+pub(super) struct AttnLayer {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub v_head_dim: usize,
+    pub math: AttnMath,
+    pub window: Option<usize>,
+}
+
+/// Gathered keys and values, reused between layers and decodes.
+#[derive(Default)]
+pub(super) struct AttnScratch {
+    ks: Vec<f32>,
+    vs: Vec<f32>,
+}
+
+/// The first position a query at `pos` sees, not before `lo`.
+fn first_visible(pos: i32, window: Option<usize>, lo: i32) -> i32 {
+    match window {
+        Some(w) => (i64::from(pos) - w.min(i32::MAX as usize) as i64 + 1).max(i64::from(lo)) as i32,
+        None => lo,
+    }
+}
+
+/// Attention of the batch's queries `q` (one row per batch row, `n_head * head_dim` wide) in
+/// `layer`, whose keys and values are already in `kv`; writes `out` (rows of
+/// `n_head * v_head_dim`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attend(
+    pool: &ThreadPool,
+    kv: &KvCache,
+    layer: usize,
+    plan: &Plan,
+    s: &AttnLayer,
+    q: &[f32],
+    out: &mut [f32],
+    scratch: &mut AttnScratch,
+) -> Result<()> {
+    let (hd, vhd) = (s.head_dim, s.v_head_dim);
+    let (q_dim, out_dim) = (s.n_head * hd, s.n_head * vhd);
+    let (k_dim, v_dim) = (s.n_head_kv * hd, s.n_head_kv * vhd);
+    let group = s.n_head / s.n_head_kv;
+    for g in &plan.groups {
+        let (Some(&r0), Some(&r1)) = (g.rows.first(), g.rows.last()) else {
+            continue;
+        };
+        let (seq_lo, _) = kv.pos_range(g.seq).ok_or_else(|| {
+            crate::Error::Internal(format!("sequence {} holds nothing to attend", g.seq))
+        })?;
+        let lo = first_visible(plan.positions[r0], s.window, seq_lo);
+        let hi = plan.positions[r1];
+        kv.gather(layer, g.seq, (lo, hi), &mut scratch.ks, &mut scratch.vs)?;
+        let (ks, vs) = (&scratch.ks[..], &scratch.vs[..]);
+        let dst = Disjoint::new(out);
+        pool.run(g.rows.len() * s.n_head, &|t| {
+            let (r, head) = (g.rows[t / s.n_head], t % s.n_head);
+            let pos = plan.positions[r];
+            let kvh = head / group;
+            let rows = (first_visible(pos, s.window, lo)..=pos).map(|j| {
+                let i = (j - lo) as usize;
+                (
+                    &ks[i * k_dim + kvh * hd..][..hd],
+                    &vs[i * v_dim + kvh * vhd..][..vhd],
+                )
+            });
+            let mut acc = [0f32; MAX_HEAD_DIM];
+            // SAFETY: task t is the only one for (row r, head), and this range is exactly that
+            // row's head in `out`.
+            let o = unsafe { dst.slice(r * out_dim + head * vhd, vhd) };
+            attend_online(
+                &q[r * q_dim + head * hd..][..hd],
+                rows,
+                &s.math,
+                &mut acc[..vhd],
+                o,
+            );
+        });
+    }
+    Ok(())
+}

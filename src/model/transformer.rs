@@ -1,0 +1,344 @@
+//! The forward pass of the llama family on the CPU, one implementation for every supported
+//! architecture (`ArchSpec` says which features a file uses):
+//!
+//! embeddings (x sqrt(n_embd) for Gemma) -> per layer [RMS norm -> Q, K, V -> per-head Q/K
+//! norms (where the file has them) -> RoPE (normal or NeoX, scaled, per-layer base) -> store
+//! K/V in the paged cache -> causal attention with GQA and sliding windows -> output
+//! projection -> post-attention norm (Gemma) -> residual -> RMS norm -> SwiGLU or GeGLU ->
+//! post-FFN norm (Gemma) -> residual] -> final norm -> logits for the rows asked for.
+//!
+//! The whole batch goes through each matrix at once. Weights stay in the memory map
+//! (quantized); norm vectors are converted to f32 at load.
+//!
+//! Fidelity to llama.cpp (docs/INFERENCE-NOTES.md): activations are quantized the way its SIMD
+//! code does, and with an F16 cache attention rounds as its CPU flash-attention kernel does
+//! (K, V and Q rounded to f16, values accumulated in f16).
+
+use super::arch::{ArchSpec, FfnAct, RopeScaling, RopeStyle, TransformerParams};
+use super::attention::{AttnLayer, AttnScratch, attend};
+use super::tensors::{f32_vector, opt_f32_vector, opt_tensor, tensor, weights};
+use crate::backend::cpu::ops::{self, AttnMath, Rope};
+use crate::backend::cpu::{MatmulScratch, ThreadPool, matmul};
+use crate::batch::Plan;
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::kv::{KvCache, KvType};
+use crate::quant;
+use crate::{Error, Result};
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: TensorInfo,
+    wk: TensorInfo,
+    wv: TensorInfo,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    wo: TensorInfo,
+    post_attn_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    gate: TensorInfo,
+    up: TensorInfo,
+    down: TensorInfo,
+    post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// A model's weights bound for the forward pass, built once at load.
+pub struct Transformer {
+    pub spec: ArchSpec,
+    pub params: TransformerParams,
+    token_embd: TensorInfo,
+    output_norm: Vec<f32>,
+    /// `output.weight`, or the embedding matrix when the model ties them.
+    output: TensorInfo,
+    /// llama3-style RoPE frequency divisors (`rope_freqs.weight`), n_rot / 2 of them.
+    rope_freqs: Option<Vec<f32>>,
+    layers: Vec<Layer>,
+}
+
+/// Activations of one decode, reused from one decode to the next so that steady-state
+/// decoding allocates (almost) nothing.
+#[derive(Default)]
+pub struct ForwardScratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    o: Vec<f32>,
+    tmp: Vec<f32>,
+    /// Per-head norms of Q and K.
+    normed: Vec<f32>,
+    attn: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+    a: Vec<f32>,
+    mm: MatmulScratch,
+    attn_kv: AttnScratch,
+}
+
+impl Transformer {
+    pub fn from_gguf(file: &GgufFile, hp: &super::Hparams, spec: ArchSpec) -> Result<Transformer> {
+        let p = TransformerParams::from_gguf(file, hp, &spec)?;
+        let (e, v) = (p.n_embd as u64, p.n_vocab as u64);
+        let q_dim = (p.n_head * p.head_dim) as u64;
+        let (k_dim, v_dim) = (p.k_dim() as u64, p.v_dim() as u64);
+        let o_dim = (p.n_head * p.v_head_dim) as u64;
+        let ff = p.n_ff as u64;
+        let token_embd = tensor(file, "token_embd.weight", &[e, v])?;
+        let output =
+            opt_tensor(file, "output.weight", &[e, v])?.unwrap_or_else(|| token_embd.clone());
+        let rope_freqs = opt_f32_vector(file, "rope_freqs.weight", p.n_rot / 2)?;
+        let hd = p.head_dim;
+        let layers = (0..p.n_layer)
+            .map(|i| {
+                let n = |s: &str| format!("blk.{i}.{s}.weight");
+                Ok(Layer {
+                    attn_norm: f32_vector(file, &n("attn_norm"), p.n_embd)?,
+                    wq: tensor(file, &n("attn_q"), &[e, q_dim])?,
+                    wk: tensor(file, &n("attn_k"), &[e, k_dim])?,
+                    wv: tensor(file, &n("attn_v"), &[e, v_dim])?,
+                    q_norm: opt_f32_vector(file, &n("attn_q_norm"), hd)?,
+                    k_norm: opt_f32_vector(file, &n("attn_k_norm"), hd)?,
+                    wo: tensor(file, &n("attn_output"), &[o_dim, e])?,
+                    post_attn_norm: opt_f32_vector(file, &n("post_attention_norm"), p.n_embd)?,
+                    ffn_norm: f32_vector(file, &n("ffn_norm"), p.n_embd)?,
+                    gate: tensor(file, &n("ffn_gate"), &[e, ff])?,
+                    up: tensor(file, &n("ffn_up"), &[e, ff])?,
+                    down: tensor(file, &n("ffn_down"), &[ff, e])?,
+                    post_ffn_norm: opt_f32_vector(file, &n("post_ffw_norm"), p.n_embd)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Transformer {
+            spec,
+            output_norm: f32_vector(file, "output_norm.weight", p.n_embd)?,
+            params: p,
+            token_embd,
+            output,
+            rope_freqs,
+            layers,
+        })
+    }
+
+    /// Runs a checked batch whose K/V positions are reserved in `kv`: writes every row's keys
+    /// and values, and returns the logits of `plan.outputs`, `n_vocab` each, in that order.
+    /// `abort` is asked between layers; when it says stop the pass ends with `Aborted`.
+    /// On any error the caller rolls the reservation back.
+    pub(crate) fn forward(
+        &self,
+        file: &GgufFile,
+        pool: &ThreadPool,
+        plan: &Plan,
+        kv: &mut KvCache,
+        abort: &mut dyn FnMut() -> bool,
+        s: &mut ForwardScratch,
+    ) -> Result<Vec<f32>> {
+        let p = &self.params;
+        let n = plan.len();
+        let (d, hd) = (p.n_embd, p.head_dim);
+        let scale = if self.spec.embed_scale {
+            (d as f32).sqrt()
+        } else {
+            1.0
+        };
+        embed(file, &self.token_embd, &plan.tokens, d, scale, &mut s.x)?;
+        let f16_kv = kv.shape().ty == KvType::F16;
+        let r16 = |x: f32| half::f16::from_f32(x).to_f32();
+        let freq_scale = match p.rope_scaling {
+            RopeScaling::None => 1.0,
+            RopeScaling::Linear { factor } => 1.0 / factor,
+        };
+        // Gemma scales Q before attention (and before its f16 rounding); llama inside.
+        let (q_scale, attn_scale) = if self.spec.q_prescale {
+            (1.0 / (hd as f32).sqrt(), 1.0)
+        } else {
+            (1.0, 1.0 / (hd as f32).sqrt())
+        };
+        s.h.resize(n * d, 0.0);
+        s.attn.resize(n * p.n_head * p.v_head_dim, 0.0);
+        s.a.resize(n * p.n_ff, 0.0);
+        for (li, l) in self.layers.iter().enumerate() {
+            if abort() {
+                return Err(Error::Aborted(
+                    "decode aborted by the abort callback".into(),
+                ));
+            }
+            let swa = p.swa_layers[li];
+            let rope = Rope {
+                n_rot: p.n_rot,
+                base: if swa { p.rope_base_swa } else { p.rope_base },
+                freq_scale,
+                factors: self.rope_freqs.as_deref(),
+            };
+            ops::rms_norm(&s.x, &l.attn_norm, p.eps, &mut s.h);
+            mm(file, pool, &l.wq, &s.h, n, &mut s.q, &mut s.mm)?;
+            mm(file, pool, &l.wk, &s.h, n, &mut s.k, &mut s.mm)?;
+            mm(file, pool, &l.wv, &s.h, n, &mut s.v, &mut s.mm)?;
+            if let Some(w) = &l.q_norm {
+                norm_in_place(&mut s.q, w, p.eps, &mut s.normed);
+            }
+            if let Some(w) = &l.k_norm {
+                norm_in_place(&mut s.k, w, p.eps, &mut s.normed);
+            }
+            let rope_fn = match self.spec.rope {
+                RopeStyle::Norm => ops::rope_norm,
+                RopeStyle::Neox => ops::rope_neox,
+            };
+            rope_fn(&mut s.q, &plan.positions, hd, &rope);
+            rope_fn(&mut s.k, &plan.positions, hd, &rope);
+            if q_scale != 1.0 || f16_kv {
+                for x in s.q.iter_mut() {
+                    let y = *x * q_scale;
+                    *x = if f16_kv { r16(y) } else { y };
+                }
+            }
+            let (kd, vd) = (p.k_dim(), p.v_dim());
+            for r in 0..n {
+                for &seq in plan.row_seqs(r) {
+                    let pos = plan.positions[r];
+                    let (k, v) = (&s.k[r * kd..][..kd], &s.v[r * vd..][..vd]);
+                    kv.write(li, seq, pos, k, v)?;
+                }
+            }
+            let shape = AttnLayer {
+                n_head: p.n_head,
+                n_head_kv: p.n_head_kv,
+                head_dim: hd,
+                v_head_dim: p.v_head_dim,
+                math: AttnMath {
+                    scale: attn_scale,
+                    softcap: None,
+                    f16_acc: f16_kv,
+                },
+                window: if swa { p.n_swa } else { None },
+            };
+            attend(
+                pool,
+                kv,
+                li,
+                plan,
+                &shape,
+                &s.q,
+                &mut s.attn,
+                &mut s.attn_kv,
+            )?;
+            mm(file, pool, &l.wo, &s.attn, n, &mut s.o, &mut s.mm)?;
+            residual(
+                &mut s.x,
+                &s.o,
+                l.post_attn_norm.as_deref(),
+                p.eps,
+                &mut s.tmp,
+            );
+            ops::rms_norm(&s.x, &l.ffn_norm, p.eps, &mut s.h);
+            mm(file, pool, &l.gate, &s.h, n, &mut s.g, &mut s.mm)?;
+            mm(file, pool, &l.up, &s.h, n, &mut s.u, &mut s.mm)?;
+            match self.spec.act {
+                FfnAct::Silu => ops::swiglu(&s.g, &s.u, &mut s.a),
+                FfnAct::GeluTanh => ops::geglu(&s.g, &s.u, &mut s.a),
+            }
+            mm(file, pool, &l.down, &s.a, n, &mut s.o, &mut s.mm)?;
+            residual(
+                &mut s.x,
+                &s.o,
+                l.post_ffn_norm.as_deref(),
+                p.eps,
+                &mut s.tmp,
+            );
+        }
+        self.logits(file, pool, plan, s)
+    }
+
+    /// Final RMS norm and output projection of the rows in `plan.outputs`.
+    fn logits(
+        &self,
+        file: &GgufFile,
+        pool: &ThreadPool,
+        plan: &Plan,
+        s: &mut ForwardScratch,
+    ) -> Result<Vec<f32>> {
+        let d = self.params.n_embd;
+        let m = plan.outputs.len();
+        if m == 0 {
+            return Ok(Vec::new());
+        }
+        s.tmp.clear();
+        for &r in &plan.outputs {
+            s.tmp.extend_from_slice(&s.x[r * d..(r + 1) * d]);
+        }
+        s.h.resize(m * d, 0.0);
+        ops::rms_norm(&s.tmp, &self.output_norm, self.params.eps, &mut s.h);
+        let w = weights(file, &self.output)?;
+        let mut logits = Vec::new();
+        logits
+            .try_reserve_exact(m * w.n_out())
+            .map_err(|_| Error::Oom(format!("logits for {m} rows")))?;
+        logits.resize(m * w.n_out(), 0.0);
+        matmul(pool, &w, &s.h, m, &mut logits, &mut s.mm)?;
+        Ok(logits)
+    }
+}
+
+/// `out = x W^T` for `n` rows.
+fn mm(
+    file: &GgufFile,
+    pool: &ThreadPool,
+    t: &TensorInfo,
+    x: &[f32],
+    n: usize,
+    out: &mut Vec<f32>,
+    scratch: &mut MatmulScratch,
+) -> Result<()> {
+    let w = weights(file, t)?;
+    out.resize(n * w.n_out(), 0.0);
+    matmul(pool, &w, x, n, out, scratch)
+}
+
+/// RMS-normalizes each `w.len()`-wide piece of `x` (per-head norms) in place.
+fn norm_in_place(x: &mut Vec<f32>, w: &[f32], eps: f32, tmp: &mut Vec<f32>) {
+    tmp.resize(x.len(), 0.0);
+    ops::rms_norm(x, w, eps, tmp);
+    std::mem::swap(x, tmp);
+}
+
+/// `x += o`, with `o` RMS-normalized first when the layer has a post-norm.
+fn residual(x: &mut [f32], o: &[f32], post_norm: Option<&[f32]>, eps: f32, tmp: &mut Vec<f32>) {
+    let add = match post_norm {
+        Some(w) => {
+            tmp.resize(o.len(), 0.0);
+            ops::rms_norm(o, w, eps, tmp);
+            &tmp[..o.len()]
+        }
+        None => o,
+    };
+    for (x, a) in x.iter_mut().zip(add) {
+        *x += a;
+    }
+}
+
+/// The embedding rows of `tokens` (checked to be in the vocabulary), each `d` wide, times
+/// `scale`, into `x`.
+fn embed(
+    file: &GgufFile,
+    token_embd: &TensorInfo,
+    tokens: &[u32],
+    d: usize,
+    scale: f32,
+    x: &mut Vec<f32>,
+) -> Result<()> {
+    let ty = token_embd.ty;
+    let row_bytes = quant::row_bytes(ty, d)?;
+    let data = file
+        .tensor_data(token_embd)
+        .ok_or_else(|| Error::Internal("token_embd: no data".into()))?;
+    x.resize(tokens.len() * d, 0.0);
+    for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
+        let src = data
+            .get(t as usize * row_bytes..(t as usize + 1) * row_bytes)
+            .ok_or_else(|| Error::Internal(format!("token {t}: no embedding row")))?;
+        quant::dequantize_row(ty, src, row)?;
+        if scale != 1.0 {
+            row.iter_mut().for_each(|v| *v *= scale);
+        }
+    }
+    Ok(())
+}
