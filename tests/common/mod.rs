@@ -199,3 +199,22 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 pub fn load(path: &Path) -> std::sync::Arc<rocmforge::Model> {
     std::sync::Arc::new(rocmforge::Model::load(path, rocmforge::ModelParams::default()).unwrap())
 }
+
+/// Prompt `i` of `<name>/logits.jsonl` and llama.cpp's full logits at its last position
+/// (`logits.<i>.f32`); `None` (skip) when the reference is absent outside CI.
+pub fn reference_last_logits(name: &str, i: usize) -> Option<(Vec<u32>, Vec<f32>)> {
+    let dir = root().join(format!("../shared/reference/{name}"));
+    let (Ok(text), Ok(bytes)) = (
+        std::fs::read_to_string(dir.join("logits.jsonl")),
+        std::fs::read(dir.join(format!("logits.{i}.f32"))),
+    ) else {
+        require("the reference data", false, "../shared/reference")?;
+        return None;
+    };
+    let rec: serde_json::Value = serde_json::from_str(text.lines().nth(i)?).unwrap();
+    let logits = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Some((ids(&rec["tokens"]), logits))
+}
