@@ -125,3 +125,67 @@ fn malformed_corpus_is_rejected_through_rf_model_load() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn context_contract_holds_from_c() {
+    let zoo = root().join("../shared/reference/zoo/llama.F32.gguf");
+    if !zoo.is_file() {
+        assert!(!common::in_ci(), "{} is missing under CI", zoo.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_c(&root().join("tests/c/context_contract.c"), dir.path());
+    let out = run_checked(&exe, &[zoo.as_os_str()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("checks passed"),
+        "context_contract failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// examples/simple.c: under valgrind on the zoo's tiny llama (the leak and memory-error
+/// check), and without it on SmolLM2, where its greedy text must be llama.cpp's.
+#[test]
+fn simple_example_generates_llama_cpp_greedy_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_c(&root().join("examples/simple.c"), dir.path());
+    let zoo = root().join("../shared/reference/zoo/llama.F32.gguf");
+    if zoo.is_file() {
+        let args = [
+            zoo.as_os_str(),
+            OsStr::new("-n"),
+            OsStr::new("8"),
+            OsStr::new("-t"),
+            OsStr::new("2"),
+        ];
+        let out = run_checked(&exe, &args);
+        assert!(
+            out.status.success(),
+            "simple failed under valgrind:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let Some(path) = model(SMOLLM2) else { return };
+    let Ok(text) = std::fs::read_to_string(root().join("../shared/reference/smollm2/logits.jsonl"))
+    else {
+        assert!(!common::in_ci(), "reference missing under CI");
+        return;
+    };
+    let rec: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let out = std::process::Command::new(&exe)
+        .arg(&path)
+        .args(["-p", "The capital of France is", "-n", "32", "-t", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = format!(
+        "The capital of France is{}\n",
+        rec["greedy_text"].as_str().unwrap()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}

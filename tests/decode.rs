@@ -163,7 +163,11 @@ fn every_kv_type_gives_nearly_the_same_logits() {
         let rec: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         let tokens = common::ids(&rec["tokens"]);
         let zm = load(&zoo.join("llama.F32.gguf"));
-        for (ty, bound) in [(KvType::F16, 0.01), (KvType::F32, 0.01), (KvType::Q8_0, 0.1)] {
+        for (ty, bound) in [
+            (KvType::F16, 0.01),
+            (KvType::F32, 0.01),
+            (KvType::Q8_0, 0.1),
+        ] {
             let got = decode_last(&mut context(&zm, 1, ty), &tokens, 0);
             let d = max_abs_diff(&got, &want);
             eprintln!("zoo llama.F32, {ty:?} cache: max |diff| to llama.cpp {d}");

@@ -1,0 +1,150 @@
+/*
+ * simple: generate text with the rocmforge C API. Loads a GGUF model, tokenizes the prompt,
+ * decodes it as one batch, then picks the most likely token (greedy) one step at a time and
+ * prints each piece as soon as it is decoded.
+ *
+ *   cc -I include examples/simple.c -L target/release -lrocmforge -o simple
+ *   ./simple MODEL.gguf [-p PROMPT] [-n N_PREDICT] [-t THREADS] [-c N_CTX]
+ *
+ * The prompt is tokenized with the model's special tokens (BOS) and with control-token texts
+ * such as <|im_start|> parsed. Output pieces are bytes: a piece may end inside a UTF-8
+ * character, and the terminal sees the whole character once the next piece arrives.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rocmforge.h"
+
+static int fail(const char *what, rf_status s) {
+    fprintf(stderr, "simple: %s failed: %s (%d): %s\n", what, rf_status_str(s), (int)s,
+            rf_last_error_message());
+    return 1;
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: simple MODEL.gguf [-p PROMPT] [-n N_PREDICT] [-t THREADS] [-c N_CTX]\n");
+    return 2;
+}
+
+/* Parses a non-negative decimal option value. */
+static int parse_count(const char *s, long max, long *out) {
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end != '\0' || v < 0 || v > max) return 0;
+    *out = v;
+    return 1;
+}
+
+/* The index of the largest logit (the greedy choice). */
+static int32_t argmax(const float *logits, size_t n) {
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++)
+        if (logits[i] > logits[best]) best = i;
+    return (int32_t)best;
+}
+
+/* Prints one token's bytes (control tokens print nothing). */
+static rf_status print_piece(const rf_model_t *model, int32_t token) {
+    char piece[256];
+    size_t len = 0;
+    rf_status s = rf_token_to_piece(model, token, 0, piece, sizeof piece, &len);
+    if (s == RF_ERR_BUFFER_TOO_SMALL) {
+        char *big = malloc(len);
+        if (!big) return RF_ERR_OOM;
+        s = rf_token_to_piece(model, token, 0, big, len, &len);
+        if (s == RF_OK) fwrite(big, 1, len, stdout);
+        free(big);
+        return s;
+    }
+    if (s == RF_OK) fwrite(piece, 1, len, stdout);
+    return s;
+}
+
+int main(int argc, char **argv) {
+    const char *path = NULL;
+    const char *prompt = "The capital of France is";
+    long n_predict = 32, n_threads = 0, n_ctx = 2048;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-') {
+            if (path) return usage();
+            path = a;
+        } else if (i + 1 >= argc) {
+            return usage();
+        } else if (!strcmp(a, "-p")) {
+            prompt = argv[++i];
+        } else if (!strcmp(a, "-n")) {
+            if (!parse_count(argv[++i], 1 << 20, &n_predict)) return usage();
+        } else if (!strcmp(a, "-t")) {
+            if (!parse_count(argv[++i], 1024, &n_threads)) return usage();
+        } else if (!strcmp(a, "-c")) {
+            if (!parse_count(argv[++i], 1 << 24, &n_ctx) || n_ctx == 0) return usage();
+        } else {
+            return usage();
+        }
+    }
+    if (!path) return usage();
+
+    int rc = 1;
+    rf_model_t *model = NULL;
+    rf_context_t *ctx = NULL;
+    rf_batch_t *batch = NULL;
+    int32_t *tokens = NULL;
+
+    rf_status s = rf_model_load(path, NULL, &model);
+    if (s != RF_OK) return fail("rf_model_load", s);
+
+    /* Tokenize: ask for the count, then fill an exact buffer. */
+    size_t n_prompt = 0;
+    s = rf_vocab_tokenize(model, prompt, strlen(prompt), 1, 1, NULL, 0, &n_prompt);
+    if (s != RF_OK && s != RF_ERR_BUFFER_TOO_SMALL) { rc = fail("rf_vocab_tokenize", s); goto out; }
+    if (n_prompt == 0) { fprintf(stderr, "simple: the prompt has no tokens\n"); goto out; }
+    tokens = malloc(n_prompt * sizeof *tokens);
+    if (!tokens) { fprintf(stderr, "simple: out of memory\n"); goto out; }
+    s = rf_vocab_tokenize(model, prompt, strlen(prompt), 1, 1, tokens, n_prompt, &n_prompt);
+    if (s != RF_OK) { rc = fail("rf_vocab_tokenize", s); goto out; }
+
+    rf_context_params cp = rf_context_params_default();
+    cp.n_ctx = (uint32_t)n_ctx;
+    cp.n_batch = n_prompt > cp.n_batch ? (uint32_t)n_prompt : cp.n_batch;
+    cp.n_threads = (uint32_t)n_threads; /* 0: every available core */
+    s = rf_context_new(model, &cp, &ctx);
+    if (s != RF_OK) { rc = fail("rf_context_new", s); goto out; }
+    s = rf_batch_new(n_prompt, &batch);
+    if (s != RF_OK) { rc = fail("rf_batch_new", s); goto out; }
+
+    /* The whole prompt in one batch, logits for its last token only. */
+    const int32_t seq = 0;
+    for (size_t i = 0; i < n_prompt; i++) {
+        s = rf_batch_add(batch, tokens[i], (int32_t)i, &seq, 1, i + 1 == n_prompt);
+        if (s != RF_OK) { rc = fail("rf_batch_add", s); goto out; }
+    }
+    fputs(prompt, stdout);
+    fflush(stdout);
+    int32_t pos = (int32_t)n_prompt;
+    for (long step = 0; step < n_predict; step++) {
+        s = rf_decode(ctx, batch);
+        if (s != RF_OK) { rc = fail("rf_decode", s); goto out; }
+        const float *logits = NULL;
+        size_t n_vocab = 0;
+        s = rf_logits(ctx, -1, &logits, &n_vocab);
+        if (s != RF_OK) { rc = fail("rf_logits", s); goto out; }
+        int32_t next = argmax(logits, n_vocab);
+        if (rf_vocab_is_eog(model, next)) break;
+        s = print_piece(model, next);
+        if (s != RF_OK) { rc = fail("rf_token_to_piece", s); goto out; }
+        fflush(stdout);
+        rf_batch_clear(batch);
+        s = rf_batch_add(batch, next, pos++, &seq, 1, 1);
+        if (s != RF_OK) { rc = fail("rf_batch_add", s); goto out; }
+    }
+    fputc('\n', stdout);
+    rc = 0;
+out:
+    rf_batch_free(batch);
+    rf_context_free(ctx);
+    rf_model_free(model);
+    free(tokens);
+    return rc;
+}
