@@ -103,3 +103,33 @@ fn cancelling_at_any_progress_report_aborts_the_load() {
         assert_eq!(calls, stop_at + 1);
     }
 }
+
+#[test]
+fn an_architecture_without_a_forward_pass_is_a_clear_load_error() {
+    // The corpus's tiny llama, renamed to an architecture rocmforge cannot run.
+    let metadata: Vec<_> = common::corpus::base_metadata()
+        .into_iter()
+        .map(|(k, v)| match k.strip_prefix("llama.") {
+            Some(rest) => (format!("mamba.{rest}"), v),
+            None if k == "general.architecture" => (k, rocmforge::gguf::Value::string("mamba")),
+            None => (k, v),
+        })
+        .collect();
+    let (bytes, _) = common::corpus::build(&metadata, &common::corpus::base_tensors());
+    let file = || rocmforge::gguf::GgufFile::from_bytes(bytes.clone()).unwrap();
+    let err = Model::from_gguf(file(), ModelParams::default()).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("\"mamba\"") && msg.contains("llama, qwen2"),
+        "{msg}"
+    );
+    // Its vocabulary still loads, for tokenizing.
+    let params = ModelParams {
+        vocab_only: true,
+        ..ModelParams::default()
+    };
+    let m = Model::from_gguf(file(), params).unwrap();
+    assert_eq!(m.describe().arch, "mamba");
+    assert!(m.transformer().is_err());
+}

@@ -33,12 +33,7 @@ fn every_zoo_model_loads_and_tokenizes_like_llama_cpp() {
     let mut failures = Vec::new();
     for path in &files {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        // The tokenizer of every architecture, including those without a forward pass yet.
-        let params = ModelParams {
-            vocab_only: true,
-            ..ModelParams::default()
-        };
-        let model = match Model::load(path, params) {
+        let model = match Model::load(path, ModelParams::default()) {
             Ok(m) => m,
             Err(e) => {
                 failures.push(format!("{name}: load failed: {e}"));

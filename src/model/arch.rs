@@ -43,33 +43,61 @@ pub struct ArchSpec {
     pub rope_base_swa: Option<f32>,
 }
 
+const LLAMA: ArchSpec = ArchSpec {
+    rope: RopeStyle::Norm,
+    act: FfnAct::Silu,
+    embed_scale: false,
+    q_prescale: false,
+    swa_pattern: None,
+    rope_base_swa: None,
+};
+
+const GEMMA: ArchSpec = ArchSpec {
+    rope: RopeStyle::Neox,
+    act: FfnAct::GeluTanh,
+    embed_scale: true,
+    q_prescale: true,
+    swa_pattern: None,
+    rope_base_swa: None,
+};
+
+const NEOX: ArchSpec = ArchSpec {
+    rope: RopeStyle::Neox,
+    ..LLAMA
+};
+
 impl ArchSpec {
     /// The spec of a `general.architecture` name, or `None` when it is not supported yet.
+    /// Which optional tensors a layer has (biases, Q/K norms, post-norms, fused QKV or
+    /// gate|up, experts) is read from the file itself.
     pub fn of(arch: &str) -> Option<ArchSpec> {
-        let llama = ArchSpec {
-            rope: RopeStyle::Norm,
-            act: FfnAct::Silu,
-            embed_scale: false,
-            q_prescale: false,
-            swa_pattern: None,
-            rope_base_swa: None,
-        };
-        match arch {
-            "llama" => Some(llama),
-            "gemma3" => Some(ArchSpec {
-                rope: RopeStyle::Neox,
-                act: FfnAct::GeluTanh,
-                embed_scale: true,
+        Some(match arch {
+            // Mistral-style models use the llama architecture name too.
+            "llama" | "glm4" => LLAMA,
+            "qwen2" | "qwen3" | "qwen3moe" => NEOX,
+            // Phi-3 scales Q before attention, as Gemma does.
+            "phi3" => ArchSpec {
                 q_prescale: true,
+                ..NEOX
+            },
+            "gemma" => GEMMA,
+            "gemma2" => ArchSpec {
+                swa_pattern: Some(2),
+                ..GEMMA
+            },
+            "gemma3" => ArchSpec {
                 swa_pattern: Some(6),
                 rope_base_swa: Some(10_000.0),
-            }),
-            _ => None,
-        }
+                ..GEMMA
+            },
+            _ => return None,
+        })
     }
 
     /// The names `of` accepts.
-    pub const SUPPORTED: &'static [&'static str] = &["llama", "gemma3"];
+    pub const SUPPORTED: &'static [&'static str] = &[
+        "llama", "qwen2", "qwen3", "qwen3moe", "phi3", "glm4", "gemma", "gemma2", "gemma3",
+    ];
 }
 
 /// RoPE scaling (`<arch>.rope.scaling.*`).
@@ -103,6 +131,14 @@ pub struct TransformerParams {
     /// Sliding window (keys visible to position p: p - n_swa + 1 ..= p) and which layers use it.
     pub n_swa: Option<usize>,
     pub swa_layers: Vec<bool>,
+    /// Attention scores and final logits soft-capped as `cap * tanh(x / cap)` (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    pub final_softcap: Option<f32>,
+    /// Mixture of experts: experts per layer, experts used per token, and each expert's
+    /// feed-forward width (`expert_feed_forward_length`, else `feed_forward_length`).
+    pub n_expert: usize,
+    pub n_expert_used: usize,
+    pub n_ff_exp: usize,
 }
 
 /// The largest head this build's attention handles (its accumulators live on the stack).
@@ -166,6 +202,21 @@ impl TransformerParams {
             (Some(_), Some(p)) => (0..n_layer).map(|il| il % p < p - 1).collect(),
             _ => vec![false; n_layer],
         };
+        let n_expert = get_u(file, &key("expert_count"))?.unwrap_or(0);
+        let n_expert_used = get_u(file, &key("expert_used_count"))?.unwrap_or(0);
+        if n_expert > 1024 || n_expert_used > n_expert || (n_expert > 0 && n_expert_used == 0) {
+            return Err(bad(
+                key("expert_used_count"),
+                format!("{n_expert_used} of {n_expert} experts"),
+            ));
+        }
+        let n_ff_exp = get_u(file, &key("expert_feed_forward_length"))?.unwrap_or(n_ff);
+        if n_ff_exp == 0 || n_ff_exp > 1 << 20 {
+            return Err(bad(
+                key("expert_feed_forward_length"),
+                format!("{n_ff_exp} is out of range"),
+            ));
+        }
         Ok(TransformerParams {
             n_embd,
             n_layer,
@@ -182,6 +233,11 @@ impl TransformerParams {
             eps,
             n_swa,
             swa_layers,
+            attn_softcap: get_pos_f(file, &key("attn_logit_softcapping"))?,
+            final_softcap: get_pos_f(file, &key("final_logit_softcapping"))?,
+            n_expert,
+            n_expert_used,
+            n_ff_exp,
         })
     }
 

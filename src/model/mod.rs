@@ -10,6 +10,7 @@ pub mod arch;
 mod attention;
 mod file_type;
 mod hparams;
+mod moe;
 mod tensors;
 pub mod transformer;
 

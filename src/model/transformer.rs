@@ -1,11 +1,15 @@
 //! The forward pass of the llama family on the CPU, one implementation for every supported
-//! architecture (`ArchSpec` says which features a file uses):
+//! architecture (llama, qwen2, qwen3, qwen3moe, phi3, glm4, gemma, gemma2, gemma3). `ArchSpec`
+//! says what the architecture name implies (RoPE style, activation, embedding scale, sliding
+//! window pattern); what a layer has is read from the file (biases, Q/K norms, post-norms,
+//! fused QKV or gate|up, experts):
 //!
-//! embeddings (x sqrt(n_embd) for Gemma) -> per layer [RMS norm -> Q, K, V -> per-head Q/K
-//! norms (where the file has them) -> RoPE (normal or NeoX, scaled, per-layer base) -> store
-//! K/V in the paged cache -> causal attention with GQA and sliding windows -> output
-//! projection -> post-attention norm (Gemma) -> residual -> RMS norm -> SwiGLU or GeGLU ->
-//! post-FFN norm (Gemma) -> residual] -> final norm -> logits for the rows asked for.
+//! embeddings (x sqrt(n_embd) for Gemma) -> per layer [RMS norm -> Q, K, V (+ biases) ->
+//! per-head Q/K norms -> RoPE (normal or NeoX, linear scaling, llama3 frequency factors,
+//! per-layer base) -> store K/V in the paged cache -> causal attention with GQA, sliding
+//! windows and soft-capping -> output projection -> post-attention norm -> residual -> RMS
+//! norm -> SwiGLU, GeGLU or mixture of experts -> post-FFN norm -> residual] -> final norm ->
+//! logits (soft-capped for Gemma 2) for the rows asked for.
 //!
 //! The whole batch goes through each matrix at once. Weights stay in the memory map
 //! (quantized); norm vectors are converted to f32 at load.
@@ -16,6 +20,7 @@
 
 use super::arch::{ArchSpec, FfnAct, RopeScaling, RopeStyle, TransformerParams};
 use super::attention::{AttnLayer, AttnScratch, attend};
+use super::moe::{Moe, MoeScratch};
 use super::tensors::{f32_vector, opt_f32_vector, opt_tensor, tensor, weights};
 use crate::backend::cpu::ops::{self, AttnMath, Rope};
 use crate::backend::cpu::{MatmulScratch, ThreadPool, matmul};
@@ -25,19 +30,44 @@ use crate::kv::{KvCache, KvType};
 use crate::quant;
 use crate::{Error, Result};
 
+/// Q, K and V projections: three matrices, or one fused `attn_qkv` (Phi-3) whose outputs
+/// are Q, then K, then V. (One per layer: the size difference of the variants is immaterial.)
+#[allow(clippy::large_enum_variant)]
+enum Qkv {
+    Split {
+        q: TensorInfo,
+        k: TensorInfo,
+        v: TensorInfo,
+    },
+    Fused(TensorInfo),
+}
+
+/// The feed-forward network: gate and up matrices, one fused `ffn_up` whose first half is the
+/// gate (Phi-3, GLM-4), or experts.
+enum Ffn {
+    Split {
+        gate: TensorInfo,
+        up: TensorInfo,
+        down: TensorInfo,
+    },
+    Fused {
+        up: TensorInfo,
+        down: TensorInfo,
+    },
+    Experts(Moe),
+}
+
 struct Layer {
     attn_norm: Vec<f32>,
-    wq: TensorInfo,
-    wk: TensorInfo,
-    wv: TensorInfo,
+    qkv: Qkv,
+    /// Biases of Q, K, V (Qwen 2, GLM-4).
+    bias: [Option<Vec<f32>>; 3],
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
     wo: TensorInfo,
     post_attn_norm: Option<Vec<f32>>,
     ffn_norm: Vec<f32>,
-    gate: TensorInfo,
-    up: TensorInfo,
-    down: TensorInfo,
+    ffn: Ffn,
     post_ffn_norm: Option<Vec<f32>>,
 }
 
@@ -71,7 +101,10 @@ pub struct ForwardScratch {
     g: Vec<f32>,
     u: Vec<f32>,
     a: Vec<f32>,
+    /// Fused projections' outputs before they are split.
+    fused: Vec<f32>,
     mm: MatmulScratch,
+    moe: MoeScratch,
     attn_kv: AttnScratch,
 }
 
@@ -79,34 +112,12 @@ impl Transformer {
     pub fn from_gguf(file: &GgufFile, hp: &super::Hparams, spec: ArchSpec) -> Result<Transformer> {
         let p = TransformerParams::from_gguf(file, hp, &spec)?;
         let (e, v) = (p.n_embd as u64, p.n_vocab as u64);
-        let q_dim = (p.n_head * p.head_dim) as u64;
-        let (k_dim, v_dim) = (p.k_dim() as u64, p.v_dim() as u64);
-        let o_dim = (p.n_head * p.v_head_dim) as u64;
-        let ff = p.n_ff as u64;
         let token_embd = tensor(file, "token_embd.weight", &[e, v])?;
         let output =
             opt_tensor(file, "output.weight", &[e, v])?.unwrap_or_else(|| token_embd.clone());
         let rope_freqs = opt_f32_vector(file, "rope_freqs.weight", p.n_rot / 2)?;
-        let hd = p.head_dim;
         let layers = (0..p.n_layer)
-            .map(|i| {
-                let n = |s: &str| format!("blk.{i}.{s}.weight");
-                Ok(Layer {
-                    attn_norm: f32_vector(file, &n("attn_norm"), p.n_embd)?,
-                    wq: tensor(file, &n("attn_q"), &[e, q_dim])?,
-                    wk: tensor(file, &n("attn_k"), &[e, k_dim])?,
-                    wv: tensor(file, &n("attn_v"), &[e, v_dim])?,
-                    q_norm: opt_f32_vector(file, &n("attn_q_norm"), hd)?,
-                    k_norm: opt_f32_vector(file, &n("attn_k_norm"), hd)?,
-                    wo: tensor(file, &n("attn_output"), &[o_dim, e])?,
-                    post_attn_norm: opt_f32_vector(file, &n("post_attention_norm"), p.n_embd)?,
-                    ffn_norm: f32_vector(file, &n("ffn_norm"), p.n_embd)?,
-                    gate: tensor(file, &n("ffn_gate"), &[e, ff])?,
-                    up: tensor(file, &n("ffn_up"), &[e, ff])?,
-                    down: tensor(file, &n("ffn_down"), &[ff, e])?,
-                    post_ffn_norm: opt_f32_vector(file, &n("post_ffw_norm"), p.n_embd)?,
-                })
-            })
+            .map(|i| bind_layer(file, i, &p))
             .collect::<Result<Vec<_>>>()?;
         Ok(Transformer {
             spec,
@@ -155,7 +166,6 @@ impl Transformer {
         };
         s.h.resize(n * d, 0.0);
         s.attn.resize(n * p.n_head * p.v_head_dim, 0.0);
-        s.a.resize(n * p.n_ff, 0.0);
         for (li, l) in self.layers.iter().enumerate() {
             if abort() {
                 return Err(Error::Aborted(
@@ -170,9 +180,24 @@ impl Transformer {
                 factors: self.rope_freqs.as_deref(),
             };
             ops::rms_norm(&s.x, &l.attn_norm, p.eps, &mut s.h);
-            mm(file, pool, &l.wq, &s.h, n, &mut s.q, &mut s.mm)?;
-            mm(file, pool, &l.wk, &s.h, n, &mut s.k, &mut s.mm)?;
-            mm(file, pool, &l.wv, &s.h, n, &mut s.v, &mut s.mm)?;
+            let q_dim = p.n_head * hd;
+            match &l.qkv {
+                Qkv::Split { q, k, v } => {
+                    mm(file, pool, q, &s.h, n, &mut s.q, &mut s.mm)?;
+                    mm(file, pool, k, &s.h, n, &mut s.k, &mut s.mm)?;
+                    mm(file, pool, v, &s.h, n, &mut s.v, &mut s.mm)?;
+                }
+                Qkv::Fused(w) => {
+                    mm(file, pool, w, &s.h, n, &mut s.fused, &mut s.mm)?;
+                    let widths = [q_dim, p.k_dim(), p.v_dim()];
+                    split(&s.fused, n, &widths, [&mut s.q, &mut s.k, &mut s.v]);
+                }
+            }
+            for (b, x) in l.bias.iter().zip([&mut s.q, &mut s.k, &mut s.v]) {
+                if let Some(b) = b {
+                    add_rows(x, b);
+                }
+            }
             if let Some(w) = &l.q_norm {
                 norm_in_place(&mut s.q, w, p.eps, &mut s.normed);
             }
@@ -206,7 +231,7 @@ impl Transformer {
                 v_head_dim: p.v_head_dim,
                 math: AttnMath {
                     scale: attn_scale,
-                    softcap: None,
+                    softcap: p.attn_softcap,
                     f16_acc: f16_kv,
                 },
                 window: if swa { p.n_swa } else { None },
@@ -230,13 +255,31 @@ impl Transformer {
                 &mut s.tmp,
             );
             ops::rms_norm(&s.x, &l.ffn_norm, p.eps, &mut s.h);
-            mm(file, pool, &l.gate, &s.h, n, &mut s.g, &mut s.mm)?;
-            mm(file, pool, &l.up, &s.h, n, &mut s.u, &mut s.mm)?;
-            match self.spec.act {
-                FfnAct::Silu => ops::swiglu(&s.g, &s.u, &mut s.a),
-                FfnAct::GeluTanh => ops::geglu(&s.g, &s.u, &mut s.a),
+            let down = match &l.ffn {
+                Ffn::Experts(moe) => {
+                    moe.forward(file, pool, &s.h, n, &mut s.o, &mut s.moe)?;
+                    None
+                }
+                Ffn::Split { gate, up, down } => {
+                    mm(file, pool, gate, &s.h, n, &mut s.g, &mut s.mm)?;
+                    mm(file, pool, up, &s.h, n, &mut s.u, &mut s.mm)?;
+                    Some(down)
+                }
+                Ffn::Fused { up, down } => {
+                    mm(file, pool, up, &s.h, n, &mut s.fused, &mut s.mm)?;
+                    let (g, u) = (&mut s.g, &mut s.u);
+                    split(&s.fused, n, &[p.n_ff, p.n_ff], [g, u]);
+                    Some(down)
+                }
+            };
+            if let Some(down) = down {
+                s.a.resize(n * p.n_ff, 0.0);
+                match self.spec.act {
+                    FfnAct::Silu => ops::swiglu(&s.g, &s.u, &mut s.a),
+                    FfnAct::GeluTanh => ops::geglu(&s.g, &s.u, &mut s.a),
+                }
+                mm(file, pool, down, &s.a, n, &mut s.o, &mut s.mm)?;
             }
-            mm(file, pool, &l.down, &s.a, n, &mut s.o, &mut s.mm)?;
             residual(
                 &mut s.x,
                 &s.o,
@@ -274,7 +317,85 @@ impl Transformer {
             .map_err(|_| Error::Oom(format!("logits for {m} rows")))?;
         logits.resize(m * w.n_out(), 0.0);
         matmul(pool, &w, &s.h, m, &mut logits, &mut s.mm)?;
+        if let Some(cap) = self.params.final_softcap {
+            logits.iter_mut().for_each(|x| *x = cap * (*x / cap).tanh());
+        }
         Ok(logits)
+    }
+}
+
+/// Binds layer `i`'s tensors, each checked against the hyperparameters.
+fn bind_layer(file: &GgufFile, i: usize, p: &TransformerParams) -> Result<Layer> {
+    let n = |s: &str| format!("blk.{i}.{s}.weight");
+    let b = |s: &str| format!("blk.{i}.{s}.bias");
+    let e = p.n_embd as u64;
+    let q_dim = p.n_head * p.head_dim;
+    let (k_dim, v_dim) = (p.k_dim(), p.v_dim());
+    let o_dim = (p.n_head * p.v_head_dim) as u64;
+    let ff = p.n_ff as u64;
+    let qkv = match opt_tensor(file, &n("attn_qkv"), &[e, (q_dim + k_dim + v_dim) as u64])? {
+        Some(fused) => Qkv::Fused(fused),
+        None => Qkv::Split {
+            q: tensor(file, &n("attn_q"), &[e, q_dim as u64])?,
+            k: tensor(file, &n("attn_k"), &[e, k_dim as u64])?,
+            v: tensor(file, &n("attn_v"), &[e, v_dim as u64])?,
+        },
+    };
+    let ffn = if let Some(moe) =
+        Moe::bind(file, i, p.n_embd, p.n_ff_exp, (p.n_expert, p.n_expert_used))?
+    {
+        Ffn::Experts(moe)
+    } else if file.tensor(&n("ffn_gate")).is_some() {
+        Ffn::Split {
+            gate: tensor(file, &n("ffn_gate"), &[e, ff])?,
+            up: tensor(file, &n("ffn_up"), &[e, ff])?,
+            down: tensor(file, &n("ffn_down"), &[ff, e])?,
+        }
+    } else {
+        Ffn::Fused {
+            up: tensor(file, &n("ffn_up"), &[e, 2 * ff])?,
+            down: tensor(file, &n("ffn_down"), &[ff, e])?,
+        }
+    };
+    Ok(Layer {
+        attn_norm: f32_vector(file, &n("attn_norm"), p.n_embd)?,
+        qkv,
+        bias: [
+            opt_f32_vector(file, &b("attn_q"), q_dim)?,
+            opt_f32_vector(file, &b("attn_k"), k_dim)?,
+            opt_f32_vector(file, &b("attn_v"), v_dim)?,
+        ],
+        q_norm: opt_f32_vector(file, &n("attn_q_norm"), p.head_dim)?,
+        k_norm: opt_f32_vector(file, &n("attn_k_norm"), p.head_dim)?,
+        wo: tensor(file, &n("attn_output"), &[o_dim, e])?,
+        post_attn_norm: opt_f32_vector(file, &n("post_attention_norm"), p.n_embd)?,
+        ffn_norm: f32_vector(file, &n("ffn_norm"), p.n_embd)?,
+        ffn,
+        post_ffn_norm: opt_f32_vector(file, &n("post_ffw_norm"), p.n_embd)?,
+    })
+}
+
+/// Splits `n` rows of `fused` (each the widths side by side) into one buffer per width.
+fn split<const K: usize>(fused: &[f32], n: usize, widths: &[usize; K], outs: [&mut Vec<f32>; K]) {
+    let total: usize = widths.iter().sum();
+    for (out, (w, at)) in outs.into_iter().zip(widths.iter().scan(0, |at, &w| {
+        let here = *at;
+        *at += w;
+        Some((w, here))
+    })) {
+        out.clear();
+        for r in 0..n {
+            out.extend_from_slice(&fused[r * total + at..][..w]);
+        }
+    }
+}
+
+/// Adds `bias` to every row of `x`.
+fn add_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
     }
 }
 
