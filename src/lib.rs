@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod kv;
 pub mod log;
 pub mod model;
+pub mod perplexity;
 pub mod quant;
 pub mod tokenizer;
 

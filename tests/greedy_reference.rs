@@ -3,10 +3,11 @@
 //! logits.jsonl's `greedy` tokens and `greedy_text`.
 //!
 //! Measured (tokens matching before the first divergence, per prompt 0..7):
-//! SmolLM2 32, 10, 6, 32, 12 (of 12, ends at EOG), 32, 32, 32;
-//! Gemma 3 18, 12, 23, 2, 32, 32, 8, 32. Gemma 3's early divergence (prompt 3 after 2 tokens)
-//! is the residual drift from layer 3 that docs/INFERENCE-NOTES.md describes: issue 5's open
-//! work. The assertions hold these numbers so a regression shows.
+//! SmolLM2 all 32 on every prompt (12 of 12 on prompt 4, which ends at EOG): its logits are
+//! bit-exact with llama.cpp's (tests/reference_logits.rs). Gemma 3 11, 9, 32, 2, 32, 32, 32,
+//! 32: its logits still drift from llama.cpp's after the first positions
+//! (docs/INFERENCE-NOTES.md), issue 5's open work. The assertions hold these numbers so a
+//! regression shows.
 
 mod common;
 
@@ -61,6 +62,7 @@ fn greedy_matches(name: &str, path: &std::path::Path) -> Option<Vec<(usize, usiz
 }
 
 fn check(name: &str, got: &[(usize, usize)], min_full: usize, min_prefix: usize) {
+    eprintln!("{name}: tokens matching before the first divergence: {got:?}");
     let full = got.iter().filter(|(s, n)| s == n).count();
     assert!(
         full >= min_full,
@@ -79,7 +81,7 @@ fn check(name: &str, got: &[(usize, usize)], min_full: usize, min_prefix: usize)
 fn smollm2_greedy_continuations_match_llama_cpp() {
     let Some(path) = model(SMOLLM2) else { return };
     if let Some(got) = greedy_matches("smollm2", &path) {
-        check("smollm2", &got, 6, 5);
+        check("smollm2", &got, 8, 32);
     }
 }
 
@@ -87,6 +89,6 @@ fn smollm2_greedy_continuations_match_llama_cpp() {
 fn gemma3_greedy_continuations_match_llama_cpp() {
     let Some(path) = model(GEMMA3) else { return };
     if let Some(got) = greedy_matches("gemma3", &path) {
-        check("gemma3", &got, 3, 2);
+        check("gemma3", &got, 5, 2);
     }
 }

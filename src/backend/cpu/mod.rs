@@ -1,6 +1,8 @@
 //! The CPU backend: a persistent thread pool with cheap fork/join (`pool`) and the quantized
 //! matrix multiply (`matmul`).
 
+#[cfg(target_arch = "x86_64")]
+mod attn_x86;
 pub(crate) mod disjoint;
 pub mod matmul;
 pub mod ops;

@@ -1,12 +1,14 @@
 //! Element-wise and row-wise operations of the forward pass on the CPU, in f32.
 
 /// RMS normalization of each row of `x` (rows of `w.len()` values), scaled by `w`:
-/// `y = x / sqrt(mean(x^2) + eps) * w`.
+/// `y = x / sqrt(mean(x^2) + eps) * w`, as ggml computes it: the squares (each rounded to
+/// f32) summed in f64, the mean rounded to f32, then `(x * scale) * w`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     let n = w.len();
     for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        let ss: f32 = xr.iter().map(|v| v * v).sum();
-        let scale = 1.0 / (ss / n as f32 + eps).sqrt();
+        let ss: f64 = xr.iter().map(|v| f64::from(v * v)).sum();
+        let mean = (ss / n as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
         for ((y, &x), &w) in yr.iter_mut().zip(xr).zip(w) {
             *y = x * scale * w;
         }
@@ -25,12 +27,45 @@ pub struct Rope<'a> {
 }
 
 impl Rope<'_> {
-    fn theta(&self, pos: i32, i: usize) -> f32 {
-        let t =
-            pos as f32 * self.freq_scale * self.base.powf(-((2 * i) as f32) / self.n_rot as f32);
-        match self.factors {
-            Some(f) => t / f[i],
-            None => t,
+    /// (cos, sin) of every pair's angle at `pos`, into `cache`: the angle computed as ggml's
+    /// rope cache does, `theta *= base^(-2/n_rot)` pair after pair in f32 (not a power per
+    /// pair), then divided by the frequency factor and scaled.
+    fn cache(&self, pos: i32, cache: &mut Vec<(f32, f32)>) {
+        let theta_scale = self.base.powf(-2.0 / self.n_rot as f32);
+        let mut theta = pos as f32;
+        cache.clear();
+        for i in 0..self.n_rot / 2 {
+            let t = match self.factors {
+                Some(f) => theta / f[i],
+                None => theta,
+            };
+            let (sin, cos) = (self.freq_scale * t).sin_cos();
+            cache.push((cos, sin));
+            theta *= theta_scale;
+        }
+    }
+}
+
+/// Rotates the pairs `(head[a(i)], head[b(i)])` of every head of every row by the angles of
+/// that row's position.
+fn rope_pairs(
+    x: &mut [f32],
+    positions: &[i32],
+    head_dim: usize,
+    r: &Rope<'_>,
+    pair: impl Fn(usize) -> (usize, usize),
+) {
+    let row = x.len() / positions.len().max(1);
+    let mut cache = Vec::with_capacity(r.n_rot / 2);
+    for (row, &pos) in x.chunks_exact_mut(row).zip(positions) {
+        r.cache(pos, &mut cache);
+        for head in row.chunks_exact_mut(head_dim) {
+            for (i, &(cos, sin)) in cache.iter().enumerate() {
+                let (ia, ib) = pair(i);
+                let (a, b) = (head[ia], head[ib]);
+                head[ia] = a.mul_add(cos, -(b * sin));
+                head[ib] = a.mul_add(sin, b * cos);
+            }
         }
     }
 }
@@ -39,34 +74,14 @@ impl Rope<'_> {
 /// `head_dim` values, the pairs (2i, 2i+1) of the first `n_rot` dimensions rotate.
 /// `x` holds one row per position, each `n_heads * head_dim` long.
 pub fn rope_norm(x: &mut [f32], positions: &[i32], head_dim: usize, r: &Rope<'_>) {
-    let row = x.len() / positions.len().max(1);
-    for (row, &pos) in x.chunks_exact_mut(row).zip(positions) {
-        for head in row.chunks_exact_mut(head_dim) {
-            for i in 0..r.n_rot / 2 {
-                let (sin, cos) = r.theta(pos, i).sin_cos();
-                let (a, b) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = a * cos - b * sin;
-                head[2 * i + 1] = a * sin + b * cos;
-            }
-        }
-    }
+    rope_pairs(x, positions, head_dim, r, |i| (2 * i, 2 * i + 1));
 }
 
 /// Rotary position embedding in place, NeoX style: within each head, dimension i of the first
 /// `n_rot / 2` pairs with dimension `i + n_rot / 2`.
 pub fn rope_neox(x: &mut [f32], positions: &[i32], head_dim: usize, r: &Rope<'_>) {
-    let row = x.len() / positions.len().max(1);
     let half = r.n_rot / 2;
-    for (row, &pos) in x.chunks_exact_mut(row).zip(positions) {
-        for head in row.chunks_exact_mut(head_dim) {
-            for i in 0..half {
-                let (sin, cos) = r.theta(pos, i).sin_cos();
-                let (a, b) = (head[i], head[i + half]);
-                head[i] = a * cos - b * sin;
-                head[i + half] = a * sin + b * cos;
-            }
-        }
-    }
+    rope_pairs(x, positions, head_dim, r, |i| (i, i + half));
 }
 
 /// `a = gelu(g) * u` (GeGLU) with the tanh form of GELU, evaluated as ggml's CPU code does:
@@ -89,11 +104,43 @@ pub fn geglu(g: &[f32], u: &[f32], a: &mut [f32]) {
     }
 }
 
-/// `a = silu(g) * u`, element-wise (SwiGLU).
+/// `a = silu(g) * u`, element-wise (SwiGLU), with silu(x) = x / (1 + e^-x) and e^x from
+/// `expf_ggml`, as ggml's vectorized SwiGLU evaluates it (its results differ from libm's
+/// expf in the last bit, which SmolLM2 amplifies).
 pub fn swiglu(g: &[f32], u: &[f32], a: &mut [f32]) {
     for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-        *a = g / (1.0 + (-g).exp()) * u;
+        *a = g / (1.0 + expf_ggml(-g)) * u;
     }
+}
+
+/// e^x computed as ggml's AVX-512 code computes it (`ggml_v_expf`, the build the reference
+/// data comes from; the polynomial is Arm's optimized-routines expf): n = round(x / ln 2) by
+/// the 1.5 * 2^23 shift, the remainder b = x - n ln 2 in two steps, 2^b ~ 1 + b + ... as a
+/// polynomial evaluated with fused multiply-adds (the 1 added inside the last one), then an
+/// exact scale by 2^n. Within 2 ulps of e^x; what matters is that SwiGLU then has ggml's bits
+/// (SmolLM2's logits move by tenths with libm's expf instead).
+pub fn expf_ggml(x: f32) -> f32 {
+    let shift = f32::from_bits(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), shift); // 0x1.715476p+0 = 1/ln 2
+    let n = z - shift;
+    let b = (-n).mul_add(
+        f32::from_bits(0x35bf_be8e),                  // 0x1.7f7d1cp-20
+        (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
+    );
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    let u = b * b;
+    let p = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
+        .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
+        );
+    let j = p.mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0)); // 0x1.ffffecp-1
+    // j * 2^n, exactly (vscalefps); two steps keep 2^n representable for |n| up to 192.
+    let half = (n as i32) / 2;
+    j * 2f32.powi(half) * 2f32.powi(n as i32 - half)
 }
 
 /// Softmax in place.
@@ -131,6 +178,23 @@ pub fn attend_online<'a>(
     acc: &mut [f32],
     out: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::cpu::level() >= crate::quant::SimdLevel::Avx2 {
+        // SAFETY: level() never exceeds what the CPU supports, and Avx2 implies AVX2, FMA
+        // and F16C.
+        return unsafe { super::attn_x86::attend_online(q, rows, m, acc, out) };
+    }
+    attend_online_scalar(q, rows, m, acc, out)
+}
+
+/// The portable `attend_online`: the reference the SIMD version is tested against.
+pub fn attend_online_scalar<'a>(
+    q: &[f32],
+    rows: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    m: &AttnMath,
+    acc: &mut [f32],
+    out: &mut [f32],
+) {
     let round = |x: f32| {
         if m.f16_acc {
             half::f16::from_f32(x).to_f32()
@@ -159,7 +223,7 @@ pub fn attend_online<'a>(
         for (a, &x) in acc.iter_mut().zip(v) {
             *a = round(x.mul_add(vs, *a));
         }
-        sum = sum * ms + vs;
+        sum = sum.mul_add(ms, vs);
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in out.iter_mut().zip(acc.iter()) {
@@ -227,6 +291,55 @@ mod tests {
                     "{out:?} vs {want:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn ggml_expf_is_within_two_ulps_of_exp_everywhere() {
+        let mut x = -104.0f32;
+        while x < 88.7 {
+            let (got, want) = (expf_ggml(x), (x as f64).exp());
+            let rel = ((got as f64 - want) / want).abs();
+            assert!(
+                rel < 2.5e-7 || (want < 1e-37 && (got as f64 - want).abs() < 1e-44),
+                "{x}: {got} vs {want}"
+            );
+            x += 0.0137;
+        }
+        assert_eq!(expf_ggml(0.0), 1.0);
+        assert_eq!(expf_ggml(-200.0), 0.0);
+        assert_eq!(expf_ggml(200.0), f32::INFINITY);
+    }
+
+    #[test]
+    fn simd_attention_equals_scalar_attention() {
+        // Heads of 36 (a tail after four groups of eight), 50 keys with scores that rise and
+        // fall so the running maximum moves, both accumulator precisions, soft-capping.
+        let hd = 36;
+        let val = |i: usize, j: usize| ((i * 7 + j * 13) % 29) as f32 / 7.0 - 2.0;
+        let q: Vec<f32> = (0..hd).map(|j| val(1, j) * 0.3).collect();
+        let ks: Vec<Vec<f32>> = (0..50)
+            .map(|i| (0..hd).map(|j| val(i, j)).collect())
+            .collect();
+        let vs: Vec<Vec<f32>> = (0..50)
+            .map(|i| (0..hd).map(|j| val(i + 3, j)).collect())
+            .collect();
+        for (f16_acc, softcap) in [(true, None), (false, None), (true, Some(4.0))] {
+            let m = AttnMath {
+                scale: 0.2,
+                softcap,
+                f16_acc,
+            };
+            let rows = || ks.iter().zip(&vs).map(|(k, v)| (&k[..], &v[..]));
+            let (mut acc, mut a, mut b) = (vec![0f32; hd], vec![0f32; hd], vec![0f32; hd]);
+            attend_online(&q, rows(), &m, &mut acc, &mut a);
+            attend_online_scalar(&q, rows(), &m, &mut acc, &mut b);
+            // Only the order of Q·K's sum differs: a few f16 ulps at most.
+            let d = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |d, (x, y)| d.max((x - y).abs()));
+            assert!(d < 4e-3, "{f16_acc} {softcap:?}: {d}");
         }
     }
 
