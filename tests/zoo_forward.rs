@@ -3,13 +3,14 @@
 //! tokens, the argmax at every position, top-10 overlap, the last position's full logits,
 //! and the greedy continuation.
 //!
-//! Measured (see the printed table, `cargo test --test zoo_forward -- --nocapture`): the F32
-//! models of every architecture match to 0.002-0.009 with every argmax and every greedy token
-//! equal; F16 within 0.01 with every greedy token equal, BF16 within 0.03 (1 argmax of 110
-//! differs, 2 of 4 greedy continuations). Quantized weights differ by up to 0.15 (exactly
-//! 0 for llama.Q4_0, Q5_0 and IQ4_NL), with at most 2 of 110 argmaxes differing; issue 5's
-//! 0.1 needs the rest of that gap found (docs/INFERENCE-NOTES.md). The bounds below hold what
-//! is measured, strict for float weights.
+//! Measured (see the printed table, `cargo test --test zoo_forward -- --nocapture`): every
+//! F32 and F16 model of every architecture, and the legacy formats Q4_0, Q4_1, Q5_0, Q5_1,
+//! Q8_0 and IQ4_NL on the 128-wide llama, equal llama.cpp's logits bit for bit or within
+//! 0.0005 (gemma2, gemma3, qwen3moe), with every argmax and greedy token equal. Not yet exact:
+//! BF16 (0.02), the K-quants, IQ4_XS and the 256-wide llama-k's Q4_0 and IQ4_NL (0.08 to
+//! 0.13, at most 2 of 110 argmaxes): the formats llama.cpp repacks for its AVX2 GEMM
+//! kernels, whose float order is not reproduced yet (docs/INFERENCE-NOTES.md). The bounds
+//! below hold what is measured.
 
 mod common;
 
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use common::{argmax, context, decode_last, decode_rows, ids, in_ci, load};
 use rocmforge::KvType;
+use rocmforge::quant::{SimdLevel, cpu};
 use serde_json::Value;
 
 #[derive(Debug, Default)]
@@ -138,7 +140,7 @@ fn every_zoo_model_matches_llama_cpp() {
         // F32 and F16 weights: every check of issue 5, exactly. BF16 and quantized weights:
         // the measured gap (module docs).
         let strict = stem.ends_with(".F32") || stem.ends_with(".F16");
-        let bound = if strict { 0.02 } else { 0.2 };
+        let bound = if strict { 1e-3 } else { 0.2 };
         let ok = if strict {
             r.max_last < bound
                 && r.argmax_bad == 0
@@ -147,6 +149,12 @@ fn every_zoo_model_matches_llama_cpp() {
         } else {
             r.max_last < bound && r.argmax_bad * 50 <= r.positions && r.min_overlap >= 7
         };
+        let exact_expected = cpu::level() >= SimdLevel::Avx2
+            && stem.starts_with("llama.")
+            && [".Q4_0", ".Q4_1", ".Q5_0", ".Q5_1", ".Q8_0", ".IQ4_NL"]
+                .iter()
+                .any(|s| stem.ends_with(s));
+        let ok = ok && (!exact_expected || r.max_last < 1e-5 && r.greedy_full == r.prompts);
         if !ok {
             failures.push(format!("{r:?} (bound {bound})"));
         }
