@@ -1,13 +1,13 @@
-//! `ops::attend_online` with AVX2, FMA and F16C: Q·K in eight lanes, and the weighted sum of
-//! values updated eight at a time, rounded to f16 through `vcvtps2ph`/`vcvtph2ps` when the
-//! accumulator is f16. Each accumulator element sees exactly the scalar code's operations
-//! (one fused multiply-add, then the rounding); Q·K sums in ggml's order (see `dot`).
+//! The AVX2 + FMA + F16C kernels of `ops::online_attention`: Q·K in ggml's order with 16
+//! lanes as two registers, and the weighted sum of values updated eight at a time, rounded to
+//! f16 through `vcvtps2ph`/`vcvtph2ps` when the accumulator is f16. Bit for bit the portable
+//! kernels' results (tested in `ops`).
 //!
 //! Runs only when `quant::cpu::level()` is at least AVX2, which implies all three features.
 
 use std::arch::x86_64::*;
 
-use super::ops::AttnMath;
+use super::ops::{AttnKernels, AttnMath, online_attention};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -15,13 +15,8 @@ fn round_f16(v: __m256) -> __m256 {
     _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
 }
 
-/// Q·K summed in exactly the order of ggml's `ggml_vec_dot_f16` as built for the AVX-512
-/// machines the reference data comes from (`GGML_F16_STEP` 64: four accumulators of sixteen
-/// lanes, each lane a chain of fused multiply-adds; reduced x0+x2, x1+x3, x0+x1, then 512 ->
-/// 256 -> 128 bits and (l0+l2)+(l1+l3), as GCC expands `_mm512_reduce_add_ps`; the elements
-/// past the last multiple of 64 added in double precision). SmolLM2's logits move by tenths
-/// when only this summation order changes, so it is worth matching. Sixteen lanes are two
-/// AVX2 registers here; every lane sees the same operations.
+/// `ops::dot_ggml_order` with sixteen lanes as two AVX2 registers: every lane sees the same
+/// operations.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -104,6 +99,24 @@ fn update(acc: &mut [f32], v: Option<&[f32]>, scale: f32, f16: bool) {
     }
 }
 
+/// The AVX2 kernels of `ops::online_attention`.
+struct Avx2;
+
+impl AttnKernels for Avx2 {
+    #[inline(always)]
+    fn dot(q: &[f32], k: &[f32]) -> f32 {
+        // SAFETY: only reached through `attend_online` below, whose caller checked AVX2, FMA
+        // and F16C.
+        unsafe { dot(q, k) }
+    }
+
+    #[inline(always)]
+    fn update(acc: &mut [f32], v: Option<&[f32]>, scale: f32, f16: bool) {
+        // SAFETY: as for `dot`.
+        unsafe { update(acc, v, scale, f16) }
+    }
+}
+
 /// As `ops::attend_online`.
 ///
 /// # Safety
@@ -116,26 +129,5 @@ pub(super) unsafe fn attend_online<'a>(
     acc: &mut [f32],
     out: &mut [f32],
 ) {
-    acc.fill(0.0);
-    let (mut sum, mut max) = (0f32, f32::NEG_INFINITY);
-    for (k, v) in rows {
-        let mut s = dot(q, k) * m.scale;
-        if let Some(cap) = m.softcap {
-            s = cap * (s / cap).tanh();
-        }
-        let (mut ms, mut vs) = (1f32, 1f32);
-        if s > max {
-            ms = (max - s).exp();
-            max = s;
-            update(acc, None, ms, m.f16_acc);
-        } else {
-            vs = (s - max).exp();
-        }
-        update(acc, Some(v), vs, m.f16_acc);
-        sum = sum.mul_add(ms, vs);
-    }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for (o, a) in out.iter_mut().zip(acc.iter()) {
-        *o = a * inv;
-    }
+    online_attention::<Avx2>(q, rows, m, acc, out)
 }
