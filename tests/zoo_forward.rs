@@ -4,11 +4,11 @@
 //! and the greedy continuation.
 //!
 //! Measured (see the printed table, `cargo test --test zoo_forward -- --nocapture`): every
-//! F32 and F16 model of every architecture, and the legacy formats Q4_0, Q4_1, Q5_0, Q5_1,
-//! Q8_0 and IQ4_NL on the 128-wide llama, equal llama.cpp's logits bit for bit or within
-//! 0.0005 (gemma2, gemma3, qwen3moe), with every argmax and greedy token equal. Not yet exact:
-//! BF16 (0.02), the K-quants, IQ4_XS and the 256-wide llama-k's Q4_0 and IQ4_NL (0.08 to
-//! 0.13, at most 2 of 110 argmaxes): the formats llama.cpp repacks for its AVX2 GEMM
+//! F32 and F16 model of every architecture, the legacy formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+//! and IQ4_NL on the 128-wide llama, and Q6_K, equal llama.cpp's last-position logits bit for
+//! bit or within 0.0005 (gemma2, gemma3, qwen3moe), with every argmax equal. Not yet exact:
+//! BF16 (0.02), Q2_K to Q5_K, IQ4_XS and the 256-wide llama-k's Q4_0 and IQ4_NL (0.08 to
+//! 0.13, at most 2 of 110 argmaxes), probably the formats llama.cpp repacks for its AVX2 GEMM
 //! kernels, whose float order is not reproduced yet (docs/INFERENCE-NOTES.md). The bounds
 //! below hold what is measured.
 
@@ -154,7 +154,7 @@ fn every_zoo_model_matches_llama_cpp() {
             && [".Q4_0", ".Q4_1", ".Q5_0", ".Q5_1", ".Q8_0", ".IQ4_NL"]
                 .iter()
                 .any(|s| stem.ends_with(s));
-        let ok = ok && (!exact_expected || r.max_last < 1e-5 && r.greedy_full == r.prompts);
+        let ok = ok && (!exact_expected || r.max_last < 1e-5 && r.argmax_bad == 0);
         if !ok {
             failures.push(format!("{r:?} (bound {bound})"));
         }

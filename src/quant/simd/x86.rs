@@ -457,29 +457,39 @@ macro_rules! kernels {
             })
         }
 
+        /// Q6_K as ggml's AVX2 kernel sums it: the -32 offset is subtracted inside each
+        /// 32-bit lane (`maddubs(q, y) - maddubs(32, y)` before the scales), so every lane
+        /// holds the same integer as ggml's and one fused multiply-add per super-block and
+        /// lane adds it (a separate offset accumulator, as the other K-quants use, rounds
+        /// differently and moved logits by 0.1).
         #[target_feature(enable = $features)]
         fn q6_k<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            k_family::<210, N>(
-                w,
-                a,
-                |x| {
-                    let scales = widen_i8(load128(x, 192));
-                    let d = h2f(x, 208);
-                    KBlock {
-                        scales,
-                        coefs: _mm256_slli_epi16::<5>(scales),
-                        d_main: d,
-                        d_off: d,
-                    }
-                },
-                // q + 32 (0..64): unsigned.
-                |x, c| {
+            let (wb, ab) = rows_of::<210, 292, N>(w, a);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let m32 = _mm256_set1_epi8(32);
+            for (i, x) in wb.iter().enumerate() {
+                let scales = widen_i8(load128(x, 192));
+                let dx = h2f(x, 208);
+                let mut sumi = [_mm256_setzero_si256(); N];
+                for c in 0..8 {
+                    // q + 32 (0..64), unsigned: chunk c holds elements 32c..32c+31.
                     let (half, k) = (c / 4, c % 4);
                     let low = bits_at(load256(x, half * 64 + (k % 2) * 32), 4 * (k / 2) as u32, 0x0f);
                     let high = bits_at(load256(x, 128 + half * 32), 2 * k as u32, 3);
-                    _mm256_or_si256(low, _mm256_slli_epi16::<4>(high))
-                },
-            )
+                    let q = _mm256_or_si256(low, _mm256_slli_epi16::<4>(high));
+                    let sv = chunk_scales(scales, c);
+                    for n in 0..N {
+                        let y = load256(&ab[n][i], 4 + 32 * c);
+                        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(m32, y));
+                        sumi[n] = _mm256_add_epi32(sumi[n], _mm256_madd_epi16(p, sv));
+                    }
+                }
+                for n in 0..N {
+                    let d = _mm256_set1_ps(q8_k_d(&ab[n][i]) * dx);
+                    acc[n] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[n]), acc[n]);
+                }
+            }
+            finish(acc, [0.0; N])
         }
 
         #[target_feature(enable = $features)]
