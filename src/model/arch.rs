@@ -108,6 +108,15 @@ pub enum RopeScaling {
     Linear {
         factor: f32,
     },
+    /// YaRN (`rope.scaling.type = yarn`): linear scaling blended back to the original angles
+    /// for the fast pairs, over a range set by the original context and beta_fast/slow.
+    Yarn {
+        factor: f32,
+        n_ctx_orig: usize,
+        beta_fast: f32,
+        beta_slow: f32,
+        attn_factor: f32,
+    },
 }
 
 /// Hyperparameters of a forward pass, all from the file.
@@ -185,7 +194,7 @@ impl TransformerParams {
         let rope_base_swa = get_pos_f(file, &key("rope.freq_base_swa"))?
             .or(spec.rope_base_swa)
             .unwrap_or(rope_base);
-        let rope_scaling = rope_scaling(file, a)?;
+        let rope_scaling = rope_scaling(file, a, hp.n_ctx_train as usize)?;
         let eps = get_pos_f(file, &key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
         let n_layer = hp.n_layer as usize;
         let n_swa = match (
@@ -250,17 +259,25 @@ impl TransformerParams {
     }
 }
 
-fn rope_scaling(file: &GgufFile, a: &str) -> Result<RopeScaling> {
+fn rope_scaling(file: &GgufFile, a: &str, n_ctx_train: usize) -> Result<RopeScaling> {
     let ty_key = format!("{a}.rope.scaling.type");
     let ty = file.get_str(&ty_key)?;
-    let factor_key = format!("{a}.rope.scaling.factor");
-    let factor = get_pos_f(file, &factor_key)?;
+    let key = |k: &str| format!("{a}.rope.scaling.{k}");
+    let factor = get_pos_f(file, &key("factor"))?;
     match (ty, factor) {
         (None | Some("none"), _) => Ok(RopeScaling::None),
         (Some("linear"), Some(f)) if f != 1.0 => Ok(RopeScaling::Linear { factor: f }),
         (Some("linear"), _) => Ok(RopeScaling::None),
+        (Some("yarn"), Some(factor)) => Ok(RopeScaling::Yarn {
+            factor,
+            n_ctx_orig: get_u(file, &key("original_context_length"))?.unwrap_or(n_ctx_train),
+            beta_fast: get_pos_f(file, &key("yarn_beta_fast"))?.unwrap_or(32.0),
+            beta_slow: get_pos_f(file, &key("yarn_beta_slow"))?.unwrap_or(1.0),
+            attn_factor: get_pos_f(file, &key("attn_factor"))?.unwrap_or(1.0),
+        }),
+        (Some("yarn"), None) => Err(Error::MissingKey { key: key("factor") }),
         (Some(other), _) => Err(Error::Unsupported(format!(
-            "{ty_key} = {other:?} (supported: none, linear)"
+            "{ty_key} = {other:?} (supported: none, linear, yarn)"
         ))),
     }
 }

@@ -22,7 +22,7 @@ use super::arch::{ArchSpec, FfnAct, RopeScaling, RopeStyle, TransformerParams};
 use super::attention::{AttnLayer, AttnScratch, attend};
 use super::moe::{Moe, MoeScratch};
 use super::tensors::{f32_vector, opt_f32_vector, opt_tensor, tensor, weights};
-use crate::backend::cpu::ops::{self, AttnMath, Rope};
+use crate::backend::cpu::ops::{self, AttnMath, Rope, Yarn};
 use crate::backend::cpu::{MatmulScratch, ThreadPool, matmul};
 use crate::batch::Plan;
 use crate::gguf::{GgufFile, TensorInfo};
@@ -156,7 +156,7 @@ impl Transformer {
         let r16 = |x: f32| half::f16::from_f32(x).to_f32();
         let freq_scale = match p.rope_scaling {
             RopeScaling::None => 1.0,
-            RopeScaling::Linear { factor } => 1.0 / factor,
+            RopeScaling::Linear { factor } | RopeScaling::Yarn { factor, .. } => 1.0 / factor,
         };
         // Gemma scales Q before attention (and before its f16 rounding); llama inside.
         let (q_scale, attn_scale) = if self.spec.q_prescale {
@@ -173,11 +173,27 @@ impl Transformer {
                 ));
             }
             let swa = p.swa_layers[li];
+            let base = if swa { p.rope_base_swa } else { p.rope_base };
+            let yarn = match p.rope_scaling {
+                RopeScaling::Yarn {
+                    n_ctx_orig,
+                    beta_fast,
+                    beta_slow,
+                    attn_factor,
+                    ..
+                } => Some(Yarn {
+                    ext_factor: 1.0,
+                    attn_factor,
+                    corr_dims: Yarn::corr_dims(p.n_rot, n_ctx_orig, base, beta_fast, beta_slow),
+                }),
+                _ => None,
+            };
             let rope = Rope {
                 n_rot: p.n_rot,
-                base: if swa { p.rope_base_swa } else { p.rope_base },
+                base,
                 freq_scale,
                 factors: self.rope_freqs.as_deref(),
+                yarn,
             };
             ops::rms_norm(&s.x, &l.attn_norm, p.eps, &mut s.h);
             let q_dim = p.n_head * hd;

@@ -16,31 +16,86 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
 }
 
 /// RoPE frequencies: pair i of `n_rot` rotary dimensions turns by
-/// `pos * freq_scale * base^(-2i / n_rot) / factors[i]` (factors: llama3-style per-frequency
-/// divisors from `rope_freqs.weight`, `n_rot / 2` of them, or none).
+/// `theta_i = pos * base^(-2i / n_rot) / factors[i]` (factors: llama3-style per-frequency
+/// divisors from `rope_freqs.weight`, `n_rot / 2` of them, or none), interpolated to
+/// `freq_scale * theta_i` (linear scaling) and, with YaRN, blended back towards `theta_i` for
+/// the fast-turning pairs.
 #[derive(Debug, Clone, Copy)]
 pub struct Rope<'a> {
     pub n_rot: usize,
     pub base: f32,
     pub freq_scale: f32,
     pub factors: Option<&'a [f32]>,
+    pub yarn: Option<Yarn>,
+}
+
+/// YaRN's parameters, as llama.cpp derives them from `rope.scaling.*`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yarn {
+    /// How much of the extrapolated angle the ramp mixes in (llama.cpp: 1 for YaRN).
+    pub ext_factor: f32,
+    /// Magnitude scale of cos and sin (`rope.scaling.attn_factor`, default 1).
+    pub attn_factor: f32,
+    /// Pairs below `corr_dims.0` keep the extrapolated angle, above `corr_dims.1` the
+    /// interpolated one, with a linear ramp between (`Yarn::corr_dims`).
+    pub corr_dims: (f32, f32),
+}
+
+impl Yarn {
+    /// ggml's correction range: the pair index at which a rotation makes `beta` turns over
+    /// the original context, for beta_fast (floored) and beta_slow (ceiled), clamped to the
+    /// rotary dimensions.
+    pub fn corr_dims(
+        n_rot: usize,
+        n_ctx_orig: usize,
+        base: f32,
+        beta_fast: f32,
+        beta_slow: f32,
+    ) -> (f32, f32) {
+        let dim = |beta: f32| {
+            n_rot as f32 * (n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
+        let start = dim(beta_fast).floor().max(0.0);
+        let end = dim(beta_slow).ceil().min(n_rot as f32 - 1.0);
+        (start, end)
+    }
+
+    /// 1 below the range, 0 above it, linear between: how much pair `i` extrapolates.
+    fn ramp(&self, i: usize) -> f32 {
+        let (low, high) = self.corr_dims;
+        let y = (i as f32 - low) / (high - low).max(0.001);
+        1.0 - y.clamp(0.0, 1.0)
+    }
 }
 
 impl Rope<'_> {
     /// (cos, sin) of every pair's angle at `pos`, into `cache`: the angle computed as ggml's
     /// rope cache does, `theta *= base^(-2/n_rot)` pair after pair in f32 (not a power per
-    /// pair), then divided by the frequency factor and scaled.
+    /// pair), then divided by the frequency factor and scaled (`rope_yarn`).
     fn cache(&self, pos: i32, cache: &mut Vec<(f32, f32)>) {
         let theta_scale = self.base.powf(-2.0 / self.n_rot as f32);
         let mut theta = pos as f32;
         cache.clear();
         for i in 0..self.n_rot / 2 {
-            let t = match self.factors {
+            let extrap = match self.factors {
                 Some(f) => theta / f[i],
                 None => theta,
             };
-            let (sin, cos) = (self.freq_scale * t).sin_cos();
-            cache.push((cos, sin));
+            let interp = self.freq_scale * extrap;
+            let (angle, mscale) = match self.yarn {
+                Some(y) if y.ext_factor != 0.0 => {
+                    let mix = y.ramp(i) * y.ext_factor;
+                    // Contracted as GCC compiles ggml (the first product fused).
+                    let angle = interp.mul_add(1.0 - mix, extrap * mix);
+                    let mscale = y.attn_factor * 0.1f32.mul_add((1.0 / self.freq_scale).ln(), 1.0);
+                    (angle, mscale)
+                }
+                Some(y) => (interp, y.attn_factor),
+                None => (interp, 1.0),
+            };
+            let (sin, cos) = angle.sin_cos();
+            cache.push((cos * mscale, sin * mscale));
             theta *= theta_scale;
         }
     }
@@ -302,6 +357,48 @@ mod tests {
             base: 10000.0,
             freq_scale: 1.0,
             factors: None,
+            yarn: None,
+        }
+    }
+
+    #[test]
+    fn yarn_blends_extrapolated_and_interpolated_angles() {
+        let (pos, n_rot) = (37, 64);
+        let angles = |r: &Rope<'_>| {
+            let mut c = Vec::new();
+            r.cache(pos, &mut c);
+            c
+        };
+        let linear = Rope {
+            freq_scale: 0.25,
+            ..rope(n_rot)
+        };
+        let (lo, hi) = Yarn::corr_dims(n_rot, 4096, 10000.0, 32.0, 1.0);
+
+        // 64 ln(4096 / (32 * 2 pi)) / (2 ln 10000) = 10.47 and, for beta 1, 22.51.
+        assert_eq!((lo, hi), (10.0, 23.0));
+        let yarn = |ext_factor| Rope {
+            yarn: Some(Yarn {
+                ext_factor,
+                attn_factor: 1.0,
+                corr_dims: (lo, hi),
+            }),
+            ..linear
+        };
+        // Without the ramp YaRN is linear scaling.
+        assert_eq!(angles(&yarn(0.0)), angles(&linear));
+        let (y, l, plain) = (angles(&yarn(1.0)), angles(&linear), angles(&rope(n_rot)));
+        let mscale = 1.0 + 0.1 * 4f32.ln();
+        for i in 0..n_rot / 2 {
+            let want = if i <= lo as usize {
+                plain[i] // fast pairs keep their angle
+            } else if i >= hi as usize {
+                l[i] // slow pairs are interpolated
+            } else {
+                continue;
+            };
+            assert!((y[i].0 - want.0 * mscale).abs() < 1e-5, "pair {i}");
+            assert!((y[i].1 - want.1 * mscale).abs() < 1e-5, "pair {i}");
         }
     }
 
