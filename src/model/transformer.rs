@@ -181,12 +181,12 @@ impl Transformer {
                     beta_slow,
                     attn_factor,
                     ..
-                } => Some(Yarn {
+                } => Yarn {
                     ext_factor: 1.0,
                     attn_factor,
                     corr_dims: Yarn::corr_dims(p.n_rot, n_ctx_orig, base, beta_fast, beta_slow),
-                }),
-                _ => None,
+                },
+                _ => Yarn::OFF,
             };
             let rope = Rope {
                 n_rot: p.n_rot,

@@ -26,7 +26,8 @@ pub struct Rope<'a> {
     pub base: f32,
     pub freq_scale: f32,
     pub factors: Option<&'a [f32]>,
-    pub yarn: Option<Yarn>,
+    /// `Yarn::OFF` unless the model uses YaRN.
+    pub yarn: Yarn,
 }
 
 /// YaRN's parameters, as llama.cpp derives them from `rope.scaling.*`.
@@ -42,6 +43,13 @@ pub struct Yarn {
 }
 
 impl Yarn {
+    /// No YaRN: the ramp mixes nothing in and cos, sin keep their magnitude.
+    pub const OFF: Yarn = Yarn {
+        ext_factor: 0.0,
+        attn_factor: 1.0,
+        corr_dims: (0.0, 0.0),
+    };
+
     /// ggml's correction range: the pair index at which a rotation makes `beta` turns over
     /// the original context, for beta_fast (floored) and beta_slow (ceiled), clamped to the
     /// rotary dimensions.
@@ -75,6 +83,13 @@ impl Rope<'_> {
     /// pair), then divided by the frequency factor and scaled (`rope_yarn`).
     fn cache(&self, pos: i32, cache: &mut Vec<(f32, f32)>) {
         let theta_scale = self.base.powf(-2.0 / self.n_rot as f32);
+        let y = &self.yarn;
+        let mscale = if y.ext_factor != 0.0 {
+            // Contracted as GCC compiles ggml's `mscale *= 1 + 0.1 * logf(1 / freq_scale)`.
+            y.attn_factor * 0.1f32.mul_add((1.0 / self.freq_scale).ln(), 1.0)
+        } else {
+            y.attn_factor
+        };
         let mut theta = pos as f32;
         cache.clear();
         for i in 0..self.n_rot / 2 {
@@ -83,16 +98,12 @@ impl Rope<'_> {
                 None => theta,
             };
             let interp = self.freq_scale * extrap;
-            let (angle, mscale) = match self.yarn {
-                Some(y) if y.ext_factor != 0.0 => {
-                    let mix = y.ramp(i) * y.ext_factor;
-                    // Contracted as GCC compiles ggml (the first product fused).
-                    let angle = interp.mul_add(1.0 - mix, extrap * mix);
-                    let mscale = y.attn_factor * 0.1f32.mul_add((1.0 / self.freq_scale).ln(), 1.0);
-                    (angle, mscale)
-                }
-                Some(y) => (interp, y.attn_factor),
-                None => (interp, 1.0),
+            let angle = if y.ext_factor != 0.0 {
+                let mix = y.ramp(i) * y.ext_factor;
+                // The first product fused, as GCC contracts ggml's blend.
+                interp.mul_add(1.0 - mix, extrap * mix)
+            } else {
+                interp
             };
             let (sin, cos) = angle.sin_cos();
             cache.push((cos * mscale, sin * mscale));
@@ -357,7 +368,7 @@ mod tests {
             base: 10000.0,
             freq_scale: 1.0,
             factors: None,
-            yarn: None,
+            yarn: Yarn::OFF,
         }
     }
 
@@ -378,11 +389,11 @@ mod tests {
         // 64 ln(4096 / (32 * 2 pi)) / (2 ln 10000) = 10.47 and, for beta 1, 22.51.
         assert_eq!((lo, hi), (10.0, 23.0));
         let yarn = |ext_factor| Rope {
-            yarn: Some(Yarn {
+            yarn: Yarn {
                 ext_factor,
                 attn_factor: 1.0,
                 corr_dims: (lo, hi),
-            }),
+            },
             ..linear
         };
         // Without the ramp YaRN is linear scaling.
