@@ -100,23 +100,19 @@ impl ArchSpec {
     ];
 }
 
-/// RoPE scaling (`<arch>.rope.scaling.*`).
+/// RoPE scaling (`<arch>.rope.scaling.*`). Every field always holds a value (the defaults
+/// when the file has no scaling), so nothing downstream branches on data that was never set.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RopeScaling {
-    None,
-    /// Positions multiplied by 1/factor.
-    Linear {
-        factor: f32,
-    },
+pub struct RopeScaling {
+    /// Positions multiplied by this: 1/factor for linear and YaRN scaling, else 1.
+    pub freq_scale: f32,
     /// YaRN (`rope.scaling.type = yarn`): linear scaling blended back to the original angles
     /// for the fast pairs, over a range set by the original context and beta_fast/slow.
-    Yarn {
-        factor: f32,
-        n_ctx_orig: usize,
-        beta_fast: f32,
-        beta_slow: f32,
-        attn_factor: f32,
-    },
+    pub yarn: bool,
+    pub n_ctx_orig: usize,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+    pub attn_factor: f32,
 }
 
 /// Hyperparameters of a forward pass, all from the file.
@@ -264,20 +260,27 @@ fn rope_scaling(file: &GgufFile, a: &str, n_ctx_train: usize) -> Result<RopeScal
     let ty = file.get_str(&ty_key)?;
     let key = |k: &str| format!("{a}.rope.scaling.{k}");
     let factor = get_pos_f(file, &key("factor"))?;
+    let mut r = RopeScaling {
+        freq_scale: 1.0,
+        yarn: false,
+        n_ctx_orig: get_u(file, &key("original_context_length"))?.unwrap_or(n_ctx_train),
+        beta_fast: get_pos_f(file, &key("yarn_beta_fast"))?.unwrap_or(32.0),
+        beta_slow: get_pos_f(file, &key("yarn_beta_slow"))?.unwrap_or(1.0),
+        attn_factor: get_pos_f(file, &key("attn_factor"))?.unwrap_or(1.0),
+    };
     match (ty, factor) {
-        (None | Some("none"), _) => Ok(RopeScaling::None),
-        (Some("linear"), Some(f)) if f != 1.0 => Ok(RopeScaling::Linear { factor: f }),
-        (Some("linear"), _) => Ok(RopeScaling::None),
-        (Some("yarn"), Some(factor)) => Ok(RopeScaling::Yarn {
-            factor,
-            n_ctx_orig: get_u(file, &key("original_context_length"))?.unwrap_or(n_ctx_train),
-            beta_fast: get_pos_f(file, &key("yarn_beta_fast"))?.unwrap_or(32.0),
-            beta_slow: get_pos_f(file, &key("yarn_beta_slow"))?.unwrap_or(1.0),
-            attn_factor: get_pos_f(file, &key("attn_factor"))?.unwrap_or(1.0),
-        }),
-        (Some("yarn"), None) => Err(Error::MissingKey { key: key("factor") }),
-        (Some(other), _) => Err(Error::Unsupported(format!(
-            "{ty_key} = {other:?} (supported: none, linear, yarn)"
-        ))),
+        (None | Some("none"), _) | (Some("linear"), None) => {}
+        (Some("linear"), Some(f)) => r.freq_scale = 1.0 / f,
+        (Some("yarn"), Some(f)) => {
+            r.freq_scale = 1.0 / f;
+            r.yarn = true;
+        }
+        (Some("yarn"), None) => return Err(Error::MissingKey { key: key("factor") }),
+        (Some(other), _) => {
+            return Err(Error::Unsupported(format!(
+                "{ty_key} = {other:?} (supported: none, linear, yarn)"
+            )));
+        }
     }
+    Ok(r)
 }

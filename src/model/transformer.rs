@@ -18,7 +18,7 @@
 //! code does, and with an F16 cache attention rounds as its CPU flash-attention kernel does
 //! (K, V and Q rounded to f16, values accumulated in f16).
 
-use super::arch::{ArchSpec, FfnAct, RopeScaling, RopeStyle, TransformerParams};
+use super::arch::{ArchSpec, FfnAct, RopeStyle, TransformerParams};
 use super::attention::{AttnLayer, AttnScratch, attend};
 use super::moe::{Moe, MoeScratch};
 use super::tensors::{f32_vector, opt_f32_vector, opt_tensor, tensor, weights};
@@ -154,10 +154,7 @@ impl Transformer {
         embed(file, &self.token_embd, &plan.tokens, d, scale, &mut s.x)?;
         let f16_kv = kv.shape().ty == KvType::F16;
         let r16 = |x: f32| half::f16::from_f32(x).to_f32();
-        let freq_scale = match p.rope_scaling {
-            RopeScaling::None => 1.0,
-            RopeScaling::Linear { factor } | RopeScaling::Yarn { factor, .. } => 1.0 / factor,
-        };
+        let freq_scale = p.rope_scaling.freq_scale;
         // Gemma scales Q before attention (and before its f16 rounding); llama inside.
         let (q_scale, attn_scale) = if self.spec.q_prescale {
             (1.0 / (hd as f32).sqrt(), 1.0)
@@ -174,19 +171,21 @@ impl Transformer {
             }
             let swa = p.swa_layers[li];
             let base = if swa { p.rope_base_swa } else { p.rope_base };
-            let yarn = match p.rope_scaling {
-                RopeScaling::Yarn {
-                    n_ctx_orig,
-                    beta_fast,
-                    beta_slow,
-                    attn_factor,
-                    ..
-                } => Yarn {
+            let rs = &p.rope_scaling;
+            let yarn = if rs.yarn {
+                Yarn {
                     ext_factor: 1.0,
-                    attn_factor,
-                    corr_dims: Yarn::corr_dims(p.n_rot, n_ctx_orig, base, beta_fast, beta_slow),
-                },
-                _ => Yarn::OFF,
+                    attn_factor: rs.attn_factor,
+                    corr_dims: Yarn::corr_dims(
+                        p.n_rot,
+                        rs.n_ctx_orig,
+                        base,
+                        rs.beta_fast,
+                        rs.beta_slow,
+                    ),
+                }
+            } else {
+                Yarn::OFF
             };
             let rope = Rope {
                 n_rot: p.n_rot,
