@@ -36,10 +36,18 @@ pub(super) struct MoeScratch {
 /// Expert `i`'s matrix within a stacked expert tensor.
 fn expert<'f>(file: &'f GgufFile, t: &TensorInfo, i: usize) -> Result<Weights<'f>> {
     let (n_in, n_out) = (t.dims[0] as usize, t.dims[1] as usize);
-    let per = crate::quant::row_bytes(t.ty, n_in)? * n_out;
+    let per = crate::quant::row_bytes(t.ty, n_in)?
+        .checked_mul(n_out)
+        .ok_or_else(|| Error::Overflow(format!("{}: an expert's size", t.name)))?;
+    // i < n_expert and the tensor holds n_expert experts (its size was checked at load), so
+    // these products fit; checked anyway, as every size from a file is.
+    let range = i
+        .checked_mul(per)
+        .and_then(|start| Some(start..start.checked_add(per)?));
     let data = file
         .tensor_data(t)
-        .and_then(|d| d.get(i * per..(i + 1) * per))
+        .zip(range)
+        .and_then(|(d, r)| d.get(r))
         .ok_or_else(|| Error::Internal(format!("{}: no expert {i}", t.name)))?;
     Weights::new(t.ty, data, n_out, n_in)
 }

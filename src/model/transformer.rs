@@ -22,7 +22,7 @@ use super::arch::{ArchSpec, FfnAct, RopeStyle, TransformerParams};
 use super::attention::{AttnLayer, AttnScratch, attend};
 use super::moe::{Moe, MoeScratch};
 use super::tensors::{f32_vector, opt_f32_vector, opt_tensor, tensor, weights};
-use crate::backend::cpu::ops::{self, AttnMath, Rope, Yarn};
+use crate::backend::cpu::ops::{self, AttnMath, Rope, RopeCache, Yarn};
 use crate::backend::cpu::{MatmulScratch, ThreadPool, matmul};
 use crate::batch::Plan;
 use crate::gguf::{GgufFile, TensorInfo};
@@ -105,6 +105,10 @@ pub struct ForwardScratch {
     fused: Vec<f32>,
     mm: MatmulScratch,
     moe: MoeScratch,
+    /// RoPE angles of the batch for global layers, and for sliding-window layers when their
+    /// base differs.
+    rope: RopeCache,
+    rope_swa: RopeCache,
     attn_kv: AttnScratch,
 }
 
@@ -154,7 +158,14 @@ impl Transformer {
         embed(file, &self.token_embd, &plan.tokens, d, scale, &mut s.x)?;
         let f16_kv = kv.shape().ty == KvType::F16;
         let r16 = |x: f32| half::f16::from_f32(x).to_f32();
-        let freq_scale = p.rope_scaling.freq_scale;
+        // The RoPE angles of this batch, once per distinct base (global and sliding-window
+        // layers may differ), shared by Q and K of every layer.
+        let same_rope = p.rope_base_swa == p.rope_base || !p.swa_layers.contains(&true);
+        s.rope.fill(&self.rope(p.rope_base), &plan.positions);
+        if !same_rope {
+            s.rope_swa
+                .fill(&self.rope(p.rope_base_swa), &plan.positions);
+        }
         // Gemma scales Q before attention (and before its f16 rounding); llama inside.
         let (q_scale, attn_scale) = if self.spec.q_prescale {
             (1.0 / (hd as f32).sqrt(), 1.0)
@@ -170,29 +181,10 @@ impl Transformer {
                 ));
             }
             let swa = p.swa_layers[li];
-            let base = if swa { p.rope_base_swa } else { p.rope_base };
-            let rs = &p.rope_scaling;
-            let yarn = if rs.yarn {
-                Yarn {
-                    ext_factor: 1.0,
-                    attn_factor: rs.attn_factor,
-                    corr_dims: Yarn::corr_dims(
-                        p.n_rot,
-                        rs.n_ctx_orig,
-                        base,
-                        rs.beta_fast,
-                        rs.beta_slow,
-                    ),
-                }
+            let rope = if swa && !same_rope {
+                &s.rope_swa
             } else {
-                Yarn::OFF
-            };
-            let rope = Rope {
-                n_rot: p.n_rot,
-                base,
-                freq_scale,
-                factors: self.rope_freqs.as_deref(),
-                yarn,
+                &s.rope
             };
             ops::rms_norm(&s.x, &l.attn_norm, p.eps, &mut s.h);
             let q_dim = p.n_head * hd;
@@ -223,8 +215,8 @@ impl Transformer {
                 RopeStyle::Norm => ops::rope_norm,
                 RopeStyle::Neox => ops::rope_neox,
             };
-            rope_fn(&mut s.q, &plan.positions, hd, &rope);
-            rope_fn(&mut s.k, &plan.positions, hd, &rope);
+            rope_fn(&mut s.q, hd, rope);
+            rope_fn(&mut s.k, hd, rope);
             if q_scale != 1.0 || f16_kv {
                 for x in s.q.iter_mut() {
                     let y = *x * q_scale;
@@ -304,6 +296,34 @@ impl Transformer {
             );
         }
         self.logits(file, pool, plan, s)
+    }
+
+    /// RoPE with `base` (and the model's scaling and frequency factors).
+    fn rope(&self, base: f32) -> Rope<'_> {
+        let p = &self.params;
+        let rs = &p.rope_scaling;
+        let yarn = if rs.yarn {
+            Yarn {
+                ext_factor: 1.0,
+                attn_factor: rs.attn_factor,
+                corr_dims: Yarn::corr_dims(
+                    p.n_rot,
+                    rs.n_ctx_orig,
+                    base,
+                    rs.beta_fast,
+                    rs.beta_slow,
+                ),
+            }
+        } else {
+            Yarn::OFF
+        };
+        Rope {
+            n_rot: p.n_rot,
+            base,
+            freq_scale: rs.freq_scale,
+            factors: self.rope_freqs.as_deref(),
+            yarn,
+        }
     }
 
     /// Final RMS norm and output projection of the rows in `plan.outputs`.

@@ -78,10 +78,10 @@ impl Yarn {
 }
 
 impl Rope<'_> {
-    /// (cos, sin) of every pair's angle at `pos`, into `cache`: the angle computed as ggml's
-    /// rope cache does, `theta *= base^(-2/n_rot)` pair after pair in f32 (not a power per
-    /// pair), then divided by the frequency factor and scaled (`rope_yarn`).
-    fn cache(&self, pos: i32, cache: &mut Vec<(f32, f32)>) {
+    /// Appends (cos, sin) of every pair's angle at `pos` to `out`: the angle computed as
+    /// ggml's rope cache does, `theta *= base^(-2/n_rot)` pair after pair in f32 (not a power
+    /// per pair), then divided by the frequency factor and scaled (`rope_yarn`).
+    fn angles(&self, pos: i32, out: &mut Vec<(f32, f32)>) {
         let theta_scale = self.base.powf(-2.0 / self.n_rot as f32);
         let y = &self.yarn;
         let mscale = if y.ext_factor != 0.0 {
@@ -91,7 +91,6 @@ impl Rope<'_> {
             y.attn_factor
         };
         let mut theta = pos as f32;
-        cache.clear();
         for i in 0..self.n_rot / 2 {
             let extrap = match self.factors {
                 Some(f) => theta / f[i],
@@ -106,9 +105,33 @@ impl Rope<'_> {
                 interp
             };
             let (sin, cos) = angle.sin_cos();
-            cache.push((cos * mscale, sin * mscale));
+            out.push((cos * mscale, sin * mscale));
             theta *= theta_scale;
         }
+    }
+}
+
+/// (cos, sin) of every pair's angle at each position of a batch: computed once per decode
+/// and RoPE setting, then applied to Q and K of every layer that uses that setting.
+#[derive(Debug, Default)]
+pub struct RopeCache {
+    n_pairs: usize,
+    /// `n_pairs` entries per position, position after position.
+    angles: Vec<(f32, f32)>,
+}
+
+impl RopeCache {
+    /// Recomputes the angles of `r` at `positions` (reusing the allocation).
+    pub fn fill(&mut self, r: &Rope<'_>, positions: &[i32]) {
+        self.n_pairs = r.n_rot / 2;
+        self.angles.clear();
+        for &pos in positions {
+            r.angles(pos, &mut self.angles);
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.angles.len().checked_div(self.n_pairs).unwrap_or(0)
     }
 }
 
@@ -116,17 +139,21 @@ impl Rope<'_> {
 /// that row's position.
 fn rope_pairs(
     x: &mut [f32],
-    positions: &[i32],
     head_dim: usize,
-    r: &Rope<'_>,
+    c: &RopeCache,
     pair: impl Fn(usize) -> (usize, usize),
 ) {
-    let row = x.len() / positions.len().max(1);
-    let mut cache = Vec::with_capacity(r.n_rot / 2);
-    for (row, &pos) in x.chunks_exact_mut(row).zip(positions) {
-        r.cache(pos, &mut cache);
+    let n_rows = c.rows();
+    if n_rows == 0 {
+        return;
+    }
+    let row_len = x.len() / n_rows;
+    for (row, angles) in x
+        .chunks_exact_mut(row_len)
+        .zip(c.angles.chunks_exact(c.n_pairs))
+    {
         for head in row.chunks_exact_mut(head_dim) {
-            for (i, &(cos, sin)) in cache.iter().enumerate() {
+            for (i, &(cos, sin)) in angles.iter().enumerate() {
                 let (ia, ib) = pair(i);
                 let (a, b) = (head[ia], head[ib]);
                 head[ia] = a.mul_add(cos, -(b * sin));
@@ -138,16 +165,16 @@ fn rope_pairs(
 
 /// Rotary position embedding in place, llama.cpp's "normal" style: within each head of
 /// `head_dim` values, the pairs (2i, 2i+1) of the first `n_rot` dimensions rotate.
-/// `x` holds one row per position, each `n_heads * head_dim` long.
-pub fn rope_norm(x: &mut [f32], positions: &[i32], head_dim: usize, r: &Rope<'_>) {
-    rope_pairs(x, positions, head_dim, r, |i| (2 * i, 2 * i + 1));
+/// `x` holds one row per position of `c`, each `n_heads * head_dim` long.
+pub fn rope_norm(x: &mut [f32], head_dim: usize, c: &RopeCache) {
+    rope_pairs(x, head_dim, c, |i| (2 * i, 2 * i + 1));
 }
 
 /// Rotary position embedding in place, NeoX style: within each head, dimension i of the first
 /// `n_rot / 2` pairs with dimension `i + n_rot / 2`.
-pub fn rope_neox(x: &mut [f32], positions: &[i32], head_dim: usize, r: &Rope<'_>) {
-    let half = r.n_rot / 2;
-    rope_pairs(x, positions, head_dim, r, |i| (i, i + half));
+pub fn rope_neox(x: &mut [f32], head_dim: usize, c: &RopeCache) {
+    let half = c.n_pairs;
+    rope_pairs(x, head_dim, c, |i| (i, i + half));
 }
 
 /// `a = gelu(g) * u` (GeGLU) with the tanh form of GELU, evaluated as ggml's CPU code does:
@@ -362,6 +389,12 @@ pub fn attend_online<'a>(
 mod tests {
     use super::*;
 
+    fn cache(r: &Rope<'_>, positions: &[i32]) -> RopeCache {
+        let mut c = RopeCache::default();
+        c.fill(r, positions);
+        c
+    }
+
     fn rope(n_rot: usize) -> Rope<'static> {
         Rope {
             n_rot,
@@ -376,9 +409,9 @@ mod tests {
     fn yarn_blends_extrapolated_and_interpolated_angles() {
         let (pos, n_rot) = (37, 64);
         let angles = |r: &Rope<'_>| {
-            let mut c = Vec::new();
-            r.cache(pos, &mut c);
-            c
+            let mut c = RopeCache::default();
+            c.fill(r, &[pos]);
+            c.angles
         };
         let linear = Rope {
             freq_scale: 0.25,
@@ -510,7 +543,7 @@ mod tests {
     #[test]
     fn neox_rope_pairs_halves_and_geglu_follows_the_tanh_formula() {
         let mut x = [1.0, 0.0, 0.0, 0.0];
-        rope_neox(&mut x, &[1], 4, &rope(4));
+        rope_neox(&mut x, 4, &cache(&rope(4), &[1]));
         assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
         let mut a = [0.0; 3];
         geglu(&[1.0, -20.0, 20.0], &[2.0, 1.0, 0.5], &mut a);
@@ -523,10 +556,10 @@ mod tests {
     #[test]
     fn rope_rotates_pairs_and_keeps_position_zero() {
         let mut x = [1.0, 0.0, 0.0, 1.0];
-        rope_norm(&mut x, &[0], 4, &rope(4));
+        rope_norm(&mut x, 4, &cache(&rope(4), &[0]));
         assert_eq!(x, [1.0, 0.0, 0.0, 1.0]);
         let mut x = [1.0, 0.0];
-        rope_norm(&mut x, &[1], 2, &rope(2));
+        rope_norm(&mut x, 2, &cache(&rope(2), &[1]));
         assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
     }
 }
