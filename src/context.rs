@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::cpu::ThreadPool;
+use crate::backend::cpu::{Numerics, ThreadPool};
 use crate::batch::{Batch, Plan};
 use crate::kv::{DEFAULT_BLOCK_SIZE, KvCache, KvShape, KvStats, KvType};
 use crate::model::transformer::ForwardScratch;
@@ -39,6 +39,9 @@ pub struct ContextParams {
     pub kv_type: KvType,
     /// Positions per KV block (default 16).
     pub block_size: usize,
+    /// How matrix products round (default: batch-invariant; `Numerics::LlamaCpp` for
+    /// llama.cpp's logits bit for bit).
+    pub numerics: Numerics,
     pub abort: Option<AbortFn>,
 }
 
@@ -56,6 +59,7 @@ impl Default for ContextParams {
             n_threads: available_threads(),
             kv_type: KvType::F16,
             block_size: DEFAULT_BLOCK_SIZE,
+            numerics: Numerics::default(),
             abort: None,
         }
     }
@@ -106,7 +110,7 @@ impl Context {
             n_batch,
             pool,
             kv,
-            scratch: ForwardScratch::default(),
+            scratch: ForwardScratch::new(params.numerics),
             logits: Vec::new(),
             abort: params.abort,
         })

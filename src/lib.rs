@@ -18,6 +18,7 @@ pub mod perplexity;
 pub mod quant;
 pub mod tokenizer;
 
+pub use backend::cpu::Numerics;
 pub use batch::Batch;
 pub use context::{Context, ContextParams};
 pub use error::{Error, Result};

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{GEMMA3, SMOLLM2, argmax, context, decode_last, ids, in_ci, load, model};
+use common::{GEMMA3, SMOLLM2, argmax, decode_last, ids, in_ci, load, model, reference_context};
 use rocmforge::{KvType, Model};
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ fn greedy_matches(name: &str, path: &std::path::Path) -> Option<Vec<(usize, usiz
         return None;
     };
     let m = load(path);
-    let mut ctx = context(&m, 1, KvType::F16);
+    let mut ctx = reference_context(&m, KvType::F16);
     let tok: &rocmforge::tokenizer::Tokenizer = Model::tokenizer(&m);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {

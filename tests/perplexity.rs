@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{GEMMA3, SMOLLM2, context, in_ci, load, model};
+use common::{GEMMA3, SMOLLM2, in_ci, load, model, reference_context};
 use rocmforge::KvType;
 
 fn check(name: &str, want: f64) {
@@ -23,7 +23,7 @@ fn check(name: &str, want: f64) {
     let vocab = m.tokenizer().vocab();
     let tokens = m.tokenizer().tokenize(&text, true, false);
     let bos = if vocab.add_bos { vocab.bos } else { None };
-    let mut ctx = context(&m, 1, KvType::F16);
+    let mut ctx = reference_context(&m, KvType::F16);
     let got = rocmforge::perplexity::perplexity(&mut ctx, &tokens, 512, bos, |c, p| {
         eprintln!("{name}: chunk {c}: {p:.4}");
     })

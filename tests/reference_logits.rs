@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{GEMMA3, SMOLLM2, argmax, context, decode_rows, ids, in_ci, load, model};
+use common::{GEMMA3, SMOLLM2, argmax, decode_rows, ids, in_ci, load, model, reference_context};
 use rocmforge::KvType;
 use rocmforge::quant::{SimdLevel, cpu};
 use serde_json::Value;
@@ -43,7 +43,7 @@ fn measure(file: &str, name: &str) -> Option<Measured> {
             })
             .collect();
     let m = load(&path);
-    let mut ctx = context(&m, 1, KvType::F16);
+    let mut ctx = reference_context(&m, KvType::F16);
     let nv = ctx.n_vocab();
     let mut r = Measured {
         min_overlap: 10,

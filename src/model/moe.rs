@@ -30,7 +30,7 @@ pub(super) struct MoeScratch {
     u: Vec<f32>,
     a: Vec<f32>,
     y: Vec<f32>,
-    mm: MatmulScratch,
+    pub(super) mm: MatmulScratch,
 }
 
 /// Expert `i`'s matrix within a stacked expert tensor.
@@ -49,7 +49,7 @@ fn expert<'f>(file: &'f GgufFile, t: &TensorInfo, i: usize) -> Result<Weights<'f
         .zip(range)
         .and_then(|(d, r)| d.get(r))
         .ok_or_else(|| Error::Internal(format!("{}: no expert {i}", t.name)))?;
-    Weights::new(t.ty, data, n_out, n_in)
+    Ok(Weights::new(t.ty, data, n_out, n_in)?.expert())
 }
 
 impl Moe {

@@ -23,7 +23,7 @@ use super::attention::{AttnLayer, AttnScratch, attend};
 use super::moe::{Moe, MoeScratch};
 use super::tensors::{f32_vector, opt_f32_vector, opt_tensor, tensor, weights};
 use crate::backend::cpu::ops::{self, AttnMath, Rope, RopeCache, Yarn};
-use crate::backend::cpu::{MatmulScratch, ThreadPool, matmul};
+use crate::backend::cpu::{MatmulScratch, Numerics, ThreadPool, matmul};
 use crate::batch::Plan;
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::kv::{KvCache, KvType};
@@ -110,6 +110,16 @@ pub struct ForwardScratch {
     rope: RopeCache,
     rope_swa: RopeCache,
     attn_kv: AttnScratch,
+}
+
+impl ForwardScratch {
+    /// Scratch for decodes whose products round as `numerics` says.
+    pub fn new(numerics: Numerics) -> ForwardScratch {
+        let mut s = ForwardScratch::default();
+        s.mm.numerics = numerics;
+        s.moe.mm.numerics = numerics;
+        s
+    }
 }
 
 impl Transformer {

@@ -176,6 +176,85 @@ pub fn kernel(ty: GgmlType, level: super::SimdLevel) -> Option<Dot> {
     scalar
 }
 
+/// A matrix product's kernels: what llama.cpp's CPU backend computes for a matrix of this
+/// format and shape on this CPU.
+#[derive(Clone, Copy)]
+pub struct MatmulKernel {
+    /// The kernel for every activation row; where `fours` is set, for the rows past the last
+    /// multiple of four (llama.cpp's GEMV).
+    pub dot: Dot,
+    /// Where llama.cpp repacks the matrix ("CPU_REPACK"): the kernel for the activation rows
+    /// it takes four at a time (its GEMM), whose activations are quantized by
+    /// `quant::activation_quantizer_in_fours`.
+    pub fours: Option<Dot>,
+}
+
+/// Which of llama.cpp's matrix operations a product stands for: they take different kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatOp {
+    /// `GGML_OP_MUL_MAT`: a weight matrix times a batch.
+    MulMat,
+    /// `GGML_OP_MUL_MAT_ID`: one expert of a mixture times the rows routed to it.
+    Expert,
+}
+
+/// The kernels for `n_tokens` activation rows through a matrix of `n_rows` rows of format
+/// `ty` at SIMD level `level`, chosen as llama.cpp's CPU backend (an AVX-512 build, as the
+/// reference data's) chooses on x86-64, so that logits equal llama.cpp's bit for bit:
+///
+/// 1. Q4_0, IQ4_NL, Q4_K and Q2_K matrices with a multiple of 8 rows are repacked
+///    (`ggml-cpu/arch/x86/repack.cpp`): their GEMV sums each block whole and accumulates
+///    block after block; their GEMM (rows in groups of four, `MatOp::MulMat` only) does the
+///    same, Q4_K every two sub-blocks.
+/// 2. Other K-quant and IQ4_XS matrices take the tiled kernel (`ggml-cpu/tiled`) for 8 rows
+///    or more.
+/// 3. Everything else goes through `ggml_vec_dot_*`, whose order `kernel` reproduces.
+pub fn matmul_kernel(
+    ty: GgmlType,
+    n_rows: usize,
+    n_tokens: usize,
+    op: MatOp,
+    level: super::SimdLevel,
+) -> Option<MatmulKernel> {
+    let level = level.min(super::cpu::detected());
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::simd::x86;
+        type Table = fn(GgmlType) -> Option<Dot>;
+        let (blockwise, gemm, tiled): (Table, Table, Table) = match level {
+            super::SimdLevel::Avx512 => (
+                x86::avx512::blockwise,
+                x86::avx512::blockwise_gemm,
+                x86::avx512::tiled_k,
+            ),
+            _ => (
+                x86::avx2::blockwise,
+                x86::avx2::blockwise_gemm,
+                x86::avx2::tiled_k,
+            ),
+        };
+        let x86 = level >= super::SimdLevel::Avx2;
+        // Q2_K is repacked by AVX-512 builds only; the reference data comes from one, so we
+        // follow it at the AVX2 level too (as the AVX2 kernels emulate its other roundings).
+        let repacks = n_rows.is_multiple_of(8);
+        if x86
+            && repacks
+            && let Some(dot) = blockwise(ty)
+        {
+            let fours = if op == MatOp::MulMat { gemm(ty) } else { None };
+            return Some(MatmulKernel { dot, fours });
+        }
+        if x86
+            && n_tokens >= 8
+            && let Some(dot) = tiled(ty)
+        {
+            return Some(MatmulKernel { dot, fours: None });
+        }
+    }
+    let _ = (n_rows, n_tokens, op);
+    kernel(ty, level).map(|dot| MatmulKernel { dot, fours: None })
+}
+
 /// The dot product of `n` values: weights `w` of type `ty`, activations `a` as f32 (quantized
 /// here to the format `ty` pairs with). Sizes are checked.
 pub fn vec_dot(ty: GgmlType, w: &[u8], a: &[f32]) -> Result<f32> {

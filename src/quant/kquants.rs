@@ -139,32 +139,44 @@ pub fn dequantize_q8_k(src: &[u8], dst: &mut [f32]) {
 /// Q8_K as ggml's quantize_row_q8_K_ref: scale from the signed value of largest magnitude,
 /// q = nearest(-127 / max * x) capped at 127, and the sums of each 16 values.
 pub fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
-    quant_rows::<Q8_K_BYTES, QK_K>(src, dst, |x, b| {
-        let (mut max, mut amax) = (0f32, 0f32);
-        for &v in x {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
+    quant_rows::<Q8_K_BYTES, QK_K>(src, dst, |x, b| q8_k_block(x, b, false));
+}
+
+/// Q8_K as ggml's `ggml_quantize_mat_q8_K_4x8` quantizes rows for its repacked kernels: the
+/// same, except that when the largest magnitude is reached by both a positive and a negative
+/// value the positive one sets the sign (the reference takes the first).
+pub fn quantize_q8_k_in_fours(src: &[f32], dst: &mut [u8]) {
+    quant_rows::<Q8_K_BYTES, QK_K>(src, dst, |x, b| q8_k_block(x, b, true));
+}
+
+fn q8_k_block(x: &[f32; QK_K], b: &mut [u8; Q8_K_BYTES], positive_wins: bool) {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
         }
-        b.fill(0);
-        if amax == 0.0 {
-            return;
-        }
-        let iscale = -127.0 / max;
-        let mut q = [0i8; QK_K];
-        for (q, &v) in q.iter_mut().zip(x) {
-            *q = nearest_int(iscale * v).min(127) as i8;
-        }
-        b[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
-        for (j, &v) in q.iter().enumerate() {
-            b[4 + j] = v as u8;
-        }
-        for g in 0..16 {
-            let s: i16 = q[g * 16..g * 16 + 16].iter().map(|&v| i16::from(v)).sum();
-            b[260 + 2 * g..262 + 2 * g].copy_from_slice(&s.to_le_bytes());
-        }
-    });
+    }
+    if positive_wins && x.contains(&amax) {
+        max = amax;
+    }
+    b.fill(0);
+    if amax == 0.0 {
+        return;
+    }
+    let iscale = -127.0 / max;
+    let mut q = [0i8; QK_K];
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = nearest_int(iscale * v).min(127) as i8;
+    }
+    b[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    for (j, &v) in q.iter().enumerate() {
+        b[4 + j] = v as u8;
+    }
+    for g in 0..16 {
+        let s: i16 = q[g * 16..g * 16 + 16].iter().map(|&v| i16::from(v)).sum();
+        b[260 + 2 * g..262 + 2 * g].copy_from_slice(&s.to_le_bytes());
+    }
 }
 
 /// Round to nearest, ties to even, as ggml's nearest_int (its magic-number trick rounds in the

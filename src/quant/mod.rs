@@ -23,7 +23,7 @@ use crate::gguf::GgmlType;
 use crate::{Error, Result};
 
 pub use cpu::SimdLevel;
-pub use dot::{Dot, kernel, kernel_level, vec_dot};
+pub use dot::{Dot, MatOp, MatmulKernel, kernel, kernel_level, matmul_kernel, vec_dot};
 pub use fp::{MXFP4_VALUES, bf16_to_f32, e8m0_to_f32_half, f32_to_bf16};
 pub use iq4::IQ4_VALUES;
 pub use kquants::QK_K;
@@ -251,6 +251,15 @@ pub fn activation_quantizer(act: GgmlType) -> Option<QuantizeFn> {
         GgmlType::Q8_0 => Some(legacy::quantize_q8_0_activations),
         GgmlType::Q8_1 => Some(legacy::quantize_q8_1_activations),
         _ => lookup(act).and_then(|f| f.quantize),
+    }
+}
+
+/// The quantizer llama.cpp applies to activation rows that its repacked kernels take four at
+/// a time (`MatmulKernel::rows_in_fours`); the same as `activation_quantizer` except for Q8_K.
+pub fn activation_quantizer_in_fours(act: GgmlType) -> Option<QuantizeFn> {
+    match act {
+        GgmlType::Q8K => Some(kquants::quantize_q8_k_in_fours),
+        _ => activation_quantizer(act),
     }
 }
 

@@ -161,6 +161,25 @@ pub fn context(
     .expect("context")
 }
 
+/// A context whose products round as llama.cpp's CPU backend does (`Numerics::LlamaCpp`):
+/// for comparisons with the reference data.
+pub fn reference_context(
+    model: &std::sync::Arc<rocmforge::Model>,
+    kv_type: rocmforge::KvType,
+) -> rocmforge::Context {
+    rocmforge::Context::new(
+        std::sync::Arc::clone(model),
+        rocmforge::ContextParams {
+            n_ctx: 2048,
+            n_threads: 2,
+            kv_type,
+            numerics: rocmforge::Numerics::LlamaCpp,
+            ..rocmforge::ContextParams::default()
+        },
+    )
+    .expect("context")
+}
+
 /// Decodes `tokens` as one batch continuing sequence `seq` of `ctx` and returns the logits of
 /// every row (all flagged for output), `n_vocab` per row.
 pub fn decode_rows(ctx: &mut rocmforge::Context, tokens: &[u32], seq: i32) -> Vec<f32> {

@@ -12,7 +12,7 @@ use std::ops::Range;
 use super::ThreadPool;
 use super::disjoint::Disjoint;
 use crate::gguf::GgmlType;
-use crate::quant::{self, Dot, cpu};
+use crate::quant::{self, Dot, MatOp, cpu};
 use crate::{Error, Result};
 
 /// A weight matrix: `n_out` rows of `n_in` values of type `ty`, row after row.
@@ -23,6 +23,8 @@ pub struct Weights<'a> {
     n_out: usize,
     n_in: usize,
     row_bytes: usize,
+    /// Which of llama.cpp's operations this product stands for (kernels differ).
+    op: MatOp,
 }
 
 impl<'a> Weights<'a> {
@@ -44,7 +46,16 @@ impl<'a> Weights<'a> {
             n_out,
             n_in,
             row_bytes,
+            op: MatOp::MulMat,
         })
+    }
+
+    /// The same matrix as one expert of a mixture (llama.cpp's `MUL_MAT_ID`).
+    pub fn expert(self) -> Weights<'a> {
+        Weights {
+            op: MatOp::Expert,
+            ..self
+        }
     }
 
     pub fn ty(&self) -> GgmlType {
@@ -64,10 +75,27 @@ impl<'a> Weights<'a> {
     }
 }
 
+/// How matrix products round. The integer sums are the same either way; the float order of
+/// their scaling and accumulation is not, and llama.cpp's CPU backend picks that order by the
+/// shape of the product (docs/INFERENCE-NOTES.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Numerics {
+    /// Every activation row goes through the kernel llama.cpp uses for one row (its
+    /// `vec_dot` or repacked GEMV order), whatever the batch: a token's logits do not depend
+    /// on what else is in its batch or how a prompt is cut into decodes.
+    #[default]
+    BatchInvariant,
+    /// The kernels llama.cpp's CPU backend picks for each product's shape on x86-64 (repacked
+    /// GEMM for rows in groups of four, the tiled K-quant kernel for 8 rows or more): logits
+    /// equal llama.cpp's bit for bit, and depend on the batch as llama.cpp's do.
+    LlamaCpp,
+}
+
 /// Buffers a matmul reuses between calls (quantized activations), so steady-state decoding
-/// allocates nothing.
+/// allocates nothing, and the rounding mode its products follow.
 #[derive(Default)]
 pub struct MatmulScratch {
+    pub numerics: Numerics,
     act: Vec<u8>,
     /// Activations rounded to f16/bf16 for half-precision weights.
     rounded: Vec<f32>,
@@ -104,7 +132,12 @@ pub fn matmul(
             y.len()
         )));
     }
-    let kernel = quant::kernel(w.ty, cpu::level())
+    // Batch-invariant: the kernels llama.cpp takes for a single row, for every row.
+    let (rows, op) = match scratch.numerics {
+        Numerics::LlamaCpp => (n_tokens, w.op),
+        Numerics::BatchInvariant => (1, MatOp::Expert),
+    };
+    let kernel = quant::matmul_kernel(w.ty, n_out, rows, op, cpu::level())
         .ok_or_else(|| Error::Unsupported(format!("{} weights have no dot product", w.ty)))?;
     let (tile_rows, tile_tokens) = tiles(n_out, n_tokens, pool.n_threads());
     let row_tiles = n_out.div_ceil(tile_rows);
@@ -123,7 +156,7 @@ pub fn matmul(
     };
     // SAFETY (for every `out.set` below): element (t, r) belongs to the tile that holds row r
     // and token t, and only that tile's task writes it.
-    match kernel {
+    match kernel.dot {
         Dot::Float(f) => {
             // Half-precision weights meet activations rounded to the same precision, as in
             // llama.cpp (whose f16/bf16 products convert the activations first).
@@ -150,41 +183,63 @@ pub fn matmul(
                 }
             })
         }
-        Dot::Quant { act, f, f4 } => {
+        Dot::Quant { act, .. } => {
             let act_row = quant::row_bytes(act, n_in)?;
             let total = size(act_row, "activation bytes")?;
             scratch.act.resize(total, 0);
-            let quantize = quant::activation_quantizer(act)
-                .ok_or_else(|| Error::Internal(format!("no quantizer for {act}")))?;
+            let missing = || Error::Internal(format!("no quantizer for {act}"));
+            let quantize = quant::activation_quantizer(act).ok_or_else(missing)?;
+            // Where llama.cpp repacks the matrix, the rows it takes four at a time are
+            // quantized and multiplied by kernels of their own (`MatmulKernel::fours`).
+            let (in_fours, grouped) = match kernel.fours {
+                Some(_) => (
+                    quant::activation_quantizer_in_fours(act).ok_or_else(missing)?,
+                    n_tokens - n_tokens % 4,
+                ),
+                None => (quantize, 0),
+            };
             {
                 let acts = Disjoint::new(&mut scratch.act);
                 pool.run(n_tokens, &|t| {
                     // SAFETY: token t's activation row is written by this task only.
                     let dst = unsafe { acts.slice(t * act_row, act_row) };
-                    quantize(&x[t * n_in..(t + 1) * n_in], dst);
+                    let q = if t < grouped { in_fours } else { quantize };
+                    q(&x[t * n_in..(t + 1) * n_in], dst);
                 });
             }
             let acts = &scratch.act;
             let a = |t: usize| &acts[t * act_row..(t + 1) * act_row];
+            let kernels = |t: usize| match (t < grouped, kernel.fours, kernel.dot) {
+                (true, Some(Dot::Quant { f, f4, .. }), _) | (_, _, Dot::Quant { f, f4, .. }) => {
+                    (f, f4)
+                }
+                _ => unreachable!("quantized formats have quantized kernels"),
+            };
             run_tiles(&|rows, tokens| {
                 for r in rows {
                     let wr = w.row(r);
                     let mut t = tokens.start;
-                    // Four tokens per call where the kernel can: each weight block is decoded
-                    // once for the four.
-                    if let Some(f4) = f4 {
-                        while t + 4 <= tokens.end {
-                            let v = f4(wr, &[a(t), a(t + 1), a(t + 2), a(t + 3)]);
-                            for (k, v) in v.into_iter().enumerate() {
-                                // SAFETY: see above: (t + k, r) is this tile's.
-                                unsafe { out.set((t + k) * n_out + r, v) };
+                    while t < tokens.end {
+                        let (f, f4) = kernels(t);
+                        // Four tokens per call where the kernel can (each weight block is
+                        // decoded once for the four) and the four take the same kernel.
+                        match f4 {
+                            Some(f4)
+                                if t + 4 <= tokens.end && (t + 4 <= grouped || t >= grouped) =>
+                            {
+                                let v = f4(wr, &[a(t), a(t + 1), a(t + 2), a(t + 3)]);
+                                for (k, v) in v.into_iter().enumerate() {
+                                    // SAFETY: see above: (t + k, r) is this tile's.
+                                    unsafe { out.set((t + k) * n_out + r, v) };
+                                }
+                                t += 4;
                             }
-                            t += 4;
+                            _ => {
+                                // SAFETY: see above: (t, r) is this tile's.
+                                unsafe { out.set(t * n_out + r, f(wr, a(t))) };
+                                t += 1;
+                            }
                         }
-                    }
-                    for t in t..tokens.end {
-                        // SAFETY: see above: (t, r) is this tile's.
-                        unsafe { out.set(t * n_out + r, f(wr, a(t))) };
                     }
                 }
             });
@@ -228,7 +283,9 @@ mod tests {
                 let mut y = vec![f32::NAN; n_tokens * n_out];
                 matmul(&pool, &w, &x, n_tokens, &mut y, &mut scratch).unwrap();
                 // The single-row kernel on activations quantized as the matmul does.
-                let dot = quant::kernel(ty, cpu::level()).unwrap();
+                let dot = quant::matmul_kernel(ty, n_out, n_tokens, MatOp::MulMat, cpu::level())
+                    .unwrap()
+                    .dot;
                 for t in 0..n_tokens {
                     let xt = &x[t * n_in..(t + 1) * n_in];
                     for r in 0..n_out {

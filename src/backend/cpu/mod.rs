@@ -8,5 +8,5 @@ pub mod matmul;
 pub mod ops;
 pub mod pool;
 
-pub use matmul::{MatmulScratch, Weights, matmul};
+pub use matmul::{MatmulScratch, Numerics, Weights, matmul};
 pub use pool::ThreadPool;

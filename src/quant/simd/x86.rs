@@ -59,6 +59,15 @@ macro_rules! kernels {
             _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
         }
 
+        /// The exact sum of the eight i32 lanes (integer: any order gives the same).
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn hsum_i32(v: __m256i) -> i32 {
+            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+            _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s)))
+        }
+
         /// f16 bits at `at` as f32 (F16C).
         ///
         /// Written in assembly on purpose: from intrinsics LLVM emits a 16-bit `vpinsrw` load
@@ -171,39 +180,102 @@ macro_rules! kernels {
 
         /// Weights with Q8_0 activations (Q4_0, Q5_0, Q8_0, IQ4_NL, MXFP4): `decode` turns a
         /// weight block into its 32 signed values and its scale, once for all `N` tokens.
+        /// `split` picks the accumulator of block i: ggml's `vec_dot` kernels keep one (Q4_0,
+        /// Q5_0, Q8_0) or two that alternate block by block (IQ4_NL, MXFP4), eight lanes
+        /// each, summed at the end (a last odd block added by one scalar fused multiply-add
+        /// where there are two).
         #[inline]
         #[target_feature(enable = $features)]
         fn q8_0_family<const W: usize, const N: usize>(
             w: &[u8],
             a: &[&[u8]; N],
+            two: bool,
             decode: impl Fn(&[u8; W]) -> (__m256i, f32),
         ) -> [f32; N] {
             let (wb, ab) = rows_of::<W, 34, N>(w, a);
-            let mut acc = [_mm256_setzero_ps(); N];
-            for (i, x) in wb.iter().enumerate() {
+            let mut acc = [[_mm256_setzero_ps(); 2]; N];
+            let paired = if two { wb.len() & !1 } else { wb.len() };
+            for (i, x) in wb[..paired].iter().enumerate() {
                 let (q, dx) = decode(x);
                 let abs_q = _mm256_sign_epi8(q, q);
                 for n in 0..N {
                     let y = &ab[n][i];
                     let p = $dot_u8s(abs_q, _mm256_sign_epi8(load256(y, 2), q));
                     let d = _mm256_set1_ps(dx * h2f(y, 0));
-                    acc[n] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[n]);
+                    let k = if two { i & 1 } else { 0 };
+                    acc[n][k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[n][k]);
                 }
             }
-            finish(acc, [0.0; N])
+            let mut out = [0f32; N];
+            for n in 0..N {
+                out[n] = hsum(_mm256_add_ps(acc[n][0], acc[n][1]));
+                if let Some(x) = wb.get(paired) {
+                    let (q, dx) = decode(x);
+                    let y = &ab[n][paired];
+                    let abs_q = _mm256_sign_epi8(q, q);
+                    let p = $dot_u8s(abs_q, _mm256_sign_epi8(load256(y, 2), q));
+                    out[n] = (h2f(y, 0) * dx).mul_add(hsum_i32(p) as f32, out[n]);
+                }
+            }
+            out
+        }
+
+        /// The same products in the order of llama.cpp's repacked x86 kernels
+        /// (`gemm/gemv_q4_0_8x8_q8_0` and the IQ4_NL twin), which llama.cpp uses for these
+        /// formats whenever a matrix has a multiple of 8 rows: each block's integer sum whole,
+        /// then one fused multiply-add per block with `dw * da`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn q8_0_blockwise<const W: usize, const N: usize>(
+            w: &[u8],
+            a: &[&[u8]; N],
+            decode: impl Fn(&[u8; W]) -> (__m256i, f32),
+        ) -> [f32; N] {
+            let (wb, ab) = rows_of::<W, 34, N>(w, a);
+            let mut acc = [0f32; N];
+            for (i, x) in wb.iter().enumerate() {
+                let (q, dx) = decode(x);
+                let abs_q = _mm256_sign_epi8(q, q);
+                for n in 0..N {
+                    let y = &ab[n][i];
+                    let p = $dot_u8s(abs_q, _mm256_sign_epi8(load256(y, 2), q));
+                    acc[n] = (hsum_i32(p) as f32).mul_add(dx * h2f(y, 0), acc[n]);
+                }
+            }
+            acc
+        }
+
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn decode_q4_0(x: &[u8; 18]) -> (__m256i, f32) {
+            let q = _mm256_sub_epi8(nibbles(load128(x, 2)), _mm256_set1_epi8(8));
+            (q, h2f(x, 0))
+        }
+
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn decode_iq4_nl(x: &[u8; 18]) -> (__m256i, f32) {
+            (lut16(&IQ4_VALUES, nibbles(load128(x, 2))), h2f(x, 0))
+        }
+
+        #[target_feature(enable = $features)]
+        fn q4_0_blockwise<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            q8_0_blockwise::<18, N>(w, a, |x| decode_q4_0(x))
+        }
+
+        #[target_feature(enable = $features)]
+        fn iq4_nl_blockwise<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            q8_0_blockwise::<18, N>(w, a, |x| decode_iq4_nl(x))
         }
 
         #[target_feature(enable = $features)]
         fn q4_0<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            q8_0_family::<18, N>(w, a, |x| {
-                let q = _mm256_sub_epi8(nibbles(load128(x, 2)), _mm256_set1_epi8(8));
-                (q, h2f(x, 0))
-            })
+            q8_0_family::<18, N>(w, a, false, |x| decode_q4_0(x))
         }
 
         #[target_feature(enable = $features)]
         fn q5_0<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            q8_0_family::<22, N>(w, a, |x| {
+            q8_0_family::<22, N>(w, a, false, |x| {
                 // q - 16 = nibble | 0xf0 where the fifth bit is clear.
                 let high = _mm256_andnot_si256(bit_bytes(qh_u32(x, 2)), _mm256_set1_epi8(-16));
                 (_mm256_or_si256(nibbles(load128(x, 6)), high), h2f(x, 0))
@@ -212,17 +284,17 @@ macro_rules! kernels {
 
         #[target_feature(enable = $features)]
         fn q8_0<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            q8_0_family::<34, N>(w, a, |x| (load256(x, 2), h2f(x, 0)))
+            q8_0_family::<34, N>(w, a, false, |x| (load256(x, 2), h2f(x, 0)))
         }
 
         #[target_feature(enable = $features)]
         fn iq4_nl<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            q8_0_family::<18, N>(w, a, |x| (lut16(&IQ4_VALUES, nibbles(load128(x, 2))), h2f(x, 0)))
+            q8_0_family::<18, N>(w, a, true, |x| decode_iq4_nl(x))
         }
 
         #[target_feature(enable = $features)]
         fn mxfp4<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            q8_0_family::<17, N>(w, a, |x| {
+            q8_0_family::<17, N>(w, a, true, |x| {
                 (lut16(&MXFP4_VALUES, nibbles(load128(x, 1))), e8m0_to_f32_half(x[0]))
             })
         }
@@ -275,18 +347,6 @@ macro_rules! kernels {
             _mm256_and_si256(s, _mm256_set1_epi8(mask))
         }
 
-        /// A K-quant block, as the integer sums it needs: the block's dot product is
-        /// `d_main * dy * S1 - d_off * dy * S2` with `S1 = sum over groups g of scales[g] *
-        /// sum(q_u * a in g)` and `S2 = sum over g of coefs[g] * bsum[g]`, where q_u are the
-        /// unsigned quants of `chunk` and g runs over the 16 groups of 16 values. `scales` and
-        /// `coefs` are 16 i16 lanes.
-        struct KBlock {
-            scales: __m256i,
-            coefs: __m256i,
-            d_main: f32,
-            d_off: f32,
-        }
-
         /// 16 bytes as 16 i16 lanes, signed or not.
         #[inline]
         #[target_feature(enable = $features)]
@@ -312,116 +372,158 @@ macro_rules! kernels {
             _mm256_shuffle_epi8(pair, ctrl)
         }
 
-        /// K-quant blocks with Q8_K activations. Products go through `vpmaddubsw` and a
-        /// `vpmaddwd` with the group scales (cheaper than a 32-bit multiply after `vpdpbusd`).
-        /// Unsigned quants are at most 63, so the i16 pair sums stay below 2 * 63 * 127.
+        /// The eight i32 lanes ggml's AVX2 K-quant kernels hold for one super-block, for each
+        /// of `N` activation blocks: lane k sums, over the eight 32-value chunks c, the group
+        /// scale times the products of values 32c+4k .. 32c+4k+3. `chunk(c)` gives chunk c's
+        /// quants as unsigned bytes and `bias` what each stands above its signed value (Q3_K 4,
+        /// Q6_K 32, else 0), taken off inside the lane as ggml does (`maddubs(q, y) -
+        /// maddubs(bias, y)`) so every lane holds ggml's integer. `scales` are the 16 group
+        /// scales as i16. Unsigned quants are at most 63 and |y| <= 127: no i16 saturates.
         #[inline]
         #[target_feature(enable = $features)]
-        fn k_family<const W: usize, const N: usize>(
-            w: &[u8],
-            a: &[&[u8]; N],
-            prep: impl Fn(&[u8; W]) -> KBlock,
-            chunk: impl Fn(&[u8; W], usize) -> __m256i,
-        ) -> [f32; N] {
-            let (wb, ab) = rows_of::<W, 292, N>(w, a);
-            let mut acc = [_mm256_setzero_ps(); N];
-            let mut acc_off = [_mm256_setzero_ps(); N];
-            for (i, x) in wb.iter().enumerate() {
-                let k = prep(x);
-                let mut sumi = [_mm256_setzero_si256(); N];
-                for c in 0..8 {
-                    let q = chunk(x, c);
-                    let sv = chunk_scales(k.scales, c);
-                    for n in 0..N {
-                        let p = _mm256_maddubs_epi16(q, load256(&ab[n][i], 4 + 32 * c));
-                        sumi[n] = _mm256_add_epi32(sumi[n], _mm256_madd_epi16(p, sv));
-                    }
-                }
+        fn k_lanes<const N: usize>(
+            ys: [&[u8; 292]; N],
+            scales: __m256i,
+            bias: i8,
+            chunks: std::ops::Range<usize>,
+            chunk: impl Fn(usize) -> __m256i,
+        ) -> [__m256i; N] {
+            let mut sumi = [_mm256_setzero_si256(); N];
+            let b = _mm256_set1_epi8(bias);
+            for c in chunks {
+                let q = chunk(c);
+                let sv = chunk_scales(scales, c);
                 for n in 0..N {
-                    let y = &ab[n][i];
-                    let dy = q8_k_d(y);
-                    let main = _mm256_set1_ps(k.d_main * dy);
-                    acc[n] = _mm256_fmadd_ps(main, _mm256_cvtepi32_ps(sumi[n]), acc[n]);
-                    let off = _mm256_madd_epi16(load256(y, 260), k.coefs);
-                    let d_off = _mm256_set1_ps(k.d_off * dy);
-                    acc_off[n] = _mm256_fmadd_ps(d_off, _mm256_cvtepi32_ps(off), acc_off[n]);
+                    let y = load256(ys[n], 4 + 32 * c);
+                    let mut p = _mm256_maddubs_epi16(q, y);
+                    if bias != 0 {
+                        p = _mm256_sub_epi16(p, _mm256_maddubs_epi16(b, y));
+                    }
+                    sumi[n] = _mm256_add_epi32(sumi[n], _mm256_madd_epi16(p, sv));
                 }
             }
-            let mut out = [0f32; N];
-            for n in 0..N {
-                out[n] = hsum(acc[n]) - hsum(acc_off[n]);
-            }
-            out
+            sumi
         }
 
+        /// The activation blocks of super-block i of each row.
+        #[inline(always)]
+        fn col<'a, const N: usize>(ab: &[&'a [[u8; 292]]; N], i: usize) -> [&'a [u8; 292]; N] {
+            std::array::from_fn(|n| &ab[n][i])
+        }
+
+        /// Q2_K: 16 scales and mins of 4 bits (low and high nibbles of bytes 0..16).
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn q2_k_scales(x: &[u8; 84]) -> (__m256i, __m256i) {
+            let s = load128(x, 0);
+            let m = _mm_set1_epi8(0x0f);
+            (widen_u8(_mm_and_si128(s, m)), widen_u8(_mm_and_si128(_mm_srli_epi16::<4>(s), m)))
+        }
+
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn q2_k_chunk(x: &[u8; 84], c: usize) -> __m256i {
+            bits_at(load256(x, 16 + (c / 4) * 32), 2 * (c % 4) as u32, 3)
+        }
+
+        /// Q2_K as ggml's AVX2 `vec_dot`: per super-block, first the mins (`madd` of the 16
+        /// mins with the 16 sums, times -dy * dmin) and then the scaled sums, both fused into
+        /// one accumulator of eight lanes.
         #[target_feature(enable = $features)]
         fn q2_k<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            k_family::<84, N>(
-                w,
-                a,
-                |x| {
-                    let s = load128(x, 0);
-                    let (d, dmin) = h2f2(x, 80);
-                    KBlock {
-                        scales: widen_u8(_mm_and_si128(s, _mm_set1_epi8(0x0f))),
-                        coefs: widen_u8(_mm_and_si128(_mm_srli_epi16::<4>(s), _mm_set1_epi8(0x0f))),
-                        d_main: d,
-                        d_off: dmin,
-                    }
-                },
-                |x, c| bits_at(load256(x, 16 + (c / 4) * 32), 2 * (c % 4) as u32, 3),
-            )
+            let (wb, ab) = rows_of::<84, 292, N>(w, a);
+            let mut acc = [_mm256_setzero_ps(); N];
+            for (i, x) in wb.iter().enumerate() {
+                let (scales, mins) = q2_k_scales(x);
+                let ys = col(&ab, i);
+                let sumi = k_lanes(ys, scales, 0, 0..8, |c| q2_k_chunk(x, c));
+                let (d, dmin) = h2f2(x, 80);
+                for n in 0..N {
+                    let dy = q8_k_d(ys[n]);
+                    let prod = _mm256_madd_epi16(mins, load256(ys[n], 260));
+                    let vmin = _mm256_set1_ps(-dy * dmin);
+                    acc[n] = _mm256_fmadd_ps(vmin, _mm256_cvtepi32_ps(prod), acc[n]);
+                    acc[n] = _mm256_fmadd_ps(_mm256_set1_ps(dy * d), _mm256_cvtepi32_ps(sumi[n]), acc[n]);
+                }
+            }
+            finish(acc, [0.0; N])
         }
 
+        /// Q2_K in the order of llama.cpp's repacked kernel (`q2_K_8x8_q8_K`, AVX-512
+        /// builds): each super-block's integer sums whole, fused into a sum and a mins sum
+        /// with `d * dy` and `dmin * dy`, subtracted at the end.
+        #[target_feature(enable = $features)]
+        fn q2_k_blockwise<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            let (wb, ab) = rows_of::<84, 292, N>(w, a);
+            let (mut acc, mut acc_min) = ([0f32; N], [0f32; N]);
+            for (i, x) in wb.iter().enumerate() {
+                let (scales, mins) = q2_k_scales(x);
+                let ys = col(&ab, i);
+                let sumi = k_lanes(ys, scales, 0, 0..8, |c| q2_k_chunk(x, c));
+                let (d, dmin) = h2f2(x, 80);
+                for n in 0..N {
+                    let dy = q8_k_d(ys[n]);
+                    let imin = hsum_i32(_mm256_madd_epi16(mins, load256(ys[n], 260)));
+                    acc[n] = (hsum_i32(sumi[n]) as f32).mul_add(d * dy, acc[n]);
+                    acc_min[n] = (imin as f32).mul_add(dmin * dy, acc_min[n]);
+                }
+            }
+            std::array::from_fn(|n| acc[n] - acc_min[n])
+        }
+
+        /// Q3_K's sixteen 6-bit scales as i16: low nibbles from bytes 96..104 (both halves),
+        /// two high bits from bytes 104..108, all minus 32.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn q3_k_scales(x: &[u8; 110]) -> __m256i {
+            let low8 = _mm_srli_si128::<2>(load128(x, 94));
+            let low = _mm_unpacklo_epi64(
+                _mm_and_si128(low8, _mm_set1_epi8(0x0f)),
+                _mm_and_si128(_mm_srli_epi16::<4>(low8), _mm_set1_epi8(0x0f)),
+            );
+            let h = u32::from_le_bytes([x[104], x[105], x[106], x[107]]);
+            let m = 0x0303_0303;
+            let high = _mm_setr_epi32(
+                (h & m) as i32,
+                ((h >> 2) & m) as i32,
+                ((h >> 4) & m) as i32,
+                ((h >> 6) & m) as i32,
+            );
+            widen_i8(_mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16::<4>(high)), _mm_set1_epi8(32)))
+        }
+
+        /// Q3_K chunk c as q + 4 = low two bits | the mask bit as 4 (0..8): unsigned.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn q3_k_chunk(x: &[u8; 110], c: usize) -> __m256i {
+            let low = bits_at(load256(x, 32 + (c / 4) * 32), 2 * (c % 4) as u32, 3);
+            let high = _mm256_slli_epi16::<2>(bits_at(load256(x, 0), c as u32, 1));
+            _mm256_or_si256(low, high)
+        }
+
+        /// Q3_K as ggml's AVX2 `vec_dot`: signed quants (the 4 taken off inside each lane),
+        /// one fused multiply-add of `dy * d` per super-block and lane.
         #[target_feature(enable = $features)]
         fn q3_k<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            k_family::<110, N>(
-                w,
-                a,
-                |x| {
-                    // Sixteen 6-bit scales: low nibbles from bytes 96..104 (both halves), two
-                    // high bits from bytes 104..108, all minus 32.
-                    let low8 = _mm_srli_si128::<2>(load128(x, 94));
-                    let low = _mm_unpacklo_epi64(
-                        _mm_and_si128(low8, _mm_set1_epi8(0x0f)),
-                        _mm_and_si128(_mm_srli_epi16::<4>(low8), _mm_set1_epi8(0x0f)),
-                    );
-                    let h = u32::from_le_bytes([x[104], x[105], x[106], x[107]]);
-                    let m = 0x0303_0303;
-                    let high = _mm_setr_epi32(
-                        (h & m) as i32,
-                        ((h >> 2) & m) as i32,
-                        ((h >> 4) & m) as i32,
-                        ((h >> 6) & m) as i32,
-                    );
-                    let s8 = _mm_sub_epi8(
-                        _mm_or_si128(low, _mm_slli_epi16::<4>(high)),
-                        _mm_set1_epi8(32),
-                    );
-                    let scales = widen_i8(s8);
-                    let d = h2f(x, 108);
-                    KBlock {
-                        scales,
-                        coefs: _mm256_slli_epi16::<2>(scales),
-                        d_main: d,
-                        d_off: d,
-                    }
-                },
-                // q + 4 = low two bits | the mask bit as 4 (0..8): unsigned.
-                |x, c| {
-                    let low = bits_at(load256(x, 32 + (c / 4) * 32), 2 * (c % 4) as u32, 3);
-                    let high = _mm256_slli_epi16::<2>(bits_at(load256(x, 0), c as u32, 1));
-                    _mm256_or_si256(low, high)
-                },
-            )
+            let (wb, ab) = rows_of::<110, 292, N>(w, a);
+            let mut acc = [_mm256_setzero_ps(); N];
+            for (i, x) in wb.iter().enumerate() {
+                let ys = col(&ab, i);
+                let sumi = k_lanes(ys, q3_k_scales(x), 4, 0..8, |c| q3_k_chunk(x, c));
+                let d = h2f(x, 108);
+                for n in 0..N {
+                    let vd = _mm256_set1_ps(q8_k_d(ys[n]) * d);
+                    acc[n] = _mm256_fmadd_ps(vd, _mm256_cvtepi32_ps(sumi[n]), acc[n]);
+                }
+            }
+            finish(acc, [0.0; N])
         }
 
         /// Q4_K/Q5_K scales and mins (6 bits each, packed in 12 bytes as `k_scale_min`
-        /// reads them), unpacked with 32-bit operations, each duplicated for its two 16-value
-        /// groups.
+        /// reads them): the 16 group scales as i16 (each sub-block's twice) and the 8 mins.
         #[inline]
         #[target_feature(enable = $features)]
-        fn k_scale_min_block(x: &[u8]) -> KBlock {
+        fn k_scale_min_block(x: &[u8]) -> (__m256i, __m128i) {
             let word = |i: usize| u32::from_le_bytes([x[4 + i], x[5 + i], x[6 + i], x[7 + i]]);
             let (a, b, c) = (word(0), word(4), word(8));
             let sc_lo = a & 0x3f3f_3f3f;
@@ -429,67 +531,180 @@ macro_rules! kernels {
             let sc_hi = (c & 0x0f0f_0f0f) | ((a >> 2) & 0x3030_3030);
             let m_hi = ((c >> 4) & 0x0f0f_0f0f) | ((b >> 2) & 0x3030_3030);
             let v = _mm_setr_epi32(sc_lo as i32, sc_hi as i32, m_lo as i32, m_hi as i32);
-            // Bytes 0..8 are the scales, 8..16 the mins; duplicate each byte.
-            let sc = _mm_unpacklo_epi8(v, v);
-            let m = _mm_unpackhi_epi8(v, v);
-            let (d, dmin) = h2f2(x, 0);
-            KBlock {
-                scales: widen_u8(sc),
-                coefs: widen_u8(m),
-                d_main: d,
-                d_off: dmin,
+            // Bytes 0..8 are the scales, 8..16 the mins.
+            (widen_u8(_mm_unpacklo_epi8(v, v)), _mm_cvtepu8_epi16(_mm_srli_si128::<8>(v)))
+        }
+
+        /// Q4_K/Q5_K mins: lane k of `mins8 . (sums of 32 activations)`, as ggml pairs them
+        /// (`hadd` of the 16 sums of 16, then `madd`): four i32 lanes.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn k_mins(mins8: __m128i, y: &[u8; 292]) -> __m128i {
+            let q8s = _mm_hadd_epi16(load128(y, 260), load128(y, 276));
+            _mm_madd_epi16(mins8, q8s)
+        }
+
+        /// Q4_K and Q5_K as ggml's AVX2 `vec_dot`: eight lanes of `dy * d` times the lane
+        /// sums; the mins go to four lanes of `-dy * dmin` (Q4_K, added at the end as
+        /// (l0 + l2) + (l1 + l3)) or, for Q5_K, to one scalar per super-block, fused.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn k_scale_min_family<const W: usize, const N: usize>(
+            w: &[u8],
+            a: &[&[u8]; N],
+            scalar_mins: bool,
+            chunk: impl Fn(&[u8; W], usize) -> __m256i,
+        ) -> [f32; N] {
+            let (wb, ab) = rows_of::<W, 292, N>(w, a);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut acc_m = [_mm_setzero_ps(); N];
+            let mut summs = [0f32; N];
+            for (i, x) in wb.iter().enumerate() {
+                let (scales, mins8) = k_scale_min_block(x);
+                let ys = col(&ab, i);
+                let sumi = k_lanes(ys, scales, 0, 0..8, |c| chunk(x, c));
+                let (d, dmin) = h2f2(x, 0);
+                for n in 0..N {
+                    let dy = q8_k_d(ys[n]);
+                    let prod = k_mins(mins8, ys[n]);
+                    if scalar_mins {
+                        summs[n] = (-dy * dmin).mul_add(hsum_i32(_mm256_zextsi128_si256(prod)) as f32, summs[n]);
+                    } else {
+                        acc_m[n] = _mm_fmadd_ps(_mm_set1_ps(-dy * dmin), _mm_cvtepi32_ps(prod), acc_m[n]);
+                    }
+                    acc[n] = _mm256_fmadd_ps(_mm256_set1_ps(dy * d), _mm256_cvtepi32_ps(sumi[n]), acc[n]);
+                }
             }
+            std::array::from_fn(|n| {
+                let m = _mm_add_ps(acc_m[n], _mm_movehl_ps(acc_m[n], acc_m[n]));
+                let m = _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
+                hsum(acc[n]) + if scalar_mins { summs[n] } else { m }
+            })
+        }
+
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn q4_k_chunk(x: &[u8; 144], c: usize) -> __m256i {
+            bits_at(load256(x, 16 + (c / 2) * 32), 4 * (c % 2) as u32, 0x0f)
         }
 
         #[target_feature(enable = $features)]
         fn q4_k<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            k_family::<144, N>(w, a, |x| k_scale_min_block(x), |x, j| {
-                bits_at(load256(x, 16 + (j / 2) * 32), 4 * (j % 2) as u32, 0x0f)
-            })
+            k_scale_min_family::<144, N>(w, a, false, |x, c| q4_k_chunk(x, c))
+        }
+
+        /// Q4_K in the order of llama.cpp's repacked x86 kernels (`q4_K_8x8_q8_K`, used
+        /// whenever a matrix has a multiple of 8 rows): each super-block's integer sums
+        /// whole, fused into a sum and a mins sum with `d * dy` and `dmin * dy`, subtracted at
+        /// the end.
+        #[target_feature(enable = $features)]
+        fn q4_k_blockwise<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            let (wb, ab) = rows_of::<144, 292, N>(w, a);
+            let (mut acc, mut acc_min) = ([0f32; N], [0f32; N]);
+            for (i, x) in wb.iter().enumerate() {
+                let (scales, mins8) = k_scale_min_block(x);
+                let ys = col(&ab, i);
+                let sumi = k_lanes(ys, scales, 0, 0..8, |c| q4_k_chunk(x, c));
+                let (d, dmin) = h2f2(x, 0);
+                for n in 0..N {
+                    let dy = q8_k_d(ys[n]);
+                    let imin = hsum_i32(_mm256_zextsi128_si256(k_mins(mins8, ys[n])));
+                    acc[n] = (hsum_i32(sumi[n]) as f32).mul_add(d * dy, acc[n]);
+                    acc_min[n] = (imin as f32).mul_add(dmin * dy, acc_min[n]);
+                }
+            }
+            std::array::from_fn(|n| acc[n] - acc_min[n])
+        }
+
+        /// Q4_K as llama.cpp's repacked GEMM (`ggml_gemm_q4_K_8x8_q8_K`, rows in groups of
+        /// four) sums it: like the GEMV but fused every two sub-blocks (64 values) instead of
+        /// every super-block.
+        #[target_feature(enable = $features)]
+        fn q4_k_gemm<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            let (wb, ab) = rows_of::<144, 292, N>(w, a);
+            let (mut acc, mut acc_min) = ([0f32; N], [0f32; N]);
+            for (i, x) in wb.iter().enumerate() {
+                let (scales, mins8) = k_scale_min_block(x);
+                let ys = col(&ab, i);
+                let (d, dmin) = h2f2(x, 0);
+                let mut imin = [[0i32; 4]; N];
+                for n in 0..N {
+                    // SAFETY: a 16-byte store into a 16-byte array.
+                    unsafe { _mm_storeu_si128(imin[n].as_mut_ptr().cast(), k_mins(mins8, ys[n])) };
+                }
+                for sb in 0..4 {
+                    let sumi = k_lanes(ys, scales, 0, 2 * sb..2 * sb + 2, |c| q4_k_chunk(x, c));
+                    for n in 0..N {
+                        let dy = q8_k_d(ys[n]);
+                        acc[n] = (hsum_i32(sumi[n]) as f32).mul_add(d * dy, acc[n]);
+                        acc_min[n] = (imin[n][sb] as f32).mul_add(dmin * dy, acc_min[n]);
+                    }
+                }
+            }
+            std::array::from_fn(|n| acc[n] - acc_min[n])
         }
 
         #[target_feature(enable = $features)]
         fn q5_k<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            k_family::<176, N>(w, a, |x| k_scale_min_block(x), |x, j| {
-                let low = bits_at(load256(x, 48 + (j / 2) * 32), 4 * (j % 2) as u32, 0x0f);
-                let high = _mm256_slli_epi16::<4>(bits_at(load256(x, 16), j as u32, 1));
-                _mm256_or_si256(low, high)
-            })
+            k_scale_min_family::<176, N>(w, a, true, |x, c| q5_k_chunk(x, c))
         }
 
-        /// Q6_K as ggml's AVX2 kernel sums it: the -32 offset is subtracted inside each
-        /// 32-bit lane (`maddubs(q, y) - maddubs(32, y)` before the scales), so every lane
-        /// holds the same integer as ggml's and one fused multiply-add per super-block and
-        /// lane adds it (a separate offset accumulator, as the other K-quants use, rounds
-        /// differently and moved logits by 0.1).
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn q5_k_chunk(x: &[u8; 176], c: usize) -> __m256i {
+            let low = bits_at(load256(x, 48 + (c / 2) * 32), 4 * (c % 2) as u32, 0x0f);
+            let high = _mm256_slli_epi16::<4>(bits_at(load256(x, 16), c as u32, 1));
+            _mm256_or_si256(low, high)
+        }
+
+        /// Q6_K chunk c (elements 32c..32c+31) as q + 32 (0..64), unsigned.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn q6_k_chunk(x: &[u8; 210], c: usize) -> __m256i {
+            let (half, k) = (c / 4, c % 4);
+            let low = bits_at(load256(x, half * 64 + (k % 2) * 32), 4 * (k / 2) as u32, 0x0f);
+            let high = bits_at(load256(x, 128 + half * 32), 2 * k as u32, 3);
+            _mm256_or_si256(low, _mm256_slli_epi16::<4>(high))
+        }
+
+        /// Q6_K as ggml's AVX2 kernel sums it: unsigned quants (q + 32) in the lanes, and
+        /// the offset as its own lanes, `32 * madd(bsums, scales)`, subtracted from them in
+        /// integers; one fused multiply-add per super-block and lane.
         #[target_feature(enable = $features)]
         fn q6_k<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
             let (wb, ab) = rows_of::<210, 292, N>(w, a);
             let mut acc = [_mm256_setzero_ps(); N];
-            let m32 = _mm256_set1_epi8(32);
             for (i, x) in wb.iter().enumerate() {
+                let ys = col(&ab, i);
                 let scales = widen_i8(load128(x, 192));
+                let sumi = k_lanes(ys, scales, 0, 0..8, |c| q6_k_chunk(x, c));
                 let dx = h2f(x, 208);
-                let mut sumi = [_mm256_setzero_si256(); N];
-                for c in 0..8 {
-                    // q + 32 (0..64), unsigned: chunk c holds elements 32c..32c+31.
-                    let (half, k) = (c / 4, c % 4);
-                    let low = bits_at(load256(x, half * 64 + (k % 2) * 32), 4 * (k / 2) as u32, 0x0f);
-                    let high = bits_at(load256(x, 128 + half * 32), 2 * k as u32, 3);
-                    let q = _mm256_or_si256(low, _mm256_slli_epi16::<4>(high));
-                    let sv = chunk_scales(scales, c);
-                    for n in 0..N {
-                        let y = load256(&ab[n][i], 4 + 32 * c);
-                        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(m32, y));
-                        sumi[n] = _mm256_add_epi32(sumi[n], _mm256_madd_epi16(p, sv));
-                    }
-                }
                 for n in 0..N {
-                    let d = _mm256_set1_ps(q8_k_d(&ab[n][i]) * dx);
-                    acc[n] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[n]), acc[n]);
+                    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(load256(ys[n], 260), scales));
+                    let lanes = _mm256_sub_epi32(sumi[n], offset);
+                    let d = _mm256_set1_ps(q8_k_d(ys[n]) * dx);
+                    acc[n] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[n]);
                 }
             }
             finish(acc, [0.0; N])
+        }
+
+        /// IQ4_XS lanes of one super-block: lane k of each 32-value sub-block's products,
+        /// times its scale, summed over the sub-blocks (ggml's lane layout).
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn iq4_xs_lanes<const N: usize>(x: &[u8; 136], ys: [&[u8; 292]; N]) -> [__m256i; N] {
+            let mut sumi = [_mm256_setzero_si256(); N];
+            for ib in 0..8 {
+                let q = lut16(&IQ4_VALUES, nibbles(load128(x, 8 + 16 * ib)));
+                let abs_q = _mm256_sign_epi8(q, q);
+                let s = _mm256_set1_epi32(i32::from(iq4_xs_scale(x, ib)));
+                for n in 0..N {
+                    let y = _mm256_sign_epi8(load256(ys[n], 4 + 32 * ib), q);
+                    sumi[n] = _mm256_add_epi32(sumi[n], _mm256_mullo_epi32($dot_u8s(abs_q, y), s));
+                }
+            }
+            sumi
         }
 
         #[target_feature(enable = $features)]
@@ -497,23 +712,108 @@ macro_rules! kernels {
             let (wb, ab) = rows_of::<136, 292, N>(w, a);
             let mut acc = [_mm256_setzero_ps(); N];
             for (i, x) in wb.iter().enumerate() {
-                let mut sumi = [_mm256_setzero_si256(); N];
-                for ib in 0..8 {
-                    let q = lut16(&IQ4_VALUES, nibbles(load128(x, 8 + 16 * ib)));
-                    let abs_q = _mm256_sign_epi8(q, q);
-                    let s = _mm256_set1_epi32(i32::from(iq4_xs_scale(x, ib)));
-                    for n in 0..N {
-                        let y = _mm256_sign_epi8(load256(&ab[n][i], 4 + 32 * ib), q);
-                        sumi[n] = _mm256_add_epi32(sumi[n], _mm256_mullo_epi32($dot_u8s(abs_q, y), s));
-                    }
-                }
+                let ys = col(&ab, i);
+                let sumi = iq4_xs_lanes(x, ys);
                 let dx = h2f(x, 0);
                 for n in 0..N {
-                    let d = _mm256_set1_ps(dx * q8_k_d(&ab[n][i]));
+                    let d = _mm256_set1_ps(dx * q8_k_d(ys[n]));
                     acc[n] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[n]), acc[n]);
                 }
             }
             finish(acc, [0.0; N])
+        }
+
+        /// llama.cpp's tiled K-quant matrix product (`ggml-cpu/tiled`, taken for batches of 8
+        /// rows or more of matrices it does not repack), as its AVX-512 VNNI microkernel
+        /// rounds: per super-block the exact integer sums `s1` (scales times products) and
+        /// `s2` (mins times sums), then `r = s1 * d`, `r = r - dmin * s2` fused, and the output
+        /// gains `r * dy`, super-block after super-block. `ints` gives (s1, s2) per token.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn tiled<const W: usize, const N: usize>(
+            w: &[u8],
+            a: &[&[u8]; N],
+            d_at: usize,
+            has_min: bool,
+            ints: impl Fn(&[u8; W], [&[u8; 292]; N]) -> [(i32, i32); N],
+        ) -> [f32; N] {
+            let (wb, ab) = rows_of::<W, 292, N>(w, a);
+            let mut acc = [0f32; N];
+            for (i, x) in wb.iter().enumerate() {
+                let ys = col(&ab, i);
+                let s = ints(x, ys);
+                let (d, dmin) = if has_min { h2f2(x, d_at) } else { (h2f(x, d_at), 0.0) };
+                for n in 0..N {
+                    let mut r = s[n].0 as f32 * d;
+                    if has_min {
+                        r = (-dmin).mul_add(s[n].1 as f32, r);
+                    }
+                    acc[n] += r * q8_k_d(ys[n]);
+                }
+            }
+            acc
+        }
+
+        #[target_feature(enable = $features)]
+        fn q2_k_tiled<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            tiled::<84, N>(w, a, 80, true, |x, ys| {
+                let (scales, mins) = q2_k_scales(x);
+                let sumi = k_lanes(ys, scales, 0, 0..8, |c| q2_k_chunk(x, c));
+                std::array::from_fn(|n| {
+                    (hsum_i32(sumi[n]), hsum_i32(_mm256_madd_epi16(mins, load256(ys[n], 260))))
+                })
+            })
+        }
+
+        #[target_feature(enable = $features)]
+        fn q3_k_tiled<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            tiled::<110, N>(w, a, 108, false, |x, ys| {
+                let sumi = k_lanes(ys, q3_k_scales(x), 4, 0..8, |c| q3_k_chunk(x, c));
+                std::array::from_fn(|n| (hsum_i32(sumi[n]), 0))
+            })
+        }
+
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn k_scale_min_tiled<const W: usize, const N: usize>(
+            w: &[u8],
+            a: &[&[u8]; N],
+            chunk: impl Fn(&[u8; W], usize) -> __m256i,
+        ) -> [f32; N] {
+            tiled::<W, N>(w, a, 0, true, |x, ys| {
+                let (scales, mins8) = k_scale_min_block(x);
+                let sumi = k_lanes(ys, scales, 0, 0..8, |c| chunk(x, c));
+                std::array::from_fn(|n| {
+                    let m = hsum_i32(_mm256_zextsi128_si256(k_mins(mins8, ys[n])));
+                    (hsum_i32(sumi[n]), m)
+                })
+            })
+        }
+
+        #[target_feature(enable = $features)]
+        fn q4_k_tiled<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            k_scale_min_tiled::<144, N>(w, a, |x, c| q4_k_chunk(x, c))
+        }
+
+        #[target_feature(enable = $features)]
+        fn q5_k_tiled<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            k_scale_min_tiled::<176, N>(w, a, |x, c| q5_k_chunk(x, c))
+        }
+
+        #[target_feature(enable = $features)]
+        fn q6_k_tiled<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            tiled::<210, N>(w, a, 208, false, |x, ys| {
+                let sumi = k_lanes(ys, widen_i8(load128(x, 192)), 32, 0..8, |c| q6_k_chunk(x, c));
+                std::array::from_fn(|n| (hsum_i32(sumi[n]), 0))
+            })
+        }
+
+        #[target_feature(enable = $features)]
+        fn iq4_xs_tiled<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            tiled::<136, N>(w, a, 0, false, |x, ys| {
+                let sumi = iq4_xs_lanes(x, ys);
+                std::array::from_fn(|n| (hsum_i32(sumi[n]), 0))
+            })
         }
 
         /// Float weights: 8 values at a time, `load(i)` giving weights 8i..8i+8 as f32.
@@ -613,6 +913,17 @@ macro_rules! kernels {
         entry!(e_iq4_nl, e4_iq4_nl, iq4_nl);
         entry!(e_iq4_xs, e4_iq4_xs, iq4_xs);
         entry!(e_mxfp4, e4_mxfp4, mxfp4);
+        entry!(e_q4_0_bw, e4_q4_0_bw, q4_0_blockwise);
+        entry!(e_iq4_nl_bw, e4_iq4_nl_bw, iq4_nl_blockwise);
+        entry!(e_q4_k_bw, e4_q4_k_bw, q4_k_blockwise);
+        entry!(e_q2_k_bw, e4_q2_k_bw, q2_k_blockwise);
+        entry!(e_q4_k_gemm, e4_q4_k_gemm, q4_k_gemm);
+        entry!(e_q2_k_tiled, e4_q2_k_tiled, q2_k_tiled);
+        entry!(e_q3_k_tiled, e4_q3_k_tiled, q3_k_tiled);
+        entry!(e_q4_k_tiled, e4_q4_k_tiled, q4_k_tiled);
+        entry!(e_q5_k_tiled, e4_q5_k_tiled, q5_k_tiled);
+        entry!(e_q6_k_tiled, e4_q6_k_tiled, q6_k_tiled);
+        entry!(e_iq4_xs_tiled, e4_iq4_xs_tiled, iq4_xs_tiled);
 
         macro_rules! float_entry {
             ($name:ident, $kernel:ident) => {
@@ -650,6 +961,50 @@ macro_rules! kernels {
                 GgmlType::Iq4Xs => q(GgmlType::Q8K, e_iq4_xs, e4_iq4_xs),
                 GgmlType::Mxfp4 => q(GgmlType::Q8_0, e_mxfp4, e4_mxfp4),
                 _ => None,
+            }
+        }
+
+        /// The kernel in the float order of llama.cpp's repacked ("CPU_REPACK") x86 matrix
+        /// kernels, for the formats it repacks: what llama.cpp computes for a matrix of one of
+        /// these formats whose row count is a multiple of 8 (see `quant::dot::matmul_kernel`).
+        pub(in crate::quant) fn blockwise(ty: GgmlType) -> Option<Dot> {
+            let q = |act, f, f4| Some(Dot::Quant { act, f, f4: Some(f4) });
+            type One = fn(&[u8], &[u8]) -> f32;
+            type Four = fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
+            match ty {
+                GgmlType::Q4_0 => q(GgmlType::Q8_0, e_q4_0_bw as One, e4_q4_0_bw as Four),
+                GgmlType::Iq4Nl => q(GgmlType::Q8_0, e_iq4_nl_bw, e4_iq4_nl_bw),
+                GgmlType::Q4K => q(GgmlType::Q8K, e_q4_k_bw, e4_q4_k_bw),
+                GgmlType::Q2K => q(GgmlType::Q8K, e_q2_k_bw, e4_q2_k_bw),
+                _ => None,
+            }
+        }
+
+        /// The kernel of llama.cpp's tiled K-quant matrix product (see `tiled`).
+        pub(in crate::quant) fn tiled_k(ty: GgmlType) -> Option<Dot> {
+            let q = |f, f4| Some(Dot::Quant { act: GgmlType::Q8K, f, f4: Some(f4) });
+            type One = fn(&[u8], &[u8]) -> f32;
+            type Four = fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
+            match ty {
+                GgmlType::Q2K => q(e_q2_k_tiled as One, e4_q2_k_tiled as Four),
+                GgmlType::Q3K => q(e_q3_k_tiled, e4_q3_k_tiled),
+                GgmlType::Q4K => q(e_q4_k_tiled, e4_q4_k_tiled),
+                GgmlType::Q5K => q(e_q5_k_tiled, e4_q5_k_tiled),
+                GgmlType::Q6K => q(e_q6_k_tiled, e4_q6_k_tiled),
+                GgmlType::Iq4Xs => q(e_iq4_xs_tiled, e4_iq4_xs_tiled),
+                _ => None,
+            }
+        }
+
+        /// The kernel of llama.cpp's repacked GEMM for rows that it takes in groups of four,
+        /// where it sums in another order than its GEMV (`blockwise`).
+        pub(in crate::quant) fn blockwise_gemm(ty: GgmlType) -> Option<Dot> {
+            let q = |act, f, f4| Some(Dot::Quant { act, f, f4: Some(f4) });
+            type One = fn(&[u8], &[u8]) -> f32;
+            type Four = fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
+            match ty {
+                GgmlType::Q4K => q(GgmlType::Q8K, e_q4_k_gemm as One, e4_q4_k_gemm as Four),
+                _ => blockwise(ty),
             }
         }
     };
