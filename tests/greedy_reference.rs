@@ -2,16 +2,17 @@
 //! argmax one at a time (decode steps of one token on the growing K/V), compared with
 //! logits.jsonl's `greedy` tokens and `greedy_text`.
 //!
-//! Measured (tokens matching before the first divergence, per prompt 0..7):
-//! SmolLM2 all 32 on every prompt (12 of 12 on prompt 4, which ends at EOG): its logits are
-//! bit-exact with llama.cpp's (tests/reference_logits.rs). Gemma 3 11, 9, 32, 2, 32, 32, 32,
-//! 32: its logits still drift from llama.cpp's after the first positions
-//! (docs/INFERENCE-NOTES.md), issue 5's open work. The assertions hold these numbers so a
-//! regression shows.
+//! Measured (tokens matching before the first divergence, per prompt 0..7) with llama.cpp's
+//! kernel choice (`Numerics::LlamaCpp`): SmolLM2 and Gemma 3 all 32 on every prompt (12 of 12
+//! on SmolLM2's prompt 4, which ends at EOG): their logits are bit-exact with llama.cpp's
+//! (tests/reference_logits.rs) on x86-64 with AVX2 or AVX-512. The scalar kernels (other
+//! CPUs) part after a few tokens on some prompts (measured: 4 of 8 in full for each model,
+//! the earliest divergence after 2 tokens).
 
 mod common;
 
 use common::{GEMMA3, SMOLLM2, argmax, decode_last, ids, in_ci, load, model, reference_context};
+use rocmforge::quant::{SimdLevel, cpu};
 use rocmforge::{KvType, Model};
 use serde_json::Value;
 
@@ -81,7 +82,13 @@ fn check(name: &str, got: &[(usize, usize)], min_full: usize, min_prefix: usize)
 fn smollm2_greedy_continuations_match_llama_cpp() {
     let Some(path) = model(SMOLLM2) else { return };
     if let Some(got) = greedy_matches("smollm2", &path) {
-        check("smollm2", &got, 8, 32);
+        let exact = cpu::level() >= SimdLevel::Avx2;
+        check(
+            "smollm2",
+            &got,
+            if exact { 8 } else { 4 },
+            if exact { 32 } else { 2 },
+        );
     }
 }
 
@@ -89,6 +96,12 @@ fn smollm2_greedy_continuations_match_llama_cpp() {
 fn gemma3_greedy_continuations_match_llama_cpp() {
     let Some(path) = model(GEMMA3) else { return };
     if let Some(got) = greedy_matches("gemma3", &path) {
-        check("gemma3", &got, 5, 2);
+        let exact = cpu::level() >= SimdLevel::Avx2;
+        check(
+            "gemma3",
+            &got,
+            if exact { 8 } else { 4 },
+            if exact { 32 } else { 2 },
+        );
     }
 }

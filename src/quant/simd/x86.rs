@@ -724,10 +724,12 @@ macro_rules! kernels {
         }
 
         /// llama.cpp's tiled K-quant matrix product (`ggml-cpu/tiled`, taken for batches of 8
-        /// rows or more of matrices it does not repack), as its AVX-512 VNNI microkernel
-        /// rounds: per super-block the exact integer sums `s1` (scales times products) and
-        /// `s2` (mins times sums), then `r = s1 * d`, `r = r - dmin * s2` fused, and the output
-        /// gains `r * dy`, super-block after super-block. `ints` gives (s1, s2) per token.
+        /// rows or more of matrices it does not repack), as its AVX2 microkernel rounds (the
+        /// reference data's build took that one, not the AVX-512 VNNI variant, which adds
+        /// without fusing: measured on Gemma 3's multi-block Q6_K rows): per super-block the
+        /// exact integer sums `s1` (scales times products) and `s2` (mins times sums), then
+        /// `r = s1 * d`, `r = r - dmin * s2` fused, and the output gains `r * dy` fused,
+        /// super-block after super-block. `ints` gives (s1, s2) per token.
         #[inline]
         #[target_feature(enable = $features)]
         fn tiled<const W: usize, const N: usize>(
@@ -748,7 +750,7 @@ macro_rules! kernels {
                     if has_min {
                         r = (-dmin).mul_add(s[n].1 as f32, r);
                     }
-                    acc[n] += r * q8_k_d(ys[n]);
+                    acc[n] = r.mul_add(q8_k_d(ys[n]), acc[n]);
                 }
             }
             acc
