@@ -79,6 +79,11 @@ typedef int32_t rf_kv_type;
 typedef uint8_t (*rf_abort_callback)(void *user_data);
 
 /**
+ * How matrix products round (see `rf_context_params.numerics`).
+ */
+typedef int32_t rf_numerics;
+
+/**
  * Options for `rf_context_new`. Initialise with `rf_context_params_default()`.
  */
 typedef struct rf_context_params {
@@ -114,6 +119,10 @@ typedef struct rf_context_params {
    * Passed to `abort_callback`.
    */
   void *abort_callback_user_data;
+  /**
+   * `RF_NUMERICS_BATCH_INVARIANT` (default) or `RF_NUMERICS_LLAMA_CPP`.
+   */
+  rf_numerics numerics;
 } rf_context_params;
 
 /**
@@ -313,6 +322,19 @@ typedef struct rf_chat_message {
 #define RF_KV_TYPE_Q8_0 2
 
 /**
+ * Every token through the kernels llama.cpp uses for a single row, whatever the batch: a
+ * token's logits do not depend on what else is decoded with it (the default).
+ */
+#define RF_NUMERICS_BATCH_INVARIANT 0
+
+/**
+ * The kernels llama.cpp's x86 CPU backend picks for each product's shape: logits equal
+ * llama.cpp's bit for bit on x86-64 with AVX2 (docs/INFERENCE-NOTES.md), and depend on the
+ * batch as llama.cpp's do.
+ */
+#define RF_NUMERICS_LLAMA_CPP 1
+
+/**
  * Detail for developers.
  */
 #define RF_LOG_DEBUG 0
@@ -403,7 +425,7 @@ extern "C" {
 
 /**
  * Default context options: n_ctx 4096, n_batch 512, n_seq_max 1, every available core, an
- * F16 cache, no abort callback.
+ * F16 cache, no abort callback, batch-invariant numerics.
  */
 struct rf_context_params rf_context_params_default(void);
 
@@ -411,7 +433,7 @@ struct rf_context_params rf_context_params_default(void);
  * Makes a context for `model` with `params` (NULL: defaults). On success `*out` receives a
  * new context, freed with `rf_context_free`; on failure `*out` is untouched. Statuses:
  * `RF_OK`; `RF_ERR_INVALID_ARG` (NULL model/out, a bad struct_size, a size of 0 or over its
- * limit, an unknown kv_type); `RF_ERR_UNSUPPORTED` (a model loaded vocab_only, a Q8_0 cache
+ * limit, an unknown kv_type or numerics); `RF_ERR_UNSUPPORTED` (a model loaded vocab_only, a Q8_0 cache
  * for heads that are not multiples of 32); `RF_ERR_OOM`. Thread-safe (for different contexts).
  *
  * # Safety

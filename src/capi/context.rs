@@ -10,7 +10,7 @@ use super::args::{Versioned, input, non_null, read_params, write_versioned};
 use super::model::model_ref;
 use super::{guard, guard_void, rf_model_t, rf_status};
 use crate::context::available_threads;
-use crate::{Batch, Context, ContextParams, Error, KvType};
+use crate::{Batch, Context, ContextParams, Error, KvType, Numerics};
 
 /// How the KV cache stores keys and values.
 pub type rf_kv_type = i32;
@@ -20,6 +20,16 @@ pub const RF_KV_TYPE_F16: rf_kv_type = 0;
 pub const RF_KV_TYPE_F32: rf_kv_type = 1;
 /// 8-bit blocks (about half the memory of F16); needs head sizes that are multiples of 32.
 pub const RF_KV_TYPE_Q8_0: rf_kv_type = 2;
+
+/// How matrix products round (see `rf_context_params.numerics`).
+pub type rf_numerics = i32;
+/// Every token through the kernels llama.cpp uses for a single row, whatever the batch: a
+/// token's logits do not depend on what else is decoded with it (the default).
+pub const RF_NUMERICS_BATCH_INVARIANT: rf_numerics = 0;
+/// The kernels llama.cpp's x86 CPU backend picks for each product's shape: logits equal
+/// llama.cpp's bit for bit on x86-64 with AVX2 (docs/INFERENCE-NOTES.md), and depend on the
+/// batch as llama.cpp's do.
+pub const RF_NUMERICS_LLAMA_CPP: rf_numerics = 1;
 
 /// Asked between layers during `rf_decode`; return 1 to stop the decode (which then returns
 /// `RF_ABORTED` with the context as before the call), 0 to go on. Called on the decoding
@@ -46,12 +56,15 @@ pub struct rf_context_params {
     pub abort_callback: rf_abort_callback,
     /// Passed to `abort_callback`.
     pub abort_callback_user_data: *mut c_void,
+    /// `RF_NUMERICS_BATCH_INVARIANT` (default) or `RF_NUMERICS_LLAMA_CPP`.
+    pub numerics: rf_numerics,
 }
 
 // SAFETY: repr(C), starts with struct_size, and every field accepts any byte pattern
 // (integers, an Option of a function pointer, a raw pointer).
 unsafe impl Versioned for rf_context_params {
-    const MIN_SIZE: usize = size_of::<rf_context_params>();
+    // The first version ended before numerics.
+    const MIN_SIZE: usize = std::mem::offset_of!(rf_context_params, numerics);
     const NAME: &'static str = "rf_context_params";
 }
 
@@ -93,7 +106,7 @@ pub struct rf_batch_t {
 }
 
 /// Default context options: n_ctx 4096, n_batch 512, n_seq_max 1, every available core, an
-/// F16 cache, no abort callback.
+/// F16 cache, no abort callback, batch-invariant numerics.
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_context_params_default() -> rf_context_params {
     super::clear_last_error();
@@ -108,6 +121,7 @@ pub extern "C" fn rf_context_params_default() -> rf_context_params {
         kv_type: RF_KV_TYPE_F16,
         abort_callback: None,
         abort_callback_user_data: std::ptr::null_mut(),
+        numerics: RF_NUMERICS_BATCH_INVARIANT,
     }
 }
 
@@ -127,7 +141,7 @@ impl AbortHook {
 /// Makes a context for `model` with `params` (NULL: defaults). On success `*out` receives a
 /// new context, freed with `rf_context_free`; on failure `*out` is untouched. Statuses:
 /// `RF_OK`; `RF_ERR_INVALID_ARG` (NULL model/out, a bad struct_size, a size of 0 or over its
-/// limit, an unknown kv_type); `RF_ERR_UNSUPPORTED` (a model loaded vocab_only, a Q8_0 cache
+/// limit, an unknown kv_type or numerics); `RF_ERR_UNSUPPORTED` (a model loaded vocab_only, a Q8_0 cache
 /// for heads that are not multiples of 32); `RF_ERR_OOM`. Thread-safe (for different contexts).
 ///
 /// # Safety
@@ -155,6 +169,15 @@ pub unsafe extern "C" fn rf_context_new(
                 )));
             }
         };
+        let numerics = match p.numerics {
+            RF_NUMERICS_BATCH_INVARIANT => Numerics::BatchInvariant,
+            RF_NUMERICS_LLAMA_CPP => Numerics::LlamaCpp,
+            n => {
+                return Err(Error::InvalidArg(format!(
+                    "numerics {n} is not a rf_numerics"
+                )));
+            }
+        };
         let abort = p.abort_callback.map(|cb| {
             let hook = AbortHook(cb, p.abort_callback_user_data);
             Box::new(move || hook.call()) as Box<dyn FnMut() -> bool + Send>
@@ -168,6 +191,7 @@ pub unsafe extern "C" fn rf_context_new(
                 n => n as usize,
             },
             kv_type,
+            numerics,
             abort,
             ..ContextParams::default()
         };

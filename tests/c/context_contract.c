@@ -6,6 +6,7 @@
  * failed check and exits 1. Run under valgrind by tests/c_api.rs. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "rocmforge.h"
@@ -51,6 +52,7 @@ int main(int argc, char **argv) {
     rf_context_params p = rf_context_params_default();
     CHECK(p.struct_size == sizeof p && p.n_ctx == 4096 && p.n_batch == 512 && p.n_seq_max == 1);
     CHECK(p.kv_type == RF_KV_TYPE_F16 && p.n_threads >= 1 && p.abort_callback == NULL);
+    CHECK(p.numerics == RF_NUMERICS_BATCH_INVARIANT);
     rf_context_t *ctx = (rf_context_t *)0x1;
     CHECK(rf_context_new(NULL, NULL, &ctx) == RF_ERR_INVALID_ARG && ctx == (rf_context_t *)0x1);
     CHECK(rf_context_new(model, NULL, NULL) == RF_ERR_INVALID_ARG);
@@ -65,9 +67,26 @@ int main(int argc, char **argv) {
     bad.kv_type = 99;
     CHECK(rf_context_new(model, &bad, &ctx) == RF_ERR_INVALID_ARG);
     bad = p;
+    bad.numerics = 7;
+    CHECK(rf_context_new(model, &bad, &ctx) == RF_ERR_INVALID_ARG);
+    CHECK(strstr(rf_last_error_message(), "numerics") != NULL);
+    bad = p;
     bad.struct_size = 3;
     CHECK(rf_context_new(model, &bad, &ctx) == RF_ERR_INVALID_ARG);
     CHECK(ctx == (rf_context_t *)0x1);
+    /* A caller compiled before numerics existed: its shorter struct is accepted, and the
+       field it does not have keeps its default. */
+    bad = p;
+    bad.struct_size = (uint32_t)offsetof(rf_context_params, numerics);
+    bad.numerics = 7;
+    CHECK(rf_context_new(model, &bad, &ctx) == RF_OK);
+    rf_context_free(ctx);
+    ctx = (rf_context_t *)0x1;
+    p.numerics = RF_NUMERICS_LLAMA_CPP;
+    CHECK(rf_context_new(model, &p, &ctx) == RF_OK);
+    rf_context_free(ctx);
+    p.numerics = RF_NUMERICS_BATCH_INVARIANT;
+    ctx = (rf_context_t *)0x1;
 
     /* A small cache: 2 blocks of 16 positions, 2 sequences, batches of at most 8. */
     int armed = 0;

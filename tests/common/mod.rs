@@ -69,6 +69,9 @@ pub fn build_c(src: &Path, out_dir: &Path) -> PathBuf {
         .arg("-o")
         .arg(&exe)
         .arg(format!("-L{}", lib.display()))
+        // RPATH, not RUNPATH: cargo test's LD_LIBRARY_PATH also names target/<profile>,
+        // whose librocmforge.so may be an older build, and RUNPATH would yield to it.
+        .arg("-Wl,--disable-new-dtags")
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .arg("-lrocmforge")
         .output()
