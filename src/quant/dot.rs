@@ -250,6 +250,17 @@ pub fn matmul_kernel(
         {
             return Some(MatmulKernel { dot, fours: None });
         }
+        if x86 && ty == GgmlType::Bf16 {
+            let f = if n_tokens >= 2 {
+                dot_bf16_tinyblas
+            } else {
+                dot_bf16_vec_dot
+            };
+            return Some(MatmulKernel {
+                dot: Dot::Float(f),
+                fours: None,
+            });
+        }
     }
     let _ = (n_rows, n_tokens, op);
     kernel(ty, level).map(|dot| MatmulKernel { dot, fours: None })
@@ -298,6 +309,57 @@ fn dot_bf16(w: &[u8], a: &[f32]) -> f32 {
         .zip(a)
         .map(|(b, x)| bf16_to_f32(u16::from_le_bytes(*b)) * x)
         .sum()
+}
+
+/// GCC's `_mm512_reduce_add_ps`: halves 16 -> 8 -> 4 lanes, then (l0 + l2) + (l1 + l3).
+fn reduce16(x: &[f32; 16]) -> f32 {
+    let t8: [f32; 8] = std::array::from_fn(|l| x[l + 8] + x[l]);
+    let t4: [f32; 4] = std::array::from_fn(|l| t8[l + 4] + t8[l]);
+    (t4[0] + t4[2]) + (t4[1] + t4[3])
+}
+
+/// One `vdpbf16ps` lane: the odd pair's product added first, then the even one's, each
+/// rounded once (bf16 products are exact in f32).
+fn dpbf16(acc: f32, w: (f32, f32), a: (f32, f32)) -> f32 {
+    w.0.mul_add(a.0, w.1.mul_add(a.1, acc))
+}
+
+/// BF16 as ggml's `ggml_vec_dot_bf16` with AVX-512 BF16 instructions: two accumulators of 16
+/// `vdpbf16ps` lanes over steps of 64, each reduced, summed in f64 with the tail's products.
+pub(super) fn dot_bf16_vec_dot(w: &[u8], a: &[f32]) -> f32 {
+    let wv = |i: usize| bf16_to_f32(u16::from_le_bytes([w[2 * i], w[2 * i + 1]]));
+    let n = a.len().min(w.len() / 2);
+    let np = n & !63;
+    let mut c = [[0f32; 16]; 2];
+    for i in (0..np).step_by(64) {
+        for (j, lanes) in c.iter_mut().enumerate() {
+            for (l, s) in lanes.iter_mut().enumerate() {
+                let at = i + 32 * j + 2 * l;
+                *s = dpbf16(*s, (wv(at), wv(at + 1)), (a[at], a[at + 1]));
+            }
+        }
+    }
+    let mut sum = f64::from(reduce16(&c[0]));
+    sum += f64::from(reduce16(&c[1]));
+    for (k, &x) in a.iter().enumerate().take(n).skip(np) {
+        sum += f64::from(wv(k) * x);
+    }
+    sum as f32
+}
+
+/// BF16 as llamafile's tinyBLAS (llama.cpp's product for two rows or more, AVX-512 BF16):
+/// one accumulator of 16 `vdpbf16ps` lanes per 32 values, reduced at the end.
+pub(super) fn dot_bf16_tinyblas(w: &[u8], a: &[f32]) -> f32 {
+    let wv = |i: usize| bf16_to_f32(u16::from_le_bytes([w[2 * i], w[2 * i + 1]]));
+    let n = a.len().min(w.len() / 2) & !31;
+    let mut c = [0f32; 16];
+    for i in (0..n).step_by(32) {
+        for (l, s) in c.iter_mut().enumerate() {
+            let at = i + 2 * l;
+            *s = dpbf16(*s, (wv(at), wv(at + 1)), (a[at], a[at + 1]));
+        }
+    }
+    reduce16(&c)
 }
 
 /// Pairs the blocks of a weight row and an activation row.
