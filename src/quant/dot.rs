@@ -312,6 +312,7 @@ fn dot_bf16(w: &[u8], a: &[f32]) -> f32 {
 }
 
 /// GCC's `_mm512_reduce_add_ps`: halves 16 -> 8 -> 4 lanes, then (l0 + l2) + (l1 + l3).
+#[cfg(target_arch = "x86_64")]
 fn reduce16(x: &[f32; 16]) -> f32 {
     let t8: [f32; 8] = std::array::from_fn(|l| x[l + 8] + x[l]);
     let t4: [f32; 4] = std::array::from_fn(|l| t8[l + 4] + t8[l]);
@@ -320,12 +321,14 @@ fn reduce16(x: &[f32; 16]) -> f32 {
 
 /// One `vdpbf16ps` lane: the odd pair's product added first, then the even one's, each
 /// rounded once (bf16 products are exact in f32).
+#[cfg(target_arch = "x86_64")]
 fn dpbf16(acc: f32, w: (f32, f32), a: (f32, f32)) -> f32 {
     w.0.mul_add(a.0, w.1.mul_add(a.1, acc))
 }
 
 /// BF16 as ggml's `ggml_vec_dot_bf16` with AVX-512 BF16 instructions: two accumulators of 16
 /// `vdpbf16ps` lanes over steps of 64, each reduced, summed in f64 with the tail's products.
+#[cfg(target_arch = "x86_64")]
 pub(super) fn dot_bf16_vec_dot(w: &[u8], a: &[f32]) -> f32 {
     let wv = |i: usize| bf16_to_f32(u16::from_le_bytes([w[2 * i], w[2 * i + 1]]));
     let n = a.len().min(w.len() / 2);
@@ -349,6 +352,7 @@ pub(super) fn dot_bf16_vec_dot(w: &[u8], a: &[f32]) -> f32 {
 
 /// BF16 as llamafile's tinyBLAS (llama.cpp's product for two rows or more, AVX-512 BF16):
 /// one accumulator of 16 `vdpbf16ps` lanes per 32 values, reduced at the end.
+#[cfg(target_arch = "x86_64")]
 pub(super) fn dot_bf16_tinyblas(w: &[u8], a: &[f32]) -> f32 {
     let wv = |i: usize| bf16_to_f32(u16::from_le_bytes([w[2 * i], w[2 * i + 1]]));
     let n = a.len().min(w.len() / 2) & !31;
