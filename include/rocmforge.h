@@ -329,7 +329,7 @@ typedef struct rf_chat_message {
 
 /**
  * The kernels llama.cpp's x86 CPU backend picks for each product's shape: logits equal
- * llama.cpp's bit for bit on x86-64 with AVX2 (docs/INFERENCE-NOTES.md), and depend on the
+ * llama.cpp's bit for bit on x86-64 with AVX2 or AVX-512 (docs/INFERENCE-NOTES.md), and depend on the
  * batch as llama.cpp's do.
  */
 #define RF_NUMERICS_LLAMA_CPP 1
@@ -433,8 +433,8 @@ struct rf_context_params rf_context_params_default(void);
  * Makes a context for `model` with `params` (NULL: defaults). On success `*out` receives a
  * new context, freed with `rf_context_free`; on failure `*out` is untouched. Statuses:
  * `RF_OK`; `RF_ERR_INVALID_ARG` (NULL model/out, a bad struct_size, a size of 0 or over its
- * limit, an unknown kv_type or numerics); `RF_ERR_UNSUPPORTED` (a model loaded vocab_only, a Q8_0 cache
- * for heads that are not multiples of 32); `RF_ERR_OOM`. Thread-safe (for different contexts).
+ * limit, an unknown kv_type or numerics); `RF_ERR_UNSUPPORTED` (a model loaded vocab_only,
+ * a Q8_0 cache for heads that are not multiples of 32); `RF_ERR_OOM`. Thread-safe (for different contexts).
  *
  * # Safety
  * `model` must be NULL or a live handle; `params` NULL or a valid `rf_context_params`; `out`

@@ -48,15 +48,20 @@ impl Ggml {
     }
 }
 
+/// A xorshift stream of `seed`.
+fn xorshift(seed: u64) -> impl Iterator<Item = u64> {
+    std::iter::successors(Some(seed | 1), |&s| {
+        let s = s ^ (s << 13);
+        let s = s ^ (s >> 7);
+        Some(s ^ (s << 17))
+    })
+    .skip(1)
+}
+
 fn randoms(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0
-        })
+    xorshift(seed)
+        .take(n)
+        .map(|s| ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0)
         .collect()
 }
 
@@ -73,11 +78,7 @@ fn weights(ty: GgmlType, n: usize, seed: u64) -> Vec<u8> {
         GgmlType::Iq4Xs => (136, &[0]),
         _ => panic!("no weights for {ty}"),
     };
-    let mut s = seed | 1;
-    for b in q.iter_mut() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
+    for (b, s) in q.iter_mut().zip(xorshift(seed)) {
         *b = (s >> 32) as u8;
     }
     for (i, blk) in q.chunks_exact_mut(block).enumerate() {

@@ -204,11 +204,14 @@ pub enum MatOp {
 ///
 /// 1. Q4_0, IQ4_NL, Q4_K and Q2_K matrices with a multiple of 8 rows are repacked
 ///    (`ggml-cpu/arch/x86/repack.cpp`): their GEMV sums each block whole and accumulates
-///    block after block; their GEMM (rows in groups of four, `MatOp::MulMat` only) does the
-///    same, Q4_K every two sub-blocks.
+///    block after block; their GEMM (rows in groups of four, `MatOp::MulMat` with 4 rows or
+///    more) does the same, Q4_K every two sub-blocks.
 /// 2. Other K-quant and IQ4_XS matrices take the tiled kernel (`ggml-cpu/tiled`) for 8 rows
 ///    or more.
-/// 3. Everything else goes through `ggml_vec_dot_*`, whose order `kernel` reproduces.
+/// 3. BF16 takes llamafile's tinyBLAS for 2 rows or more (rows of a multiple of 32 values).
+/// 4. Everything else goes through `ggml_vec_dot_*`, whose order `kernel` reproduces.
+///
+/// With `n_tokens` 1 this is what llama.cpp computes for one row, in every row's place.
 pub fn matmul_kernel(
     ty: GgmlType,
     n_rows: usize,
@@ -241,7 +244,12 @@ pub fn matmul_kernel(
             && repacks
             && let Some(dot) = blockwise(ty)
         {
-            let fours = if op == MatOp::MulMat { gemm(ty) } else { None };
+            // llama.cpp's GEMM needs four rows; MUL_MAT_ID takes the GEMV for every row.
+            let fours = if op == MatOp::MulMat && n_tokens >= 4 {
+                gemm(ty)
+            } else {
+                None
+            };
             return Some(MatmulKernel { dot, fours });
         }
         if x86
@@ -312,8 +320,7 @@ fn dot_bf16(w: &[u8], a: &[f32]) -> f32 {
 }
 
 /// GCC's `_mm512_reduce_add_ps`: halves 16 -> 8 -> 4 lanes, then (l0 + l2) + (l1 + l3).
-#[cfg(target_arch = "x86_64")]
-fn reduce16(x: &[f32; 16]) -> f32 {
+pub(crate) fn reduce16(x: &[f32; 16]) -> f32 {
     let t8: [f32; 8] = std::array::from_fn(|l| x[l + 8] + x[l]);
     let t4: [f32; 4] = std::array::from_fn(|l| t8[l + 4] + t8[l]);
     (t4[0] + t4[2]) + (t4[1] + t4[3])
@@ -351,11 +358,15 @@ pub(super) fn dot_bf16_vec_dot(w: &[u8], a: &[f32]) -> f32 {
 }
 
 /// BF16 as llamafile's tinyBLAS (llama.cpp's product for two rows or more, AVX-512 BF16):
-/// one accumulator of 16 `vdpbf16ps` lanes per 32 values, reduced at the end.
+/// one accumulator of 16 `vdpbf16ps` lanes per 32 values, reduced at the end. tinyBLAS
+/// declines rows that are not a multiple of 32 values; llama.cpp then takes `vec_dot`.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn dot_bf16_tinyblas(w: &[u8], a: &[f32]) -> f32 {
     let wv = |i: usize| bf16_to_f32(u16::from_le_bytes([w[2 * i], w[2 * i + 1]]));
-    let n = a.len().min(w.len() / 2) & !31;
+    let n = a.len().min(w.len() / 2);
+    if !n.is_multiple_of(32) {
+        return dot_bf16_vec_dot(w, a);
+    }
     let mut c = [0f32; 16];
     for i in (0..n).step_by(32) {
         for (l, s) in c.iter_mut().enumerate() {

@@ -255,7 +255,7 @@ pub fn activation_quantizer(act: GgmlType) -> Option<QuantizeFn> {
 }
 
 /// The quantizer llama.cpp applies to activation rows that its repacked kernels take four at
-/// a time (`MatmulKernel::rows_in_fours`); the same as `activation_quantizer` except for Q8_K.
+/// a time (`MatmulKernel::fours`); the same as `activation_quantizer` except for Q8_K.
 pub fn activation_quantizer_in_fours(act: GgmlType) -> Option<QuantizeFn> {
     match act {
         GgmlType::Q8K => Some(kquants::quantize_q8_k_in_fours),

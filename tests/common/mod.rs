@@ -151,17 +151,7 @@ pub fn context(
     n_seq: usize,
     kv_type: rocmforge::KvType,
 ) -> rocmforge::Context {
-    rocmforge::Context::new(
-        std::sync::Arc::clone(model),
-        rocmforge::ContextParams {
-            n_ctx: 2048,
-            n_seq_max: n_seq,
-            n_threads: 2,
-            kv_type,
-            ..rocmforge::ContextParams::default()
-        },
-    )
-    .expect("context")
+    context_with(model, n_seq, kv_type, rocmforge::Numerics::default())
 }
 
 /// A context whose products round as llama.cpp's CPU backend does (`Numerics::LlamaCpp`):
@@ -170,13 +160,23 @@ pub fn reference_context(
     model: &std::sync::Arc<rocmforge::Model>,
     kv_type: rocmforge::KvType,
 ) -> rocmforge::Context {
+    context_with(model, 1, kv_type, rocmforge::Numerics::LlamaCpp)
+}
+
+fn context_with(
+    model: &std::sync::Arc<rocmforge::Model>,
+    n_seq: usize,
+    kv_type: rocmforge::KvType,
+    numerics: rocmforge::Numerics,
+) -> rocmforge::Context {
     rocmforge::Context::new(
         std::sync::Arc::clone(model),
         rocmforge::ContextParams {
             n_ctx: 2048,
+            n_seq_max: n_seq,
             n_threads: 2,
             kv_type,
-            numerics: rocmforge::Numerics::LlamaCpp,
+            numerics,
             ..rocmforge::ContextParams::default()
         },
     )

@@ -133,11 +133,11 @@ pub fn matmul(
         )));
     }
     // Batch-invariant: the kernels llama.cpp takes for a single row, for every row.
-    let (rows, op) = match scratch.numerics {
-        Numerics::LlamaCpp => (n_tokens, w.op),
-        Numerics::BatchInvariant => (1, MatOp::Expert),
+    let rows = match scratch.numerics {
+        Numerics::LlamaCpp => n_tokens,
+        Numerics::BatchInvariant => 1,
     };
-    let kernel = quant::matmul_kernel(w.ty, n_out, rows, op, cpu::level())
+    let kernel = quant::matmul_kernel(w.ty, n_out, rows, w.op, cpu::level())
         .ok_or_else(|| Error::Unsupported(format!("{} weights have no dot product", w.ty)))?;
     let (tile_rows, tile_tokens) = tiles(n_out, n_tokens, pool.n_threads());
     let row_tiles = n_out.div_ceil(tile_rows);
@@ -183,7 +183,7 @@ pub fn matmul(
                 }
             })
         }
-        Dot::Quant { act, .. } => {
+        Dot::Quant { act, f, f4 } => {
             let act_row = quant::row_bytes(act, n_in)?;
             let total = size(act_row, "activation bytes")?;
             scratch.act.resize(total, 0);
@@ -209,12 +209,11 @@ pub fn matmul(
             }
             let acts = &scratch.act;
             let a = |t: usize| &acts[t * act_row..(t + 1) * act_row];
-            let kernels = |t: usize| match (t < grouped, kernel.fours, kernel.dot) {
-                (true, Some(Dot::Quant { f, f4, .. }), _) | (_, _, Dot::Quant { f, f4, .. }) => {
-                    (f, f4)
-                }
-                _ => unreachable!("quantized formats have quantized kernels"),
+            let (g, g4) = match kernel.fours {
+                Some(Dot::Quant { f, f4, .. }) => (f, f4),
+                _ => (f, f4),
             };
+            let kernels = |t: usize| if t < grouped { (g, g4) } else { (f, f4) };
             run_tiles(&|rows, tokens| {
                 for r in rows {
                     let wr = w.row(r);
@@ -283,7 +282,7 @@ mod tests {
                 let mut y = vec![f32::NAN; n_tokens * n_out];
                 matmul(&pool, &w, &x, n_tokens, &mut y, &mut scratch).unwrap();
                 // The single-row kernel on activations quantized as the matmul does.
-                let dot = quant::matmul_kernel(ty, n_out, n_tokens, MatOp::MulMat, cpu::level())
+                let dot = quant::matmul_kernel(ty, n_out, 1, MatOp::MulMat, cpu::level())
                     .unwrap()
                     .dot;
                 for t in 0..n_tokens {
@@ -299,6 +298,56 @@ mod tests {
                         };
                         assert_eq!(y[t * n_out + r], expect, "{ty} {n_out}x{n_in} t{t} r{r}");
                     }
+                }
+            }
+        }
+    }
+
+    /// llama.cpp's numerics on a repacked Q4_K matrix: the rows in groups of four through the
+    /// GEMM kernel on activations quantized four at a time, the rest through the GEMV, and
+    /// every other row of the batch-invariant mode through the GEMV.
+    #[test]
+    fn llama_cpp_numerics_split_rows_between_gemm_and_gemv() {
+        let pool = ThreadPool::new(2).unwrap();
+        let (n_out, n_in, n_tokens) = (16, 512, 6);
+        let ty = GgmlType::Q4K;
+        let mut wq = vec![0u8; quant::row_bytes(ty, n_in).unwrap() * n_out];
+        quant::quantize_row(ty, &randoms(n_out * n_in, 3), &mut wq).unwrap();
+        let w = Weights::new(ty, &wq, n_out, n_in).unwrap();
+        let x = randoms(n_tokens * n_in, 5);
+        let k = quant::matmul_kernel(ty, n_out, n_tokens, MatOp::MulMat, cpu::level()).unwrap();
+        let one = |dot: Dot, q: quant::QuantizeFn, xt: &[f32], r: usize| {
+            let Dot::Quant { act, f, .. } = dot else {
+                panic!("Q4_K is quantized")
+            };
+            let mut a = vec![0u8; quant::row_bytes(act, n_in).unwrap()];
+            q(xt, &mut a);
+            f(w.row(r), &a)
+        };
+        let q8k = quant::activation_quantizer(GgmlType::Q8K).unwrap();
+        if let Some(g) = k.fours {
+            // The two orders must differ somewhere here, or the checks below prove nothing.
+            let differs =
+                (0..n_out).any(|r| one(g, q8k, &x[..n_in], r) != one(k.dot, q8k, &x[..n_in], r));
+            assert!(differs, "GEMM and GEMV agree on every row");
+        }
+        for numerics in [Numerics::LlamaCpp, Numerics::BatchInvariant] {
+            let mut scratch = MatmulScratch {
+                numerics,
+                ..MatmulScratch::default()
+            };
+            let mut y = vec![f32::NAN; n_tokens * n_out];
+            matmul(&pool, &w, &x, n_tokens, &mut y, &mut scratch).unwrap();
+            for t in 0..n_tokens {
+                let xt = &x[t * n_in..(t + 1) * n_in];
+                let grouped = numerics == Numerics::LlamaCpp && t < 4;
+                let (dot, q) = match (grouped, k.fours) {
+                    (true, Some(g)) => (g, quant::activation_quantizer_in_fours(GgmlType::Q8K)),
+                    _ => (k.dot, quant::activation_quantizer(GgmlType::Q8K)),
+                };
+                for r in 0..n_out {
+                    let want = one(dot, q.unwrap(), xt, r);
+                    assert_eq!(y[t * n_out + r], want, "{numerics:?} t{t} r{r}");
                 }
             }
         }

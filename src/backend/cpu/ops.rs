@@ -293,9 +293,7 @@ pub(super) fn dot_ggml_order(a: &[f32], b: &[f32]) -> f32 {
     if np > 0 {
         let x: [f32; 16] =
             std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
-        let t8: [f32; 8] = std::array::from_fn(|l| x[l + 8] + x[l]);
-        let t4: [f32; 4] = std::array::from_fn(|l| t8[l + 4] + t8[l]);
-        sum = f64::from((t4[0] + t4[2]) + (t4[1] + t4[3]));
+        sum = f64::from(crate::quant::dot::reduce16(&x));
     }
     for k in np..n {
         sum += f64::from(a[k] * b[k]);

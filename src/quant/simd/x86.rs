@@ -178,12 +178,19 @@ macro_rules! kernels {
             out
         }
 
+        /// The eight i32 lanes of one block's products: lane k sums values 4k..4k+3 of the
+        /// weights' signed values `q` and the Q8_0 activation block `y`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn q8_0_lanes(q: __m256i, abs_q: __m256i, y: &[u8; 34]) -> __m256i {
+            $dot_u8s(abs_q, _mm256_sign_epi8(load256(y, 2), q))
+        }
+
         /// Weights with Q8_0 activations (Q4_0, Q5_0, Q8_0, IQ4_NL, MXFP4): `decode` turns a
         /// weight block into its 32 signed values and its scale, once for all `N` tokens.
-        /// `split` picks the accumulator of block i: ggml's `vec_dot` kernels keep one (Q4_0,
-        /// Q5_0, Q8_0) or two that alternate block by block (IQ4_NL, MXFP4), eight lanes
-        /// each, summed at the end (a last odd block added by one scalar fused multiply-add
-        /// where there are two).
+        /// ggml's `vec_dot` kernels keep one accumulator of eight lanes (Q4_0, Q5_0, Q8_0) or,
+        /// with `two`, two that alternate block by block (IQ4_NL, MXFP4), summed at the end,
+        /// a last odd block then added by one scalar fused multiply-add.
         #[inline]
         #[target_feature(enable = $features)]
         fn q8_0_family<const W: usize, const N: usize>(
@@ -198,23 +205,22 @@ macro_rules! kernels {
             for (i, x) in wb[..paired].iter().enumerate() {
                 let (q, dx) = decode(x);
                 let abs_q = _mm256_sign_epi8(q, q);
+                let k = if two { i & 1 } else { 0 };
                 for n in 0..N {
                     let y = &ab[n][i];
-                    let p = $dot_u8s(abs_q, _mm256_sign_epi8(load256(y, 2), q));
+                    let p = q8_0_lanes(q, abs_q, y);
                     let d = _mm256_set1_ps(dx * h2f(y, 0));
-                    let k = if two { i & 1 } else { 0 };
                     acc[n][k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[n][k]);
                 }
             }
-            let mut out = [0f32; N];
-            for n in 0..N {
-                out[n] = hsum(_mm256_add_ps(acc[n][0], acc[n][1]));
-                if let Some(x) = wb.get(paired) {
-                    let (q, dx) = decode(x);
+            let mut out: [f32; N] = std::array::from_fn(|n| hsum(_mm256_add_ps(acc[n][0], acc[n][1])));
+            if let Some(x) = wb.get(paired) {
+                let (q, dx) = decode(x);
+                let abs_q = _mm256_sign_epi8(q, q);
+                for n in 0..N {
                     let y = &ab[n][paired];
-                    let abs_q = _mm256_sign_epi8(q, q);
-                    let p = $dot_u8s(abs_q, _mm256_sign_epi8(load256(y, 2), q));
-                    out[n] = (h2f(y, 0) * dx).mul_add(hsum_i32(p) as f32, out[n]);
+                    let p = hsum_i32(q8_0_lanes(q, abs_q, y));
+                    out[n] = (h2f(y, 0) * dx).mul_add(p as f32, out[n]);
                 }
             }
             out
@@ -238,8 +244,8 @@ macro_rules! kernels {
                 let abs_q = _mm256_sign_epi8(q, q);
                 for n in 0..N {
                     let y = &ab[n][i];
-                    let p = $dot_u8s(abs_q, _mm256_sign_epi8(load256(y, 2), q));
-                    acc[n] = (hsum_i32(p) as f32).mul_add(dx * h2f(y, 0), acc[n]);
+                    let p = hsum_i32(q8_0_lanes(q, abs_q, y));
+                    acc[n] = (p as f32).mul_add(dx * h2f(y, 0), acc[n]);
                 }
             }
             acc
@@ -449,26 +455,49 @@ macro_rules! kernels {
             finish(acc, [0.0; N])
         }
 
-        /// Q2_K in the order of llama.cpp's repacked kernel (`q2_K_8x8_q8_K`, AVX-512
-        /// builds): each super-block's integer sums whole, fused into a sum and a mins sum
-        /// with `d * dy` and `dmin * dy`, subtracted at the end.
+        /// Q2_K's exact integer sums of one super-block per token: the scaled products and
+        /// the mins times the sums of 16.
+        #[inline]
         #[target_feature(enable = $features)]
-        fn q2_k_blockwise<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            let (wb, ab) = rows_of::<84, 292, N>(w, a);
+        fn q2_k_ints<const N: usize>(x: &[u8; 84], ys: [&[u8; 292]; N]) -> [(i32, i32); N] {
+            let (scales, mins) = q2_k_scales(x);
+            let sumi = k_lanes(ys, scales, 0, 0..8, |c| q2_k_chunk(x, c));
+            std::array::from_fn(|n| {
+                (hsum_i32(sumi[n]), hsum_i32(_mm256_madd_epi16(mins, load256(ys[n], 260))))
+            })
+        }
+
+        /// Super-block sums in the order of llama.cpp's repacked x86 GEMV (`q2_K_8x8_q8_K`,
+        /// `q4_K_8x8_q8_K`): `ints` gives each super-block's integer sums whole (products,
+        /// mins), fused into a sum and a mins sum with `d * dy` and `dmin * dy` (f16 pair at
+        /// `d_at`), subtracted at the end.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn k_blockwise<const W: usize, const N: usize>(
+            w: &[u8],
+            a: &[&[u8]; N],
+            d_at: usize,
+            ints: impl Fn(&[u8; W], [&[u8; 292]; N]) -> [(i32, i32); N],
+        ) -> [f32; N] {
+            let (wb, ab) = rows_of::<W, 292, N>(w, a);
             let (mut acc, mut acc_min) = ([0f32; N], [0f32; N]);
             for (i, x) in wb.iter().enumerate() {
-                let (scales, mins) = q2_k_scales(x);
                 let ys = col(&ab, i);
-                let sumi = k_lanes(ys, scales, 0, 0..8, |c| q2_k_chunk(x, c));
-                let (d, dmin) = h2f2(x, 80);
+                let s = ints(x, ys);
+                let (d, dmin) = h2f2(x, d_at);
                 for n in 0..N {
                     let dy = q8_k_d(ys[n]);
-                    let imin = hsum_i32(_mm256_madd_epi16(mins, load256(ys[n], 260)));
-                    acc[n] = (hsum_i32(sumi[n]) as f32).mul_add(d * dy, acc[n]);
-                    acc_min[n] = (imin as f32).mul_add(dmin * dy, acc_min[n]);
+                    acc[n] = (s[n].0 as f32).mul_add(d * dy, acc[n]);
+                    acc_min[n] = (s[n].1 as f32).mul_add(dmin * dy, acc_min[n]);
                 }
             }
             std::array::from_fn(|n| acc[n] - acc_min[n])
+        }
+
+        /// Q2_K as llama.cpp's repacked kernel (AVX-512 builds) sums it.
+        #[target_feature(enable = $features)]
+        fn q2_k_blockwise<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            k_blockwise::<84, N>(w, a, 80, |x, ys| q2_k_ints(x, ys))
         }
 
         /// Q3_K's sixteen 6-bit scales as i16: low nibbles from bytes 96..104 (both halves),
@@ -593,27 +622,28 @@ macro_rules! kernels {
             k_scale_min_family::<144, N>(w, a, false, |x, c| q4_k_chunk(x, c))
         }
 
-        /// Q4_K in the order of llama.cpp's repacked x86 kernels (`q4_K_8x8_q8_K`, used
-        /// whenever a matrix has a multiple of 8 rows): each super-block's integer sums
-        /// whole, fused into a sum and a mins sum with `d * dy` and `dmin * dy`, subtracted at
-        /// the end.
+        /// Q4_K/Q5_K's exact integer sums of one super-block per token: the scaled products
+        /// and the mins times the sums of 32.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn k_scale_min_ints<const W: usize, const N: usize>(
+            x: &[u8; W],
+            ys: [&[u8; 292]; N],
+            chunk: impl Fn(&[u8; W], usize) -> __m256i,
+        ) -> [(i32, i32); N] {
+            let (scales, mins8) = k_scale_min_block(x);
+            let sumi = k_lanes(ys, scales, 0, 0..8, |c| chunk(x, c));
+            std::array::from_fn(|n| {
+                let m = hsum_i32(_mm256_zextsi128_si256(k_mins(mins8, ys[n])));
+                (hsum_i32(sumi[n]), m)
+            })
+        }
+
+        /// Q4_K as llama.cpp's repacked x86 GEMV sums it (used whenever a matrix has a
+        /// multiple of 8 rows).
         #[target_feature(enable = $features)]
         fn q4_k_blockwise<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            let (wb, ab) = rows_of::<144, 292, N>(w, a);
-            let (mut acc, mut acc_min) = ([0f32; N], [0f32; N]);
-            for (i, x) in wb.iter().enumerate() {
-                let (scales, mins8) = k_scale_min_block(x);
-                let ys = col(&ab, i);
-                let sumi = k_lanes(ys, scales, 0, 0..8, |c| q4_k_chunk(x, c));
-                let (d, dmin) = h2f2(x, 0);
-                for n in 0..N {
-                    let dy = q8_k_d(ys[n]);
-                    let imin = hsum_i32(_mm256_zextsi128_si256(k_mins(mins8, ys[n])));
-                    acc[n] = (hsum_i32(sumi[n]) as f32).mul_add(d * dy, acc[n]);
-                    acc_min[n] = (imin as f32).mul_add(dmin * dy, acc_min[n]);
-                }
-            }
-            std::array::from_fn(|n| acc[n] - acc_min[n])
+            k_blockwise::<144, N>(w, a, 0, |x, ys| k_scale_min_ints(x, ys, |x, c| q4_k_chunk(x, c)))
         }
 
         /// Q4_K as llama.cpp's repacked GEMM (`ggml_gemm_q4_K_8x8_q8_K`, rows in groups of
@@ -758,13 +788,7 @@ macro_rules! kernels {
 
         #[target_feature(enable = $features)]
         fn q2_k_tiled<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            tiled::<84, N>(w, a, 80, true, |x, ys| {
-                let (scales, mins) = q2_k_scales(x);
-                let sumi = k_lanes(ys, scales, 0, 0..8, |c| q2_k_chunk(x, c));
-                std::array::from_fn(|n| {
-                    (hsum_i32(sumi[n]), hsum_i32(_mm256_madd_epi16(mins, load256(ys[n], 260))))
-                })
-            })
+            tiled::<84, N>(w, a, 80, true, |x, ys| q2_k_ints(x, ys))
         }
 
         #[target_feature(enable = $features)]
@@ -775,31 +799,14 @@ macro_rules! kernels {
             })
         }
 
-        #[inline]
-        #[target_feature(enable = $features)]
-        fn k_scale_min_tiled<const W: usize, const N: usize>(
-            w: &[u8],
-            a: &[&[u8]; N],
-            chunk: impl Fn(&[u8; W], usize) -> __m256i,
-        ) -> [f32; N] {
-            tiled::<W, N>(w, a, 0, true, |x, ys| {
-                let (scales, mins8) = k_scale_min_block(x);
-                let sumi = k_lanes(ys, scales, 0, 0..8, |c| chunk(x, c));
-                std::array::from_fn(|n| {
-                    let m = hsum_i32(_mm256_zextsi128_si256(k_mins(mins8, ys[n])));
-                    (hsum_i32(sumi[n]), m)
-                })
-            })
-        }
-
         #[target_feature(enable = $features)]
         fn q4_k_tiled<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            k_scale_min_tiled::<144, N>(w, a, |x, c| q4_k_chunk(x, c))
+            tiled::<144, N>(w, a, 0, true, |x, ys| k_scale_min_ints(x, ys, |x, c| q4_k_chunk(x, c)))
         }
 
         #[target_feature(enable = $features)]
         fn q5_k_tiled<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            k_scale_min_tiled::<176, N>(w, a, |x, c| q5_k_chunk(x, c))
+            tiled::<176, N>(w, a, 0, true, |x, ys| k_scale_min_ints(x, ys, |x, c| q5_k_chunk(x, c)))
         }
 
         #[target_feature(enable = $features)]
