@@ -530,13 +530,55 @@ rf_status rf_logits(struct rf_context_t *ctx, int32_t i, const float **out, size
 rf_status rf_logits_copy(struct rf_context_t *ctx, int32_t i, float *dst, size_t cap);
 
 /**
- * Returns every KV block of sequence `seq_id` to the pool; an empty sequence is a no-op.
- * Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max).
+ * Returns every KV block of sequence `seq_id` to the pool (a block it shares with another
+ * sequence loses one holder); an empty sequence is a no-op. Statuses: `RF_OK`;
+ * `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max).
  *
  * # Safety
  * `ctx` must be NULL or a live handle.
  */
 rf_status rf_kv_free(struct rf_context_t *ctx, int32_t seq_id);
+
+/**
+ * Drops positions `[p0, p1)` of sequence `seq_id`: `p0 < 0` means from its first position,
+ * `p1 < 0` to its end. Truncating the tail (`rf_kv_seq_remove(ctx, s, n, -1)`) is the common
+ * use; the next token of the sequence then continues at the last position left + 1 (n, when
+ * it held 0..n-1 before). A range removed from the middle leaves a hole that attention skips.
+ * A block cut at a boundary stays; blocks no held position needs go back to the pool at once.
+ * Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max, `0 <= p1 < p0`),
+ * which changes nothing.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live handle.
+ */
+rf_status rf_kv_seq_remove(struct rf_context_t *ctx, int32_t seq_id, int32_t p0, int32_t p1);
+
+/**
+ * Makes sequence `dst` hold exactly the positions of `src` within `[p0, p1)` (conventions of
+ * `rf_kv_seq_remove`), sharing `src`'s KV blocks: no keys or values are copied until one of
+ * the two sequences writes into a block they share, and then only that block
+ * (copy-on-write). What `dst` held before is dropped. The usual use: decode a shared prompt
+ * once in one sequence, copy it to the others, continue each with its own tokens.
+ * Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max, `src == dst`,
+ * `0 <= p1 < p0`), which changes nothing.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live handle.
+ */
+rf_status rf_kv_seq_copy(struct rf_context_t *ctx,
+                         int32_t src,
+                         int32_t dst,
+                         int32_t p0,
+                         int32_t p1);
+
+/**
+ * Drops every sequence but `seq_id`. Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id
+ * outside 0..n_seq_max), which changes nothing.
+ *
+ * # Safety
+ * `ctx` must be NULL or a live handle.
+ */
+rf_status rf_kv_seq_keep(struct rf_context_t *ctx, int32_t seq_id);
 
 /**
  * Empties every sequence of the cache. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.

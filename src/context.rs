@@ -149,6 +149,7 @@ impl Context {
             &mut self.scratch,
         ) {
             Ok(logits) => {
+                self.kv.commit(reservation)?;
                 self.logits = logits;
                 Ok(())
             }
@@ -194,15 +195,44 @@ impl Context {
             })
     }
 
-    /// Returns every KV block of `seq` to the pool; an empty sequence is a no-op.
+    /// Returns every KV block of `seq` to the pool (a block it shares loses one holder); an
+    /// empty sequence is a no-op.
     pub fn kv_free(&mut self, seq: i32) -> Result<()> {
         let s = self.seq(seq)?;
         self.kv.free_seq(s)
     }
 
+    /// Drops positions `[p0, p1)` of `seq`; `p0 < 0` means from its first position, `p1 < 0`
+    /// to its end. Removing the tail is the common use: the next token then continues after
+    /// the last position left. A range removed from the middle leaves a hole that attention
+    /// skips. `p1 < p0` (with `p1 >= 0`) is `InvalidArg`; an invalid call changes nothing.
+    pub fn kv_seq_remove(&mut self, seq: i32, p0: i32, p1: i32) -> Result<()> {
+        let s = self.seq(seq)?;
+        self.kv.remove(s, p0, p1)
+    }
+
+    /// Makes `dst` hold exactly the positions of `src` within `[p0, p1)` (conventions as
+    /// `kv_seq_remove`), sharing `src`'s blocks: nothing is copied until one of the two
+    /// writes into a shared block, and then only that block. What `dst` held is dropped.
+    pub fn kv_seq_copy(&mut self, src: i32, dst: i32, p0: i32, p1: i32) -> Result<()> {
+        let (s, d) = (self.seq(src)?, self.seq(dst)?);
+        self.kv.copy(s, d, p0, p1)
+    }
+
+    /// Drops every sequence but `seq`.
+    pub fn kv_seq_keep(&mut self, seq: i32) -> Result<()> {
+        let s = self.seq(seq)?;
+        self.kv.keep(s)
+    }
+
     /// Empties every sequence.
     pub fn kv_clear(&mut self) {
         self.kv.clear();
+    }
+
+    /// The positions `seq` holds, as sorted disjoint half-open ranges `[start, end)`.
+    pub fn kv_seq_spans(&self, seq: i32) -> Result<Vec<(i32, i32)>> {
+        self.kv.spans(self.seq(seq)?).map(<[_]>::to_vec)
     }
 
     /// The first and last position `seq` holds, `None` when it is empty.

@@ -410,8 +410,9 @@ pub unsafe extern "C" fn rf_logits_copy(
     })
 }
 
-/// Returns every KV block of sequence `seq_id` to the pool; an empty sequence is a no-op.
-/// Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max).
+/// Returns every KV block of sequence `seq_id` to the pool (a block it shares with another
+/// sequence loses one holder); an empty sequence is a no-op. Statuses: `RF_OK`;
+/// `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max).
 ///
 /// # Safety
 /// `ctx` must be NULL or a live handle.
@@ -420,6 +421,66 @@ pub unsafe extern "C" fn rf_kv_free(ctx: *mut rf_context_t, seq_id: i32) -> rf_s
     guard(|| {
         // SAFETY: contract of this function.
         unsafe { lock(ctx) }?.kv_free(seq_id)
+    })
+}
+
+/// Drops positions `[p0, p1)` of sequence `seq_id`: `p0 < 0` means from its first position,
+/// `p1 < 0` to its end. Truncating the tail (`rf_kv_seq_remove(ctx, s, n, -1)`) is the common
+/// use; the next token of the sequence then continues at the last position left + 1 (n, when
+/// it held 0..n-1 before). A range removed from the middle leaves a hole that attention skips.
+/// A block cut at a boundary stays; blocks no held position needs go back to the pool at once.
+/// Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max, `0 <= p1 < p0`),
+/// which changes nothing.
+///
+/// # Safety
+/// `ctx` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rf_kv_seq_remove(
+    ctx: *mut rf_context_t,
+    seq_id: i32,
+    p0: i32,
+    p1: i32,
+) -> rf_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        unsafe { lock(ctx) }?.kv_seq_remove(seq_id, p0, p1)
+    })
+}
+
+/// Makes sequence `dst` hold exactly the positions of `src` within `[p0, p1)` (conventions of
+/// `rf_kv_seq_remove`), sharing `src`'s KV blocks: no keys or values are copied until one of
+/// the two sequences writes into a block they share, and then only that block
+/// (copy-on-write). What `dst` held before is dropped. The usual use: decode a shared prompt
+/// once in one sequence, copy it to the others, continue each with its own tokens.
+/// Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max, `src == dst`,
+/// `0 <= p1 < p0`), which changes nothing.
+///
+/// # Safety
+/// `ctx` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rf_kv_seq_copy(
+    ctx: *mut rf_context_t,
+    src: i32,
+    dst: i32,
+    p0: i32,
+    p1: i32,
+) -> rf_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        unsafe { lock(ctx) }?.kv_seq_copy(src, dst, p0, p1)
+    })
+}
+
+/// Drops every sequence but `seq_id`. Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id
+/// outside 0..n_seq_max), which changes nothing.
+///
+/// # Safety
+/// `ctx` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rf_kv_seq_keep(ctx: *mut rf_context_t, seq_id: i32) -> rf_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        unsafe { lock(ctx) }?.kv_seq_keep(seq_id)
     })
 }
 

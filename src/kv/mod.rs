@@ -2,18 +2,33 @@
 //! up to `n_seq_max` sequences, each with a block table that maps its positions to blocks.
 //! Attention reads a sequence's keys and values through its table (`gather`).
 //!
-//! State changes follow plan-then-apply (as llama.cpp's memory module does): `reserve` checks
-//! that a whole batch fits before it takes a single block, and either succeeds with a
-//! `Reservation` or fails with `Error::KvFull` having changed nothing; a forward pass that
-//! fails after reserving calls `rollback`, which returns the blocks it took and restores every
-//! sequence's length. Keys and values are stored as F16 (default), F32 or Q8_0 rows.
+//! Sequences share blocks: `copy` gives the destination the source's blocks for a range of
+//! positions (reference counts, no data copied), and a block is copied only when a sequence
+//! is about to write into one that another sequence also holds (copy-on-write of that block
+//! alone). `remove` drops any range of positions; a block goes back to the pool the moment no
+//! held position needs it, and a block cut at a removal boundary stays with its tail unheld.
 //!
-//! A sequence holds the consecutive positions `pos0 .. pos0 + len`; its first token may start
-//! at any position, later ones must continue it (the batch check enforces that).
+//! State changes follow plan-then-apply (as llama.cpp's memory module does): `reserve` checks
+//! that a whole batch fits, copy-on-write copies included, before it takes a single block,
+//! and either succeeds with a `Reservation` or fails with `Error::KvFull` having changed
+//! nothing. The forward pass then writes the new positions; `commit` makes it final and
+//! `rollback` (the pass failed) puts every touched sequence back as it was. Until one of the
+//! two, the reservation itself holds the shared blocks a copy-on-write replaced, so rolling
+//! back never needs a block that was freed meanwhile, and no write ever lands in a cell that
+//! another sequence holds. Every other operation validates all its arguments first and
+//! changes nothing when one is wrong. Keys and values are stored as F16 (default), F32 or
+//! Q8_0 rows.
+//!
+//! New positions continue a sequence: its first token may take any position, later ones must
+//! follow its last held position (the batch check enforces that), holes left by `remove`
+//! stay holes. Reference counts are checked (`BlockPool`), so a bookkeeping bug is an
+//! internal error, never a block with two owners.
 
 mod pool;
+mod seq;
 
 use pool::BlockPool;
+use seq::{Sequence, Span, keep_range, remove_range};
 
 use crate::gguf::GgmlType;
 use crate::quant;
@@ -67,17 +82,14 @@ pub struct KvStats {
     pub bytes_total: usize,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Sequence {
-    pos0: i32,
-    len: usize,
-    blocks: Vec<u32>,
-}
-
-/// What `rollback` needs to undo a `reserve`: each touched sequence as it was.
+/// A `reserve` not yet final: each touched sequence as it was, and the shared blocks its
+/// copy-on-writes replaced (held here until `commit` releases them or `rollback` hands them
+/// back to their tables).
 #[derive(Debug)]
+#[must_use = "a reservation is ended by KvCache::commit or KvCache::rollback"]
 pub struct Reservation {
-    before: Vec<(usize, i32, usize, usize)>,
+    before: Vec<(usize, Sequence)>,
+    displaced: Vec<u32>,
 }
 
 pub struct KvCache {
@@ -98,6 +110,17 @@ fn zeroed(n: usize, what: &str) -> Result<Vec<u8>> {
         .map_err(|_| Error::Oom(format!("{n} bytes for {what}")))?;
     v.resize(n, 0);
     Ok(v)
+}
+
+/// `[p0, p1)` from the C convention: `p0 < 0` is the first position, `p1 < 0` past the last.
+fn pos_span(p0: i32, p1: i32) -> Result<Span> {
+    let (a, b) = (p0.max(0), if p1 < 0 { i32::MAX } else { p1 });
+    if b < a {
+        return Err(Error::InvalidArg(format!(
+            "the position range [{p0}, {p1}) ends before it starts"
+        )));
+    }
+    Ok((a, b))
 }
 
 impl KvCache {
@@ -158,37 +181,54 @@ impl KvCache {
         self.seqs.len()
     }
 
+    fn seq(&self, seq: usize) -> Result<&Sequence> {
+        self.seqs.get(seq).ok_or_else(|| {
+            Error::InvalidArg(format!(
+                "sequence id {seq} is out of range (n_seq_max {})",
+                self.seqs.len()
+            ))
+        })
+    }
+
     /// The position the next token of `seq` must have, or `None` when it holds nothing (its
     /// first token may take any position).
     pub fn next_pos(&self, seq: usize) -> Option<i32> {
-        let s = self.seqs.get(seq)?;
-        (s.len > 0).then(|| s.pos0 + s.len as i32)
+        self.seqs.get(seq)?.end()
     }
 
-    /// Positions `seq` holds (`pos0..pos0 + len`), or `None` when empty or unknown.
+    /// The first and last position `seq` holds, or `None` when empty or unknown.
     pub fn pos_range(&self, seq: usize) -> Option<(i32, i32)> {
-        let s = self.seqs.get(seq)?;
-        (s.len > 0).then(|| (s.pos0, s.pos0 + s.len as i32 - 1))
+        self.seqs.get(seq)?.range()
     }
 
-    /// Blocks `seq` needs to grow by `n` positions.
-    fn blocks_needed(&self, seq: usize, n: usize) -> usize {
-        let s = &self.seqs[seq];
+    /// The positions `seq` holds, as sorted disjoint half-open ranges.
+    pub fn spans(&self, seq: usize) -> Result<&[(i32, i32)]> {
+        Ok(&self.seq(seq)?.spans)
+    }
+
+    /// Blocks a batch's `appends` take: new slots, and a copy of every shared block one of
+    /// them writes into.
+    fn blocks_needed(&self, appends: &[(usize, i32, usize)]) -> Result<usize> {
         let bs = self.shape.block_size;
-        (s.len + n).div_ceil(bs) - s.blocks.len()
+        let mut need = 0usize;
+        for &(seq, pos, n) in appends {
+            let s = self.seq(seq)?;
+            for slot in s.append_slots(pos, n, bs) {
+                need += match s.table.get(slot).copied().flatten() {
+                    Some(b) if self.pool.count(b) == 1 => 0,
+                    _ => 1,
+                };
+            }
+        }
+        Ok(need)
     }
 
     /// Makes room for `appends` (sequence, first new position, number of positions; at most
     /// one entry per sequence, positions already checked to continue each sequence) and
     /// counts the positions as held. All or nothing: `KvFull` when the blocks do not suffice.
+    /// A shared block that a new position falls in is copied first (copy-on-write).
     pub fn reserve(&mut self, appends: &[(usize, i32, usize)]) -> Result<Reservation> {
-        let mut need = 0usize;
-        for &(seq, _, n) in appends {
-            if seq >= self.seqs.len() {
-                return Err(Error::InvalidArg(format!("sequence {seq} does not exist")));
-            }
-            need += self.blocks_needed(seq, n);
-        }
+        let need = self.blocks_needed(appends)?;
         if need > self.pool.n_free() {
             return Err(Error::KvFull(format!(
                 "the batch needs {need} more blocks of {} positions, {} are free",
@@ -196,56 +236,87 @@ impl KvCache {
                 self.pool.n_free()
             )));
         }
-        let mut before = Vec::with_capacity(appends.len());
+        let bs = self.shape.block_size;
+        let mut r = Reservation {
+            before: Vec::with_capacity(appends.len()),
+            displaced: Vec::new(),
+        };
         for &(seq, pos, n) in appends {
-            let extra = self.blocks_needed(seq, n);
-            let s = &mut self.seqs[seq];
-            before.push((seq, s.pos0, s.len, s.blocks.len()));
-            for _ in 0..extra {
+            r.before.push((seq, self.seqs[seq].clone()));
+            let slots = self.seqs[seq].append_slots(pos, n, bs);
+            if self.seqs[seq].table.len() < slots.end {
+                self.seqs[seq].table.resize(slots.end, None);
+            }
+            for slot in slots {
+                let old = self.seqs[seq].table[slot];
+                if old.is_some_and(|b| self.pool.count(b) == 1) {
+                    continue;
+                }
                 // Counted above, so the pool cannot run dry here.
                 let b = self
                     .pool
                     .alloc()
                     .ok_or_else(|| Error::Internal("KV pool ran out after its check".into()))?;
-                s.blocks.push(b);
+                if let Some(shared) = old {
+                    self.copy_block(shared, b);
+                    r.displaced.push(shared);
+                }
+                self.seqs[seq].table[slot] = Some(b);
             }
-            if s.len == 0 {
-                s.pos0 = pos;
-            }
-            s.len += n;
+            self.seqs[seq].append(pos, n);
         }
-        Ok(Reservation { before })
+        Ok(r)
     }
 
-    /// Undoes a `reserve` whose forward pass failed: the blocks it took go back, the sequences
-    /// get their old lengths. What was written past those lengths is never read.
+    /// Copies every layer's keys and values of block `from` into block `to`.
+    fn copy_block(&mut self, from: u32, to: u32) {
+        let bs = self.shape.block_size;
+        let (from, to) = (from as usize * bs, to as usize * bs);
+        for (rows, w) in [(&mut self.k, self.k_row), (&mut self.v, self.v_row)] {
+            for layer in rows.iter_mut() {
+                layer.copy_within(from * w..(from + bs) * w, to * w);
+            }
+        }
+    }
+
+    /// Makes a reservation final once its forward pass succeeded: the shared blocks its
+    /// copy-on-writes replaced lose the holder they had.
+    pub fn commit(&mut self, r: Reservation) -> Result<()> {
+        r.displaced
+            .into_iter()
+            .try_for_each(|b| self.pool.release(b))
+    }
+
+    /// Undoes a `reserve` whose forward pass failed: the blocks it took go back, every touched
+    /// sequence is as it was. What was written into the returned blocks is never read.
     pub fn rollback(&mut self, r: Reservation) -> Result<()> {
-        for (seq, pos0, len, n_blocks) in r.before.into_iter().rev() {
-            let s = &mut self.seqs[seq];
-            for b in s.blocks.drain(n_blocks..) {
+        for (seq, old) in r.before.into_iter().rev() {
+            let mut kept: Vec<u32> = old.blocks().collect();
+            kept.sort_unstable();
+            let taken: Vec<u32> = self.seqs[seq]
+                .blocks()
+                .filter(|b| kept.binary_search(b).is_err())
+                .collect();
+            for b in taken {
                 self.pool.release(b)?;
             }
-            s.pos0 = pos0;
-            s.len = len;
+            // The blocks copy-on-write replaced were held by the reservation all along: their
+            // holder moves back to the table.
+            self.seqs[seq] = old;
         }
         Ok(())
     }
 
     /// The cell holding position `pos` of `seq`.
     fn cell(&self, seq: usize, pos: i32) -> Result<usize> {
-        let s = &self.seqs[seq];
-        let i = usize::try_from(pos - s.pos0)
-            .ok()
-            .filter(|&i| i < s.len)
-            .ok_or_else(|| {
-                Error::Internal(format!("sequence {seq} does not hold position {pos}"))
-            })?;
-        let bs = self.shape.block_size;
-        Ok(s.blocks[i / bs] as usize * bs + i % bs)
+        self.seqs[seq]
+            .cell(pos, self.shape.block_size)
+            .ok_or_else(|| Error::Internal(format!("sequence {seq} does not hold position {pos}")))
     }
 
     /// Stores the keys and values of position `pos` of `seq` in `layer` (converted to the
-    /// cache's type). The position must be held (reserved).
+    /// cache's type). The position must be held (reserved), in a block no other sequence
+    /// holds.
     pub fn write(
         &mut self,
         layer: usize,
@@ -255,6 +326,12 @@ impl KvCache {
         v: &[f32],
     ) -> Result<()> {
         let c = self.cell(seq, pos)?;
+        let block = (c / self.shape.block_size) as u32;
+        if self.pool.count(block) != 1 {
+            return Err(Error::Internal(format!(
+                "sequence {seq} would write position {pos} into shared block {block}"
+            )));
+        }
         let ty = self.shape.ty.ggml();
         let (kr, vr) = (self.k_row, self.v_row);
         quant::quantize_row(ty, k, &mut self.k[layer][c * kr..(c + 1) * kr])?;
@@ -262,43 +339,108 @@ impl KvCache {
         Ok(())
     }
 
-    /// The keys and values of positions `from..=to` of `seq` in `layer`, as f32 rows one after
-    /// the other, into `ks` and `vs` (resized).
+    /// The keys and values of the positions of `seq` within `[lo, hi]` in `layer`, as f32
+    /// rows one after the other, into `ks` and `vs`, and those positions (ascending) into
+    /// `pos`; all three resized.
+    #[allow(clippy::too_many_arguments)]
     pub fn gather(
         &self,
         layer: usize,
         seq: usize,
-        (from, to): (i32, i32),
+        (lo, hi): (i32, i32),
         ks: &mut Vec<f32>,
         vs: &mut Vec<f32>,
+        pos: &mut Vec<i32>,
     ) -> Result<()> {
+        let s = self.seq(seq)?;
+        pos.clear();
+        for (a, b) in s.clipped(lo, hi) {
+            pos.extend(a..b);
+        }
         let (kd, vd) = (self.shape.k_dim, self.shape.v_dim);
-        let n = usize::try_from(to - from + 1).unwrap_or(0);
-        ks.resize(n * kd, 0.0);
-        vs.resize(n * vd, 0.0);
+        ks.resize(pos.len() * kd, 0.0);
+        vs.resize(pos.len() * vd, 0.0);
         let ty = self.shape.ty.ggml();
         let (kr, vr) = (self.k_row, self.v_row);
-        for (i, pos) in (from..=to).enumerate() {
-            let c = self.cell(seq, pos)?;
-            let (kl, vl) = (&self.k[layer], &self.v[layer]);
+        let (kl, vl) = (&self.k[layer], &self.v[layer]);
+        for (i, &p) in pos.iter().enumerate() {
+            let c = self.cell(seq, p)?;
             quant::dequantize_row(ty, &kl[c * kr..(c + 1) * kr], &mut ks[i * kd..(i + 1) * kd])?;
             quant::dequantize_row(ty, &vl[c * vr..(c + 1) * vr], &mut vs[i * vd..(i + 1) * vd])?;
         }
         Ok(())
     }
 
-    /// Returns every block of `seq` to the pool; an empty sequence is a no-op.
-    pub fn free_seq(&mut self, seq: usize) -> Result<()> {
-        let s = self
-            .seqs
-            .get_mut(seq)
-            .ok_or_else(|| Error::InvalidArg(format!("sequence {seq} does not exist")))?;
-        for b in s.blocks.drain(..) {
-            self.pool.release(b)?;
+    /// Gives `seq` the held positions `spans` (a subset of what it holds): blocks no held
+    /// position needs any more go back to the pool, and the table loses its empty ends.
+    fn set_spans(&mut self, seq: usize, spans: Vec<Span>) -> Result<()> {
+        let bs = self.shape.block_size;
+        let s = &mut self.seqs[seq];
+        s.spans = spans;
+        let need = s.needed_slots(bs);
+        for (slot, keep) in s.table.iter_mut().zip(need) {
+            if !keep && let Some(b) = slot.take() {
+                self.pool.release(b)?;
+            }
         }
-        s.len = 0;
-        s.pos0 = 0;
+        let s = &mut self.seqs[seq];
+        while s.table.last() == Some(&None) {
+            s.table.pop();
+        }
+        let lead = s.table.iter().take_while(|b| b.is_none()).count();
+        if lead > 0 {
+            s.table.drain(..lead);
+            // Within i32: the slots removed lay before held positions.
+            s.base += (lead * bs) as i32;
+        }
+        if s.is_empty() {
+            *s = Sequence::default();
+        }
         Ok(())
+    }
+
+    /// Drops the positions `[p0, p1)` of `seq` (`p0 < 0`: from the first, `p1 < 0`: to the
+    /// end). The positions before and after stay where they are; new tokens continue after
+    /// the last one held.
+    pub fn remove(&mut self, seq: usize, p0: i32, p1: i32) -> Result<()> {
+        let (a, b) = pos_span(p0, p1)?;
+        let spans = remove_range(&self.seq(seq)?.spans, a, b);
+        self.set_spans(seq, spans)
+    }
+
+    /// Makes `dst` hold exactly the positions of `src` within `[p0, p1)` (conventions as
+    /// `remove`), sharing `src`'s blocks; what `dst` held before is dropped.
+    pub fn copy(&mut self, src: usize, dst: usize, p0: i32, p1: i32) -> Result<()> {
+        let (a, b) = pos_span(p0, p1)?;
+        let spans = keep_range(&self.seq(src)?.spans, a, b);
+        self.seq(dst)?;
+        if src == dst {
+            return Err(Error::InvalidArg(format!(
+                "sequence {src} cannot be copied onto itself"
+            )));
+        }
+        self.set_spans(dst, Vec::new())?;
+        let shared = self.seqs[src].clone();
+        for b in shared.blocks() {
+            self.pool.retain(b)?;
+        }
+        self.seqs[dst] = shared;
+        self.set_spans(dst, spans)
+    }
+
+    /// Drops every sequence but `seq`.
+    pub fn keep(&mut self, seq: usize) -> Result<()> {
+        self.seq(seq)?;
+        (0..self.seqs.len())
+            .filter(|&s| s != seq)
+            .try_for_each(|s| self.set_spans(s, Vec::new()))
+    }
+
+    /// Returns every block of `seq` to the pool (shared ones lose one holder); an empty
+    /// sequence is a no-op.
+    pub fn free_seq(&mut self, seq: usize) -> Result<()> {
+        self.seq(seq)?;
+        self.set_spans(seq, Vec::new())
     }
 
     /// Empties every sequence.
@@ -313,9 +455,63 @@ impl KvCache {
             n_blocks_total: self.pool.n_total(),
             n_blocks_used: self.pool.n_total() - self.pool.n_free(),
             n_blocks_shared: self.pool.n_shared(),
-            n_seqs: self.seqs.iter().filter(|s| s.len > 0).count(),
+            n_seqs: self.seqs.iter().filter(|s| !s.is_empty()).count(),
             bytes_total: self.k.iter().chain(&self.v).map(Vec::len).sum(),
         }
+    }
+
+    /// Every invariant of the bookkeeping, for tests: the pool's own; each sequence's spans
+    /// sorted, disjoint and non-adjacent, a block in exactly the slots they touch and none at
+    /// either end of the table, no block twice in a table; every block's count equal to the
+    /// number of tables holding it.
+    #[cfg(test)]
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+        self.pool.check()?;
+        let bs = self.shape.block_size;
+        let mut holders = vec![0u32; self.pool.n_total()];
+        for (i, s) in self.seqs.iter().enumerate() {
+            let bad = |why: &str| Err(format!("sequence {i}: {why}: {s:?}"));
+            if s.is_empty() {
+                if *s != Sequence::default() {
+                    return bad("empty but holds a table");
+                }
+                continue;
+            }
+            if s.spans.iter().any(|&(a, b)| a >= b) || s.spans.windows(2).any(|w| w[0].1 >= w[1].0)
+            {
+                return bad("spans not sorted, disjoint and non-adjacent");
+            }
+            if s.spans[0].0 < s.base
+                || s.slot(s.spans[s.spans.len() - 1].1 - 1, bs) >= s.table.len()
+            {
+                return bad("spans outside the table");
+            }
+            if s.table.first() == Some(&None) || s.table.last() == Some(&None) {
+                return bad("an empty slot at an end of the table");
+            }
+            for (slot, need) in s.table.iter().zip(s.needed_slots(bs)) {
+                if slot.is_some() != need {
+                    return bad("a block where no span needs one, or none where one does");
+                }
+            }
+            let mut blocks: Vec<u32> = s.blocks().collect();
+            blocks.sort_unstable();
+            if blocks.windows(2).any(|w| w[0] == w[1]) {
+                return bad("a block twice in one table");
+            }
+            for b in blocks {
+                holders[b as usize] += 1;
+            }
+        }
+        for (b, &h) in holders.iter().enumerate() {
+            if self.pool.count(b as u32) != h {
+                return Err(format!(
+                    "block {b}: count {} but {h} tables hold it",
+                    self.pool.count(b as u32)
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -344,7 +540,8 @@ mod tests {
             (KvType::Q8_0, 3e-2),
         ] {
             let mut kv = cache(ty, 16);
-            kv.reserve(&[(1, 0, 6)]).unwrap();
+            let r = kv.reserve(&[(1, 0, 6)]).unwrap();
+            kv.commit(r).unwrap();
             let row = |p: i32, w: usize| -> Vec<f32> {
                 (0..w)
                     .map(|i| (p as f32 - 2.5) / (1.0 + i as f32))
@@ -353,8 +550,9 @@ mod tests {
             for p in 0..6 {
                 kv.write(1, 1, p, &row(p, 32), &row(p + 1, 64)).unwrap();
             }
-            let (mut ks, mut vs) = (Vec::new(), Vec::new());
-            kv.gather(1, 1, (2, 5), &mut ks, &mut vs).unwrap();
+            let (mut ks, mut vs, mut pos) = (Vec::new(), Vec::new(), Vec::new());
+            kv.gather(1, 1, (2, 5), &mut ks, &mut vs, &mut pos).unwrap();
+            assert_eq!(pos, [2, 3, 4, 5]);
             for (i, p) in (2..=5).enumerate() {
                 let (k, v) = (row(p, 32), row(p + 1, 64));
                 let dk = k
@@ -375,7 +573,8 @@ mod tests {
     #[test]
     fn a_batch_that_does_not_fit_changes_nothing_and_rollback_restores() {
         let mut kv = cache(KvType::F16, 16); // 4 blocks of 4
-        kv.reserve(&[(0, 0, 5)]).unwrap(); // 2 blocks
+        let r = kv.reserve(&[(0, 0, 5)]).unwrap(); // 2 blocks
+        kv.commit(r).unwrap();
         let before = kv.stats();
         let err = kv.reserve(&[(0, 5, 3), (1, 0, 9)]).unwrap_err();
         assert!(matches!(err, Error::KvFull(_)), "{err}");
@@ -408,3 +607,6 @@ mod tests {
         assert!(KvCache::new(s).is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -42,6 +42,20 @@ impl BlockPool {
         Some(b)
     }
 
+    /// One holder more of the in-use block `b` (a sequence starts sharing it).
+    pub(crate) fn retain(&mut self, b: u32) -> Result<()> {
+        let r = self.count_mut(b)?;
+        *r = r
+            .checked_add(1)
+            .ok_or_else(|| Error::Internal(format!("KV block {b} has too many holders")))?;
+        Ok(())
+    }
+
+    /// How many holders block `b` has (0: free or unknown).
+    pub(crate) fn count(&self, b: u32) -> u32 {
+        self.refs.get(b as usize).copied().unwrap_or(0)
+    }
+
     /// One holder fewer of block `b`; at zero it goes back to the free stack at once.
     pub(crate) fn release(&mut self, b: u32) -> Result<()> {
         let r = self.count_mut(b)?;
@@ -57,6 +71,27 @@ impl BlockPool {
         let n = self.refs.len() as u32;
         self.refs.fill(0);
         self.free = (0..n).rev().collect();
+    }
+
+    /// The pool's own invariants: a block is on the free stack, once, exactly when nothing
+    /// holds it.
+    #[cfg(test)]
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+        let mut on_stack = vec![false; self.refs.len()];
+        for &b in &self.free {
+            let seen = on_stack
+                .get_mut(b as usize)
+                .ok_or(format!("free block {b} does not exist"))?;
+            if std::mem::replace(seen, true) {
+                return Err(format!("block {b} is on the free stack twice"));
+            }
+        }
+        for (b, (&r, &free)) in self.refs.iter().zip(&on_stack).enumerate() {
+            if (r == 0) != free {
+                return Err(format!("block {b}: {r} holders but free={free}"));
+            }
+        }
+        Ok(())
     }
 
     /// The count of an in-use block, or an internal error for an unknown or free one.
@@ -80,6 +115,10 @@ mod tests {
         let b = p.alloc().unwrap();
         assert_eq!((a, b, p.n_free()), (0, 1, 1));
         assert_eq!(p.n_shared(), 0);
+        p.retain(b).unwrap();
+        assert_eq!((p.n_shared(), p.count(b)), (1, 2));
+        p.release(b).unwrap();
+        assert!(p.retain(2).is_err(), "a free block cannot gain a holder");
         p.release(a).unwrap();
         assert_eq!(p.n_free(), 2);
         // Releasing a free or unknown block is refused, not a wrap to u32::MAX.

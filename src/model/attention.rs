@@ -2,9 +2,10 @@
 //!
 //! Rows are taken a sequence at a time (`Plan::groups`): the sequence's keys and values are
 //! gathered through its block table once (only the window the rows can see), then every
-//! (row, head) pair runs on the thread pool. A query at position p sees the positions of its
-//! sequence up to p, and on sliding-window layers only the last `window` of them. Query head h
-//! reads KV head h / (n_head / n_head_kv) (GQA, MQA).
+//! (row, head) pair runs on the thread pool. A query at position p sees the positions its
+//! sequence holds up to p (a range removed from the middle is a hole it skips), and on
+//! sliding-window layers only those within the last `window` positions. Query head h reads
+//! KV head h / (n_head / n_head_kv) (GQA, MQA).
 
 use super::arch::MAX_HEAD_DIM;
 use crate::Result;
@@ -29,13 +30,14 @@ pub(super) struct AttnLayer {
 pub(super) struct AttnScratch {
     ks: Vec<f32>,
     vs: Vec<f32>,
+    pos: Vec<i32>,
 }
 
-/// The first position a query at `pos` sees, not before `lo`.
-fn first_visible(pos: i32, window: Option<usize>, lo: i32) -> i32 {
+/// The first position a query at `pos` sees.
+fn first_visible(pos: i32, window: Option<usize>) -> i32 {
     match window {
-        Some(w) => (i64::from(pos) - w.min(i32::MAX as usize) as i64 + 1).max(i64::from(lo)) as i32,
-        None => lo,
+        Some(w) => (i64::from(pos) - w.min(i32::MAX as usize) as i64 + 1).max(0) as i32,
+        None => 0,
     }
 }
 
@@ -61,20 +63,20 @@ pub(super) fn attend(
         let (Some(&r0), Some(&r1)) = (g.rows.first(), g.rows.last()) else {
             continue;
         };
-        let (seq_lo, _) = kv.pos_range(g.seq).ok_or_else(|| {
-            crate::Error::Internal(format!("sequence {} holds nothing to attend", g.seq))
-        })?;
-        let lo = first_visible(plan.positions[r0], s.window, seq_lo);
+        let lo = first_visible(plan.positions[r0], s.window);
         let hi = plan.positions[r1];
-        kv.gather(layer, g.seq, (lo, hi), &mut scratch.ks, &mut scratch.vs)?;
-        let (ks, vs) = (&scratch.ks[..], &scratch.vs[..]);
+        let sc = &mut *scratch;
+        kv.gather(layer, g.seq, (lo, hi), &mut sc.ks, &mut sc.vs, &mut sc.pos)?;
+        let (ks, vs, held) = (&sc.ks[..], &sc.vs[..], &sc.pos[..]);
         let dst = Disjoint::new(out);
         pool.run(g.rows.len() * s.n_head, &|t| {
             let (r, head) = (g.rows[t / s.n_head], t % s.n_head);
             let pos = plan.positions[r];
             let kvh = head / group;
-            let rows = (first_visible(pos, s.window, lo)..=pos).map(|j| {
-                let i = (j - lo) as usize;
+            // The gathered positions are ascending: the visible ones are one run of them.
+            let from = held.partition_point(|&p| p < first_visible(pos, s.window));
+            let to = held.partition_point(|&p| p <= pos);
+            let rows = (from..to).map(|i| {
                 (
                     &ks[i * k_dim + kvh * hd..][..hd],
                     &vs[i * v_dim + kvh * vhd..][..vhd],
