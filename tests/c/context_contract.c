@@ -1,6 +1,6 @@
 /* The decoding API's contract, checked from C: context params and their limits, batches,
  * rf_decode's checks (each refused batch changes nothing), RF_KV_FULL, the abort callback,
- * logits views and copies, KV sequence calls, NULL handles, and a context outliving its
+ * logits views and copies, KV sequence calls (sharing, copy-on-write, truncation, holes), NULL handles, and a context outliving its
  * model handle. Usage: context_contract MODEL.gguf (a small model: tests use the zoo's
  * llama.F32). Prints "context_contract: N checks passed" and exits 0, or names the first
  * failed check and exits 1. Run under valgrind by tests/c_api.rs. */
@@ -200,6 +200,60 @@ int main(int argc, char **argv) {
     CHECK(rf_kv_free(NULL, 0) == RF_ERR_INVALID_ARG);
     CHECK(rf_decode(ctx, batch) == RF_OK);
     CHECK(rf_kv_clear(ctx) == RF_OK);
+    stats(ctx, &after);
+    CHECK(after.n_blocks_used == 0 && after.n_seqs == 0);
+
+    /* Sharing: sequence 1 becomes a copy of sequence 0 holding no block of its own; bad
+     * arguments are refused and change nothing; the first write into the shared block copies
+     * it (one more block), and a batch whose copies do not fit is RF_KV_FULL. */
+    rf_batch_clear(batch);
+    for (int i = 0; i < 8; i++) CHECK(rf_batch_add(batch, 3 + i, i, &s0, 1, 0) == RF_OK);
+    CHECK(rf_decode(ctx, batch) == RF_OK);
+    CHECK(rf_kv_seq_copy(ctx, 0, 1, 0, -1) == RF_OK);
+    stats(ctx, &before);
+    CHECK(before.n_blocks_used == 1 && before.n_blocks_shared == 1 && before.n_seqs == 2);
+    CHECK(rf_kv_seq_pos_range(ctx, 1, &lo, &hi) == RF_OK && lo == 0 && hi == 7);
+    CHECK(rf_kv_seq_copy(ctx, 0, 0, 0, -1) == RF_ERR_INVALID_ARG);
+    CHECK(rf_kv_seq_copy(ctx, 0, 2, 0, -1) == RF_ERR_INVALID_ARG);
+    CHECK(rf_kv_seq_copy(ctx, -1, 1, 0, -1) == RF_ERR_INVALID_ARG);
+    CHECK(rf_kv_seq_copy(ctx, 0, 1, 5, 3) == RF_ERR_INVALID_ARG);
+    CHECK(rf_kv_seq_copy(NULL, 0, 1, 0, -1) == RF_ERR_INVALID_ARG);
+    CHECK(rf_kv_seq_remove(ctx, 0, 5, 3) == RF_ERR_INVALID_ARG);
+    CHECK(rf_kv_seq_remove(ctx, 2, 0, -1) == RF_ERR_INVALID_ARG);
+    CHECK(rf_kv_seq_remove(NULL, 0, 0, -1) == RF_ERR_INVALID_ARG);
+    CHECK(rf_kv_seq_keep(ctx, 2) == RF_ERR_INVALID_ARG);
+    CHECK(rf_kv_seq_keep(NULL, 0) == RF_ERR_INVALID_ARG);
+    stats(ctx, &after);
+    CHECK(memcmp(&before, &after, sizeof before) == 0);
+    rf_batch_clear(batch);
+    CHECK(rf_batch_add(batch, 4, 8, &s0, 1, 1) == RF_OK);
+    CHECK(rf_batch_add(batch, 5, 8, &s1, 1, 1) == RF_OK);
+    CHECK(rf_decode(ctx, batch) == RF_KV_FULL); /* two copies needed, one block free */
+    stats(ctx, &after);
+    CHECK(memcmp(&before, &after, sizeof before) == 0);
+    CHECK(rf_kv_seq_pos_range(ctx, 0, &lo, &hi) == RF_OK && hi == 7);
+    rf_batch_clear(batch);
+    CHECK(rf_batch_add(batch, 5, 8, &s1, 1, 1) == RF_OK);
+    CHECK(rf_decode(ctx, batch) == RF_OK);
+    stats(ctx, &after);
+    CHECK(after.n_blocks_used == 2 && after.n_blocks_shared == 0);
+    /* Truncation: the tail goes, the next token continues after what is left. */
+    CHECK(rf_kv_seq_remove(ctx, 1, 4, -1) == RF_OK);
+    CHECK(rf_kv_seq_pos_range(ctx, 1, &lo, &hi) == RF_OK && lo == 0 && hi == 3);
+    rf_batch_clear(batch);
+    CHECK(rf_batch_add(batch, 6, 5, &s1, 1, 1) == RF_OK);
+    CHECK(rf_decode(ctx, batch) == RF_ERR_INVALID_ARG); /* 4 is next, not 5 */
+    rf_batch_clear(batch);
+    CHECK(rf_batch_add(batch, 6, 4, &s1, 1, 1) == RF_OK);
+    CHECK(rf_decode(ctx, batch) == RF_OK);
+    /* A hole in the middle; keep drops the other sequence; -1, -1 empties one. */
+    CHECK(rf_kv_seq_remove(ctx, 1, 1, 3) == RF_OK);
+    CHECK(rf_kv_seq_pos_range(ctx, 1, &lo, &hi) == RF_OK && lo == 0 && hi == 4);
+    CHECK(rf_kv_seq_keep(ctx, 1) == RF_OK);
+    CHECK(rf_kv_seq_pos_range(ctx, 0, &lo, &hi) == RF_OK && lo == -1);
+    stats(ctx, &after);
+    CHECK(after.n_blocks_used == 1 && after.n_seqs == 1);
+    CHECK(rf_kv_seq_remove(ctx, 1, -1, -1) == RF_OK);
     stats(ctx, &after);
     CHECK(after.n_blocks_used == 0 && after.n_seqs == 0);
 
