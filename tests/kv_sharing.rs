@@ -54,7 +54,7 @@ fn prefix_sharing(name: &str) {
     let mut ctx = ctx_for(&m, 2048, 8);
     let bs = ctx.kv_stats().block_size;
     assert!(
-        system.len() % bs != 0,
+        !system.len().is_multiple_of(bs),
         "the prompt should end inside a block"
     );
     decode_rows(&mut ctx, &system, 0);
