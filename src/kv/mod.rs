@@ -363,8 +363,19 @@ impl KvCache {
         let ty = self.shape.ty.ggml();
         let (kr, vr) = (self.k_row, self.v_row);
         let (kl, vl) = (&self.k[layer], &self.v[layer]);
+        let bs = self.shape.block_size;
         for (i, &p) in pos.iter().enumerate() {
-            let c = self.cell(seq, p)?;
+            // Held positions only, so the slot is in the table and holds a block.
+            let rel = s.slot(p, 1);
+            let c = s
+                .table
+                .get(rel / bs)
+                .copied()
+                .flatten()
+                .map(|b| b as usize * bs + rel % bs)
+                .ok_or_else(|| {
+                    Error::Internal(format!("sequence {seq}: position {p} has no block"))
+                })?;
             quant::dequantize_row(ty, &kl[c * kr..(c + 1) * kr], &mut ks[i * kd..(i + 1) * kd])?;
             quant::dequantize_row(ty, &vl[c * vr..(c + 1) * vr], &mut vs[i * vd..(i + 1) * vd])?;
         }
