@@ -2,7 +2,8 @@
 //! decoded once and shared by eight sequences gives each the logits of decoding its whole
 //! text alone with a fraction of the blocks; truncating and re-decoding equals a fresh
 //! context given the final text; a batch whose copy-on-writes do not fit is `KvFull` and
-//! changes nothing; and a soak of 10,000 random operations with decodes in between leaks no
+//! changes nothing; all of it holds for F16, F32 and Q8_0 storage, whose reported size is the
+//! allocation; and a soak of 10,000 random operations with decodes in between leaks no
 //! block and keeps every intact sequence's logits equal to a fresh decode of its tokens.
 
 mod common;
@@ -10,7 +11,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{GEMMA3, SMOLLM2, decode_rows, load, max_abs_diff, model};
-use rocmforge::{Batch, Context, ContextParams, Error, KvStats, Model};
+use rocmforge::{Batch, Context, ContextParams, Error, KvStats, KvType, Model};
 
 const SYSTEM: &str = "You are a careful assistant for a small public library in a river town. \
     You answer questions about opening hours, borrowing rules, the reading room, the local \
@@ -421,4 +422,59 @@ fn a_soak_of_random_operations_leaks_nothing() {
     ctx.kv_clear();
     let st = ctx.kv_stats();
     assert_eq!((st.n_blocks_used, st.n_blocks_shared, st.n_seqs), (0, 0, 0));
+}
+
+#[test]
+fn sharing_and_truncation_work_for_every_kv_type() {
+    let zoo = common::root().join("../shared/reference/zoo/llama.Q8_0.gguf");
+    if !zoo.is_file() {
+        assert!(!common::in_ci(), "the zoo is missing under CI");
+        eprintln!("SKIPPED: {} is missing", zoo.display());
+        return;
+    }
+    let m = load(&zoo);
+    let text: Vec<u32> = (0..60).map(|i| (i * 7 + 3) % 317).collect();
+    for ty in [KvType::F16, KvType::F32, KvType::Q8_0] {
+        let params = || ContextParams {
+            n_ctx: 256,
+            n_seq_max: 3,
+            n_threads: 2,
+            kv_type: ty,
+            ..ContextParams::default()
+        };
+        let mut ctx = Context::new(Arc::clone(&m), params()).unwrap();
+        let mut alone = Context::new(Arc::clone(&m), params()).unwrap();
+        decode_rows(&mut ctx, &text[..45], 0);
+        ctx.kv_seq_copy(0, 1, 0, -1).unwrap();
+        ctx.kv_seq_copy(0, 2, 0, 30).unwrap();
+        ctx.kv_seq_remove(0, 40, -1).unwrap();
+        let got: Vec<Vec<f32>> = [(0, 40), (1, 45), (2, 30)]
+            .iter()
+            .map(|&(s, _)| decode_rows(&mut ctx, &text[50..55], s))
+            .collect();
+        for (&(s, keep), got) in [(0, 40), (1, 45), (2, 30)].iter().zip(&got) {
+            alone.kv_clear();
+            decode_rows(&mut alone, &text[..keep], 0);
+            let want = decode_rows(&mut alone, &text[50..55], 0);
+            let d = max_abs_diff(got, &want);
+            assert!(
+                d < 1e-4,
+                "{ty:?}: sequence {s} (kept {keep}) differs by {d}"
+            );
+        }
+        // The reported size is the allocation: layers x (K + V) x cells x bytes per row.
+        let p = &m.transformer().unwrap().params;
+        let st = ctx.kv_stats();
+        let row = |dim: usize| match ty {
+            KvType::F16 => 2 * dim,
+            KvType::F32 => 4 * dim,
+            KvType::Q8_0 => dim / 32 * 34,
+        };
+        let cells = st.n_blocks_total * st.block_size;
+        assert_eq!(
+            st.bytes_total,
+            p.n_layer * cells * (row(p.k_dim()) + row(p.v_dim())),
+            "{ty:?}"
+        );
+    }
 }
