@@ -604,6 +604,36 @@ mod tests {
     }
 
     #[test]
+    fn a_rolled_back_copy_on_write_restores_every_row() {
+        let mut kv = cache(KvType::F32, 64); // 16 blocks of 4
+        let row = |x: f32, w: usize| vec![x; w];
+        let r = kv.reserve(&[(0, 0, 7)]).unwrap(); // positions 0..=6: blocks 0 and 1
+        for p in 0..7 {
+            kv.write(0, 0, p, &row(p as f32, 32), &row(-(p as f32), 64))
+                .unwrap();
+        }
+        kv.commit(r).unwrap();
+        kv.copy(0, 1, 0, 5).unwrap(); // 1 holds 0..=4 and shares both blocks
+        let before = (kv.stats(), kv.seqs.clone());
+        assert_eq!(before.0.n_blocks_shared, 2);
+        // Both write into shared block 1 in one batch: 1 at position 5, which 0 holds. Had the
+        // first copy released block 1 and the second writer written in place, 0's row 5 would
+        // be 99 after the rollback.
+        let r = kv.reserve(&[(0, 7, 1), (1, 5, 1)]).unwrap();
+        assert_eq!(kv.stats().n_blocks_used, 4, "each writer copied block 1");
+        kv.write(0, 1, 5, &row(99.0, 32), &row(99.0, 64)).unwrap();
+        kv.write(0, 0, 7, &row(98.0, 32), &row(98.0, 64)).unwrap();
+        kv.rollback(r).unwrap();
+        kv.check().unwrap();
+        assert_eq!((kv.stats(), kv.seqs.clone()), before);
+        let (mut ks, mut vs, mut pos) = (Vec::new(), Vec::new(), Vec::new());
+        kv.gather(0, 0, (0, 100), &mut ks, &mut vs, &mut pos)
+            .unwrap();
+        assert_eq!(pos, (0..7).collect::<Vec<_>>());
+        assert!((0..7).all(|p| ks[p * 32] == p as f32), "{ks:?}");
+    }
+
+    #[test]
     fn sizes_are_checked_and_q8_0_needs_whole_blocks() {
         let mut s = cache(KvType::F16, 16).shape;
         assert_eq!(
