@@ -3,7 +3,7 @@
 //! Layers, bottom to top (see docs/ARCHITECTURE.md): `gguf` (file format), `quant` (block
 //! formats), `backend` (CPU threads and kernels), `tokenizer`, `kv` (the paged KV cache),
 //! `model` (a loaded model, its hyperparameters and forward pass), `batch` and `context`
-//! (decoding), `capi` (the C boundary, a thin client of the safe API).
+//! (decoding), `sampling` (sampler chains), `capi` (the C boundary, a thin client of the safe API).
 
 pub mod backend;
 pub mod batch;
@@ -16,6 +16,7 @@ pub mod log;
 pub mod model;
 pub mod perplexity;
 pub mod quant;
+pub mod sampling;
 pub mod tokenizer;
 
 pub use backend::cpu::Numerics;
@@ -24,3 +25,4 @@ pub use context::{Context, ContextParams};
 pub use error::{Error, Result};
 pub use kv::{KvStats, KvType};
 pub use model::{Model, ModelDesc, ModelParams};
+pub use sampling::{Sampler, SamplerChain};
