@@ -32,6 +32,11 @@
 #include <stdint.h>
 
 /**
+ * `seed` value that asks for a seed from the system (`rf_sampler_get_seed` reports it).
+ */
+#define RF_SEED_RANDOM UINT64_MAX
+
+/**
  * Major version of the header; compare with `rf_version()` at run time.
  */
 #define RF_VERSION_MAJOR 0
@@ -65,6 +70,12 @@ typedef struct rf_context_t rf_context_t;
  * Everything that uses it keeps it alive, so `rf_model_free` only drops the caller's reference.
  */
 typedef struct rf_model_t rf_model_t;
+
+/**
+ * A sampler chain. Used by one thread at a time (a concurrent call fails with
+ * `RF_ERR_INVALID_ARG`, as for contexts).
+ */
+typedef struct rf_sampler_t rf_sampler_t;
 
 /**
  * How the KV cache stores keys and values.
@@ -260,6 +271,71 @@ typedef struct rf_model_desc {
 } rf_model_desc;
 
 /**
+ * Options of a new chain.
+ */
+typedef struct rf_sampler_chain_params {
+  /**
+   * `sizeof(rf_sampler_chain_params)` as the caller was compiled.
+   */
+  uint32_t struct_size;
+  /**
+   * Seeds the chain's generator (xoshiro256**, the same stream on every platform);
+   * `RF_SEED_RANDOM` (the default) draws one.
+   */
+  uint64_t seed;
+} rf_sampler_chain_params;
+
+/**
+ * Which sampler a `rf_sampler_spec` describes.
+ */
+typedef int32_t rf_sampler_kind;
+
+/**
+ * One token's logit bias.
+ */
+typedef struct rf_logit_bias {
+  int32_t token;
+  float bias;
+} rf_logit_bias;
+
+/**
+ * A sampler to append to a chain. Fill it with an `rf_sampler_spec_*` constructor; the
+ * fields a kind does not use are ignored.
+ */
+typedef struct rf_sampler_spec {
+  /**
+   * `sizeof(rf_sampler_spec)` as the caller was compiled.
+   */
+  uint32_t struct_size;
+  rf_sampler_kind kind;
+  float temperature;
+  int32_t top_k;
+  /**
+   * TOP_P, MIN_P, TYPICAL: the probability (0 to 1).
+   */
+  float p;
+  /**
+   * TOP_P, MIN_P, TYPICAL, XTC: the fewest candidates to keep (0 counts as 1).
+   */
+  size_t min_keep;
+  /**
+   * PENALTIES: the window (0 is off), the repeat penalty (1 is off, must be above 0),
+   * the frequency and presence penalties (0 is off).
+   */
+  int32_t penalty_last_n;
+  float penalty_repeat;
+  float penalty_freq;
+  float penalty_present;
+  float xtc_probability;
+  float xtc_threshold;
+  /**
+   * LOGIT_BIAS: `n_logit_bias` entries, copied by `rf_sampler_chain_add`.
+   */
+  const struct rf_logit_bias *logit_bias;
+  size_t n_logit_bias;
+} rf_sampler_spec;
+
+/**
  * Facts about a model's vocabulary. Set `struct_size = sizeof(rf_vocab_info)` first.
  */
 typedef struct rf_vocab_info {
@@ -353,6 +429,57 @@ typedef struct rf_chat_message {
  * A failure; the failing call also returns an error status.
  */
 #define RF_LOG_ERROR 3
+
+/**
+ * Selects the best candidate (highest logit; the lowest id on ties). Ends a chain.
+ */
+#define RF_SAMPLER_GREEDY 0
+
+/**
+ * Selects by a seeded draw from the softmax of the remaining candidates. Ends a chain.
+ */
+#define RF_SAMPLER_DIST 1
+
+/**
+ * Divides logits by `temperature`; 0 or below keeps only the best candidate (greedy).
+ */
+#define RF_SAMPLER_TEMPERATURE 2
+
+/**
+ * Keeps the `top_k` best candidates; 0 or below (or at least the vocabulary) is off.
+ */
+#define RF_SAMPLER_TOP_K 3
+
+/**
+ * Keeps the fewest best candidates holding probability `p`; 1 is off.
+ */
+#define RF_SAMPLER_TOP_P 4
+
+/**
+ * Keeps candidates at least `p` times as likely as the best; 0 is off.
+ */
+#define RF_SAMPLER_MIN_P 5
+
+/**
+ * Locally typical sampling with mass `p`; 1 is off.
+ */
+#define RF_SAMPLER_TYPICAL 6
+
+/**
+ * Repeat / frequency / presence penalties over the last `penalty_last_n` accepted tokens.
+ */
+#define RF_SAMPLER_PENALTIES 7
+
+/**
+ * Adds `logit_bias[i].bias` to token `logit_bias[i].token` (-INFINITY bans it).
+ */
+#define RF_SAMPLER_LOGIT_BIAS 8
+
+/**
+ * XTC: with chance `xtc_probability`, drops every candidate of probability
+ * `xtc_threshold` or more but the least likely of them.
+ */
+#define RF_SAMPLER_XTC 9
 
 /**
  * Success.
@@ -701,6 +828,148 @@ rf_status rf_model_meta_str(const struct rf_model_t *model,
                             char *buf,
                             size_t cap,
                             size_t *out_len);
+
+/**
+ * Default chain options: a random seed.
+ */
+struct rf_sampler_chain_params rf_sampler_chain_params_default(void);
+
+/**
+ * The greedy selector.
+ */
+struct rf_sampler_spec rf_sampler_spec_greedy(void);
+
+/**
+ * The seeded-draw selector.
+ */
+struct rf_sampler_spec rf_sampler_spec_dist(void);
+
+/**
+ * Temperature `t` (0 or below: greedy).
+ */
+struct rf_sampler_spec rf_sampler_spec_temperature(float t);
+
+/**
+ * Top-k (`k` 0 or below: off).
+ */
+struct rf_sampler_spec rf_sampler_spec_top_k(int32_t k);
+
+/**
+ * Top-p (nucleus) with probability `p`, keeping at least `min_keep`.
+ */
+struct rf_sampler_spec rf_sampler_spec_top_p(float p, size_t min_keep);
+
+/**
+ * Min-p with ratio `p`, keeping at least `min_keep`.
+ */
+struct rf_sampler_spec rf_sampler_spec_min_p(float p, size_t min_keep);
+
+/**
+ * Locally typical sampling with mass `p`, keeping at least `min_keep`.
+ */
+struct rf_sampler_spec rf_sampler_spec_typical(float p, size_t min_keep);
+
+/**
+ * Penalties over the last `last_n` accepted tokens: `repeat` (1: off), `freq` and `present`
+ * (0: off), as llama.cpp applies them.
+ */
+struct rf_sampler_spec rf_sampler_spec_penalties(int32_t last_n,
+                                                 float repeat,
+                                                 float freq,
+                                                 float present);
+
+/**
+ * Logit biases: `n` entries at `biases` (copied when the spec is added).
+ */
+struct rf_sampler_spec rf_sampler_spec_logit_bias(const struct rf_logit_bias *biases, size_t n);
+
+/**
+ * XTC with chance `probability` and `threshold`, keeping at least `min_keep`.
+ */
+struct rf_sampler_spec rf_sampler_spec_xtc(float probability, float threshold, size_t min_keep);
+
+/**
+ * Makes an empty chain with `params` (NULL: defaults). On success `*out` receives it, freed
+ * with `rf_sampler_free`. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+ *
+ * # Safety
+ * `params` must be NULL or a valid `rf_sampler_chain_params`; `out` NULL or writable.
+ */
+rf_status rf_sampler_chain_new(const struct rf_sampler_chain_params *params,
+                               struct rf_sampler_t **out);
+
+/**
+ * Appends the sampler `spec` describes. Refused with `RF_ERR_INVALID_ARG`, the chain
+ * unchanged: NULL arguments, a bad struct_size or kind, a parameter outside its range (a
+ * probability outside 0..1, a NaN, a repeat penalty of 0 or below, a negative window or
+ * token), or any sampler after a selector (greedy, dist).
+ *
+ * # Safety
+ * `chain` must be NULL or a live handle; `spec` NULL or a valid `rf_sampler_spec` whose
+ * `logit_bias` is NULL or points to `n_logit_bias` readable entries.
+ */
+rf_status rf_sampler_chain_add(struct rf_sampler_t *chain, const struct rf_sampler_spec *spec);
+
+/**
+ * Samples output row `i` (-1: the last) of the context's last decode and writes the token
+ * to `*out_token`. Does not accept it: call `rf_sampler_accept` with every token kept.
+ * Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL arguments, no such row, a chain without a
+ * final selector, every candidate excluded: all logits -inf or NaN).
+ *
+ * # Safety
+ * `chain` and `ctx` must be NULL or live handles; `out_token` NULL or writable.
+ */
+rf_status rf_sampler_sample(struct rf_sampler_t *chain,
+                            struct rf_context_t *ctx,
+                            int32_t i,
+                            int32_t *out_token);
+
+/**
+ * Samples a caller's row of `n` logits (one per vocabulary token), as `rf_sampler_sample`.
+ *
+ * # Safety
+ * `chain` must be NULL or a live handle; `logits` NULL or `n` readable floats; `out_token`
+ * NULL or writable.
+ */
+rf_status rf_sampler_sample_logits(struct rf_sampler_t *chain,
+                                   const float *logits,
+                                   size_t n,
+                                   int32_t *out_token);
+
+/**
+ * Records a token the caller keeps (generated or from the prompt), for the penalties.
+ * Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, a negative token).
+ *
+ * # Safety
+ * `chain` must be NULL or a live handle.
+ */
+rf_status rf_sampler_accept(struct rf_sampler_t *chain, int32_t token);
+
+/**
+ * Returns the chain to its state after the last `rf_sampler_chain_add`: the generator at its
+ * seed, no accepted tokens. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+ *
+ * # Safety
+ * `chain` must be NULL or a live handle.
+ */
+rf_status rf_sampler_reset(struct rf_sampler_t *chain);
+
+/**
+ * The seed in use (the drawn one for `RF_SEED_RANDOM`), so a run can be replayed.
+ * Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+ *
+ * # Safety
+ * `chain` must be NULL or a live handle; `out_seed` NULL or writable.
+ */
+rf_status rf_sampler_get_seed(const struct rf_sampler_t *chain, uint64_t *out_seed);
+
+/**
+ * Frees a chain. NULL is a no-op.
+ *
+ * # Safety
+ * `chain` must be NULL or a live handle not in use on another thread.
+ */
+void rf_sampler_free(struct rf_sampler_t *chain);
 
 /**
  * A static, human-readable description of a status. Unknown values give "unknown status".

@@ -126,22 +126,33 @@ fn malformed_corpus_is_rejected_through_rf_model_load() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
-fn context_contract_holds_from_c() {
+/// Builds `tests/c/<name>.c` and runs it under valgrind on the zoo's tiny llama; it must
+/// print "checks passed".
+fn contract_holds_from_c(name: &str) {
     let zoo = root().join("../shared/reference/zoo/llama.F32.gguf");
     if !zoo.is_file() {
         assert!(!common::in_ci(), "{} is missing under CI", zoo.display());
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let exe = build_c(&root().join("tests/c/context_contract.c"), dir.path());
+    let exe = build_c(&root().join(format!("tests/c/{name}.c")), dir.path());
     let out = run_checked(&exe, &[zoo.as_os_str()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("checks passed"),
-        "context_contract failed:\n{stdout}\n{}",
+        "{name} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn context_contract_holds_from_c() {
+    contract_holds_from_c("context_contract");
+}
+
+#[test]
+fn sampler_contract_holds_from_c() {
+    contract_holds_from_c("sampler_contract");
 }
 
 /// examples/simple.c: under valgrind on the zoo's tiny llama (the leak and memory-error

@@ -237,6 +237,19 @@ unsafe fn lock<'a>(ctx: *const rf_context_t) -> Result<MutexGuard<'a, Context>, 
     })
 }
 
+/// Runs `f` on a locked context (for the other handle types' calls that read one).
+///
+/// # Safety
+/// `ctx` must be NULL or a live handle.
+pub(crate) unsafe fn with_context<T>(
+    ctx: *const rf_context_t,
+    f: impl FnOnce(&Context) -> Result<T, Error>,
+) -> Result<T, Error> {
+    // SAFETY: contract of this function.
+    let c = unsafe { lock(ctx) }?;
+    f(&c)
+}
+
 /// Makes a batch that holds up to `capacity` tokens (1 or more). On success `*out` receives
 /// it, freed with `rf_batch_free`. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
 ///

@@ -12,12 +12,14 @@ mod args;
 mod context;
 mod log;
 mod model;
+mod sampler;
 mod status;
 mod vocab;
 
 pub use context::*;
 pub use log::*;
 pub use model::*;
+pub use sampler::*;
 pub use status::*;
 pub use vocab::*;
 
