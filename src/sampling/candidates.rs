@@ -1,12 +1,15 @@
-//! The candidate list a sampler chain works on, and the operations of each sampler on it.
+//! The candidates a sampler chain works on, and the operations of each sampler on them.
 //!
-//! A list starts as every token of the vocabulary in id order with its logit (NaN becomes
+//! Candidates start as every token of the vocabulary in id order with its logit (NaN becomes
 //! -inf, so it is never chosen; +inf becomes the largest finite float, so softmax stays
-//! defined). Filters remove candidates or change logits; nothing ever sorts the whole
-//! vocabulary when fewer tokens are wanted: top-k keeps the k best through a bounded heap in
-//! one pass, top-p sorts a growing prefix only until it holds p of the mass, min-p is one
-//! threshold in logit space. "Best" is a total order: higher logit first, lower token id on
-//! ties, so every result is deterministic.
+//! defined). That starting set is not copied: while it is whole ("full"), the row of logits is
+//! read in place, penalties and biases are a short sorted list of overridden logits, and a
+//! temperature is a pending divisor. Top-k, greedy and min-p then read the row once and keep
+//! only what they select; filters that need every probability (top-p, typical, XTC, the
+//! draw) copy the set out first. Nothing ever sorts the whole vocabulary when fewer tokens
+//! are wanted: top-k keeps the k best through a bounded heap, top-p sorts a growing prefix
+//! only until it holds p of the mass. "Best" is a total order: higher logit first, lower
+//! token id on ties, so every result is deterministic.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -32,92 +35,250 @@ fn rank(c: &Cand) -> Rank {
     (b ^ (((b >> 31) as u32) >> 1) as i32, Reverse(c.token))
 }
 
-#[derive(Debug, Default)]
+/// The `k` best of `items`, sorted: a bounded heap for small `k` (one pass, nearly every item
+/// rejected by one comparison), a selection for large.
+fn heap_best(items: impl Iterator<Item = Cand>, k: usize) -> Vec<Cand> {
+    if k == 0 {
+        return Vec::new();
+    }
+    if k > 4096 {
+        let mut all: Vec<Cand> = items.collect();
+        if k < all.len() {
+            all.select_nth_unstable_by(k - 1, better);
+            all.truncate(k);
+        }
+        all.sort_unstable_by(better);
+        return all;
+    }
+    let mut heap: BinaryHeap<Reverse<(Rank, u32, u32)>> = BinaryHeap::with_capacity(k + 1);
+    for c in items {
+        let r = rank(&c);
+        if heap.len() < k {
+            heap.push(Reverse((r, c.token, c.logit.to_bits())));
+        } else if heap.peek().is_some_and(|w| r > w.0.0) {
+            heap.pop();
+            heap.push(Reverse((r, c.token, c.logit.to_bits())));
+        }
+    }
+    let mut kept: Vec<Cand> = heap
+        .into_iter()
+        .map(|Reverse((_, token, bits))| Cand {
+            token,
+            logit: f32::from_bits(bits),
+        })
+        .collect();
+    kept.sort_unstable_by(better);
+    kept
+}
+
+/// `heap_best` of a whole row of raw logits, skipping every run of 64 whose largest logit
+/// cannot enter the full heap (a vectorised max instead of 64 comparisons). A skipped logit
+/// equal to the heap's worst loses the tie anyway: its token id is higher.
+fn row_best(row: &[f32], k: usize) -> Vec<Cand> {
+    const RUN: usize = 64;
+    if k == 0 || k > 4096 || row.len() <= k {
+        let all = row.iter().enumerate().map(|(t, &l)| Cand {
+            token: t as u32,
+            logit: clean(l),
+        });
+        return heap_best(all, k);
+    }
+    let mut heap: BinaryHeap<Reverse<(Rank, u32, u32)>> = BinaryHeap::with_capacity(k + 1);
+    let mut worst = f32::NEG_INFINITY; // the heap's worst logit once it is full
+    for (r, run) in row.chunks(RUN).enumerate() {
+        // f32::max ignores NaN, which is -inf here and never enters a full heap.
+        let top = run.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        if heap.len() == k && clean(top) <= worst {
+            continue;
+        }
+        for (i, &l) in run.iter().enumerate() {
+            let c = Cand {
+                token: (r * RUN + i) as u32,
+                logit: clean(l),
+            };
+            let key = rank(&c);
+            if heap.len() < k {
+                heap.push(Reverse((key, c.token, c.logit.to_bits())));
+            } else if heap.peek().is_some_and(|w| key > w.0.0) {
+                heap.pop();
+                heap.push(Reverse((key, c.token, c.logit.to_bits())));
+            } else {
+                continue;
+            }
+            if heap.len() == k {
+                worst = heap.peek().map_or(worst, |w| f32::from_bits(w.0.2));
+            }
+        }
+    }
+    let mut kept: Vec<Cand> = heap
+        .into_iter()
+        .map(|Reverse((_, token, bits))| Cand {
+            token,
+            logit: f32::from_bits(bits),
+        })
+        .collect();
+    kept.sort_unstable_by(better);
+    kept
+}
+
+#[derive(Debug)]
 pub(crate) struct Candidates {
+    /// The candidates once copied out of the row (`full` false).
     pub c: Vec<Cand>,
     /// `c` is in `better` order.
     sorted: bool,
-    /// `c[i].token == i` for every i (nothing removed or moved yet).
-    identity: bool,
-    /// Softmax of the logits, in `c`'s order, when `probs_valid`.
+    /// The candidates are every token of the row, read in place, with `overrides` and
+    /// `scale` applied.
+    full: bool,
+    /// While full: (token, logit before `scale`) of the tokens whose logit changed, sorted by
+    /// token.
+    overrides: Vec<(u32, f32)>,
+    /// While full: the product of the temperatures applied (every logit is divided by it).
+    scale: f32,
+    /// Softmax of the logits, in `c`'s order (scratch).
     probs: Vec<f32>,
 }
 
+impl Default for Candidates {
+    fn default() -> Self {
+        Candidates {
+            c: Vec::new(),
+            sorted: false,
+            full: true,
+            overrides: Vec::new(),
+            scale: 1.0,
+            probs: Vec::new(),
+        }
+    }
+}
+
+/// A row's logit as a candidate's: NaN is -inf, +inf the largest float.
+fn clean(l: f32) -> f32 {
+    if l.is_nan() {
+        f32::NEG_INFINITY
+    } else {
+        l.min(f32::MAX)
+    }
+}
+
 impl Candidates {
-    /// Starts over from a row of logits.
-    pub fn reset(&mut self, logits: &[f32]) {
+    /// Starts over: every token of the next row.
+    pub fn reset(&mut self) {
         self.c.clear();
-        self.c.extend(logits.iter().enumerate().map(|(t, &l)| Cand {
-            token: t as u32,
-            logit: if l.is_nan() {
-                f32::NEG_INFINITY
-            } else {
-                l.min(f32::MAX)
-            },
-        }));
         self.sorted = false;
-        self.identity = true;
+        self.full = true;
+        self.overrides.clear();
+        self.scale = 1.0;
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.c.len()
+    pub fn len(&self, row: &[f32]) -> usize {
+        if self.full { row.len() } else { self.c.len() }
     }
 
-    /// Sets the logit of each listed token still present to `f(logit, x)` for its `(token, x)`.
-    pub fn adjust(&mut self, tokens: &[(u32, f32)], f: impl Fn(f32, f32) -> f32) {
-        if self.identity {
-            for &(t, x) in tokens {
-                if let Some(c) = self.c.get_mut(t as usize) {
-                    c.logit = f(c.logit, x);
+    /// While full: token `t`'s logit before the pending divisor.
+    fn base(&self, row: &[f32], t: u32) -> f32 {
+        match self.overrides.binary_search_by_key(&t, |o| o.0) {
+            Ok(i) => self.overrides[i].1,
+            Err(_) => clean(row[t as usize]),
+        }
+    }
+
+    /// Copies the whole set out of the row (it stops being full).
+    fn materialize(&mut self, row: &[f32]) {
+        if !self.full {
+            return;
+        }
+        let scale = self.scale;
+        self.c.clear();
+        self.c.extend(row.iter().enumerate().map(|(t, &l)| Cand {
+            token: t as u32,
+            logit: clean(l),
+        }));
+        for &(t, l) in &self.overrides {
+            self.c[t as usize].logit = l;
+        }
+        if scale != 1.0 {
+            self.c.iter_mut().for_each(|c| c.logit /= scale);
+        }
+        self.full = false;
+        self.sorted = false;
+    }
+
+    /// Sets the logit of each listed token still present to `f(logit, x)` for its `(token,
+    /// x)`; tokens outside the row are ignored.
+    pub fn adjust(&mut self, row: &[f32], list: &[(u32, f32)], f: impl Fn(f32, f32) -> f32) {
+        if self.full {
+            for &(t, x) in list {
+                if t as usize >= row.len() {
+                    continue;
+                }
+                let now = f(self.base(row, t) / self.scale, x) * self.scale;
+                match self.overrides.binary_search_by_key(&t, |o| o.0) {
+                    Ok(i) => self.overrides[i].1 = now,
+                    Err(i) => self.overrides.insert(i, (t, now)),
                 }
             }
-        } else {
-            for c in &mut self.c {
-                for &(t, x) in tokens {
-                    if t == c.token {
-                        c.logit = f(c.logit, x);
-                    }
-                }
+            return;
+        }
+        let mut sorted: Vec<(u32, f32)> = list.to_vec();
+        sorted.sort_by_key(|e| e.0);
+        for c in &mut self.c {
+            let from = sorted.partition_point(|e| e.0 < c.token);
+            for &(_, x) in sorted[from..].iter().take_while(|e| e.0 == c.token) {
+                c.logit = f(c.logit, x);
             }
         }
         self.sorted = false;
     }
 
-    /// Keeps the `k` best, sorted.
-    pub fn top_k(&mut self, k: usize) {
-        let n = self.c.len();
-        if k >= n {
-            return; // off: not even reordered, so the draws are those of no filter
+    /// While full: the `k` best (by logit), sorted, read from the row in one pass.
+    fn best_of_row(&self, row: &[f32], k: usize) -> Vec<Cand> {
+        // Ranked by the row's own logits, the k + m best surely hold every token that is
+        // among the k best after the m overrides (at most m overridden tokens rank above
+        // it); the overridden tokens themselves are added with their new logits.
+        let m = self.overrides.len();
+        let mut pool = row_best(row, k + m);
+        pool.retain(|c| {
+            self.overrides
+                .binary_search_by_key(&c.token, |o| o.0)
+                .is_err()
+        });
+        pool.extend(
+            self.overrides
+                .iter()
+                .map(|&(token, logit)| Cand { token, logit }),
+        );
+        pool.sort_unstable_by(better);
+        pool.truncate(k);
+        let scale = self.scale;
+        if scale != 1.0 {
+            pool.iter_mut().for_each(|c| c.logit /= scale);
         }
-        if k <= 4096 {
-            let mut heap: BinaryHeap<Reverse<(Rank, usize)>> = BinaryHeap::with_capacity(k + 1);
-            for (i, c) in self.c.iter().enumerate() {
-                let r = rank(c);
-                if heap.len() < k {
-                    heap.push(Reverse((r, i)));
-                } else if heap.peek().is_some_and(|w| r > w.0.0) {
-                    heap.pop();
-                    heap.push(Reverse((r, i)));
-                }
+        pool
+    }
+
+    /// Keeps the `k` best, sorted (`k` at least the set's size: off, nothing moves).
+    pub fn top_k(&mut self, row: &[f32], k: usize) {
+        if self.full {
+            if k < row.len() {
+                self.c = self.best_of_row(row, k);
+                self.full = false;
+                self.sorted = true;
             }
-            let mut kept: Vec<Cand> = heap.into_iter().map(|w| self.c[w.0.1]).collect();
-            kept.sort_unstable_by(better);
-            self.c = kept;
-        } else {
-            self.c.select_nth_unstable_by(k - 1, better);
-            self.c.truncate(k);
-            self.c.sort_unstable_by(better);
+            return;
         }
+        if k >= self.c.len() {
+            return;
+        }
+        self.c = heap_best(self.c.iter().copied(), k);
         self.sorted = true;
-        self.identity = false;
     }
 
     fn sort(&mut self) {
         if !self.sorted {
             self.c.sort_unstable_by(better);
             self.sorted = true;
-            self.identity = false;
         }
     }
 
@@ -128,8 +289,10 @@ impl Candidates {
         self.c.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.logit))
     }
 
-    /// Softmax of the current logits into `self.probs` (all zero when every logit is -inf).
-    pub fn softmax(&mut self) -> &[f32] {
+    /// Softmax of the current logits into `self.probs`, in `c`'s order (all zero when every
+    /// logit is -inf).
+    pub fn softmax(&mut self, row: &[f32]) -> &[f32] {
+        self.materialize(row);
         let max = self.max_logit();
         self.probs.clear();
         if max == f32::NEG_INFINITY {
@@ -149,8 +312,12 @@ impl Candidates {
 
     /// Keeps the smallest set of best candidates whose probability reaches `p` (at least
     /// `min_keep`). Sorts only as much of the list as that needs.
-    pub fn top_p(&mut self, p: f32, min_keep: usize) {
-        if p >= 1.0 || self.c.len() <= min_keep {
+    pub fn top_p(&mut self, row: &[f32], p: f32, min_keep: usize) {
+        if p >= 1.0 {
+            return;
+        }
+        self.materialize(row);
+        if self.c.len() <= min_keep {
             return;
         }
         let max = self.max_logit();
@@ -178,7 +345,6 @@ impl Candidates {
                 if cum >= target && i + 1 >= min_keep {
                     self.c.truncate(i + 1);
                     self.sorted = true;
-                    self.identity = false;
                     return;
                 }
             }
@@ -191,8 +357,14 @@ impl Candidates {
 
     /// Keeps the candidates whose probability is at least `p` times the best one's (at
     /// least `min_keep`).
-    pub fn min_p(&mut self, p: f32, min_keep: usize) {
-        if p <= 0.0 || self.c.len() <= min_keep {
+    pub fn min_p(&mut self, row: &[f32], p: f32, min_keep: usize) {
+        if p <= 0.0 {
+            return;
+        }
+        if self.full {
+            return self.min_p_of_row(row, p, min_keep);
+        }
+        if self.c.len() <= min_keep {
             return;
         }
         let max = self.max_logit();
@@ -204,24 +376,65 @@ impl Candidates {
         if kept >= min_keep {
             if kept < self.c.len() {
                 self.c.retain(|c| c.logit >= threshold);
-                self.identity = false;
             }
         } else {
-            self.top_k(min_keep);
+            self.top_k(row, min_keep);
         }
+    }
+
+    /// `min_p` while full: one pass over the row, keeping only what passes (in id order).
+    fn min_p_of_row(&mut self, row: &[f32], p: f32, min_keep: usize) {
+        let Some(best) = self.best_of_row(row, 1).first().copied() else {
+            return;
+        };
+        if best.logit == f32::NEG_INFINITY || row.len() <= min_keep {
+            return;
+        }
+        let threshold = (best.logit + p.ln()) * self.scale; // before the pending divisor
+        let overridden = |t: u32| self.overrides.binary_search_by_key(&t, |o| o.0).is_ok();
+        let mut kept: Vec<Cand> = Vec::new();
+        for (t, &l) in row.iter().enumerate() {
+            if clean(l) >= threshold && !overridden(t as u32) {
+                kept.push(Cand {
+                    token: t as u32,
+                    logit: clean(l),
+                });
+            }
+        }
+        for &(token, logit) in &self.overrides {
+            if logit >= threshold {
+                let at = kept.partition_point(|c| c.token < token);
+                kept.insert(at, Cand { token, logit });
+            }
+        }
+        if kept.len() == row.len() {
+            return;
+        }
+        if kept.len() < min_keep {
+            return self.top_k(row, min_keep);
+        }
+        let scale = self.scale;
+        kept.iter_mut().for_each(|c| c.logit /= scale);
+        self.c = kept;
+        self.full = false;
+        self.sorted = false;
     }
 
     /// Locally typical sampling: keeps the candidates whose surprise is closest to the
     /// distribution's entropy until they hold `p` of the mass (at least `min_keep`), in that
     /// order.
-    pub fn typical(&mut self, p: f32, min_keep: usize) {
-        if p >= 1.0 || self.c.len() <= min_keep {
+    pub fn typical(&mut self, row: &[f32], p: f32, min_keep: usize) {
+        if p >= 1.0 {
+            return;
+        }
+        self.materialize(row);
+        if self.c.len() <= min_keep {
             return;
         }
         if self.max_logit() == f32::NEG_INFINITY {
             return;
         }
-        let probs = self.softmax().to_vec();
+        let probs = self.softmax(row).to_vec();
         let entropy: f64 = probs
             .iter()
             .filter(|&&q| q > 0.0)
@@ -251,17 +464,25 @@ impl Candidates {
         }
         self.c = order[..keep].iter().map(|&j| self.c[j]).collect();
         self.sorted = false;
-        self.identity = false;
     }
 
     /// Divides the logits by `t`; `t <= 0` keeps only the best candidate (greedy).
-    pub fn temperature(&mut self, t: f32) {
+    pub fn temperature(&mut self, row: &[f32], t: f32) {
+        if self.full {
+            if t <= 0.0 {
+                self.c = self.best_of_row(row, 1);
+                self.full = false;
+                self.sorted = true;
+            } else {
+                self.scale *= t;
+            }
+            return;
+        }
         if t <= 0.0 {
             if let Some(best) = self.c.iter().copied().min_by(better) {
                 self.c.clear();
                 self.c.push(best);
                 self.sorted = true;
-                self.identity = false;
             }
             return;
         }
@@ -273,8 +494,8 @@ impl Candidates {
     /// XTC ("exclude top choices"), once `u < probability` was drawn: when two or more
     /// candidates have probability `threshold` or more, removes all of them but the least
     /// likely, unless that leaves fewer than `min_keep`.
-    pub fn xtc(&mut self, threshold: f32, min_keep: usize) {
-        let probs = self.softmax().to_vec();
+    pub fn xtc(&mut self, row: &[f32], threshold: f32, min_keep: usize) {
+        let probs = self.softmax(row).to_vec();
         let above: Vec<usize> = (0..probs.len())
             .filter(|&i| probs[i] >= threshold)
             .collect();
@@ -294,13 +515,18 @@ impl Candidates {
             i += 1;
             !drop[i - 1]
         });
-        self.identity = false;
     }
 
     /// The best candidate, or an error when every logit is -inf (or NaN).
-    pub fn greedy(&self) -> Result<u32> {
-        self.c
-            .iter()
+    pub fn greedy(&self, row: &[f32]) -> Result<u32> {
+        let best;
+        let list = if self.full {
+            best = self.best_of_row(row, 1);
+            &best
+        } else {
+            &self.c
+        };
+        list.iter()
             .filter(|c| c.logit > f32::NEG_INFINITY)
             .min_by(|a, b| better(a, b))
             .map(|c| c.token)
@@ -308,11 +534,12 @@ impl Candidates {
     }
 
     /// Draws a candidate with probability softmax(logit), from `u` uniform in `[0, 1)`.
-    pub fn draw(&mut self, u: f64) -> Result<u32> {
+    pub fn draw(&mut self, row: &[f32], u: f64) -> Result<u32> {
+        self.materialize(row);
         if self.max_logit() == f32::NEG_INFINITY {
             return Err(all_excluded());
         }
-        self.softmax();
+        self.softmax(row);
         let target = u * self.probs.iter().map(|&p| f64::from(p)).sum::<f64>();
         let mut cum = 0f64;
         let mut last = None;
@@ -338,61 +565,122 @@ fn all_excluded() -> Error {
 mod tests {
     use super::*;
 
-    fn cands(logits: &[f32]) -> Candidates {
-        let mut c = Candidates::default();
-        c.reset(logits);
-        c
-    }
-
-    fn tokens(c: &Candidates) -> Vec<u32> {
+    fn tokens(c: &Candidates, row: &[f32]) -> Vec<u32> {
+        if c.full {
+            return (0..row.len() as u32).collect();
+        }
         c.c.iter().map(|c| c.token).collect()
     }
 
     #[test]
     fn filters_keep_what_they_promise() {
-        let logits = [1.0, 3.0, f32::NAN, 3.0, -1.0, 2.0, f32::NEG_INFINITY, 0.5];
-        let mut c = cands(&logits);
-        c.top_k(3);
-        assert_eq!(tokens(&c), [1, 3, 5], "ties by lower id");
-        let mut c = cands(&logits);
-        c.top_k(100);
-        assert_eq!(tokens(&c), (0..8).collect::<Vec<_>>(), "off: unchanged");
-        // min_p 0.3: keep p >= 0.3 * p_max, i.e. logit >= 3 + ln 0.3 = 1.796.
-        let mut c = cands(&logits);
-        c.min_p(0.3, 1);
-        assert_eq!(tokens(&c), [1, 3, 5]);
-        // top_p: 1 and 3 hold 2 * e^3 / sum; with p just above that, 5 joins.
-        let mut c = cands(&logits);
-        let probs = c.softmax().to_vec();
-        let two = probs[1] + probs[3];
-        c.top_p(two - 1e-4, 1);
-        assert_eq!(tokens(&c), [1, 3]);
-        let mut c = cands(&logits);
-        c.top_p(two + 1e-4, 1);
-        assert_eq!(tokens(&c), [1, 3, 5]);
-        let mut c = cands(&logits);
-        c.temperature(0.0);
-        assert_eq!(tokens(&c), [1]);
-        assert_eq!(cands(&logits).greedy().unwrap(), 1);
-        assert!(
-            cands(&[f32::NAN, f32::NEG_INFINITY])
-                .greedy()
-                .unwrap_err()
-                .to_string()
-                .contains("-inf")
+        let row = [1.0, 3.0, f32::NAN, 3.0, -1.0, 2.0, f32::NEG_INFINITY, 0.5];
+        let mut c = Candidates::default();
+        c.top_k(&row, 3);
+        assert_eq!(tokens(&c, &row), [1, 3, 5], "ties by lower id");
+        c.reset();
+        c.top_k(&row, 100);
+        assert_eq!(
+            tokens(&c, &row),
+            (0..8).collect::<Vec<_>>(),
+            "off: unchanged"
         );
-        assert!(cands(&[f32::NEG_INFINITY; 3]).draw(0.5).is_err());
+        // min_p 0.3: keep p >= 0.3 * p_max, i.e. logit >= 3 + ln 0.3 = 1.796, in id order.
+        c.reset();
+        c.min_p(&row, 0.3, 1);
+        assert_eq!(tokens(&c, &row), [1, 3, 5]);
+        // top_p: 1 and 3 hold 2 * e^3 / sum; with p just above that, 5 joins.
+        c.reset();
+        let probs = c.softmax(&row).to_vec();
+        let two = probs[1] + probs[3];
+        c.reset();
+        c.top_p(&row, two - 1e-4, 1);
+        assert_eq!(tokens(&c, &row), [1, 3]);
+        c.reset();
+        c.top_p(&row, two + 1e-4, 1);
+        assert_eq!(tokens(&c, &row), [1, 3, 5]);
+        c.reset();
+        c.temperature(&row, 0.0);
+        assert_eq!(tokens(&c, &row), [1]);
+        c.reset();
+        assert_eq!(c.greedy(&row).unwrap(), 1);
+        let dead = [f32::NAN, f32::NEG_INFINITY];
+        c.reset();
+        assert!(c.greedy(&dead).unwrap_err().to_string().contains("-inf"));
+        c.reset();
+        assert!(c.draw(&[f32::NEG_INFINITY; 3], 0.5).is_err());
         // +inf is the top choice, not a NaN in softmax.
-        let mut c = cands(&[0.0, f32::INFINITY, 1.0]);
-        assert_eq!(c.draw(0.99).unwrap(), 1);
+        c.reset();
+        assert_eq!(c.draw(&[0.0, f32::INFINITY, 1.0], 0.99).unwrap(), 1);
         // XTC: 1 and 3 are above 0.3; 3 (the later in order) stays.
-        let mut c = cands(&logits);
-        c.xtc(0.3, 1);
-        assert_eq!(tokens(&c), [0, 2, 3, 4, 5, 6, 7]);
+        c.reset();
+        c.xtc(&row, 0.3, 1);
+        assert_eq!(tokens(&c, &row), [0, 2, 3, 4, 5, 6, 7]);
         // Typical with p small keeps the most typical token.
-        let mut c = cands(&[2.0, 1.0, 0.0]);
-        c.typical(0.01, 1);
-        assert_eq!(c.len(), 1);
+        c.reset();
+        c.typical(&[2.0, 1.0, 0.0], 0.01, 1);
+        assert_eq!(c.len(&[2.0, 1.0, 0.0]), 1);
+    }
+
+    /// Every operation gives the same result on the row read in place (with overrides and a
+    /// pending temperature) as on the same set copied out first.
+    #[test]
+    fn the_full_set_read_in_place_equals_its_copy() {
+        let row: Vec<f32> = (0..3000)
+            .map(|i| ((i * 7919 % 3000) as f32 / 300.0).sin() * 4.0)
+            .collect();
+        let bias: Vec<(u32, f32)> =
+            vec![(5, 9.0), (17, -3.0), (2999, 2.0), (40, f32::NEG_INFINITY)];
+        type Op = fn(&mut Candidates, &[f32]);
+        let ops: [(&str, Op); 4] = [
+            ("top_k 10", |c, r| c.top_k(r, 10)),
+            ("min_p 0.2", |c, r| c.min_p(r, 0.2, 1)),
+            ("min_p 0.9 min_keep 5", |c, r| c.min_p(r, 0.9, 5)),
+            ("temperature 0", |c, r| c.temperature(r, 0.0)),
+        ];
+        for (name, op) in ops {
+            let prep = |c: &mut Candidates, copy: bool| {
+                c.reset();
+                c.adjust(&row, &bias, |l, b| l + b);
+                c.temperature(&row, 0.7);
+                if copy {
+                    c.materialize(&row);
+                }
+                op(c, &row);
+            };
+            let (mut lazy, mut copied) = (Candidates::default(), Candidates::default());
+            prep(&mut lazy, false);
+            prep(&mut copied, true);
+            assert!(!lazy.full, "{name}");
+            let mut a = lazy.c.clone();
+            let mut b = copied.c.clone();
+            a.sort_by(better);
+            b.sort_by(better);
+            assert_eq!(a, b, "{name}");
+            assert_eq!(
+                lazy.greedy(&row).unwrap(),
+                copied.greedy(&row).unwrap(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_skipping_row_scan_equals_the_plain_heap() {
+        let mut row: Vec<f32> = (0..1000).map(|i| ((i * 31 % 17) as f32) - 8.0).collect();
+        row[3] = f32::NAN;
+        row[500] = f32::INFINITY;
+        row[900] = f32::NEG_INFINITY;
+        for k in [1, 2, 7, 64, 65, 300, 999, 1000, 5000] {
+            let plain = heap_best(
+                row.iter().enumerate().map(|(t, &l)| Cand {
+                    token: t as u32,
+                    logit: clean(l),
+                }),
+                k,
+            );
+            assert_eq!(row_best(&row, k), plain, "k {k}");
+        }
     }
 
     #[test]
@@ -401,11 +689,12 @@ mod tests {
             .map(|i| ((i * 7919 % 5000) as f32 / 500.0).sin() * 4.0)
             .collect();
         for p in [0.1f32, 0.5, 0.9, 0.999] {
-            let mut c = cands(&logits);
-            c.top_p(p, 1);
-            let mut full = cands(&logits);
+            let mut c = Candidates::default();
+            c.top_p(&logits, p, 1);
+            let mut full = Candidates::default();
+            full.materialize(&logits);
             full.sort();
-            let probs = full.softmax().to_vec();
+            let probs = full.softmax(&logits).to_vec();
             let mut cum = 0f64;
             let keep = probs
                 .iter()
@@ -415,12 +704,10 @@ mod tests {
                 })
                 .unwrap()
                 + 1;
-            let d = c.len().abs_diff(keep);
-            assert!(d <= 1, "p {p}: kept {} vs {keep}", c.len());
-            assert_eq!(
-                tokens(&c)[..c.len().min(keep)],
-                tokens(&full)[..c.len().min(keep)]
-            );
+            let n = c.len(&logits);
+            assert!(n.abs_diff(keep) <= 1, "p {p}: kept {n} vs {keep}");
+            let m = n.min(keep);
+            assert_eq!(tokens(&c, &logits)[..m], tokens(&full, &logits)[..m]);
         }
     }
 }

@@ -242,21 +242,22 @@ impl SamplerChain {
             )));
         }
         let n_vocab = logits.len();
-        self.cands.reset(logits);
+        self.cands.reset();
+        let row = logits;
         for s in &self.samplers {
             let c = &mut self.cands;
             match s {
-                Sampler::Greedy => return c.greedy(),
-                Sampler::Dist => return c.draw(self.rng.uniform()),
-                Sampler::Temperature(t) => c.temperature(*t),
+                Sampler::Greedy => return c.greedy(row),
+                Sampler::Dist => return c.draw(row, self.rng.uniform()),
+                Sampler::Temperature(t) => c.temperature(row, *t),
                 Sampler::TopK(k) => {
                     if let Ok(k @ 1..) = usize::try_from(*k) {
-                        c.top_k(k);
+                        c.top_k(row, k);
                     }
                 }
-                Sampler::TopP { p, min_keep } => c.top_p(*p, (*min_keep).max(1)),
-                Sampler::MinP { p, min_keep } => c.min_p(*p, (*min_keep).max(1)),
-                Sampler::Typical { p, min_keep } => c.typical(*p, (*min_keep).max(1)),
+                Sampler::TopP { p, min_keep } => c.top_p(row, *p, (*min_keep).max(1)),
+                Sampler::MinP { p, min_keep } => c.min_p(row, *p, (*min_keep).max(1)),
+                Sampler::Typical { p, min_keep } => c.typical(row, *p, (*min_keep).max(1)),
                 Sampler::Penalties {
                     last_n,
                     repeat,
@@ -273,7 +274,7 @@ impl SamplerChain {
                         }
                     }
                     let (r, f, p) = (*repeat, *frequency, *presence);
-                    c.adjust(counts, |l, n| {
+                    c.adjust(row, counts, |l, n| {
                         let l = if l > 0.0 { l / r } else { l * r };
                         l - n * f - p
                     });
@@ -284,7 +285,7 @@ impl SamplerChain {
                             "logit bias for token {t}, outside the vocabulary of {n_vocab}"
                         )));
                     }
-                    c.adjust(list, |l, b| l + b);
+                    c.adjust(row, list, |l, b| l + b);
                 }
                 Sampler::Xtc {
                     probability,
@@ -294,7 +295,7 @@ impl SamplerChain {
                     // One draw per sample whatever its outcome, so the stream stays aligned.
                     let u = self.rng.uniform();
                     if u < f64::from(*probability) && *threshold <= 0.5 {
-                        c.xtc(*threshold, *min_keep);
+                        c.xtc(row, *threshold, *min_keep);
                     }
                 }
             }
