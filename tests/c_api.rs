@@ -156,7 +156,8 @@ fn sampler_contract_holds_from_c() {
 }
 
 /// examples/simple.c: under valgrind on the zoo's tiny llama (the leak and memory-error
-/// check), and without it on SmolLM2, where its greedy text must be llama.cpp's.
+/// check), greedy and sampled (seeded: reproducible, seeds differ, bad options refused), and
+/// without it on SmolLM2, where its greedy text must be llama.cpp's.
 #[test]
 fn simple_example_generates_llama_cpp_greedy_text() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,6 +177,58 @@ fn simple_example_generates_llama_cpp_greedy_text() {
             "simple failed under valgrind:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Sampling options: valgrind once, then the same seed twice gives the same text and
+        // other seeds other texts.
+        let sampled = |seed: &str, valgrind: bool| {
+            let args: Vec<&OsStr> = [
+                zoo.as_os_str(),
+                OsStr::new("-n"),
+                OsStr::new("24"),
+                OsStr::new("-t"),
+                OsStr::new("2"),
+            ]
+            .into_iter()
+            .chain(
+                [
+                    "--temp", "0.9", "--top-k", "40", "--top-p", "0.95", "--seed", seed,
+                ]
+                .map(OsStr::new),
+            )
+            .collect();
+            let out = if valgrind {
+                run_checked(&exe, &args)
+            } else {
+                std::process::Command::new(&exe)
+                    .args(&args)
+                    .output()
+                    .unwrap()
+            };
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let a = sampled("7", true);
+        assert_eq!(a, sampled("7", false), "the same seed, another text");
+        assert!(
+            ["8", "9", "10"].iter().any(|s| sampled(s, false) != a),
+            "three other seeds gave the same text"
+        );
+        for bad in [
+            ["--temp", "-1"],
+            ["--top-p", "1.5"],
+            ["--seed", "x"],
+            ["--top-k", "-2"],
+        ] {
+            let out = std::process::Command::new(&exe)
+                .arg(&zoo)
+                .args(bad)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{bad:?} is a usage error");
+        }
     }
     let Some(path) = model(SMOLLM2) else { return };
     let Ok(text) = std::fs::read_to_string(root().join("../shared/reference/smollm2/logits.jsonl"))
