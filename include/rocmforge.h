@@ -333,6 +333,19 @@ typedef struct rf_sampler_spec {
    */
   const struct rf_logit_bias *logit_bias;
   size_t n_logit_bias;
+  /**
+   * DRY: the multiplier (0 is off), the base (1 or more), the shortest repeat penalised,
+   * the window of accepted tokens (0 is off), the model whose vocabulary the breakers are
+   * looked up in, and `n_dry_breakers` NUL-terminated UTF-8 breaker strings (read when the
+   * spec is added).
+   */
+  float dry_multiplier;
+  float dry_base;
+  int32_t dry_allowed_length;
+  int32_t dry_last_n;
+  const struct rf_model_t *dry_model;
+  const char *const *dry_breakers;
+  size_t n_dry_breakers;
 } rf_sampler_spec;
 
 /**
@@ -480,6 +493,13 @@ typedef struct rf_chat_message {
  * `xtc_threshold` or more but the least likely of them.
  */
 #define RF_SAMPLER_XTC 9
+
+/**
+ * DRY: a token continuing a repeat of the text's tail of `dry_allowed_length` tokens or more
+ * loses `dry_multiplier * dry_base^(length - dry_allowed_length)`; repeats stop at the
+ * tokens of `dry_model` whose text holds one of the `dry_breakers` strings.
+ */
+#define RF_SAMPLER_DRY 10
 
 /**
  * Success.
@@ -889,6 +909,20 @@ struct rf_sampler_spec rf_sampler_spec_logit_bias(const struct rf_logit_bias *bi
 struct rf_sampler_spec rf_sampler_spec_xtc(float probability, float threshold, size_t min_keep);
 
 /**
+ * DRY with `multiplier` (0: off), `base`, `allowed_length` and a window of `last_n`
+ * accepted tokens; `breakers` (`n` NUL-terminated strings; the usual ones are newline,
+ * colon, double quote and asterisk) are looked up in `model`'s vocabulary when the spec is
+ * added.
+ */
+struct rf_sampler_spec rf_sampler_spec_dry(const struct rf_model_t *model,
+                                           float multiplier,
+                                           float base,
+                                           int32_t allowed_length,
+                                           int32_t last_n,
+                                           const char *const *breakers,
+                                           size_t n);
+
+/**
  * Makes an empty chain with `params` (NULL: defaults). On success `*out` receives it, freed
  * with `rf_sampler_free`. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
  *
@@ -906,7 +940,9 @@ rf_status rf_sampler_chain_new(const struct rf_sampler_chain_params *params,
  *
  * # Safety
  * `chain` must be NULL or a live handle; `spec` NULL or a valid `rf_sampler_spec` whose
- * `logit_bias` is NULL or points to `n_logit_bias` readable entries.
+ * `logit_bias` is NULL or points to `n_logit_bias` readable entries, and for DRY whose
+ * `dry_model` is NULL or live and `dry_breakers` NULL or `n_dry_breakers` readable pointers
+ * to NUL-terminated strings.
  */
 rf_status rf_sampler_chain_add(struct rf_sampler_t *chain, const struct rf_sampler_spec *spec);
 

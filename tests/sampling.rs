@@ -291,3 +291,83 @@ fn a_chain_samples_a_real_models_logits() {
     );
     assert!(g.sample_context(&ctx, 5).is_err(), "row 5 does not exist");
 }
+
+/// The longest run of tokens that occurs twice in `t` (overlaps allowed).
+fn longest_repeat(t: &[u32]) -> usize {
+    let mut best = 0;
+    for shift in 1..t.len() {
+        let mut run = 0;
+        for i in shift..t.len() {
+            run = if t[i] == t[i - shift] { run + 1 } else { 0 };
+            best = best.max(run);
+        }
+    }
+    best
+}
+
+#[test]
+fn dry_breaks_a_greedy_loop_on_a_real_model() {
+    let Some(path) = common::model(common::SMOLLM2) else {
+        return;
+    };
+    let m = common::load(&path);
+    let breakers =
+        rocmforge::sampling::dry::breaker_tokens(&m, &rocmforge::sampling::dry::DEFAULT_BREAKERS);
+    let newline = m.tokenizer().tokenize(b"\n", false, false);
+    assert!(
+        newline.iter().all(|t| breakers.contains(t)),
+        "newline is a breaker"
+    );
+    let generate = |dry: bool| {
+        let mut ctx = common::context(&m, 1, rocmforge::KvType::F16);
+        let prompt = m.tokenizer().tokenize(
+            b"I like apples. I like apples. I like apples. I like",
+            true,
+            false,
+        );
+        let mut chain = SamplerChain::new(0);
+        if dry {
+            chain
+                .add(Sampler::Dry {
+                    multiplier: 0.8,
+                    base: 1.75,
+                    allowed_length: 2,
+                    last_n: 256,
+                    breakers: breakers.clone(),
+                })
+                .unwrap();
+        }
+        chain.add(Sampler::Greedy).unwrap();
+        let mut toks = prompt.clone();
+        for &t in &prompt {
+            chain.accept(t);
+        }
+        let mut next = common::decode_last(&mut ctx, &prompt, 0);
+        let mut out = Vec::new();
+        for _ in 0..40 {
+            let t = chain.sample(&next).unwrap();
+            chain.accept(t);
+            out.push(t);
+            toks.push(t);
+            next = common::decode_last(&mut ctx, &[t], 0);
+        }
+        (
+            longest_repeat(&toks),
+            m.tokenizer()
+                .detokenize(&out, false, false)
+                .unwrap_or_default(),
+        )
+    };
+    let (plain, plain_text) = generate(false);
+    let (with_dry, dry_text) = generate(true);
+    eprintln!(
+        "greedy: longest repeat {plain}: {:?}",
+        String::from_utf8_lossy(&plain_text)
+    );
+    eprintln!(
+        "with DRY: longest repeat {with_dry}: {:?}",
+        String::from_utf8_lossy(&dry_text)
+    );
+    assert!(plain > 20, "the prompt should make greedy decoding loop");
+    assert!(with_dry < plain / 2, "DRY should break the loop");
+}

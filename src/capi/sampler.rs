@@ -1,13 +1,15 @@
 //! Sampler chains from C: a chain is made with its seed, gets samplers appended from specs
 //! (filled by the `rf_sampler_spec_*` constructors), and samples a context's logits row.
 
+use std::ffi::c_char;
 use std::mem::size_of;
 
 use parking_lot::{Mutex, MutexGuard};
 
 use super::args::{Versioned, input, non_null, read_params};
 use super::context::{rf_context_t, with_context};
-use super::{guard, guard_void, rf_status};
+use super::model::model_ref;
+use super::{c_str, guard, guard_void, rf_model_t, rf_status};
 use crate::sampling::{SEED_RANDOM, Sampler, SamplerChain};
 
 const _: () = assert!(RF_SEED_RANDOM == SEED_RANDOM);
@@ -36,6 +38,10 @@ pub const RF_SAMPLER_LOGIT_BIAS: rf_sampler_kind = 8;
 /// XTC: with chance `xtc_probability`, drops every candidate of probability
 /// `xtc_threshold` or more but the least likely of them.
 pub const RF_SAMPLER_XTC: rf_sampler_kind = 9;
+/// DRY: a token continuing a repeat of the text's tail of `dry_allowed_length` tokens or more
+/// loses `dry_multiplier * dry_base^(length - dry_allowed_length)`; repeats stop at the
+/// tokens of `dry_model` whose text holds one of the `dry_breakers` strings.
+pub const RF_SAMPLER_DRY: rf_sampler_kind = 10;
 
 /// `seed` value that asks for a seed from the system (`rf_sampler_get_seed` reports it).
 pub const RF_SEED_RANDOM: u64 = u64::MAX;
@@ -73,6 +79,17 @@ pub struct rf_sampler_spec {
     /// LOGIT_BIAS: `n_logit_bias` entries, copied by `rf_sampler_chain_add`.
     pub logit_bias: *const rf_logit_bias,
     pub n_logit_bias: usize,
+    /// DRY: the multiplier (0 is off), the base (1 or more), the shortest repeat penalised,
+    /// the window of accepted tokens (0 is off), the model whose vocabulary the breakers are
+    /// looked up in, and `n_dry_breakers` NUL-terminated UTF-8 breaker strings (read when the
+    /// spec is added).
+    pub dry_multiplier: f32,
+    pub dry_base: f32,
+    pub dry_allowed_length: i32,
+    pub dry_last_n: i32,
+    pub dry_model: *const rf_model_t,
+    pub dry_breakers: *const *const c_char,
+    pub n_dry_breakers: usize,
 }
 
 // SAFETY: repr(C), starts with struct_size, every field an integer, a float or a raw pointer.
@@ -130,6 +147,13 @@ fn spec(kind: rf_sampler_kind) -> rf_sampler_spec {
         xtc_threshold: 1.0,
         logit_bias: std::ptr::null(),
         n_logit_bias: 0,
+        dry_multiplier: 0.0,
+        dry_base: 1.75,
+        dry_allowed_length: 2,
+        dry_last_n: 0,
+        dry_model: std::ptr::null(),
+        dry_breakers: std::ptr::null(),
+        n_dry_breakers: 0,
     }
 }
 
@@ -239,10 +263,71 @@ pub extern "C" fn rf_sampler_spec_xtc(
     }
 }
 
+/// DRY with `multiplier` (0: off), `base`, `allowed_length` and a window of `last_n`
+/// accepted tokens; `breakers` (`n` NUL-terminated strings; the usual ones are newline,
+/// colon, double quote and asterisk) are looked up in `model`'s vocabulary when the spec is
+/// added.
+#[unsafe(no_mangle)]
+pub extern "C" fn rf_sampler_spec_dry(
+    model: *const rf_model_t,
+    multiplier: f32,
+    base: f32,
+    allowed_length: i32,
+    last_n: i32,
+    breakers: *const *const c_char,
+    n: usize,
+) -> rf_sampler_spec {
+    rf_sampler_spec {
+        dry_multiplier: multiplier,
+        dry_base: base,
+        dry_allowed_length: allowed_length,
+        dry_last_n: last_n,
+        dry_model: model,
+        dry_breakers: breakers,
+        n_dry_breakers: n,
+        ..spec(RF_SAMPLER_DRY)
+    }
+}
+
+/// A non-negative count from C.
+fn count(v: i32, what: &str) -> Result<usize> {
+    usize::try_from(v)
+        .map_err(|_| Error::InvalidArg(format!("{what} is {v}; it must be 0 or more")))
+}
+
+/// DRY's sampler: the breaker strings resolved in the model's vocabulary.
+///
+/// # Safety
+/// As `sampler`.
+unsafe fn dry(s: &rf_sampler_spec) -> Result<Sampler> {
+    // SAFETY: contract of this function.
+    let model = unsafe { model_ref(s.dry_model) }?;
+    // SAFETY: contract of this function.
+    let ptrs = unsafe { input(s.dry_breakers, s.n_dry_breakers, "dry_breakers") }?;
+    let mut strings = Vec::with_capacity(ptrs.len());
+    for &p in ptrs {
+        // SAFETY: contract of this function: each entry is NULL or a NUL-terminated string.
+        let c = unsafe { c_str(p, "a DRY breaker") }?;
+        let text = c
+            .to_str()
+            .map_err(|_| Error::InvalidArg("a DRY breaker is not UTF-8".into()))?;
+        strings.push(text);
+    }
+    Ok(Sampler::Dry {
+        multiplier: s.dry_multiplier,
+        base: s.dry_base,
+        allowed_length: count(s.dry_allowed_length, "dry_allowed_length")?,
+        last_n: count(s.dry_last_n, "dry_last_n")?,
+        breakers: crate::sampling::dry::breaker_tokens(model, &strings),
+    })
+}
+
 /// The Rust sampler a spec describes.
 ///
 /// # Safety
-/// `s.logit_bias` must be NULL or point to `s.n_logit_bias` readable entries.
+/// `s.logit_bias` must be NULL or point to `s.n_logit_bias` readable entries; for DRY,
+/// `s.dry_model` NULL or a live model and `s.dry_breakers` NULL or `s.n_dry_breakers`
+/// readable pointers, each NULL or a NUL-terminated string.
 unsafe fn sampler(s: &rf_sampler_spec) -> Result<Sampler> {
     let p = s.p;
     let min_keep = s.min_keep;
@@ -255,12 +340,7 @@ unsafe fn sampler(s: &rf_sampler_spec) -> Result<Sampler> {
         RF_SAMPLER_MIN_P => Sampler::MinP { p, min_keep },
         RF_SAMPLER_TYPICAL => Sampler::Typical { p, min_keep },
         RF_SAMPLER_PENALTIES => Sampler::Penalties {
-            last_n: usize::try_from(s.penalty_last_n).map_err(|_| {
-                Error::InvalidArg(format!(
-                    "penalty_last_n is {}; it must be 0 or more",
-                    s.penalty_last_n
-                ))
-            })?,
+            last_n: count(s.penalty_last_n, "penalty_last_n")?,
             repeat: s.penalty_repeat,
             frequency: s.penalty_freq,
             presence: s.penalty_present,
@@ -283,6 +363,8 @@ unsafe fn sampler(s: &rf_sampler_spec) -> Result<Sampler> {
             threshold: s.xtc_threshold,
             min_keep,
         },
+        // SAFETY: contract of this function.
+        RF_SAMPLER_DRY => unsafe { dry(s) }?,
         k => {
             return Err(Error::InvalidArg(format!(
                 "kind {k} is not a rf_sampler_kind"
@@ -335,7 +417,9 @@ unsafe fn lock<'a>(chain: *const rf_sampler_t) -> Result<MutexGuard<'a, SamplerC
 ///
 /// # Safety
 /// `chain` must be NULL or a live handle; `spec` NULL or a valid `rf_sampler_spec` whose
-/// `logit_bias` is NULL or points to `n_logit_bias` readable entries.
+/// `logit_bias` is NULL or points to `n_logit_bias` readable entries, and for DRY whose
+/// `dry_model` is NULL or live and `dry_breakers` NULL or `n_dry_breakers` readable pointers
+/// to NUL-terminated strings.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rf_sampler_chain_add(
     chain: *mut rf_sampler_t,

@@ -5,7 +5,8 @@
 //! may follow a selector, and a chain without one is an error when it samples. Filters:
 //! `Temperature` (<= 0 is greedy), `TopK` (<= 0 or >= the vocabulary is off), `TopP` (1 is
 //! off), `MinP` (0 is off), `Typical` (1 is off), `Penalties` (repeat / frequency / presence
-//! over the last n accepted tokens, as llama.cpp applies them), `LogitBias` and `Xtc`.
+//! over the last n accepted tokens, as llama.cpp applies them), `LogitBias`, `Xtc` and `Dry`
+//! (`dry.rs`).
 //!
 //! Randomness (`Dist`, `Xtc`) comes from the chain's one generator, xoshiro256** seeded
 //! through splitmix64 (`rng.rs`): the same seed and the same logits give the same tokens on
@@ -14,6 +15,7 @@
 //! caller keeps (prompt tokens too, for the penalties).
 
 mod candidates;
+pub mod dry;
 mod rng;
 
 use std::collections::VecDeque;
@@ -60,6 +62,16 @@ pub enum Sampler {
         probability: f32,
         threshold: f32,
         min_keep: usize,
+    },
+    /// DRY over the last `last_n` accepted tokens (0: off): a token continuing a repeat of
+    /// the tail `n >= allowed_length` tokens long loses `multiplier * base^(n -
+    /// allowed_length)`; runs stop at the `breakers` tokens (`dry::breaker_tokens`).
+    Dry {
+        multiplier: f32,
+        base: f32,
+        allowed_length: usize,
+        last_n: usize,
+        breakers: Vec<u32>,
     },
 }
 
@@ -133,6 +145,21 @@ impl Sampler {
                 unit("the XTC probability", *probability)?;
                 unit("the XTC threshold", *threshold)
             }
+            Sampler::Dry {
+                multiplier, base, ..
+            } => {
+                if !(multiplier.is_finite() && *multiplier >= 0.0) {
+                    return Err(Error::InvalidArg(format!(
+                        "the DRY multiplier is {multiplier}; it must be 0 (off) or more"
+                    )));
+                }
+                if !(base.is_finite() && *base >= 1.0) {
+                    return Err(Error::InvalidArg(format!(
+                        "the DRY base is {base}; it must be 1 or more"
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -178,8 +205,12 @@ impl SamplerChain {
 
     /// Appends a sampler. Refused (`InvalidArg`, chain unchanged): parameters outside their
     /// limits, or anything after a selector.
-    pub fn add(&mut self, s: Sampler) -> Result<()> {
+    pub fn add(&mut self, mut s: Sampler) -> Result<()> {
         s.check()?;
+        if let Sampler::Dry { breakers, .. } = &mut s {
+            breakers.sort_unstable();
+            breakers.dedup();
+        }
         if let Some(last) = self.samplers.last()
             && last.is_selector()
         {
@@ -195,7 +226,7 @@ impl SamplerChain {
         self.samplers
             .iter()
             .map(|s| match s {
-                Sampler::Penalties { last_n, .. } => *last_n,
+                Sampler::Penalties { last_n, .. } | Sampler::Dry { last_n, .. } => *last_n,
                 _ => 0,
             })
             .max()
@@ -286,6 +317,18 @@ impl SamplerChain {
                         )));
                     }
                     c.adjust(row, list, |l, b| l + b);
+                }
+                Sampler::Dry {
+                    multiplier,
+                    base,
+                    allowed_length,
+                    last_n,
+                    breakers,
+                } => {
+                    let skip = self.history.len().saturating_sub(*last_n);
+                    let h: Vec<u32> = self.history.iter().skip(skip).copied().collect();
+                    let pens = dry::penalties(&h, breakers, *multiplier, *base, *allowed_length);
+                    c.adjust(row, &pens, |l, p| l - p);
                 }
                 Sampler::Xtc {
                     probability,
@@ -388,6 +431,47 @@ mod tests {
         assert_eq!(c.sample(&[4.0, 1.5]).unwrap(), 1);
         c.accept(1);
         assert_eq!(c.sample(&[-1.0, -3.0]).unwrap(), 0);
+    }
+
+    #[test]
+    fn dry_penalises_a_repeat_through_the_accepted_tokens() {
+        let dry = Sampler::Dry {
+            multiplier: 5.0,
+            base: 1.75,
+            allowed_length: 2,
+            last_n: 64,
+            breakers: vec![9, 9, 0],
+        };
+        let mut c = chain(0, &[dry, Sampler::Greedy]);
+        assert_eq!(
+            c.samplers()[0],
+            Sampler::Dry {
+                multiplier: 5.0,
+                base: 1.75,
+                allowed_length: 2,
+                last_n: 64,
+                breakers: vec![0, 9]
+            }
+        );
+        // History 1 2 3 4 1 2 3: token 4 would repeat a run of 3 (penalty 8.75).
+        for t in [1, 2, 3, 4, 1, 2, 3] {
+            c.accept(t);
+        }
+        let logits = [0.0, 0.0, 0.0, 0.0, 8.0, 0.5];
+        assert_eq!(c.sample(&logits).unwrap(), 5);
+        c.accept(9); // a breaker last: no penalty
+        assert_eq!(c.sample(&logits).unwrap(), 4);
+        assert!(
+            SamplerChain::new(0)
+                .add(Sampler::Dry {
+                    multiplier: 1.0,
+                    base: 0.5,
+                    allowed_length: 2,
+                    last_n: 8,
+                    breakers: vec![]
+                })
+                .is_err()
+        );
     }
 
     #[test]

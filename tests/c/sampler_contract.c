@@ -1,6 +1,6 @@
 /* The sampler API's contract, checked from C: chain params and specs, every refused
  * argument (NULL handles, bad kinds, parameters out of range, a sampler after the selector),
- * seeded reproducibility and reset, accept feeding the penalties, logit bias, sampling a
+ * seeded reproducibility and reset, accept feeding the penalties, logit bias, DRY, sampling a
  * context's logits row, and the all-excluded error. Usage: sampler_contract MODEL.gguf (a
  * small model: tests use the zoo's llama.F32). Prints "sampler_contract: N checks passed"
  * and exits 0, or names the first failed check and exits 1. Run under valgrind by
@@ -168,6 +168,26 @@ int main(int argc, char **argv) {
     CHECK(rf_sampler_sample(c, NULL, 0, &tok) == RF_ERR_INVALID_ARG);
     CHECK(rf_sampler_sample(NULL, ctx, 0, &tok) == RF_ERR_INVALID_ARG);
     CHECK(rf_sampler_sample(c, ctx, -1, NULL) == RF_ERR_INVALID_ARG);
+    rf_sampler_free(c);
+
+    /* DRY: the breakers are looked up in the model; bad arguments are refused. */
+    const char *breakers[] = {"\n", ":", "\"", "*"};
+    rf_sampler_spec d = rf_sampler_spec_dry(model, 0.8f, 1.75f, 2, 64, breakers, 4);
+    c = chain_of(0, NULL, 0);
+    CHECK(rf_sampler_chain_add(c, &d) == RF_OK);
+    d = rf_sampler_spec_dry(NULL, 0.8f, 1.75f, 2, 64, breakers, 4);
+    CHECK(rf_sampler_chain_add(c, &d) == RF_ERR_INVALID_ARG);
+    d = rf_sampler_spec_dry(model, 0.8f, 1.75f, 2, 64, NULL, 4);
+    CHECK(rf_sampler_chain_add(c, &d) == RF_ERR_INVALID_ARG);
+    d = rf_sampler_spec_dry(model, 0.8f, 0.5f, 2, 64, breakers, 4);
+    CHECK(rf_sampler_chain_add(c, &d) == RF_ERR_INVALID_ARG);
+    d = rf_sampler_spec_dry(model, 0.8f, 1.75f, -1, 64, breakers, 4);
+    CHECK(rf_sampler_chain_add(c, &d) == RF_ERR_INVALID_ARG);
+    d = rf_sampler_spec_dry(model, 0.8f, 1.75f, 2, 64, NULL, 0); /* no breakers */
+    CHECK(rf_sampler_chain_add(c, &d) == RF_OK);
+    CHECK(rf_sampler_chain_add(c, &greedy) == RF_OK);
+    for (int i = 0; i < 8; i++) CHECK(rf_sampler_accept(c, 5 + i % 4) == RF_OK);
+    CHECK(rf_sampler_sample(c, ctx, -1, &tok) == RF_OK && tok >= 0 && tok < (int32_t)nv);
     rf_sampler_free(c);
     rf_batch_free(batch);
     rf_context_free(ctx);
