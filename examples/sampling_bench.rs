@@ -69,6 +69,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ],
         ),
         (
+            "DRY (window 256), top-k 40, top-p 0.95, temperature 0.8, dist",
+            vec![
+                Sampler::Dry {
+                    multiplier: 0.8,
+                    base: 1.75,
+                    allowed_length: 2,
+                    last_n: 256,
+                    breakers: vec![13, 25],
+                },
+                Sampler::TopK(40),
+                Sampler::TopP {
+                    p: 0.95,
+                    min_keep: 1,
+                },
+                Sampler::Temperature(0.8),
+                Sampler::Dist,
+            ],
+        ),
+        (
             "top-p 0.95 alone (no top-k), dist",
             vec![
                 Sampler::TopP {
@@ -100,8 +119,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for s in samplers {
             c.add(s)?;
         }
-        for t in 0..64 {
-            c.accept(t);
+        // A history with repeats: 256 tokens cycling through 50.
+        for t in 0..256 {
+            c.accept(t % 50);
         }
         c.sample(&logits)?; // warm-up
         let mut best = f64::INFINITY;
