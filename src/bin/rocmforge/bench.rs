@@ -1,0 +1,182 @@
+//! `rocmforge bench`: speed measured as llama-bench measures it, so the numbers compare.
+//! pp<p>: clear the cache, decode p tokens as one batch; tg<n>: clear the cache, decode n
+//! tokens one at a time. One warm-up run of each test, then `-r` timed runs; the mean and
+//! standard deviation of t/s. Tokens are arbitrary in-vocabulary ids (llama-bench uses random
+//! ones). The peak resident memory of the process is reported too.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rocmforge::{Batch, Context};
+
+use crate::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model files, comma separated.
+    #[arg(short, long, value_delimiter = ',', required = true)]
+    model: Vec<PathBuf>,
+    /// Prompt tokens (0: no pp test).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Generated tokens (0: no tg test).
+    #[arg(short = 'n', long = "n-tg", default_value_t = 128)]
+    n_gen: usize,
+    /// Timed repetitions.
+    #[arg(short, long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    repetitions: u32,
+    /// Threads (default: every core).
+    #[arg(short, long, default_value_t = 0)]
+    threads: usize,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Md)]
+    output: Format,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Md,
+    Json,
+}
+
+struct Row {
+    file: String,
+    n_prompt: usize,
+    n_gen: usize,
+    threads: usize,
+    avg: f64,
+    stddev: f64,
+    rss: u64,
+}
+
+fn stats(v: &[f64]) -> (f64, f64) {
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// The process's peak resident set (VmHWM), in bytes; 0 where /proc does not say.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One test's t/s: pp when `tg` is false, tg otherwise.
+fn once(ctx: &mut Context, n: usize, tg: bool) -> Result<f64> {
+    let n_vocab = ctx.n_vocab() as u32;
+    let token = |i: usize| (i as u32).wrapping_mul(7919).wrapping_add(13) % n_vocab;
+    ctx.kv_clear();
+    let t = Instant::now();
+    if tg {
+        for i in 0..n {
+            ctx.decode(&Batch::from_tokens(&[token(i)], i as i32, 0)?)?;
+        }
+    } else {
+        let tokens: Vec<u32> = (0..n).map(token).collect();
+        ctx.decode(&Batch::from_tokens(&tokens, 0, 0)?)?;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    let mut rows = Vec::new();
+    let threads = if a.threads == 0 {
+        rocmforge::context::available_threads()
+    } else {
+        a.threads
+    };
+    if a.output == Format::Md {
+        println!("| model | size | test | threads | t/s |");
+        println!("|---|---|---|---|---|");
+    }
+    for path in &a.model {
+        let m = crate::load::model(path, false)?;
+        let mut ctx =
+            crate::load::context(&m, a.n_prompt.max(a.n_gen) + 16, a.n_prompt.max(1), threads)?;
+        let file = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        for (n, tg) in [(a.n_prompt, false), (a.n_gen, true)] {
+            if n == 0 {
+                continue;
+            }
+            once(&mut ctx, n, tg)?; // warm-up
+            let v: Vec<f64> = (0..a.repetitions)
+                .map(|_| once(&mut ctx, n, tg))
+                .collect::<Result<_>>()?;
+            let (avg, stddev) = stats(&v);
+            let row = Row {
+                file: file.clone(),
+                n_prompt: if tg { 0 } else { n },
+                n_gen: if tg { n } else { 0 },
+                threads,
+                avg,
+                stddev,
+                rss: peak_rss(),
+            };
+            if a.output == Format::Md {
+                println!(
+                    "| {} | {:.1} MiB | {}{} | {} | {:.2} ± {:.2} |",
+                    row.file,
+                    m.describe().file_size as f64 / 1048576.0,
+                    if tg { "tg" } else { "pp" },
+                    n,
+                    threads,
+                    avg,
+                    stddev
+                );
+            }
+            rows.push(row);
+        }
+    }
+    match a.output {
+        Format::Md => println!(
+            "\npeak resident memory {:.1} MiB",
+            peak_rss() as f64 / 1048576.0
+        ),
+        Format::Json => {
+            let items: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "  {{\"model_filename\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"n_threads\": {}, \"avg_ts\": {:.4}, \"stddev_ts\": {:.4}, \"peak_rss_bytes\": {}}}",
+                        json_str(&r.file),
+                        r.n_prompt,
+                        r.n_gen,
+                        r.threads,
+                        r.avg,
+                        r.stddev,
+                        r.rss
+                    )
+                })
+                .collect();
+            println!("[\n{}\n]", items.join(",\n"));
+        }
+    }
+    Ok(())
+}

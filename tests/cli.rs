@@ -1,0 +1,244 @@
+//! The `rocmforge` command line: every subcommand's help, argument errors (missing model, bad
+//! flags) with the right exit status, `tokenize` equal to the library, `generate` at
+//! temperature 0 equal to llama.cpp's greedy text, `perplexity` within 0.5% of llama.cpp's
+//! value, `bench -o json` with llama-bench's fields, and `info`.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{SMOLLM2, in_ci, model, root};
+
+fn rocmforge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rocmforge"))
+        .args(args)
+        .output()
+        .expect("run rocmforge")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn zoo() -> Option<String> {
+    let p = root().join("../shared/reference/zoo/llama.F32.gguf");
+    if p.is_file() {
+        return Some(p.to_string_lossy().into_owned());
+    }
+    assert!(!in_ci(), "the zoo is missing under CI");
+    None
+}
+
+#[test]
+fn help_and_argument_errors() {
+    let out = rocmforge(&["--help"]);
+    assert!(out.status.success());
+    for sub in [
+        "info",
+        "tokenize",
+        "generate",
+        "chat",
+        "perplexity",
+        "bench",
+    ] {
+        assert!(text(&out.stdout).contains(sub), "{sub} missing from --help");
+        let h = rocmforge(&[sub, "--help"]);
+        assert!(h.status.success(), "{sub} --help");
+        assert!(
+            text(&h.stdout).contains("--model"),
+            "{sub} --help names --model"
+        );
+    }
+    // Usage errors: exit status 2, a message on stderr.
+    for args in [
+        &["generate", "-m", "x.gguf"][..],
+        &["bench"],
+        &["info", "-m", "x", "--bogus"],
+        &["bench", "-m", "x", "-o", "xml"],
+        &["bench", "-m", "x", "-r", "0"],
+        &["tokenize", "-m", "x"],
+        &["nonsense"],
+    ] {
+        let out = rocmforge(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty() && out.stdout.is_empty(), "{args:?}");
+    }
+    // A missing model: exit status 1, the path and the reason.
+    for sub in ["info", "generate", "perplexity", "bench"] {
+        let mut args = vec![sub, "-m", "/nonexistent/model.gguf"];
+        match sub {
+            "generate" => args.extend(["-p", "hi"]),
+            "perplexity" => args.extend(["-f", "Cargo.toml"]),
+            _ => {}
+        }
+        let out = rocmforge(&args);
+        assert_eq!(out.status.code(), Some(1), "{sub}");
+        let err = text(&out.stderr);
+        assert!(
+            err.starts_with("rocmforge: error: ") && err.contains("/nonexistent/model.gguf"),
+            "{sub}: {err}"
+        );
+    }
+}
+
+#[test]
+fn info_tokenize_and_bench_on_a_small_model() {
+    let Some(zoo) = zoo() else { return };
+    let out = rocmforge(&["info", "-m", &zoo]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let info = text(&out.stdout);
+    assert!(
+        info.contains("architecture llama") && info.contains("general.architecture = \"llama\""),
+        "{info}"
+    );
+    let out = rocmforge(&["tokenize", "-m", &zoo, "-p", "hello world", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
+    let m = common::load(std::path::Path::new(&zoo));
+    assert_eq!(got, m.tokenizer().tokenize(b"hello world", true, true));
+    let out = rocmforge(&[
+        "bench",
+        "-m",
+        &format!("{zoo},{zoo}"),
+        "-p",
+        "16",
+        "-n",
+        "4",
+        "-r",
+        "2",
+        "-t",
+        "2",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "pp and tg for each model");
+    for r in rows {
+        for key in [
+            "model_filename",
+            "n_prompt",
+            "n_gen",
+            "n_threads",
+            "avg_ts",
+            "stddev_ts",
+        ] {
+            assert!(r.get(key).is_some(), "{key} missing in {r}");
+        }
+        assert_eq!(r["model_filename"], "llama.F32.gguf");
+        assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(
+        (rows[0]["n_prompt"].as_u64(), rows[1]["n_gen"].as_u64()),
+        (Some(16), Some(4))
+    );
+    let out = rocmforge(&[
+        "bench", "-m", &zoo, "-p", "8", "-n", "2", "-r", "1", "-t", "2",
+    ]);
+    let md = text(&out.stdout);
+    assert!(
+        md.contains("| pp8 |") && md.contains("| tg2 |") && md.contains("peak resident memory"),
+        "{md}"
+    );
+}
+
+#[test]
+fn generate_at_temperature_0_is_llama_cpps_greedy_text() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let Ok(refs) = std::fs::read_to_string(root().join("../shared/reference/smollm2/logits.jsonl"))
+    else {
+        assert!(!in_ci(), "reference missing under CI");
+        return;
+    };
+    let rec: serde_json::Value = serde_json::from_str(refs.lines().next().unwrap()).unwrap();
+    let p = path.to_string_lossy();
+    let out = rocmforge(&[
+        "generate",
+        "-m",
+        &p,
+        "-p",
+        "The capital of France is",
+        "-n",
+        "32",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want = format!(
+        "The capital of France is{}\n",
+        rec["greedy_text"].as_str().unwrap()
+    );
+    assert_eq!(text(&out.stdout), want);
+    assert!(
+        text(&out.stderr).contains("generated 32 tokens"),
+        "{}",
+        text(&out.stderr)
+    );
+    // --chat renders the model's template: SmolLM2's chat reference prompt, same answer.
+    let chat = refs
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["prompt"].as_str().unwrap().contains("What is 2+2?"))
+        .expect("the reference's chat prompt");
+    let out = rocmforge(&[
+        "generate",
+        "-m",
+        &p,
+        "--chat",
+        "-p",
+        "What is 2+2?",
+        "-n",
+        "32",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim_end(),
+        chat["greedy_text"].as_str().unwrap().trim_end()
+    );
+}
+
+#[test]
+fn perplexity_matches_llama_cpp() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let file = "/usr/share/common-licenses/Apache-2.0";
+    if !std::path::Path::new(file).is_file() {
+        assert!(!in_ci(), "{file} is missing (base-files)");
+        return;
+    }
+    let out = rocmforge(&[
+        "perplexity",
+        "-m",
+        &path.to_string_lossy(),
+        "-f",
+        file,
+        "-t",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("[1]") && stdout.contains("[4]"),
+        "running values: {stdout}"
+    );
+    let ppl: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PPL = "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no PPL line in {stdout}"));
+    let want = 15.9289;
+    eprintln!("rocmforge perplexity: {ppl} (llama.cpp {want})");
+    assert!((ppl - want).abs() / want < 0.005, "{ppl}");
+}
