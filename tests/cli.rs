@@ -242,3 +242,37 @@ fn perplexity_matches_llama_cpp() {
     eprintln!("rocmforge perplexity: {ppl} (llama.cpp {want})");
     assert!((ppl - want).abs() / want < 0.005, "{ppl}");
 }
+
+/// Generating 128 tokens with SmolLM2 at n_ctx 4096 stays under the model file + the KV
+/// cache + 64 MiB of resident memory: the weights are used from the map, not copied.
+#[test]
+fn generate_stays_within_its_memory_budget() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let out = rocmforge(&[
+        "generate",
+        "-m",
+        &path.to_string_lossy(),
+        "-p",
+        "Once upon a time",
+        "-n",
+        "128",
+        "-c",
+        "4096",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let number = |after: &str| -> u64 {
+        let i = err.find(after).unwrap_or_else(|| panic!("no '{after}' in {err}")) + after.len();
+        err[i..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (kv, rss) = (number("KV cache "), number("peak resident memory "));
+    let file = std::fs::metadata(&path).unwrap().len();
+    let budget = file + kv + 64 * 1024 * 1024;
+    eprintln!("peak RSS {rss} bytes; budget {budget} (file {file} + KV {kv} + 64 MiB)");
+    assert!(kv > 0 && rss > file / 2, "implausible readings: {err}");
+    assert!(rss < budget, "peak RSS {rss} over {budget}");
+}

@@ -59,18 +59,6 @@ fn stats(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// The process's peak resident set (VmHWM), in bytes; 0 where /proc does not say.
-fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
@@ -137,7 +125,7 @@ pub fn run(a: &Args) -> Result<()> {
                 threads,
                 avg,
                 stddev,
-                rss: peak_rss(),
+                rss: crate::load::peak_rss(),
             };
             if a.output == Format::Md {
                 println!(
@@ -157,7 +145,7 @@ pub fn run(a: &Args) -> Result<()> {
     match a.output {
         Format::Md => println!(
             "\npeak resident memory {:.1} MiB",
-            peak_rss() as f64 / 1048576.0
+            crate::load::peak_rss() as f64 / 1048576.0
         ),
         Format::Json => {
             let items: Vec<String> = rows

@@ -190,13 +190,16 @@ pub fn run(a: &Args) -> Result<()> {
     let t_gen = t1.elapsed().as_secs_f64();
     writeln!(out)?;
     eprintln!(
-        "prompt {} tokens in {:.2} s ({:.1} t/s), generated {} tokens in {:.2} s ({:.1} t/s)",
+        "prompt {} tokens in {:.2} s ({:.1} t/s), generated {} tokens in {:.2} s ({:.1} t/s), \
+         KV cache {} bytes, peak resident memory {} bytes",
         prompt.len(),
         t_prompt,
         prompt.len() as f64 / t_prompt.max(1e-9),
         made.len(),
         t_gen,
-        made.len() as f64 / t_gen.max(1e-9)
+        made.len() as f64 / t_gen.max(1e-9),
+        ctx.kv_stats().bytes_total,
+        crate::load::peak_rss()
     );
     Ok(())
 }

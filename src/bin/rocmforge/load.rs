@@ -54,3 +54,15 @@ pub fn context(m: &Arc<Model>, n_ctx: usize, n_batch: usize, n_threads: usize) -
         },
     )?)
 }
+
+/// The process's peak resident set (VmHWM), in bytes; 0 where /proc does not say.
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
