@@ -266,7 +266,10 @@ fn generate_stays_within_its_memory_budget() {
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     let number = |after: &str| -> u64 {
-        let i = err.find(after).unwrap_or_else(|| panic!("no '{after}' in {err}")) + after.len();
+        let i = err
+            .find(after)
+            .unwrap_or_else(|| panic!("no '{after}' in {err}"))
+            + after.len();
         err[i..].split_whitespace().next().unwrap().parse().unwrap()
     };
     let (kv, rss) = (number("KV cache "), number("peak resident memory "));
