@@ -279,3 +279,46 @@ fn generate_stays_within_its_memory_budget() {
     assert!(kv > 0 && rss > file / 2, "implausible readings: {err}");
     assert!(rss < budget, "peak RSS {rss} over {budget}");
 }
+
+/// `chat` with piped input: the first answer is `generate --chat`'s (both greedy), a second
+/// turn continues the same conversation (the cache cut back to the common prefix), and the
+/// empty line ends it with success.
+#[test]
+fn chat_answers_turn_by_turn() {
+    use std::io::Write;
+    let Some(path) = model(SMOLLM2) else { return };
+    let p = path.to_string_lossy().into_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rocmforge"))
+        .args(["chat", "-m", &p, "--temp", "0", "-n", "24", "-t", "2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is 2+2?\nAnd 3+3?\n\nnot read\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answers = text(&out.stdout);
+    let lines: Vec<&str> = answers.lines().filter(|l| !l.trim().is_empty()).collect();
+    let single = rocmforge(&[
+        "generate",
+        "-m",
+        &p,
+        "--chat",
+        "-p",
+        "What is 2+2?",
+        "-n",
+        "24",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+    ]);
+    assert_eq!(lines.first().copied(), text(&single.stdout).lines().next());
+    assert!(lines.len() >= 2, "a second answer: {answers}");
+}
