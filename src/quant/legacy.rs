@@ -210,9 +210,13 @@ fn q8_block_runtime(x: &[f32; QK]) -> (f32, [i8; QK]) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    // Round half to even by the magic-number trick (as ggml's nearest_int): exact for
+    // |v * id| <= 2^22, and these are at most 127. `round_ties_even` gives the same values but
+    // is a call to libm's rintf per value on CPUs without SSE4.1 in the baseline build.
+    let magic = f32::from_bits(0x4b40_0000); // 1.5 * 2^23
     let mut q = [0i8; QK];
     for (q, v) in q.iter_mut().zip(x) {
-        *q = (v * id).round_ties_even() as i8;
+        *q = ((v * id + magic) - magic) as i8;
     }
     (d, q)
 }
@@ -239,4 +243,34 @@ pub fn quantize_q8_1_activations(src: &[f32], dst: &mut [u8]) {
             b[4 + j] = q[j] as u8;
         }
     });
+}
+
+#[cfg(test)]
+mod runtime_rounding {
+    use super::*;
+
+    /// The magic-number rounding of `q8_block_runtime` is round-half-to-even exactly: every
+    /// value a block can produce, ties included.
+    #[test]
+    fn activation_rounding_is_round_half_to_even() {
+        let mut x = [0f32; QK];
+        for step in 0..=254 * 8 {
+            let v = -127.0 + step as f32 / 8.0; // quarter and half steps: ties included
+            x[step % QK] = v;
+            if step % QK == QK - 1 || step == 254 * 8 {
+                let (_, q) = q8_block_runtime(&x);
+                let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                for (q, v) in q.iter().zip(&x) {
+                    assert_eq!(*q, (v * id).round_ties_even() as i8, "{v}");
+                }
+            }
+        }
+        let ties = [0.5f32, 1.5, 2.5, -0.5, -1.5, 126.5, -126.5];
+        let mut x = [0f32; QK];
+        x[0] = 127.0; // id = 1
+        x[1..=ties.len()].copy_from_slice(&ties);
+        let (_, q) = q8_block_runtime(&x);
+        assert_eq!(&q[1..=ties.len()], &[0, 2, 2, 0, -2, 126, -126]);
+    }
 }
