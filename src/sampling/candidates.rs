@@ -35,6 +35,55 @@ fn rank(c: &Cand) -> Rank {
     (b ^ (((b >> 31) as u32) >> 1) as i32, Reverse(c.token))
 }
 
+/// The `k` best candidates offered so far, in a min-heap on `better`'s order (`k` >= 1).
+struct Best {
+    k: usize,
+    heap: BinaryHeap<Reverse<(Rank, u32)>>,
+}
+
+impl Best {
+    fn new(k: usize) -> Best {
+        Best {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.heap.len() == self.k
+    }
+
+    /// The worst logit held (meaningful once full).
+    fn worst(&self) -> f32 {
+        self.heap
+            .peek()
+            .map_or(f32::NEG_INFINITY, |w| f32::from_bits(w.0.1))
+    }
+
+    fn offer(&mut self, c: Cand) {
+        let r = rank(&c);
+        if self.heap.len() < self.k {
+            self.heap.push(Reverse((r, c.logit.to_bits())));
+        } else if self.heap.peek().is_some_and(|w| r > w.0.0) {
+            self.heap.pop();
+            self.heap.push(Reverse((r, c.logit.to_bits())));
+        }
+    }
+
+    fn into_sorted(self) -> Vec<Cand> {
+        let mut kept: Vec<Cand> = self
+            .heap
+            .into_iter()
+            .map(|Reverse(((_, Reverse(token)), bits))| Cand {
+                token,
+                logit: f32::from_bits(bits),
+            })
+            .collect();
+        kept.sort_unstable_by(better);
+        kept
+    }
+}
+
 /// The `k` best of `items`, sorted: a bounded heap for small `k` (one pass, nearly every item
 /// rejected by one comparison), a selection for large.
 fn heap_best(items: impl Iterator<Item = Cand>, k: usize) -> Vec<Cand> {
@@ -50,25 +99,17 @@ fn heap_best(items: impl Iterator<Item = Cand>, k: usize) -> Vec<Cand> {
         all.sort_unstable_by(better);
         return all;
     }
-    let mut heap: BinaryHeap<Reverse<(Rank, u32, u32)>> = BinaryHeap::with_capacity(k + 1);
-    for c in items {
-        let r = rank(&c);
-        if heap.len() < k {
-            heap.push(Reverse((r, c.token, c.logit.to_bits())));
-        } else if heap.peek().is_some_and(|w| r > w.0.0) {
-            heap.pop();
-            heap.push(Reverse((r, c.token, c.logit.to_bits())));
-        }
-    }
-    let mut kept: Vec<Cand> = heap
-        .into_iter()
-        .map(|Reverse((_, token, bits))| Cand {
-            token,
-            logit: f32::from_bits(bits),
-        })
-        .collect();
-    kept.sort_unstable_by(better);
-    kept
+    let mut best = Best::new(k);
+    items.for_each(|c| best.offer(c));
+    best.into_sorted()
+}
+
+/// The row's logits as candidates in id order.
+fn row_cands(row: &[f32]) -> impl Iterator<Item = Cand> + '_ {
+    row.iter().enumerate().map(|(t, &l)| Cand {
+        token: t as u32,
+        logit: clean(l),
+    })
 }
 
 /// `heap_best` of a whole row of raw logits, skipping every run of 64 whose largest logit
@@ -77,48 +118,23 @@ fn heap_best(items: impl Iterator<Item = Cand>, k: usize) -> Vec<Cand> {
 fn row_best(row: &[f32], k: usize) -> Vec<Cand> {
     const RUN: usize = 64;
     if k == 0 || k > 4096 || row.len() <= k {
-        let all = row.iter().enumerate().map(|(t, &l)| Cand {
-            token: t as u32,
-            logit: clean(l),
-        });
-        return heap_best(all, k);
+        return heap_best(row_cands(row), k);
     }
-    let mut heap: BinaryHeap<Reverse<(Rank, u32, u32)>> = BinaryHeap::with_capacity(k + 1);
-    let mut worst = f32::NEG_INFINITY; // the heap's worst logit once it is full
+    let mut best = Best::new(k);
     for (r, run) in row.chunks(RUN).enumerate() {
         // f32::max ignores NaN, which is -inf here and never enters a full heap.
         let top = run.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        if heap.len() == k && clean(top) <= worst {
+        if best.is_full() && clean(top) <= best.worst() {
             continue;
         }
-        for (i, &l) in run.iter().enumerate() {
-            let c = Cand {
-                token: (r * RUN + i) as u32,
-                logit: clean(l),
-            };
-            let key = rank(&c);
-            if heap.len() < k {
-                heap.push(Reverse((key, c.token, c.logit.to_bits())));
-            } else if heap.peek().is_some_and(|w| key > w.0.0) {
-                heap.pop();
-                heap.push(Reverse((key, c.token, c.logit.to_bits())));
-            } else {
-                continue;
-            }
-            if heap.len() == k {
-                worst = heap.peek().map_or(worst, |w| f32::from_bits(w.0.2));
-            }
-        }
+        row_cands(run).for_each(|c| {
+            best.offer(Cand {
+                token: c.token + (r * RUN) as u32,
+                ..c
+            })
+        });
     }
-    let mut kept: Vec<Cand> = heap
-        .into_iter()
-        .map(|Reverse((_, token, bits))| Cand {
-            token,
-            logit: f32::from_bits(bits),
-        })
-        .collect();
-    kept.sort_unstable_by(better);
-    kept
+    best.into_sorted()
 }
 
 #[derive(Debug)]
@@ -176,9 +192,14 @@ impl Candidates {
         if self.full { row.len() } else { self.c.len() }
     }
 
+    /// Where token `t` is (`Ok`) or would go (`Err`) in `overrides`.
+    fn find_override(&self, t: u32) -> std::result::Result<usize, usize> {
+        self.overrides.binary_search_by_key(&t, |o| o.0)
+    }
+
     /// While full: token `t`'s logit before the pending divisor.
     fn base(&self, row: &[f32], t: u32) -> f32 {
-        match self.overrides.binary_search_by_key(&t, |o| o.0) {
+        match self.find_override(t) {
             Ok(i) => self.overrides[i].1,
             Err(_) => clean(row[t as usize]),
         }
@@ -191,10 +212,7 @@ impl Candidates {
         }
         let scale = self.scale;
         self.c.clear();
-        self.c.extend(row.iter().enumerate().map(|(t, &l)| Cand {
-            token: t as u32,
-            logit: clean(l),
-        }));
+        self.c.extend(row_cands(row));
         for &(t, l) in &self.overrides {
             self.c[t as usize].logit = l;
         }
@@ -214,7 +232,7 @@ impl Candidates {
                     continue;
                 }
                 let now = f(self.base(row, t) / self.scale, x) * self.scale;
-                match self.overrides.binary_search_by_key(&t, |o| o.0) {
+                match self.find_override(t) {
                     Ok(i) => self.overrides[i].1 = now,
                     Err(i) => self.overrides.insert(i, (t, now)),
                 }
@@ -239,11 +257,7 @@ impl Candidates {
         // it); the overridden tokens themselves are added with their new logits.
         let m = self.overrides.len();
         let mut pool = row_best(row, k + m);
-        pool.retain(|c| {
-            self.overrides
-                .binary_search_by_key(&c.token, |o| o.0)
-                .is_err()
-        });
+        pool.retain(|c| self.find_override(c.token).is_err());
         pool.extend(
             self.overrides
                 .iter()
@@ -391,16 +405,10 @@ impl Candidates {
             return;
         }
         let threshold = (best.logit + p.ln()) * self.scale; // before the pending divisor
-        let overridden = |t: u32| self.overrides.binary_search_by_key(&t, |o| o.0).is_ok();
-        let mut kept: Vec<Cand> = Vec::new();
-        for (t, &l) in row.iter().enumerate() {
-            if clean(l) >= threshold && !overridden(t as u32) {
-                kept.push(Cand {
-                    token: t as u32,
-                    logit: clean(l),
-                });
-            }
-        }
+        let overridden = |t: u32| self.find_override(t).is_ok();
+        let mut kept: Vec<Cand> = row_cands(row)
+            .filter(|c| c.logit >= threshold && !overridden(c.token))
+            .collect();
         for &(token, logit) in &self.overrides {
             if logit >= threshold {
                 let at = kept.partition_point(|c| c.token < token);
@@ -672,13 +680,7 @@ mod tests {
         row[500] = f32::INFINITY;
         row[900] = f32::NEG_INFINITY;
         for k in [1, 2, 7, 64, 65, 300, 999, 1000, 5000] {
-            let plain = heap_best(
-                row.iter().enumerate().map(|(t, &l)| Cand {
-                    token: t as u32,
-                    logit: clean(l),
-                }),
-                k,
-            );
+            let plain = heap_best(row_cands(&row), k);
             assert_eq!(row_best(&row, k), plain, "k {k}");
         }
     }

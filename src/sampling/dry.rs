@@ -82,21 +82,16 @@ pub(crate) fn penalties(
     let z = z_function(&rev);
     // rev[k..] starts at history[n - 1 - k]: z[k] tokens ending there repeat the tail, and
     // history[n - k] is the token that followed them.
-    let mut best: Vec<(u32, usize)> = Vec::new();
-    for (k, &zk) in z.iter().enumerate().skip(1) {
-        let run = zk.min(tail);
-        if run < allowed_length.max(1) {
-            continue;
-        }
-        let next = history[n - k];
-        if is_breaker(next) {
-            continue;
-        }
-        match best.iter_mut().find(|b| b.0 == next) {
-            Some(b) => b.1 = b.1.max(run),
-            None => best.push((next, run)),
-        }
-    }
+    let mut best: Vec<(u32, usize)> = z
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(k, &zk)| (history[n - k], zk.min(tail)))
+        .filter(|&(next, run)| run >= allowed_length.max(1) && !is_breaker(next))
+        .collect();
+    // The longest run per token: sorted by token, longest first, one entry each.
+    best.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    best.dedup_by_key(|e| e.0);
     best.into_iter()
         .map(|(t, run)| {
             let p = f64::from(multiplier)

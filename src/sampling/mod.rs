@@ -295,15 +295,20 @@ impl SamplerChain {
                     frequency,
                     presence,
                 } => {
+                    // Occurrences per token of the window: sorted, then counted in runs
+                    // (O(n log n) however long the window and however varied its tokens).
                     let counts = &mut self.counts;
                     counts.clear();
                     let skip = self.history.len().saturating_sub(*last_n);
-                    for &t in self.history.iter().skip(skip) {
-                        match counts.iter_mut().find(|(u, _)| *u == t) {
-                            Some((_, n)) => *n += 1.0,
-                            None => counts.push((t, 1.0)),
+                    counts.extend(self.history.iter().skip(skip).map(|&t| (t, 1.0)));
+                    counts.sort_unstable_by_key(|e| e.0);
+                    counts.dedup_by(|later, kept| {
+                        let same = later.0 == kept.0;
+                        if same {
+                            kept.1 += 1.0;
                         }
-                    }
+                        same
+                    });
                     let (r, f, p) = (*repeat, *frequency, *presence);
                     c.adjust(row, counts, |l, n| {
                         let l = if l > 0.0 { l / r } else { l * r };
