@@ -129,11 +129,9 @@ fn malformed_corpus_is_rejected_through_rf_model_load() {
 /// Builds `tests/c/<name>.c` and runs it under valgrind on the zoo's tiny llama; it must
 /// print "checks passed".
 fn contract_holds_from_c(name: &str) {
-    let zoo = root().join("../shared/reference/zoo/llama.F32.gguf");
-    if !zoo.is_file() {
-        assert!(!common::in_ci(), "{} is missing under CI", zoo.display());
+    let Some(zoo) = common::zoo_model("llama.F32.gguf") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let exe = build_c(&root().join(format!("tests/c/{name}.c")), dir.path());
     let out = run_checked(&exe, &[zoo.as_os_str()]);

@@ -21,12 +21,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn zoo() -> Option<String> {
-    let p = root().join("../shared/reference/zoo/llama.F32.gguf");
-    if p.is_file() {
-        return Some(p.to_string_lossy().into_owned());
-    }
-    assert!(!in_ci(), "the zoo is missing under CI");
-    None
+    common::zoo_model("llama.F32.gguf").map(|p| p.to_string_lossy().into_owned())
 }
 
 #[test]

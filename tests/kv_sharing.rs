@@ -237,12 +237,9 @@ struct Track {
 
 #[test]
 fn a_soak_of_random_operations_leaks_nothing() {
-    let zoo = common::root().join("../shared/reference/zoo/llama.Q8_0.gguf");
-    if !zoo.is_file() {
-        assert!(!common::in_ci(), "the zoo is missing under CI");
-        eprintln!("SKIPPED: {} is missing", zoo.display());
+    let Some(zoo) = common::zoo_model("llama.Q8_0.gguf") else {
         return;
-    }
+    };
     let m = load(&zoo);
     let n_vocab = m.hparams().n_vocab as usize;
     const N_SEQ: usize = 6;
@@ -426,12 +423,9 @@ fn a_soak_of_random_operations_leaks_nothing() {
 
 #[test]
 fn sharing_and_truncation_work_for_every_kv_type() {
-    let zoo = common::root().join("../shared/reference/zoo/llama.Q8_0.gguf");
-    if !zoo.is_file() {
-        assert!(!common::in_ci(), "the zoo is missing under CI");
-        eprintln!("SKIPPED: {} is missing", zoo.display());
+    let Some(zoo) = common::zoo_model("llama.Q8_0.gguf") else {
         return;
-    }
+    };
     let m = load(&zoo);
     let text: Vec<u32> = (0..60).map(|i| (i * 7 + 3) % 317).collect();
     for ty in [KvType::F16, KvType::F32, KvType::Q8_0] {

@@ -208,3 +208,26 @@ pub(crate) unsafe fn input<'a, T>(ptr: *const T, len: usize, what: &str) -> Resu
     // SAFETY: non-NULL, `len` readable elements by contract, total size checked above.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
+
+/// Locks the mutex of a handle for one call: NULL (`name` is NULL) and a handle another
+/// thread is inside (`what` is in use) are `InvalidArg`, never a wait or a race.
+///
+/// # Safety
+/// `h` must be NULL or point to a live handle that outlives the guard.
+pub(crate) unsafe fn lock_handle<'a, H: 'a, T: 'a>(
+    h: *const H,
+    field: impl FnOnce(&'a H) -> &'a parking_lot::Mutex<T>,
+    name: &str,
+    what: &str,
+) -> Result<parking_lot::MutexGuard<'a, T>, Error> {
+    if h.is_null() {
+        return Err(Error::InvalidArg(format!("{name} is NULL")));
+    }
+    // SAFETY: non-NULL and live for 'a by the caller's contract.
+    let m = field(unsafe { &*h });
+    m.try_lock().ok_or_else(|| {
+        Error::InvalidArg(format!(
+            "the {what} is in use by another thread (use one per thread)"
+        ))
+    })
+}

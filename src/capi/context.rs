@@ -6,7 +6,7 @@ use std::mem::size_of;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use super::args::{Versioned, input, non_null, read_params, write_versioned};
+use super::args::{Versioned, input, lock_handle, non_null, read_params, write_versioned};
 use super::model::model_ref;
 use super::{guard, guard_void, rf_model_t, rf_status};
 use crate::context::available_threads;
@@ -225,16 +225,8 @@ pub unsafe extern "C" fn rf_context_free(ctx: *mut rf_context_t) {
 /// # Safety
 /// `ctx` must be NULL or a live handle.
 unsafe fn lock<'a>(ctx: *const rf_context_t) -> Result<MutexGuard<'a, Context>, Error> {
-    if ctx.is_null() {
-        return Err(Error::InvalidArg("ctx is NULL".into()));
-    }
-    // SAFETY: non-NULL and live by contract.
-    let c = unsafe { &(*ctx).ctx };
-    c.try_lock().ok_or_else(|| {
-        Error::InvalidArg(
-            "the context is in use by another thread (use one context per thread)".into(),
-        )
-    })
+    // SAFETY: contract of this function.
+    unsafe { lock_handle(ctx, |c: &'a rf_context_t| &c.ctx, "ctx", "context") }
 }
 
 /// Runs `f` on a locked context (for the other handle types' calls that read one).
@@ -279,13 +271,8 @@ pub unsafe extern "C" fn rf_batch_new(capacity: usize, out: *mut *mut rf_batch_t
 /// # Safety
 /// `b` must be NULL or a live handle.
 unsafe fn lock_batch<'a>(b: *const rf_batch_t) -> Result<MutexGuard<'a, Batch>, Error> {
-    if b.is_null() {
-        return Err(Error::InvalidArg("batch is NULL".into()));
-    }
-    // SAFETY: non-NULL and live by contract.
-    let m = unsafe { &(*b).batch };
-    m.try_lock()
-        .ok_or_else(|| Error::InvalidArg("the batch is in use by another thread".into()))
+    // SAFETY: contract of this function.
+    unsafe { lock_handle(b, |h: &'a rf_batch_t| &h.batch, "batch", "batch") }
 }
 
 /// Appends a token at position `pos` to the sequences `seq_ids[0..n_seq_ids]` (1 to 256 of

@@ -6,7 +6,7 @@ use std::mem::size_of;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use super::args::{Versioned, input, non_null, read_params};
+use super::args::{Versioned, input, lock_handle, non_null, read_params};
 use super::context::{rf_context_t, with_context};
 use super::model::model_ref;
 use super::{c_str, guard, guard_void, rf_model_t, rf_status};
@@ -401,13 +401,15 @@ pub unsafe extern "C" fn rf_sampler_chain_new(
 /// # Safety
 /// `chain` must be NULL or a live handle.
 unsafe fn lock<'a>(chain: *const rf_sampler_t) -> Result<MutexGuard<'a, SamplerChain>> {
-    if chain.is_null() {
-        return Err(Error::InvalidArg("chain is NULL".into()));
+    // SAFETY: contract of this function.
+    unsafe {
+        lock_handle(
+            chain,
+            |h: &'a rf_sampler_t| &h.chain,
+            "chain",
+            "sampler chain",
+        )
     }
-    // SAFETY: non-NULL and live by contract.
-    let m = unsafe { &(*chain).chain };
-    m.try_lock()
-        .ok_or_else(|| Error::InvalidArg("the sampler chain is in use by another thread".into()))
 }
 
 /// Appends the sampler `spec` describes. Refused with `RF_ERR_INVALID_ARG`, the chain

@@ -366,16 +366,9 @@ impl KvCache {
         let bs = self.shape.block_size;
         for (i, &p) in pos.iter().enumerate() {
             // Held positions only, so the slot is in the table and holds a block.
-            let rel = s.slot(p, 1);
-            let c = s
-                .table
-                .get(rel / bs)
-                .copied()
-                .flatten()
-                .map(|b| b as usize * bs + rel % bs)
-                .ok_or_else(|| {
-                    Error::Internal(format!("sequence {seq}: position {p} has no block"))
-                })?;
+            let c = s.table_cell(p, bs).ok_or_else(|| {
+                Error::Internal(format!("sequence {seq}: position {p} has no block"))
+            })?;
             quant::dequantize_row(ty, &kl[c * kr..(c + 1) * kr], &mut ks[i * kd..(i + 1) * kd])?;
             quant::dequantize_row(ty, &vl[c * vr..(c + 1) * vr], &mut vs[i * vd..(i + 1) * vd])?;
         }

@@ -74,6 +74,12 @@ impl Sequence {
         if !self.holds(pos) {
             return None;
         }
+        self.table_cell(pos, bs)
+    }
+
+    /// The cell the table maps `pos` to (not before `base`), without asking whether it is
+    /// held: for positions already known to be (`clipped`'s).
+    pub fn table_cell(&self, pos: i32, bs: usize) -> Option<usize> {
         let rel = (i64::from(pos) - i64::from(self.base)) as usize;
         let b = self.table.get(rel / bs).copied().flatten()?;
         Some(b as usize * bs + rel % bs)

@@ -42,6 +42,17 @@ pub fn model(name: &str) -> Option<PathBuf> {
     Some(path)
 }
 
+/// A model of ../shared/reference/zoo, or None (skip) when it is absent, except under CI.
+pub fn zoo_model(file: &str) -> Option<PathBuf> {
+    let path = root().join("../shared/reference/zoo").join(file);
+    require(
+        &format!("zoo model {}", path.display()),
+        path.is_file(),
+        "../shared/reference/zoo",
+    )?;
+    Some(path)
+}
+
 /// The folder holding the librocmforge.so of this build: `cargo test` builds the library
 /// with all its crate types in the test binaries' own deps/ folder (a plain `cargo build`
 /// puts it one level up).
