@@ -1,6 +1,7 @@
 //! Matrix-multiply benchmark of every weight format on the CPU.
 //!
 //!     cargo run --release --example quant_bench [-- --quick] [--formats Q4_0,Q4_K] [--threads 1,2]
+//!         [--shapes 262144x640,576x576] [--tokens 1,512]
 //!     cargo run --release --example quant_bench -- --pool     (thread-pool wake-up cost)
 //!
 //! For each format, shape [n_out x n_in], token count (1 = decode matvec, 512 = prompt) and
@@ -157,12 +158,24 @@ fn main() {
         .split(',')
         .map(|t| t.parse().expect("thread count"))
         .collect();
-    let shapes: &[(usize, usize)] = if quick {
-        &[(576, 1536), (1536, 576)]
-    } else {
-        &[(4096, 4096), (576, 1536), (1536, 576)]
+    let given: Option<Vec<(usize, usize)>> = arg(&args, "--shapes").map(|list| {
+        list.split(',')
+            .map(|s| {
+                let (o, i) = s.split_once('x').expect("shape as N_OUTxN_IN");
+                (o.parse().expect("n_out"), i.parse().expect("n_in"))
+            })
+            .collect()
+    });
+    let shapes: &[(usize, usize)] = match &given {
+        Some(s) => s,
+        None if quick => &[(576, 1536), (1536, 576)],
+        None => &[(4096, 4096), (576, 1536), (1536, 576)],
     };
-    let token_counts: &[usize] = &[1, 512];
+    let token_counts: Vec<usize> = arg(&args, "--tokens")
+        .unwrap_or("1,512")
+        .split(',')
+        .map(|t| t.parse().expect("token count"))
+        .collect();
     let budget = Duration::from_millis(if quick { 100 } else { 300 });
 
     println!(
@@ -204,7 +217,7 @@ fn main() {
             }
             let data = weights(ty, n_out, n_in, &mut rng);
             let w = Weights::new(ty, &data, n_out, n_in).expect("weights");
-            for &n_tokens in token_counts {
+            for &n_tokens in &token_counts {
                 let x: Vec<f32> = (0..n_tokens * n_in).map(|_| rng.f32()).collect();
                 let mut y = vec![0f32; n_tokens * n_out];
                 for pool in &pools {

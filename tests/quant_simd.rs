@@ -57,6 +57,7 @@ fn simd_levels_match_the_scalar_reference() {
         cpu::detected()
     );
     let mut checked = 0;
+    let mut tiled = 0;
     for f in &quant::FORMATS {
         let Some(scalar) = f.dot else { continue };
         for (seed, blocks) in [(1u64, 1usize), (2, 3), (3, 8), (4, 17)] {
@@ -104,6 +105,7 @@ fn simd_levels_match_the_scalar_reference() {
                         act: at,
                         f: one,
                         f4: Some(four),
+                        tiles,
                     },
                     Dot::Quant { f: scalar_one, .. },
                 ) = (kernel(f.ty, level).unwrap(), scalar)
@@ -132,11 +134,36 @@ fn simd_levels_match_the_scalar_reference() {
                         );
                     }
                     checked += 1;
+                    // The multi-row kernels: every output equals the one-row kernel's.
+                    if let Some(t) = tiles {
+                        let ws: Vec<Vec<u8>> =
+                            (0..4).map(|k| weights(f.ty, n, seed * 7 + k)).collect();
+                        let got = (t.rows4)(&[&ws[0], &ws[1], &ws[2], &ws[3]], &rows[0]);
+                        for r in 0..4 {
+                            assert_eq!(got[r], one(&ws[r], &rows[0]), "{} rows4 row {r}", f.ty);
+                        }
+                        let got =
+                            (t.r2x4)(&[&ws[0], &ws[1]], &[&rows[0], &rows[1], &rows[2], &rows[3]]);
+                        for r in 0..2 {
+                            for k in 0..4 {
+                                assert_eq!(
+                                    got[r][k],
+                                    one(&ws[r], &rows[k]),
+                                    "{} r2x4 {r} {k}",
+                                    f.ty
+                                );
+                            }
+                        }
+                        tiled += 1;
+                    }
                 }
             }
         }
     }
     assert!(checked >= 16 * 4 * levels.len(), "{checked} checks");
+    if cfg!(target_arch = "x86_64") && cpu::detected() >= SimdLevel::Avx2 {
+        assert!(tiled >= 7 * 4, "{tiled} multi-row checks");
+    }
 }
 
 #[test]

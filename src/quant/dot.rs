@@ -15,6 +15,21 @@ use crate::{Error, Result};
 /// One weight row against four activation rows at once.
 pub type DotX4 = fn(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4];
 
+/// Four weight rows against one activation row (decode).
+pub type DotRows4 = fn(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4];
+/// Two weight rows against four activation rows (prefill).
+pub type DotTile = fn(w: &[&[u8]; 2], a: &[&[u8]; 4]) -> [[f32; 4]; 2];
+
+/// Kernels over several weight rows at once, where a SIMD level has them: each output equals
+/// the one-row kernel's (`Dot::Quant::f`) bit for bit, so they change speed, never results.
+/// One row alone waits on its accumulator's latency block after block; several rows' chains
+/// run side by side, and each activation block is loaded once for all of them.
+#[derive(Clone, Copy)]
+pub struct Tiles {
+    pub rows4: DotRows4,
+    pub r2x4: DotTile,
+}
+
 /// How a weight format computes dot products.
 #[derive(Clone, Copy)]
 pub enum Dot {
@@ -27,6 +42,7 @@ pub enum Dot {
         act: GgmlType,
         f: fn(w: &[u8], a: &[u8]) -> f32,
         f4: Option<DotX4>,
+        tiles: Option<Tiles>,
     },
 }
 
@@ -37,66 +53,79 @@ pub const Q4_0: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_q4_0_q8_0,
     f4: None,
+    tiles: None,
 };
 pub const Q4_1: Dot = Dot::Quant {
     act: GgmlType::Q8_1,
     f: dot_q4_1_q8_1,
     f4: None,
+    tiles: None,
 };
 pub const Q5_0: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_q5_0_q8_0,
     f4: None,
+    tiles: None,
 };
 pub const Q5_1: Dot = Dot::Quant {
     act: GgmlType::Q8_1,
     f: dot_q5_1_q8_1,
     f4: None,
+    tiles: None,
 };
 pub const Q8_0: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_q8_0_q8_0,
     f4: None,
+    tiles: None,
 };
 pub const Q2_K: Dot = Dot::Quant {
     act: GgmlType::Q8K,
     f: dot_q2_k_q8_k,
     f4: None,
+    tiles: None,
 };
 pub const Q3_K: Dot = Dot::Quant {
     act: GgmlType::Q8K,
     f: dot_q3_k_q8_k,
     f4: None,
+    tiles: None,
 };
 pub const Q4_K: Dot = Dot::Quant {
     act: GgmlType::Q8K,
     f: dot_q4_k_q8_k,
     f4: None,
+    tiles: None,
 };
 pub const Q5_K: Dot = Dot::Quant {
     act: GgmlType::Q8K,
     f: dot_q5_k_q8_k,
     f4: None,
+    tiles: None,
 };
 pub const Q6_K: Dot = Dot::Quant {
     act: GgmlType::Q8K,
     f: dot_q6_k_q8_k,
     f4: None,
+    tiles: None,
 };
 pub const IQ4_NL: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_iq4_nl_q8_0,
     f4: None,
+    tiles: None,
 };
 pub const IQ4_XS: Dot = Dot::Quant {
     act: GgmlType::Q8K,
     f: dot_iq4_xs_q8_k,
     f4: None,
+    tiles: None,
 };
 pub const MXFP4: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_mxfp4_q8_0,
     f4: None,
+    tiles: None,
 };
 pub const IQ3_S: Dot = grid(super::iq_grid::dot_iq3_s_q8_k);
 pub const IQ3_XXS: Dot = grid(super::iq_grid::dot_iq3_xxs_q8_k);
@@ -114,6 +143,7 @@ const fn grid(f: fn(&[u8], &[u8]) -> f32) -> Dot {
         act: GgmlType::Q8K,
         f,
         f4: None,
+        tiles: None,
     }
 }
 
@@ -121,6 +151,7 @@ pub const NVFP4: Dot = Dot::Quant {
     act: GgmlType::Q8_0,
     f: dot_nvfp4_q8_0,
     f4: None,
+    tiles: None,
 };
 
 /// The SIMD level of the kernel `kernel(ty, level)` returns (`Scalar` where the level has no

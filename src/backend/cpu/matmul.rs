@@ -183,7 +183,7 @@ pub fn matmul(
                 }
             })
         }
-        Dot::Quant { act, f, f4 } => {
+        Dot::Quant { act, f, f4, tiles } => {
             let act_row = quant::row_bytes(act, n_in)?;
             let total = size(act_row, "activation bytes")?;
             scratch.act.resize(total, 0);
@@ -214,14 +214,14 @@ pub fn matmul(
                 _ => (f, f4),
             };
             let kernels = |t: usize| if t < grouped { (g, g4) } else { (f, f4) };
-            run_tiles(&|rows, tokens| {
+            // One weight row at a time, four tokens per call where the kernel can (each
+            // weight block is decoded once for the four) and the four take the same kernel.
+            let by_row = |rows: Range<usize>, tokens: Range<usize>| {
                 for r in rows {
                     let wr = w.row(r);
                     let mut t = tokens.start;
                     while t < tokens.end {
                         let (f, f4) = kernels(t);
-                        // Four tokens per call where the kernel can (each weight block is
-                        // decoded once for the four) and the four take the same kernel.
                         match f4 {
                             Some(f4)
                                 if t + 4 <= tokens.end && (t + 4 <= grouped || t >= grouped) =>
@@ -241,7 +241,47 @@ pub fn matmul(
                         }
                     }
                 }
-            });
+            };
+            // Several weight rows per call where the format has such kernels (the same values
+            // as one row at a time): two rows by four tokens for prompts, four rows by one
+            // token for decoding; the rows left over go one at a time.
+            match tiles.filter(|_| kernel.fours.is_none()) {
+                Some(tl) => run_tiles(&|rows, tokens| {
+                    let mut r = rows.start;
+                    if tokens.len() >= 4 {
+                        while r + 2 <= rows.end {
+                            let wr = [w.row(r), w.row(r + 1)];
+                            let mut t = tokens.start;
+                            while t + 4 <= tokens.end {
+                                let v = (tl.r2x4)(&wr, &[a(t), a(t + 1), a(t + 2), a(t + 3)]);
+                                for (i, v) in v.iter().enumerate() {
+                                    for (k, &v) in v.iter().enumerate() {
+                                        // SAFETY: see above: (t + k, r + i) is this tile's.
+                                        unsafe { out.set((t + k) * n_out + r + i, v) };
+                                    }
+                                }
+                                t += 4;
+                            }
+                            by_row(r..r + 2, t..tokens.end);
+                            r += 2;
+                        }
+                    } else {
+                        while r + 4 <= rows.end {
+                            let wr = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+                            for t in tokens.clone() {
+                                let v = (tl.rows4)(&wr, a(t));
+                                for (i, v) in v.into_iter().enumerate() {
+                                    // SAFETY: see above: (t, r + i) is this tile's.
+                                    unsafe { out.set(t * n_out + r + i, v) };
+                                }
+                            }
+                            r += 4;
+                        }
+                    }
+                    by_row(r..rows.end, tokens);
+                }),
+                None => run_tiles(&by_row),
+            }
         }
     }
     Ok(())
@@ -271,12 +311,34 @@ mod tests {
             GgmlType::F32,
             GgmlType::Q4_0,
             GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
             GgmlType::Q8_0,
+            GgmlType::Iq4Nl,
         ] {
-            for (n_out, n_in, n_tokens) in [(1, 32, 1), (37, 64, 1), (70, 256, 5), (16, 512, 130)] {
+            // Row and token counts that leave rows and tokens over after the multi-row
+            // kernels' groups (four rows for one token, two rows by four tokens).
+            for (n_out, n_in, n_tokens) in [
+                (1, 32, 1),
+                (37, 64, 1),
+                (70, 256, 5),
+                (16, 512, 130),
+                (67, 96, 3),
+                (35, 160, 7),
+            ] {
                 let wf = randoms(n_out * n_in, 7);
                 let mut wq = vec![0u8; quant::row_bytes(ty, n_in).unwrap() * n_out];
-                quant::quantize_row(ty, &wf, &mut wq).unwrap();
+                if ty == GgmlType::Iq4Nl {
+                    // No quantizer: random nibbles under a small f16 scale per 18-byte block.
+                    for (i, b) in wq.iter_mut().enumerate() {
+                        *b = match i % 18 {
+                            0 | 1 => half::f16::from_f32(0.01).to_le_bytes()[i % 18],
+                            _ => (wf[i % wf.len()].to_bits() >> 7) as u8,
+                        };
+                    }
+                } else {
+                    quant::quantize_row(ty, &wf, &mut wq).unwrap();
+                }
                 let w = Weights::new(ty, &wq, n_out, n_in).unwrap();
                 let x = randoms(n_tokens * n_in, 9);
                 let mut y = vec![f32::NAN; n_tokens * n_out];

@@ -489,6 +489,7 @@ pub(in crate::quant) fn dot(ty: GgmlType) -> Option<Dot> {
             act,
             f,
             f4: Some(f4),
+            tiles: None,
         })
     };
     match ty {
