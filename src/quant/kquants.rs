@@ -179,10 +179,18 @@ fn q8_k_block(x: &[f32; QK_K], b: &mut [u8; Q8_K_BYTES], positive_wins: bool) {
     }
 }
 
-/// Round to nearest, ties to even, as ggml's nearest_int (its magic-number trick rounds in the
-/// current rounding mode, which is to-nearest-even).
+/// Round to nearest, ties to even, as ggml's nearest_int. Its magic-number trick, (v + 1.5 *
+/// 2^23) - 1.5 * 2^23, is exact for |v| <= 2^22 and rounds in the current rounding mode
+/// (to-nearest-even); it is used here too because `round_ties_even` is a call to libm's
+/// `rintf` per value on x86-64 baseline builds (the activation quantizer runs it for every
+/// value of every K-quant matmul input). Larger values, NaN included, take the exact path.
 pub fn nearest_int(v: f32) -> i32 {
-    v.round_ties_even() as i32
+    if v.abs() <= 4_194_303.0 {
+        let magic = f32::from_bits(0x4b40_0000);
+        ((v + magic) - magic) as i32
+    } else {
+        v.round_ties_even() as i32
+    }
 }
 
 /// Weights for fitting one sub-block: every value counts, large ones more (their error costs
@@ -401,4 +409,28 @@ pub fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
             b[128 + half * 32 + r % 32] |= (v >> 4) << (2 * (r / 32));
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_int;
+
+    #[test]
+    fn nearest_int_is_round_half_to_even() {
+        let mut values: Vec<f32> = (-4000..=4000).map(|i| i as f32 / 8.0).collect();
+        values.extend([
+            0.5,
+            1.5,
+            2.5,
+            -0.5,
+            -2.5,
+            4_194_302.5,
+            4_194_303.0,
+            -4_194_303.0,
+        ]);
+        values.extend([4_194_304.0, 1e9, -1e9, 8_388_609.0, f32::NAN]);
+        for v in values {
+            assert_eq!(nearest_int(v), v.round_ties_even() as i32, "{v}");
+        }
+    }
 }
