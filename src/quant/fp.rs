@@ -1,6 +1,6 @@
 //! Float formats (F32, F16, BF16) and MXFP4 (E2M1 values with an E8M0 block scale).
 
-use super::{f16_at, quant_rows, rows};
+use super::{quant_rows, rows};
 
 pub fn dequantize_f32(src: &[u8], dst: &mut [f32]) {
     rows::<4, 1>(src, dst, |b, y| y[0] = f32::from_le_bytes(*b));
@@ -12,8 +12,20 @@ pub fn quantize_f32(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// F16 to f32 (exact), 64 values per call of `half`'s slice conversion, which uses F16C (8
+/// values per instruction) where the CPU has it: the KV cache is read through this for every
+/// attention step, and a call per value was 6% of a decode step.
 pub fn dequantize_f16(src: &[u8], dst: &mut [f32]) {
-    rows::<2, 1>(src, dst, |b, y| y[0] = f16_at(b, 0));
+    use half::slice::HalfFloatSliceExt;
+    let n = dst.len().min(src.len() / 2);
+    let mut buf = [half::f16::ZERO; 64];
+    for (s, d) in src[..2 * n].chunks(128).zip(dst[..n].chunks_mut(64)) {
+        let h = &mut buf[..d.len()];
+        for (x, b) in h.iter_mut().zip(s.as_chunks::<2>().0) {
+            *x = half::f16::from_le_bytes(*b);
+        }
+        h.convert_to_f32_slice(d);
+    }
 }
 
 pub fn quantize_f16(src: &[f32], dst: &mut [u8]) {
