@@ -210,6 +210,14 @@ macro_rules! kernels {
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
         }
 
+        /// `prefetch_ahead` for every cache line of a block (K-quant blocks span several).
+        #[inline(always)]
+        fn prefetch_block<const W: usize>(row: &[[u8; W]], i: usize, ahead: usize) {
+            for line in (0..W).step_by(64) {
+                prefetch_ahead(row, i, ahead + line);
+            }
+        }
+
         /// Weights with Q8_0 activations (Q4_0, Q5_0, Q8_0, IQ4_NL, MXFP4), `R` weight rows
         /// against `N` activation rows: `decode` turns a weight block into its 32 signed
         /// values and its scale, once for all `N` tokens; an activation block is loaded once
@@ -525,9 +533,11 @@ macro_rules! kernels {
         fn q2_k_ints<const N: usize>(x: &[u8; 84], ys: [&[u8; 292]; N]) -> [(i32, i32); N] {
             let (scales, mins) = q2_k_scales(x);
             let sumi = k_lanes(ys, scales, 0, 0..8, |c| q2_k_chunk(x, c));
-            std::array::from_fn(|n| {
-                (hsum_i32(sumi[n]), hsum_i32(_mm256_madd_epi16(mins, load256(ys[n], 260))))
-            })
+            let mut out = [(0, 0); N];
+            for n in 0..N {
+                out[n] = (hsum_i32(sumi[n]), hsum_i32(_mm256_madd_epi16(mins, load256(ys[n], 260))));
+            }
+            out
         }
 
         /// Super-block sums in the order of llama.cpp's repacked x86 GEMV (`q2_K_8x8_q8_K`,
@@ -545,6 +555,7 @@ macro_rules! kernels {
             let (wb, ab) = rows_of::<W, 292, N>(w, a);
             let (mut acc, mut acc_min) = ([0f32; N], [0f32; N]);
             for (i, x) in wb.iter().enumerate() {
+                prefetch_block(wb, i, 4 * w.len());
                 let ys = col(&ab, i);
                 let s = ints(x, ys);
                 let (d, dmin) = h2f2(x, d_at);
@@ -667,11 +678,13 @@ macro_rules! kernels {
                     acc[n] = _mm256_fmadd_ps(_mm256_set1_ps(dy * d), _mm256_cvtepi32_ps(sumi[n]), acc[n]);
                 }
             }
-            std::array::from_fn(|n| {
+            let mut out = [0f32; N];
+            for n in 0..N {
                 let m = _mm_add_ps(acc_m[n], _mm_movehl_ps(acc_m[n], acc_m[n]));
                 let m = _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
-                hsum(acc[n]) + if scalar_mins { summs[n] } else { m }
-            })
+                out[n] = hsum(acc[n]) + if scalar_mins { summs[n] } else { m };
+            }
+            out
         }
 
         #[inline]
@@ -685,6 +698,17 @@ macro_rules! kernels {
             k_scale_min_family::<144, N>(w, a, false, |x, c| q4_k_chunk(x, c))
         }
 
+        /// Each token's lanes summed, with no mins sum (formats without mins).
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn sums_only<const N: usize>(sumi: [__m256i; N]) -> [(i32, i32); N] {
+            let mut out = [(0, 0); N];
+            for n in 0..N {
+                out[n] = (hsum_i32(sumi[n]), 0);
+            }
+            out
+        }
+
         /// Q4_K/Q5_K's exact integer sums of one super-block per token: the scaled products
         /// and the mins times the sums of 32.
         #[inline]
@@ -696,10 +720,13 @@ macro_rules! kernels {
         ) -> [(i32, i32); N] {
             let (scales, mins8) = k_scale_min_block(x);
             let sumi = k_lanes(ys, scales, 0, 0..8, |c| chunk(x, c));
-            std::array::from_fn(|n| {
+            // Plain loops, not `array::from_fn` (see `q8_0_family`).
+            let mut out = [(0, 0); N];
+            for n in 0..N {
                 let m = hsum_i32(_mm256_zextsi128_si256(k_mins(mins8, ys[n])));
-                (hsum_i32(sumi[n]), m)
-            })
+                out[n] = (hsum_i32(sumi[n]), m);
+            }
+            out
         }
 
         /// Q4_K as llama.cpp's repacked x86 GEMV sums it (used whenever a matrix has a
@@ -768,6 +795,7 @@ macro_rules! kernels {
             let (wb, ab) = rows_of::<210, 292, N>(w, a);
             let mut acc = [_mm256_setzero_ps(); N];
             for (i, x) in wb.iter().enumerate() {
+                prefetch_block(wb, i, 4 * w.len());
                 let ys = col(&ab, i);
                 let scales = widen_i8(load128(x, 192));
                 let sumi = k_lanes(ys, scales, 0, 0..8, |c| q6_k_chunk(x, c));
@@ -858,7 +886,7 @@ macro_rules! kernels {
         fn q3_k_tiled<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
             tiled::<110, N>(w, a, 108, false, |x, ys| {
                 let sumi = k_lanes(ys, q3_k_scales(x), 4, 0..8, |c| q3_k_chunk(x, c));
-                std::array::from_fn(|n| (hsum_i32(sumi[n]), 0))
+                sums_only(sumi)
             })
         }
 
@@ -876,7 +904,7 @@ macro_rules! kernels {
         fn q6_k_tiled<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
             tiled::<210, N>(w, a, 208, false, |x, ys| {
                 let sumi = k_lanes(ys, widen_i8(load128(x, 192)), 32, 0..8, |c| q6_k_chunk(x, c));
-                std::array::from_fn(|n| (hsum_i32(sumi[n]), 0))
+                sums_only(sumi)
             })
         }
 
@@ -884,7 +912,7 @@ macro_rules! kernels {
         fn iq4_xs_tiled<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
             tiled::<136, N>(w, a, 0, false, |x, ys| {
                 let sumi = iq4_xs_lanes(x, ys);
-                std::array::from_fn(|n| (hsum_i32(sumi[n]), 0))
+                sums_only(sumi)
             })
         }
 
