@@ -202,13 +202,17 @@ fn gelu_f16_table() -> &'static [u16] {
     use half::f16;
     static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-        const COEF_A: f32 = 0.044_715;
-        let gelu = |x: f32| 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh());
         (0..=u16::MAX)
-            .map(|bits| f16::from_f32(gelu(f16::from_bits(bits).to_f32())).to_bits())
+            .map(|bits| f16::from_f32(gelu_tanh(f16::from_bits(bits).to_f32())).to_bits())
             .collect()
     })
+}
+
+/// GELU, tanh form: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), as ggml writes it.
+fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044_715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
 }
 
 /// `a = silu(g) * u`, element-wise (SwiGLU), with silu(x) = x / (1 + e^-x) and e^x from
@@ -431,8 +435,6 @@ mod tests {
     #[test]
     fn geglu_table_equals_gelu_through_f16() {
         use half::f16;
-        let gelu =
-            |x: f32| 0.5 * x * (1.0 + (0.797_884_6f32 * x * (1.0 + 0.044_715f32 * x * x)).tanh());
         let g: Vec<f32> = (-1300..1300).map(|i| i as f32 / 128.0 + 0.003).collect();
         let u: Vec<f32> = g.iter().map(|v| 1.0 - v / 16.0).collect();
         let mut a = vec![0f32; g.len()];
@@ -443,7 +445,7 @@ mod tests {
             } else if g >= 10.0 {
                 g * u
             } else {
-                f16::from_f32(gelu(f16::from_f32(g).to_f32())).to_f32() * u
+                f16::from_f32(gelu_tanh(f16::from_f32(g).to_f32())).to_f32() * u
             };
             assert_eq!(a.to_bits(), want.to_bits(), "g = {g}");
         }

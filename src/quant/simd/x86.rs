@@ -163,9 +163,8 @@ macro_rules! kernels {
             w: &'a [u8],
             a: &[&'a [u8]; N],
         ) -> (&'a [[u8; W]], [&'a [[u8; A]]; N]) {
-            let wb = w.as_chunks::<W>().0;
-            let n = a.iter().fold(wb.len(), |m, r| m.min(r.len() / A));
-            (&wb[..n], a.map(|r| &r.as_chunks::<A>().0[..n]))
+            let ([wb], ab) = tile_of::<W, A, 1, N>(&[w], a);
+            (wb, ab)
         }
 
         #[inline]
@@ -197,11 +196,12 @@ macro_rules! kernels {
             (w.map(|r| &r.as_chunks::<W>().0[..n]), a.map(|r| &r.as_chunks::<A>().0[..n]))
         }
 
-        /// Asks for the cache line that holds block `i` of the row `ahead` bytes on: with
-        /// `R` rows read side by side, `ahead` = R rows is the same block of the row the next
-        /// call reads. With several rows in flight the hardware prefetcher stops keeping up
-        /// with memory (measured on a 262,144 x 640 Q8_0 matrix: 7 instead of 13 GB/s on
-        /// one thread); a hint per block restores the streaming rate.
+        /// Asks for the cache line that holds block `i` of the row `ahead` bytes on. Callers
+        /// pass four groups of their rows (`4 * R` rows): the same block of a row read four
+        /// calls later, far enough ahead to cover memory latency. With several rows in
+        /// flight the hardware prefetcher stops keeping up with memory (measured on a
+        /// 262,144 x 640 Q8_0 matrix: 7 instead of 13 GB/s on one thread); a hint per block
+        /// restores the streaming rate.
         #[inline(always)]
         fn prefetch_ahead<const W: usize>(row: &[[u8; W]], i: usize, ahead: usize) {
             let p = row.as_ptr().cast::<u8>().wrapping_add(i * W).wrapping_add(ahead);
