@@ -58,6 +58,7 @@ fn simd_levels_match_the_scalar_reference() {
     );
     let mut checked = 0;
     let mut tiled = 0;
+    let mut wide = 0;
     for f in &quant::FORMATS {
         let Some(scalar) = f.dot else { continue };
         for (seed, blocks) in [(1u64, 1usize), (2, 3), (3, 8), (4, 17)] {
@@ -154,6 +155,23 @@ fn simd_levels_match_the_scalar_reference() {
                                 );
                             }
                         }
+                        if let Some(r4x4) = t.r4x4 {
+                            let got = r4x4(
+                                &[&ws[0], &ws[1], &ws[2], &ws[3]],
+                                &[&rows[0], &rows[1], &rows[2], &rows[3]],
+                            );
+                            for r in 0..4 {
+                                for k in 0..4 {
+                                    assert_eq!(
+                                        got[r][k],
+                                        one(&ws[r], &rows[k]),
+                                        "{} r4x4 {r} {k}",
+                                        f.ty
+                                    );
+                                }
+                            }
+                            wide += 1;
+                        }
                         tiled += 1;
                     }
                 }
@@ -163,6 +181,9 @@ fn simd_levels_match_the_scalar_reference() {
     assert!(checked >= 16 * 4 * levels.len(), "{checked} checks");
     if cfg!(target_arch = "x86_64") && cpu::detected() >= SimdLevel::Avx2 {
         assert!(tiled >= 7 * 4, "{tiled} multi-row checks");
+    }
+    if cfg!(target_arch = "x86_64") && cpu::detected() >= SimdLevel::Avx512 {
+        assert!(wide >= 5 * 4, "{wide} 4 x 4 tile checks");
     }
 }
 

@@ -19,6 +19,8 @@ pub type DotX4 = fn(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4];
 pub type DotRows4 = fn(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4];
 /// Two weight rows against four activation rows (prefill).
 pub type DotTile = fn(w: &[&[u8]; 2], a: &[&[u8]; 4]) -> [[f32; 4]; 2];
+/// Four weight rows against four activation rows (prefill, 512-bit vectors).
+pub type DotTile4 = fn(w: &[&[u8]; 4], a: &[&[u8]; 4]) -> [[f32; 4]; 4];
 
 /// Kernels over several weight rows at once, where a SIMD level has them: each output equals
 /// the one-row kernel's (`Dot::Quant::f`) bit for bit, so they change speed, never results.
@@ -28,6 +30,9 @@ pub type DotTile = fn(w: &[&[u8]; 2], a: &[&[u8]; 4]) -> [[f32; 4]; 2];
 pub struct Tiles {
     pub rows4: DotRows4,
     pub r2x4: DotTile,
+    /// Where the level has 512-bit vectors: two (row, token) pairs per vector, each half
+    /// its own eight-lane accumulator in the one-row order.
+    pub r4x4: Option<DotTile4>,
 }
 
 /// How a weight format computes dot products.

@@ -243,11 +243,31 @@ pub fn matmul(
                 }
             };
             // Several weight rows per call where the format has such kernels (the same values
-            // as one row at a time): two rows by four tokens for prompts, four rows by one
-            // token for decoding; the rows left over go one at a time.
+            // as one row at a time): four or two rows by four tokens for prompts, four rows by
+            // one token for decoding; the rows left over go one at a time.
             match tiles.filter(|_| kernel.fours.is_none()) {
                 Some(tl) => run_tiles(&|rows, tokens| {
                     let mut r = rows.start;
+                    if tokens.len() >= 4
+                        && let Some(r4x4) = tl.r4x4
+                    {
+                        while r + 4 <= rows.end {
+                            let wr = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+                            let mut t = tokens.start;
+                            while t + 4 <= tokens.end {
+                                let v = r4x4(&wr, &[a(t), a(t + 1), a(t + 2), a(t + 3)]);
+                                for (i, v) in v.iter().enumerate() {
+                                    for (k, &v) in v.iter().enumerate() {
+                                        // SAFETY: see above: (t + k, r + i) is this tile's.
+                                        unsafe { out.set((t + k) * n_out + r + i, v) };
+                                    }
+                                }
+                                t += 4;
+                            }
+                            by_row(r..r + 4, t..tokens.end);
+                            r += 4;
+                        }
+                    }
                     if tokens.len() >= 4 {
                         while r + 2 <= rows.end {
                             let wr = [w.row(r), w.row(r + 1)];

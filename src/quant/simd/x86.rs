@@ -1004,7 +1004,7 @@ macro_rules! kernels {
         /// `entry!`), four rows and one token (`Tiles::rows4`), two rows and four tokens
         /// (`Tiles::r2x4`).
         macro_rules! tiled_entry {
-            ($one:ident, $four:ident, $tiles:ident, $kernel:ident) => {
+            ($one:ident, $four:ident, $tiles:ident, $kernel:ident, $wide:expr) => {
                 fn $one(w: &[u8], a: &[u8]) -> f32 {
                     // SAFETY: as in `entry!`.
                     unsafe { $kernel::<1, 1>(&[w], &[a])[0][0] }
@@ -1024,23 +1024,23 @@ macro_rules! kernels {
                         // SAFETY: as in `entry!`.
                         unsafe { $kernel::<2, 4>(w, a) }
                     }
-                    Tiles { rows4, r2x4 }
+                    Tiles { rows4, r2x4, r4x4: $wide }
                 };
             };
         }
-        tiled_entry!(e_q4_0, e4_q4_0, T_Q4_0, q4_0);
-        tiled_entry!(e_q4_1, e4_q4_1, T_Q4_1, q4_1);
-        tiled_entry!(e_q5_0, e4_q5_0, T_Q5_0, q5_0);
-        tiled_entry!(e_q5_1, e4_q5_1, T_Q5_1, q5_1);
-        tiled_entry!(e_q8_0, e4_q8_0, T_Q8_0, q8_0);
+        tiled_entry!(e_q4_0, e4_q4_0, T_Q4_0, q4_0, WIDE_Q4_0);
+        tiled_entry!(e_q4_1, e4_q4_1, T_Q4_1, q4_1, WIDE_Q4_1);
+        tiled_entry!(e_q5_0, e4_q5_0, T_Q5_0, q5_0, WIDE_Q5_0);
+        tiled_entry!(e_q5_1, e4_q5_1, T_Q5_1, q5_1, WIDE_Q5_1);
+        tiled_entry!(e_q8_0, e4_q8_0, T_Q8_0, q8_0, WIDE_Q8_0);
         entry!(e_q2_k, e4_q2_k, q2_k);
         entry!(e_q3_k, e4_q3_k, q3_k);
         entry!(e_q4_k, e4_q4_k, q4_k);
         entry!(e_q5_k, e4_q5_k, q5_k);
         entry!(e_q6_k, e4_q6_k, q6_k);
-        tiled_entry!(e_iq4_nl, e4_iq4_nl, T_IQ4_NL, iq4_nl);
+        tiled_entry!(e_iq4_nl, e4_iq4_nl, T_IQ4_NL, iq4_nl, None);
         entry!(e_iq4_xs, e4_iq4_xs, iq4_xs);
-        tiled_entry!(e_mxfp4, e4_mxfp4, T_MXFP4, mxfp4);
+        tiled_entry!(e_mxfp4, e4_mxfp4, T_MXFP4, mxfp4, None);
         entry!(e_q4_0_bw, e4_q4_0_bw, q4_0_blockwise);
         entry!(e_iq4_nl_bw, e4_iq4_nl_bw, iq4_nl_blockwise);
         entry!(e_q4_k_bw, e4_q4_k_bw, q4_k_blockwise);
@@ -1142,12 +1142,24 @@ macro_rules! kernels {
 /// AVX2 + FMA + F16C kernels.
 pub mod avx2 {
     kernels!("avx2,fma,f16c", dot_u8s_avx2);
+
+    // 256-bit vectors only: no 4 x 4 tiles.
+    const WIDE_Q4_0: Option<DotTile4> = None;
+    const WIDE_Q4_1: Option<DotTile4> = None;
+    const WIDE_Q5_0: Option<DotTile4> = None;
+    const WIDE_Q5_1: Option<DotTile4> = None;
+    const WIDE_Q8_0: Option<DotTile4> = None;
+    use crate::quant::dot::DotTile4;
 }
 
-/// AVX-512 F/BW/VL/VNNI kernels (256-bit vectors; the gain is `vpdpbusd`).
+/// AVX-512 F/BW/VL/VNNI kernels (256-bit vectors; the gain is `vpdpbusd`), and 4 x 4 tiles on
+/// 512-bit vectors (`wide`).
 pub mod avx512 {
     kernels!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         dot_u8s_vnni
     );
+
+    mod wide;
+    use wide::{WIDE_Q4_0, WIDE_Q4_1, WIDE_Q5_0, WIDE_Q5_1, WIDE_Q8_0};
 }
