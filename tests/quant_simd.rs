@@ -155,17 +155,26 @@ fn simd_levels_match_the_scalar_reference() {
                                 );
                             }
                         }
-                        if let Some(r4x4) = t.r4x4 {
-                            let got = r4x4(
-                                &[&ws[0], &ws[1], &ws[2], &ws[3]],
-                                &[&rows[0], &rows[1], &rows[2], &rows[3]],
-                            );
+                        if let Some(wd) = t.wide {
+                            // Eight activation rows, packed into one panel.
+                            let acts: Vec<Vec<u8>> = (0..8)
+                                .map(|k| {
+                                    let mut q = vec![0u8; quant::row_bytes(at, n).unwrap()];
+                                    let x = randoms(n, seed * 31 + k);
+                                    quant::quantize_row(at, &x, &mut q).unwrap();
+                                    q
+                                })
+                                .collect();
+                            let refs: [&[u8]; 8] = std::array::from_fn(|k| &acts[k][..]);
+                            let mut panel = vec![0u8; n / 32 * quant::dot::PANEL_BLOCK_BYTES];
+                            (wd.pack)(&refs, &mut panel);
+                            let got = (wd.r4x8)(&[&ws[0], &ws[1], &ws[2], &ws[3]], &panel);
                             for r in 0..4 {
-                                for k in 0..4 {
+                                for k in 0..8 {
                                     assert_eq!(
                                         got[r][k],
-                                        one(&ws[r], &rows[k]),
-                                        "{} r4x4 {r} {k}",
+                                        one(&ws[r], &acts[k]),
+                                        "{} wide {r} {k}",
                                         f.ty
                                     );
                                 }
@@ -183,7 +192,7 @@ fn simd_levels_match_the_scalar_reference() {
         assert!(tiled >= 7 * 4, "{tiled} multi-row checks");
     }
     if cfg!(target_arch = "x86_64") && cpu::detected() >= SimdLevel::Avx512 {
-        assert!(wide >= 5 * 4, "{wide} 4 x 4 tile checks");
+        assert!(wide >= 5 * 4, "{wide} 512-bit panel checks");
     }
 }
 

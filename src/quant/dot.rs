@@ -19,8 +19,22 @@ pub type DotX4 = fn(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4];
 pub type DotRows4 = fn(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4];
 /// Two weight rows against four activation rows (prefill).
 pub type DotTile = fn(w: &[&[u8]; 2], a: &[&[u8]; 4]) -> [[f32; 4]; 2];
-/// Four weight rows against four activation rows (prefill, 512-bit vectors).
-pub type DotTile4 = fn(w: &[&[u8]; 4], a: &[&[u8]; 4]) -> [[f32; 4]; 4];
+/// Prompt kernels on 512-bit vectors over activations packed once per product: `pack` lays
+/// out eight activation rows as a panel of `PANEL_BLOCK_BYTES` per block (each pair of tokens'
+/// quants side by side, their scales spread over the vector halves, and what the weight format
+/// needs per block), `r4x8` multiplies four weight rows with one panel. Each output equals the
+/// one-row kernel's bit for bit.
+#[derive(Clone, Copy)]
+pub struct Wide {
+    pub pack: fn(a: &[&[u8]; 8], panel: &mut [u8]),
+    pub r4x8: DotPanel,
+}
+
+/// Four weight rows against a panel of eight packed activation rows (`Wide`).
+pub type DotPanel = fn(w: &[&[u8]; 4], panel: &[u8]) -> [[f32; 8]; 4];
+
+/// Bytes of a packed panel (`Wide`) per block of 32 values.
+pub const PANEL_BLOCK_BYTES: usize = 768;
 
 /// Kernels over several weight rows at once, where a SIMD level has them: each output equals
 /// the one-row kernel's (`Dot::Quant::f`) bit for bit, so they change speed, never results.
@@ -32,7 +46,7 @@ pub struct Tiles {
     pub r2x4: DotTile,
     /// Where the level has 512-bit vectors: two (row, token) pairs per vector, each half
     /// its own eight-lane accumulator in the one-row order.
-    pub r4x4: Option<DotTile4>,
+    pub wide: Option<Wide>,
 }
 
 /// How a weight format computes dot products.

@@ -99,6 +99,8 @@ pub struct MatmulScratch {
     act: Vec<u8>,
     /// Activations rounded to f16/bf16 for half-precision weights.
     rounded: Vec<f32>,
+    /// Quantized activations packed for the 512-bit prompt kernels (`quant::dot::Wide`).
+    panels: Vec<u8>,
 }
 
 /// Tile sizes: enough row tiles for every thread to get several, rows capped so a tile's
@@ -245,29 +247,55 @@ pub fn matmul(
             // Several weight rows per call where the format has such kernels (the same values
             // as one row at a time): four or two rows by four tokens for prompts, four rows by
             // one token for decoding; the rows left over go one at a time.
-            match tiles.filter(|_| kernel.fours.is_none()) {
+            let tiles = tiles.filter(|_| kernel.fours.is_none());
+            // Prompts on 512-bit kernels: the activations packed once, in panels of eight.
+            let wide = tiles.and_then(|tl| tl.wide).filter(|_| n_tokens >= 8);
+            let panel_bytes = (n_in / 32)
+                .checked_mul(quant::dot::PANEL_BLOCK_BYTES)
+                .ok_or_else(|| Error::Overflow(format!("a panel of {n_in} values")))?;
+            if let Some(wd) = wide {
+                let n_panels = n_tokens / 8;
+                let total = n_panels
+                    .checked_mul(panel_bytes)
+                    .ok_or_else(|| Error::Overflow(format!("{n_panels} panels")))?;
+                scratch.panels.resize(total, 0);
+                let panels = Disjoint::new(&mut scratch.panels);
+                pool.run(n_panels, &|g| {
+                    // SAFETY: panel g is written by this task only.
+                    let dst = unsafe { panels.slice(g * panel_bytes, panel_bytes) };
+                    let t = 8 * g;
+                    let rows: [&[u8]; 8] = std::array::from_fn(|k| a(t + k));
+                    (wd.pack)(&rows, dst);
+                });
+            }
+            let panels = &scratch.panels;
+            match tiles {
                 Some(tl) => run_tiles(&|rows, tokens| {
-                    let mut r = rows.start;
-                    if tokens.len() >= 4
-                        && let Some(r4x4) = tl.r4x4
-                    {
+                    let mut tokens = tokens;
+                    // Whole panels (token tiles start at multiples of eight), four rows at a
+                    // time; the rows left over one at a time.
+                    if let Some(wd) = wide {
+                        let end = tokens.start + tokens.len() / 8 * 8;
+                        let mut r = rows.start;
                         while r + 4 <= rows.end {
                             let wr = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
-                            let mut t = tokens.start;
-                            while t + 4 <= tokens.end {
-                                let v = r4x4(&wr, &[a(t), a(t + 1), a(t + 2), a(t + 3)]);
+                            for t in (tokens.start..end).step_by(8) {
+                                let g = t / 8;
+                                let panel = &panels[g * panel_bytes..(g + 1) * panel_bytes];
+                                let v = (wd.r4x8)(&wr, panel);
                                 for (i, v) in v.iter().enumerate() {
                                     for (k, &v) in v.iter().enumerate() {
                                         // SAFETY: see above: (t + k, r + i) is this tile's.
                                         unsafe { out.set((t + k) * n_out + r + i, v) };
                                     }
                                 }
-                                t += 4;
                             }
-                            by_row(r..r + 4, t..tokens.end);
                             r += 4;
                         }
+                        by_row(r..rows.end, tokens.start..end);
+                        tokens = end..tokens.end;
                     }
+                    let mut r = rows.start;
                     if tokens.len() >= 4 {
                         while r + 2 <= rows.end {
                             let wr = [w.row(r), w.row(r + 1)];
@@ -337,8 +365,11 @@ mod tests {
             GgmlType::Iq4Nl,
         ] {
             // Row and token counts that leave rows and tokens over after the multi-row
-            // kernels' groups (four rows for one token, two rows by four tokens).
+            // kernels' groups (four rows for one token, two rows by four tokens, four rows by
+            // panels of eight tokens).
             for (n_out, n_in, n_tokens) in [
+                (70, 256, 21),
+                (200, 64, 77),
                 (1, 32, 1),
                 (37, 64, 1),
                 (70, 256, 5),

@@ -1024,7 +1024,7 @@ macro_rules! kernels {
                         // SAFETY: as in `entry!`.
                         unsafe { $kernel::<2, 4>(w, a) }
                     }
-                    Tiles { rows4, r2x4, r4x4: $wide }
+                    Tiles { rows4, r2x4, wide: $wide }
                 };
             };
         }
@@ -1144,12 +1144,12 @@ pub mod avx2 {
     kernels!("avx2,fma,f16c", dot_u8s_avx2);
 
     // 256-bit vectors only: no 4 x 4 tiles.
-    const WIDE_Q4_0: Option<DotTile4> = None;
-    const WIDE_Q4_1: Option<DotTile4> = None;
-    const WIDE_Q5_0: Option<DotTile4> = None;
-    const WIDE_Q5_1: Option<DotTile4> = None;
-    const WIDE_Q8_0: Option<DotTile4> = None;
-    use crate::quant::dot::DotTile4;
+    const WIDE_Q4_0: Option<Wide> = None;
+    const WIDE_Q4_1: Option<Wide> = None;
+    const WIDE_Q5_0: Option<Wide> = None;
+    const WIDE_Q5_1: Option<Wide> = None;
+    const WIDE_Q8_0: Option<Wide> = None;
+    use crate::quant::dot::Wide;
 }
 
 /// AVX-512 F/BW/VL/VNNI kernels (256-bit vectors; the gain is `vpdpbusd`), and 4 x 4 tiles on

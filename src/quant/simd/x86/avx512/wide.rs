@@ -1,30 +1,36 @@
-//! 4 x 4 tiles on 512-bit vectors for prompts: four weight rows against four activation rows
-//! per call, two (row, token) pairs per vector, tokens 2p and 2p + 1 in its halves.
+//! Prompt kernels on 512-bit vectors (`quant::dot::Wide`): four weight rows against eight
+//! activation rows per call, two (row, token) pairs per vector, tokens 2p and 2p + 1 in its
+//! halves, the activations packed once per matrix product into panels.
 //!
 //! Each half is the eight-lane f32 accumulator of the one-row kernel (`q8_0_family`,
 //! `q8_1_family`) for its pair, fed the same integer lanes, the same scale products and the same
 //! fused multiply-adds block after block, then summed by the same `hsum`: every output equals
 //! the one-row kernel's bit for bit. What changes is the work per pair: one `vpdpbusd`, one
 //! conversion, one scale multiply and one FMA cover two pairs, a weight block is decoded once for
-//! four tokens and an activation block loaded once for four rows.
+//! eight tokens, and what the activations need per block is computed once, when packing.
 //!
 //! The Q8_0-activation formats need signed weights times signed activations, which `vpdpbusd`
 //! (unsigned x signed) cannot take directly; the one-row kernel multiplies |q| by sign(y, q). Here
 //! the weights are decoded unsigned, `u = q + c` (c = 8, 16 or 128), and each pair's dot starts
-//! from `-c * y` summed in the same four-byte lanes, computed once per activation block:
+//! from `-c * y` summed in the same four-byte lanes, computed once per block when packing:
 //! `sum(u * y) - c * sum(y) = sum(q * y)` exactly in i32, so the lanes are the one-row kernel's.
+//!
+//! A panel block (`PANEL_BLOCK_BYTES`): bytes 0..256 the quants of token pairs 0..4 (64 bytes
+//! each, the pair's two tokens side by side); 256..512 their scales as 16 f32 per pair (eight
+//! copies of each token's); 512..768 per pair 16 i32 `-c * y` lane sums (Q8_0 activations) or
+//! the eight tokens' f32 block sums `s` (Q8_1 activations).
 
 use std::arch::x86_64::*;
 
-use super::{
-    bit_bytes, h2f, h2f2, hsum, load128, load256, nibbles, prefetch_ahead, qh_u32, tile_of,
-};
-use crate::quant::dot::DotTile4;
+use super::{bit_bytes, h2f, h2f2, hsum, load128, load256, nibbles, prefetch_ahead, qh_u32};
+use crate::quant::dot::{PANEL_BLOCK_BYTES, Wide};
 
-/// Four rows by four tokens.
+/// Four weight rows by eight tokens.
 const R: usize = 4;
 /// Token pairs (two tokens per 512-bit vector).
-const P: usize = 2;
+const P: usize = 4;
+const N: usize = 2 * P;
+type Panel = [u8; PANEL_BLOCK_BYTES];
 
 /// A 256-bit vector in both halves of a 512-bit one.
 #[inline]
@@ -51,52 +57,114 @@ fn hsum_halves(v: __m512) -> (f32, f32) {
     (hsum(lo), hsum(hi))
 }
 
-/// Activation blocks `i` of tokens 2p and 2p + 1: their quants (bytes `at..at + 32`) side by
-/// side, and the f16 scales at byte 0 as f32.
+/// The 64 bytes at `at` of a panel block.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn token_pair<const A: usize>(y0: &[u8; A], y1: &[u8; A], at: usize) -> __m512i {
-    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load256(y0, at)), load256(y1, at))
+fn load512(b: &Panel, at: usize) -> __m512i {
+    let s: &[u8; 64] = b[at..at + 64].try_into().expect("64 bytes");
+    // SAFETY: `s` is exactly 64 readable bytes; loadu has no alignment requirement.
+    unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
+}
+
+/// The 16 f32 at `at` of a panel block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load512_ps(b: &Panel, at: usize) -> __m512 {
+    _mm512_castsi512_ps(load512(b, at))
+}
+
+/// Writes a panel of eight activation rows with blocks of `A` bytes (scale at byte 0, quants
+/// at `q..q + 32`); `extra` fills bytes 512..768 of each block from the eight blocks.
+fn pack_with<const A: usize>(
+    a: &[&[u8]; N],
+    panel: &mut [u8],
+    q: usize,
+    extra: impl Fn(&[&[u8; A]; N], &mut [u8]),
+) {
+    let n = a.iter().map(|r| r.len() / A).min().unwrap_or(0);
+    let rows = a.map(|r| &r.as_chunks::<A>().0[..n]);
+    for (i, out) in panel
+        .chunks_exact_mut(PANEL_BLOCK_BYTES)
+        .take(n)
+        .enumerate()
+    {
+        let blocks: [&[u8; A]; N] = std::array::from_fn(|t| &rows[t][i]);
+        for (t, b) in blocks.iter().enumerate() {
+            let d = crate::quant::f16_at(&b[..], 0).to_le_bytes();
+            out[32 * t..32 * t + 32].copy_from_slice(&b[q..q + 32]);
+            let (p, half) = (t / 2, t % 2);
+            for k in 0..8 {
+                let at = 256 + 64 * p + 32 * half + 4 * k;
+                out[at..at + 4].copy_from_slice(&d);
+            }
+        }
+        extra(&blocks, &mut out[512..]);
+    }
+}
+
+/// A Q8_0 activation panel for weights decoded as `q + c`: per pair, `-c` times each
+/// four-byte lane sum of the quants.
+fn pack_q8_0(a: &[&[u8]; N], panel: &mut [u8], c: i32) {
+    pack_with::<34>(a, panel, 2, |blocks, extra| {
+        for (t, b) in blocks.iter().enumerate() {
+            for lane in 0..8 {
+                let sum: i32 = b[2 + 4 * lane..6 + 4 * lane]
+                    .iter()
+                    .map(|&v| i32::from(v as i8))
+                    .sum();
+                let at = 32 * t + 4 * lane;
+                extra[at..at + 4].copy_from_slice(&(-c * sum).to_le_bytes());
+            }
+        }
+    });
+}
+
+/// A Q8_1 activation panel: the eight tokens' block sums `s` (f16 at byte 2) as f32.
+fn pack_q8_1(a: &[&[u8]; N], panel: &mut [u8]) {
+    pack_with::<36>(a, panel, 4, |blocks, extra| {
+        for (t, b) in blocks.iter().enumerate() {
+            let s = crate::quant::f16_at(&b[..], 2).to_le_bytes();
+            extra[4 * t..4 * t + 4].copy_from_slice(&s);
+        }
+    });
+}
+
+/// The blocks of four weight rows and of a panel, cut to a common count.
+fn panel_blocks<'a, const W: usize>(
+    w: &[&'a [u8]; R],
+    panel: &'a [u8],
+) -> ([&'a [[u8; W]]; R], &'a [Panel]) {
+    let pb = panel.as_chunks::<PANEL_BLOCK_BYTES>().0;
+    let n = w.iter().fold(pb.len(), |m, r| m.min(r.len() / W));
+    (w.map(|r| &r.as_chunks::<W>().0[..n]), &pb[..n])
 }
 
 /// Weights with Q8_0 activations (Q4_0, Q5_0, Q8_0): `decode` gives a block's quants plus
-/// `c` (unsigned) and its scale; see the module doc.
+/// `c` (unsigned, as packed) and its scale; see the module doc.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q8_0_wide<const W: usize>(
     w: &[&[u8]; R],
-    a: &[&[u8]; 2 * P],
-    c: u8,
+    panel: &[u8],
     decode: impl Fn(&[u8; W]) -> (__m256i, f32),
-) -> [[f32; 2 * P]; R] {
-    let (wb, ab) = tile_of::<W, 34, R, { 2 * P }>(w, a);
+) -> [[f32; N]; R] {
+    let (wb, pb) = panel_blocks::<W>(w, panel);
     let ahead = 4 * R * w[0].len();
-    let cv = _mm512_set1_epi8(c as i8);
-    let zero = _mm512_setzero_si512();
     let mut acc = [[_mm512_setzero_ps(); P]; R];
-    for i in 0..wb[0].len() {
-        // Plain loops, not `array::from_fn` (see `q8_0_family`).
-        let mut y = [zero; P];
-        let mut minus = [zero; P];
-        let mut dy = [_mm512_setzero_ps(); P];
-        for p in 0..P {
-            let (y0, y1) = (&ab[2 * p][i], &ab[2 * p + 1][i]);
-            y[p] = token_pair(y0, y1, 2);
-            minus[p] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, cv, y[p]));
-            dy[p] = pair_ps(h2f(y0, 0), h2f(y1, 0));
-        }
+    for (i, blk) in pb.iter().enumerate() {
         for r in 0..R {
             prefetch_ahead(wb[r], i, ahead);
             let (u, dx) = decode(&wb[r][i]);
             let (u, dx) = (both(u), _mm512_set1_ps(dx));
-            for p in 0..P {
-                let lanes = _mm512_dpbusd_epi32(minus[p], u, y[p]);
-                let d = _mm512_mul_ps(dx, dy[p]);
-                acc[r][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[r][p]);
+            for (p, acc) in acc[r].iter_mut().enumerate() {
+                let lanes =
+                    _mm512_dpbusd_epi32(load512(blk, 512 + 64 * p), u, load512(blk, 64 * p));
+                let d = _mm512_mul_ps(dx, load512_ps(blk, 256 + 64 * p));
+                *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), *acc);
             }
         }
     }
-    let mut out = [[0f32; 2 * P]; R];
+    let mut out = [[0f32; N]; R];
     for r in 0..R {
         for p in 0..P {
             (out[r][2 * p], out[r][2 * p + 1]) = hsum_halves(acc[r][p]);
@@ -112,27 +180,16 @@ fn q8_0_wide<const W: usize>(
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q8_1_wide<const W: usize>(
     w: &[&[u8]; R],
-    a: &[&[u8]; 2 * P],
+    panel: &[u8],
     decode: impl Fn(&[u8; W]) -> __m256i,
-) -> [[f32; 2 * P]; R] {
-    let (wb, ab) = tile_of::<W, 36, R, { 2 * P }>(w, a);
+) -> [[f32; N]; R] {
+    let (wb, pb) = panel_blocks::<W>(w, panel);
     let ahead = 4 * R * w[0].len();
     let zero = _mm512_setzero_si512();
     let mut acc = [[_mm512_setzero_ps(); P]; R];
-    // Lane 4r + n: the offset sum of row r and token n.
-    let mut offset = _mm512_setzero_ps();
-    let rows_of_lanes = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    for i in 0..wb[0].len() {
-        let mut y = [zero; P];
-        let mut dy = [_mm512_setzero_ps(); P];
-        let mut s = [0f32; 2 * P];
-        for p in 0..P {
-            let (y0, y1) = (&ab[2 * p][i], &ab[2 * p + 1][i]);
-            y[p] = token_pair(y0, y1, 4);
-            let ((d0, s0), (d1, s1)) = (h2f2(y0, 0), h2f2(y1, 0));
-            dy[p] = pair_ps(d0, d1);
-            (s[2 * p], s[2 * p + 1]) = (s0, s1);
-        }
+    // offset[h] lane 8k + n: the offset sum of row 2h + k and token n.
+    let mut offset = [_mm512_setzero_ps(); 2];
+    for (i, blk) in pb.iter().enumerate() {
         let mut m = [0f32; R];
         for r in 0..R {
             prefetch_ahead(wb[r], i, ahead);
@@ -140,29 +197,32 @@ fn q8_1_wide<const W: usize>(
             let (dx, mx) = h2f2(&wb[r][i], 0);
             m[r] = mx;
             let dx = _mm512_set1_ps(dx);
-            for p in 0..P {
-                let lanes = _mm512_dpbusd_epi32(zero, u, y[p]);
-                let d = _mm512_mul_ps(dx, dy[p]);
-                acc[r][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[r][p]);
+            for (p, acc) in acc[r].iter_mut().enumerate() {
+                let lanes = _mm512_dpbusd_epi32(zero, u, load512(blk, 64 * p));
+                let d = _mm512_mul_ps(dx, load512_ps(blk, 256 + 64 * p));
+                *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), *acc);
             }
         }
-        let mv = _mm512_permutexvar_ps(
-            rows_of_lanes,
-            _mm512_castps128_ps512(_mm_setr_ps(m[0], m[1], m[2], m[3])),
-        );
-        let sv = _mm512_broadcast_f32x4(_mm_setr_ps(s[0], s[1], s[2], s[3]));
-        offset = _mm512_add_ps(offset, _mm512_mul_ps(mv, sv));
+        // The eight sums s in both halves.
+        let s = _mm512_castsi512_ps(_mm512_broadcast_i64x4(load256(&blk[..], 512)));
+        for h in 0..2 {
+            let mv = pair_ps(m[2 * h], m[2 * h + 1]);
+            offset[h] = _mm512_add_ps(offset[h], _mm512_mul_ps(mv, s));
+        }
     }
-    let mut offsets = [0f32; 16];
-    // SAFETY: `offsets` is 16 writable f32; storeu has no alignment requirement.
-    unsafe { _mm512_storeu_ps(offsets.as_mut_ptr(), offset) };
-    let mut out = [[0f32; 2 * P]; R];
+    let mut offsets = [[0f32; 16]; 2];
+    for h in 0..2 {
+        // SAFETY: `offsets[h]` is 16 writable f32; storeu has no alignment requirement.
+        unsafe { _mm512_storeu_ps(offsets[h].as_mut_ptr(), offset[h]) };
+    }
+    let mut out = [[0f32; N]; R];
     for r in 0..R {
+        let o = &offsets[r / 2][8 * (r % 2)..];
         for p in 0..P {
             let (lo, hi) = hsum_halves(acc[r][p]);
             // As `finish`: the sum minus the negated offset.
-            out[r][2 * p] = lo - -offsets[4 * r + 2 * p];
-            out[r][2 * p + 1] = hi - -offsets[4 * r + 2 * p + 1];
+            out[r][2 * p] = lo - -o[2 * p];
+            out[r][2 * p + 1] = hi - -o[2 * p + 1];
         }
     }
     out
@@ -176,45 +236,53 @@ fn q5_unsigned(qh: u32, nib: __m128i) -> __m256i {
     _mm256_or_si256(nibbles(nib), high)
 }
 
-/// A tile kernel (`$kernel`, compiled with the features, its decode closure inside it) and its
-/// safe entry point.
+/// A tile kernel (`$kernel`, compiled with the features, its decode closure inside it), its
+/// safe entry point `$name` and its activation packer `$pack`, as a `Wide`.
 macro_rules! wide_entry {
-    ($name:ident, $kernel:ident, $body:expr) => {
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        fn $kernel(w: &[&[u8]; R], a: &[&[u8]; 2 * P]) -> [[f32; 2 * P]; R] {
-            $body(w, a)
-        }
+    ($wide:ident, $kernel:ident, $pack:expr, $body:expr) => {
+        pub(super) const $wide: Option<Wide> = {
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            fn $kernel(w: &[&[u8]; R], panel: &[u8]) -> [[f32; N]; R] {
+                $body(w, panel)
+            }
 
-        fn $name(w: &[&[u8]; R], a: &[&[u8]; 2 * P]) -> [[f32; 2 * P]; R] {
-            // SAFETY: these tiles are handed out only through `quant::dot::kernel` at the
-            // AVX-512 level, which it gives only where `cpu::detected()` reports every feature
-            // enabled here.
-            unsafe { $kernel(w, a) }
-        }
+            fn r4x8(w: &[&[u8]; R], panel: &[u8]) -> [[f32; N]; R] {
+                // SAFETY: these kernels are handed out only through `quant::dot::kernel` at
+                // the AVX-512 level, which it gives only where `cpu::detected()` reports every
+                // feature enabled here.
+                unsafe { $kernel(w, panel) }
+            }
+            Some(Wide { pack: $pack, r4x8 })
+        };
     };
 }
 
-wide_entry!(q4_0, q4_0_wide, |w, a| q8_0_wide::<18>(w, a, 8, |x| {
-    (nibbles(load128(x, 2)), h2f(x, 0))
-}));
-wide_entry!(q5_0, q5_0_wide, |w, a| q8_0_wide::<22>(w, a, 16, |x| {
-    (q5_unsigned(qh_u32(x, 2), load128(x, 6)), h2f(x, 0))
-}));
-wide_entry!(q8_0, q8_0_wide8, |w, a| q8_0_wide::<34>(w, a, 128, |x| {
-    (
-        _mm256_xor_si256(load256(x, 2), _mm256_set1_epi8(-128)),
-        h2f(x, 0),
-    )
-}));
-wide_entry!(q4_1, q4_1_wide, |w, a| q8_1_wide::<20>(w, a, |x| nibbles(
-    load128(x, 4)
-)));
-wide_entry!(q5_1, q5_1_wide, |w, a| q8_1_wide::<24>(w, a, |x| {
-    q5_unsigned(qh_u32(x, 4), load128(x, 8))
-}));
-
-pub(super) const WIDE_Q4_0: Option<DotTile4> = Some(q4_0);
-pub(super) const WIDE_Q4_1: Option<DotTile4> = Some(q4_1);
-pub(super) const WIDE_Q5_0: Option<DotTile4> = Some(q5_0);
-pub(super) const WIDE_Q5_1: Option<DotTile4> = Some(q5_1);
-pub(super) const WIDE_Q8_0: Option<DotTile4> = Some(q8_0);
+wide_entry!(
+    WIDE_Q4_0,
+    q4_0,
+    |a, p| pack_q8_0(a, p, 8),
+    |w, p| q8_0_wide::<18>(w, p, |x| { (nibbles(load128(x, 2)), h2f(x, 0)) })
+);
+wide_entry!(WIDE_Q5_0, q5_0, |a, p| pack_q8_0(a, p, 16), |w, p| {
+    q8_0_wide::<22>(w, p, |x| {
+        (q5_unsigned(qh_u32(x, 2), load128(x, 6)), h2f(x, 0))
+    })
+});
+wide_entry!(WIDE_Q8_0, q8_0, |a, p| pack_q8_0(a, p, 128), |w, p| {
+    q8_0_wide::<34>(w, p, |x| {
+        (
+            _mm256_xor_si256(load256(x, 2), _mm256_set1_epi8(-128)),
+            h2f(x, 0),
+        )
+    })
+});
+wide_entry!(WIDE_Q4_1, q4_1, pack_q8_1, |w, p| q8_1_wide::<20>(
+    w,
+    p,
+    |x| nibbles(load128(x, 4))
+));
+wide_entry!(WIDE_Q5_1, q5_1, pack_q8_1, |w, p| q8_1_wide::<24>(
+    w,
+    p,
+    |x| { q5_unsigned(qh_u32(x, 4), load128(x, 8)) }
+));
