@@ -168,7 +168,9 @@ fn simd_levels_match_the_scalar_reference() {
                             let refs: [&[u8]; 8] = std::array::from_fn(|k| &acts[k][..]);
                             let mut panel = vec![0u8; n / 32 * quant::dot::PANEL_BLOCK_BYTES];
                             (wd.pack)(&refs, &mut panel);
-                            let got = (wd.r4x8)(&[&ws[0], &ws[1], &ws[2], &ws[3]], &panel);
+                            let mut decoded = vec![0u8; n / 32 * quant::dot::ROWS_BLOCK_BYTES];
+                            (wd.rows)(&[&ws[0], &ws[1], &ws[2], &ws[3]], &mut decoded);
+                            let got = (wd.r4x8)(&decoded, &panel);
                             for r in 0..4 {
                                 for k in 0..8 {
                                     assert_eq!(

@@ -22,16 +22,20 @@ pub type DotTile = fn(w: &[&[u8]; 2], a: &[&[u8]; 4]) -> [[f32; 4]; 2];
 /// Prompt kernels on 512-bit vectors over activations packed once per product: `pack` lays
 /// out eight activation rows as a panel of `PANEL_BLOCK_BYTES` per block (each pair of tokens'
 /// quants side by side, their scales spread over the vector halves, and what the weight format
-/// needs per block), `r4x8` multiplies four weight rows with one panel. Each output equals the
-/// one-row kernel's bit for bit.
+/// needs per block), `rows` decodes four weight rows, `r4x8` multiplies them with one panel.
+/// Each output equals the one-row kernel's bit for bit.
 #[derive(Clone, Copy)]
 pub struct Wide {
     pub pack: fn(a: &[&[u8]; 8], panel: &mut [u8]),
-    pub r4x8: DotPanel,
+    /// Decodes four weight rows (`ROWS_BLOCK_BYTES` per block), once for all the panels
+    /// they meet.
+    pub rows: fn(w: &[&[u8]; 4], out: &mut [u8]),
+    /// Four decoded rows against one panel.
+    pub r4x8: fn(rows: &[u8], panel: &[u8]) -> [[f32; 8]; 4],
 }
 
-/// Four weight rows against a panel of eight packed activation rows (`Wide`).
-pub type DotPanel = fn(w: &[&[u8]; 4], panel: &[u8]) -> [[f32; 8]; 4];
+/// Bytes of four decoded weight rows (`Wide::rows`) per block of 32 values.
+pub const ROWS_BLOCK_BYTES: usize = 160;
 
 /// Bytes of a packed panel (`Wide`) per block of 32 values.
 pub const PANEL_BLOCK_BYTES: usize = 768;

@@ -103,6 +103,12 @@ pub struct MatmulScratch {
     panels: Vec<u8>,
 }
 
+thread_local! {
+    /// Four weight rows decoded for the 512-bit prompt kernels (`quant::dot::Wide::rows`),
+    /// one buffer per thread, reused.
+    static DECODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Tile sizes: enough row tiles for every thread to get several, rows capped so a tile's
 /// weights stay in L2, tokens capped so a tile's activations do.
 fn tiles(n_out: usize, n_tokens: usize, n_threads: usize) -> (usize, usize) {
@@ -250,9 +256,13 @@ pub fn matmul(
             let tiles = tiles.filter(|_| kernel.fours.is_none());
             // Prompts on 512-bit kernels: the activations packed once, in panels of eight.
             let wide = tiles.and_then(|tl| tl.wide).filter(|_| n_tokens >= 8);
-            let panel_bytes = (n_in / 32)
-                .checked_mul(quant::dot::PANEL_BLOCK_BYTES)
-                .ok_or_else(|| Error::Overflow(format!("a panel of {n_in} values")))?;
+            let panel_of = |bytes: usize| {
+                (n_in / 32)
+                    .checked_mul(bytes)
+                    .ok_or_else(|| Error::Overflow(format!("a panel of {n_in} values")))
+            };
+            let panel_bytes = panel_of(quant::dot::PANEL_BLOCK_BYTES)?;
+            let rows_bytes = panel_of(quant::dot::ROWS_BLOCK_BYTES)?;
             if let Some(wd) = wide {
                 let n_panels = n_tokens / 8;
                 let total = n_panels
@@ -277,21 +287,25 @@ pub fn matmul(
                     if let Some(wd) = wide {
                         let end = tokens.start + tokens.len() / 8 * 8;
                         let mut r = rows.start;
-                        while r + 4 <= rows.end {
-                            let wr = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
-                            for t in (tokens.start..end).step_by(8) {
-                                let g = t / 8;
-                                let panel = &panels[g * panel_bytes..(g + 1) * panel_bytes];
-                                let v = (wd.r4x8)(&wr, panel);
-                                for (i, v) in v.iter().enumerate() {
-                                    for (k, &v) in v.iter().enumerate() {
-                                        // SAFETY: see above: (t + k, r + i) is this tile's.
-                                        unsafe { out.set((t + k) * n_out + r + i, v) };
+                        DECODED.with_borrow_mut(|decoded| {
+                            decoded.resize(rows_bytes, 0);
+                            while r + 4 <= rows.end {
+                                let wr = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+                                (wd.rows)(&wr, decoded);
+                                for t in (tokens.start..end).step_by(8) {
+                                    let g = t / 8;
+                                    let panel = &panels[g * panel_bytes..(g + 1) * panel_bytes];
+                                    let v = (wd.r4x8)(decoded, panel);
+                                    for (i, v) in v.iter().enumerate() {
+                                        for (k, &v) in v.iter().enumerate() {
+                                            // SAFETY: see above: (t + k, r + i) is this tile's.
+                                            unsafe { out.set((t + k) * n_out + r + i, v) };
+                                        }
                                     }
                                 }
+                                r += 4;
                             }
-                            r += 4;
-                        }
+                        });
                         by_row(r..rows.end, tokens.start..end);
                         tokens = end..tokens.end;
                     }

@@ -409,8 +409,8 @@ pub(super) fn online_attention<'a, K: AttnKernels>(
 
 /// Attention of one query over `rows` of (key, value), in order, with an online softmax: the
 /// arithmetic of llama.cpp's CPU flash-attention kernel, which the reference logits were made
-/// with. `acc` is scratch of the head's size; the result goes to `out`. AVX2 where the CPU
-/// has it, the portable kernels otherwise: the same bits either way.
+/// with. `acc` is scratch of the head's size; the result goes to `out`. AVX-512 or AVX2 where
+/// the CPU has it, the portable kernels otherwise: the same bits either way.
 pub fn attend_online<'a>(
     q: &[f32],
     rows: impl Iterator<Item = (&'a [f32], &'a [f32])>,
@@ -419,10 +419,19 @@ pub fn attend_online<'a>(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::quant::cpu::level() >= crate::quant::SimdLevel::Avx2 {
-        // SAFETY: level() never exceeds what the CPU supports, and Avx2 implies AVX2, FMA
-        // and F16C.
-        return unsafe { super::attn_x86::attend_online(q, rows, m, acc, out) };
+    {
+        use crate::quant::SimdLevel;
+        let level = crate::quant::cpu::level();
+        if level >= SimdLevel::Avx512 {
+            // SAFETY: level() never exceeds what the CPU supports, and Avx512 implies AVX2,
+            // FMA, F16C and AVX-512 F and VL.
+            return unsafe { super::attn_x86::attend_online_avx512(q, rows, m, acc, out) };
+        }
+        if level >= SimdLevel::Avx2 {
+            // SAFETY: level() never exceeds what the CPU supports, and Avx2 implies AVX2, FMA
+            // and F16C.
+            return unsafe { super::attn_x86::attend_online(q, rows, m, acc, out) };
+        }
     }
     online_attention::<Portable>(q, rows, m, acc, out)
 }
@@ -609,6 +618,15 @@ mod tests {
             attend_online(&q, rows(), &m, &mut acc, &mut a);
             online_attention::<Portable>(&q, rows(), &m, &mut acc, &mut b);
             assert_eq!(a, b, "{f16_acc} {softcap:?}");
+            // The AVX2 kernels too where the dispatch above took the AVX-512 ones.
+            #[cfg(target_arch = "x86_64")]
+            if crate::quant::cpu::detected() >= crate::quant::SimdLevel::Avx2 {
+                // SAFETY: the CPU has AVX2, which implies FMA and F16C here.
+                unsafe {
+                    crate::backend::cpu::attn_x86::attend_online(&q, rows(), &m, &mut acc, &mut a)
+                };
+                assert_eq!(a, b, "AVX2: {f16_acc} {softcap:?}");
+            }
         }
     }
 

@@ -6,8 +6,9 @@
 //! `q8_1_family`) for its pair, fed the same integer lanes, the same scale products and the same
 //! fused multiply-adds block after block, then summed by the same `hsum`: every output equals
 //! the one-row kernel's bit for bit. What changes is the work per pair: one `vpdpbusd`, one
-//! conversion, one scale multiply and one FMA cover two pairs, a weight block is decoded once for
-//! eight tokens, and what the activations need per block is computed once, when packing.
+//! conversion, one scale multiply and one FMA cover two pairs, and the decoding is done once:
+//! weight rows once for all the panels of a tile (`decode_rows`), activations once per product
+//! (`pack_q8_0`, `pack_q8_1`).
 //!
 //! The Q8_0-activation formats need signed weights times signed activations, which `vpdpbusd`
 //! (unsigned x signed) cannot take directly; the one-row kernel multiplies |q| by sign(y, q). Here
@@ -23,7 +24,7 @@
 use std::arch::x86_64::*;
 
 use super::{bit_bytes, h2f, h2f2, hsum, load128, load256, nibbles, prefetch_ahead, qh_u32};
-use crate::quant::dot::{PANEL_BLOCK_BYTES, Wide};
+use crate::quant::dot::{PANEL_BLOCK_BYTES, ROWS_BLOCK_BYTES, Wide};
 
 /// Four weight rows by eight tokens.
 const R: usize = 4;
@@ -31,13 +32,6 @@ const R: usize = 4;
 const P: usize = 4;
 const N: usize = 2 * P;
 type Panel = [u8; PANEL_BLOCK_BYTES];
-
-/// A 256-bit vector in both halves of a 512-bit one.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn both(v: __m256i) -> __m512i {
-    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v), v)
-}
 
 /// `lo` in the low half, `hi` in the high half.
 #[inline]
@@ -129,33 +123,58 @@ fn pack_q8_1(a: &[&[u8]; N], panel: &mut [u8]) {
     });
 }
 
-/// The blocks of four weight rows and of a panel, cut to a common count.
-fn panel_blocks<'a, const W: usize>(
-    w: &[&'a [u8]; R],
-    panel: &'a [u8],
-) -> ([&'a [[u8; W]]; R], &'a [Panel]) {
-    let pb = panel.as_chunks::<PANEL_BLOCK_BYTES>().0;
-    let n = w.iter().fold(pb.len(), |m, r| m.min(r.len() / W));
-    (w.map(|r| &r.as_chunks::<W>().0[..n]), &pb[..n])
-}
-
-/// Weights with Q8_0 activations (Q4_0, Q5_0, Q8_0): `decode` gives a block's quants plus
-/// `c` (unsigned, as packed) and its scale; see the module doc.
+/// Decodes four weight rows of blocks of `W` bytes into `out` (`ROWS_BLOCK_BYTES` per block:
+/// the rows' 32 unsigned quants side by side, then their scales d, then their offsets m as
+/// f32). `decode` gives a block's quants, d and m (0 where the format has none).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q8_0_wide<const W: usize>(
+fn decode_rows<const W: usize>(
     w: &[&[u8]; R],
-    panel: &[u8],
-    decode: impl Fn(&[u8; W]) -> (__m256i, f32),
-) -> [[f32; N]; R] {
-    let (wb, pb) = panel_blocks::<W>(w, panel);
+    out: &mut [u8],
+    decode: impl Fn(&[u8; W]) -> (__m256i, f32, f32),
+) {
+    let n = w.iter().map(|r| r.len() / W).min().unwrap_or(0);
+    let rows = w.map(|r| &r.as_chunks::<W>().0[..n]);
     let ahead = 4 * R * w[0].len();
+    for (i, dst) in out.chunks_exact_mut(ROWS_BLOCK_BYTES).take(n).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            prefetch_ahead(row, i, ahead);
+            let (u, d, m) = decode(&row[i]);
+            let q: &mut [u8; 32] = (&mut dst[32 * r..32 * r + 32])
+                .try_into()
+                .expect("32 bytes");
+            // SAFETY: `q` is exactly 32 writable bytes; storeu has no alignment requirement.
+            unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), u) };
+            dst[128 + 4 * r..132 + 4 * r].copy_from_slice(&d.to_le_bytes());
+            dst[144 + 4 * r..148 + 4 * r].copy_from_slice(&m.to_le_bytes());
+        }
+    }
+}
+
+/// The f32 at `at`.
+#[inline(always)]
+fn f32_at(b: &[u8], at: usize) -> f32 {
+    f32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The blocks of decoded rows and of a panel, cut to a common count.
+fn blocks<'a>(rows: &'a [u8], panel: &'a [u8]) -> (&'a [[u8; ROWS_BLOCK_BYTES]], &'a [Panel]) {
+    let (rb, pb) = (rows.as_chunks().0, panel.as_chunks().0);
+    let n = rb.len().min(pb.len());
+    (&rb[..n], &pb[..n])
+}
+
+/// Four decoded rows of weights with Q8_0 activations (Q4_0, Q5_0, Q8_0, decoded as q + c and
+/// packed with the same c; see the module doc) against a panel.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_panel(rows: &[u8], panel: &[u8]) -> [[f32; N]; R] {
     let mut acc = [[_mm512_setzero_ps(); P]; R];
-    for (i, blk) in pb.iter().enumerate() {
+    let (rb, pb) = blocks(rows, panel);
+    for (wr, blk) in std::iter::zip(rb, pb) {
         for r in 0..R {
-            prefetch_ahead(wb[r], i, ahead);
-            let (u, dx) = decode(&wb[r][i]);
-            let (u, dx) = (both(u), _mm512_set1_ps(dx));
+            let u = _mm512_broadcast_i64x4(load256(wr, 32 * r));
+            let dx = _mm512_set1_ps(f32_at(wr, 128 + 4 * r));
             for (p, acc) in acc[r].iter_mut().enumerate() {
                 let lanes =
                     _mm512_dpbusd_epi32(load512(blk, 512 + 64 * p), u, load512(blk, 64 * p));
@@ -173,30 +192,21 @@ fn q8_0_wide<const W: usize>(
     out
 }
 
-/// Weights with Q8_1 activations (Q4_1, Q5_1): unsigned quants from `decode`, the block
-/// offsets m * s summed per pair as the one-row kernel sums them (a multiply, then an add),
-/// sixteen pairs per vector.
+/// Four decoded rows of weights with Q8_1 activations (Q4_1, Q5_1) against a panel: the
+/// block offsets m * s summed per pair as the one-row kernel sums them (a multiply, then an
+/// add), sixteen pairs per vector.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q8_1_wide<const W: usize>(
-    w: &[&[u8]; R],
-    panel: &[u8],
-    decode: impl Fn(&[u8; W]) -> __m256i,
-) -> [[f32; N]; R] {
-    let (wb, pb) = panel_blocks::<W>(w, panel);
-    let ahead = 4 * R * w[0].len();
+fn q8_1_panel(rows: &[u8], panel: &[u8]) -> [[f32; N]; R] {
     let zero = _mm512_setzero_si512();
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     // offset[h] lane 8k + n: the offset sum of row 2h + k and token n.
     let mut offset = [_mm512_setzero_ps(); 2];
-    for (i, blk) in pb.iter().enumerate() {
-        let mut m = [0f32; R];
+    let (rb, pb) = blocks(rows, panel);
+    for (wr, blk) in std::iter::zip(rb, pb) {
         for r in 0..R {
-            prefetch_ahead(wb[r], i, ahead);
-            let u = both(decode(&wb[r][i]));
-            let (dx, mx) = h2f2(&wb[r][i], 0);
-            m[r] = mx;
-            let dx = _mm512_set1_ps(dx);
+            let u = _mm512_broadcast_i64x4(load256(wr, 32 * r));
+            let dx = _mm512_set1_ps(f32_at(wr, 128 + 4 * r));
             for (p, acc) in acc[r].iter_mut().enumerate() {
                 let lanes = _mm512_dpbusd_epi32(zero, u, load512(blk, 64 * p));
                 let d = _mm512_mul_ps(dx, load512_ps(blk, 256 + 64 * p));
@@ -205,9 +215,9 @@ fn q8_1_wide<const W: usize>(
         }
         // The eight sums s in both halves.
         let s = _mm512_castsi512_ps(_mm512_broadcast_i64x4(load256(&blk[..], 512)));
-        for h in 0..2 {
-            let mv = pair_ps(m[2 * h], m[2 * h + 1]);
-            offset[h] = _mm512_add_ps(offset[h], _mm512_mul_ps(mv, s));
+        for (h, offset) in offset.iter_mut().enumerate() {
+            let mv = pair_ps(f32_at(wr, 144 + 8 * h), f32_at(wr, 148 + 8 * h));
+            *offset = _mm512_add_ps(*offset, _mm512_mul_ps(mv, s));
         }
     }
     let mut offsets = [[0f32; 16]; 2];
@@ -236,53 +246,55 @@ fn q5_unsigned(qh: u32, nib: __m128i) -> __m256i {
     _mm256_or_si256(nibbles(nib), high)
 }
 
-/// A tile kernel (`$kernel`, compiled with the features, its decode closure inside it), its
-/// safe entry point `$name` and its activation packer `$pack`, as a `Wide`.
+/// Safe entry points for one format: its row decoder (`$decode` gives a block's unsigned quants,
+/// d and m), activation packer and panel kernel, as a `Wide`.
 macro_rules! wide_entry {
-    ($wide:ident, $kernel:ident, $pack:expr, $body:expr) => {
+    ($wide:ident, $w:literal, $pack:expr, $panel:ident, $decode:expr) => {
         pub(super) const $wide: Option<Wide> = {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-            fn $kernel(w: &[&[u8]; R], panel: &[u8]) -> [[f32; N]; R] {
-                $body(w, panel)
+            fn decode(w: &[&[u8]; R], out: &mut [u8]) {
+                decode_rows::<$w>(w, out, $decode)
             }
 
-            fn r4x8(w: &[&[u8]; R], panel: &[u8]) -> [[f32; N]; R] {
-                // SAFETY: these kernels are handed out only through `quant::dot::kernel` at
-                // the AVX-512 level, which it gives only where `cpu::detected()` reports every
-                // feature enabled here.
-                unsafe { $kernel(w, panel) }
+            // SAFETY (both): these kernels are handed out only through `quant::dot::kernel`
+            // at the AVX-512 level, which it gives only where `cpu::detected()` reports every
+            // feature enabled here.
+            fn rows(w: &[&[u8]; R], out: &mut [u8]) {
+                unsafe { decode(w, out) }
             }
-            Some(Wide { pack: $pack, r4x8 })
+            fn r4x8(rows: &[u8], panel: &[u8]) -> [[f32; N]; R] {
+                unsafe { $panel(rows, panel) }
+            }
+            Some(Wide {
+                pack: $pack,
+                rows,
+                r4x8,
+            })
         };
     };
 }
 
+wide_entry!(WIDE_Q4_0, 18, |a, p| pack_q8_0(a, p, 8), q8_0_panel, |x| {
+    (nibbles(load128(x, 2)), h2f(x, 0), 0.0)
+});
+wide_entry!(WIDE_Q5_0, 22, |a, p| pack_q8_0(a, p, 16), q8_0_panel, |x| {
+    (q5_unsigned(qh_u32(x, 2), load128(x, 6)), h2f(x, 0), 0.0)
+});
 wide_entry!(
-    WIDE_Q4_0,
-    q4_0,
-    |a, p| pack_q8_0(a, p, 8),
-    |w, p| q8_0_wide::<18>(w, p, |x| { (nibbles(load128(x, 2)), h2f(x, 0)) })
+    WIDE_Q8_0,
+    34,
+    |a, p| pack_q8_0(a, p, 128),
+    q8_0_panel,
+    |x| {
+        let u = _mm256_xor_si256(load256(x, 2), _mm256_set1_epi8(-128));
+        (u, h2f(x, 0), 0.0)
+    }
 );
-wide_entry!(WIDE_Q5_0, q5_0, |a, p| pack_q8_0(a, p, 16), |w, p| {
-    q8_0_wide::<22>(w, p, |x| {
-        (q5_unsigned(qh_u32(x, 2), load128(x, 6)), h2f(x, 0))
-    })
+wide_entry!(WIDE_Q4_1, 20, pack_q8_1, q8_1_panel, |x| {
+    let (d, m) = h2f2(x, 0);
+    (nibbles(load128(x, 4)), d, m)
 });
-wide_entry!(WIDE_Q8_0, q8_0, |a, p| pack_q8_0(a, p, 128), |w, p| {
-    q8_0_wide::<34>(w, p, |x| {
-        (
-            _mm256_xor_si256(load256(x, 2), _mm256_set1_epi8(-128)),
-            h2f(x, 0),
-        )
-    })
+wide_entry!(WIDE_Q5_1, 24, pack_q8_1, q8_1_panel, |x| {
+    let (d, m) = h2f2(x, 0);
+    (q5_unsigned(qh_u32(x, 4), load128(x, 8)), d, m)
 });
-wide_entry!(WIDE_Q4_1, q4_1, pack_q8_1, |w, p| q8_1_wide::<20>(
-    w,
-    p,
-    |x| nibbles(load128(x, 4))
-));
-wide_entry!(WIDE_Q5_1, q5_1, pack_q8_1, |w, p| q8_1_wide::<24>(
-    w,
-    p,
-    |x| { q5_unsigned(qh_u32(x, 4), load128(x, 8)) }
-));
