@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::ops::{AttnKernels, AttnMath, online_attention};
+use super::ops::{AttnKernels, AttnMath, KEYS_PER_STEP, exps_libm, online_attention};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -215,6 +215,12 @@ impl AttnKernels for Avx512 {
         // SAFETY: as for `dot`.
         unsafe { update512(acc, v, scale, f16) }
     }
+
+    #[inline(always)]
+    fn exps(x: &[f32; KEYS_PER_STEP]) -> [f32; KEYS_PER_STEP] {
+        // SAFETY: as for `dot`.
+        unsafe { exps512(x) }
+    }
 }
 
 /// As `ops::attend_online`.
@@ -230,4 +236,153 @@ pub(super) unsafe fn attend_online_avx512<'a>(
     out: &mut [f32],
 ) {
     online_attention::<Avx512>(q, rows, m, acc, out)
+}
+
+/// glibc's `expf` table (`__exp2f_data.tab`, N = 32): entry i is the bits of 2^(i/32) (the
+/// double nearest it) less i << 47, so that adding k << 47 for k = 32e + i gives 2^(k/32).
+/// Computed from the definition (60-digit decimal arithmetic), not copied.
+const EXP2F_TAB: [u64; 32] = [
+    0x3ff0000000000000,
+    0x3fefd9b0d3158574,
+    0x3fefb5586cf9890f,
+    0x3fef9301d0125b51,
+    0x3fef72b83c7d517b,
+    0x3fef54873168b9aa,
+    0x3fef387a6e756238,
+    0x3fef1e9df51fdee1,
+    0x3fef06fe0a31b715,
+    0x3feef1a7373aa9cb,
+    0x3feedea64c123422,
+    0x3feece086061892d,
+    0x3feebfdad5362a27,
+    0x3feeb42b569d4f82,
+    0x3feeab07dd485429,
+    0x3feea47eb03a5585,
+    0x3feea09e667f3bcd,
+    0x3fee9f75e8ec5f74,
+    0x3feea11473eb0187,
+    0x3feea589994cce13,
+    0x3feeace5422aa0db,
+    0x3feeb737b0cdc5e5,
+    0x3feec49182a3f090,
+    0x3feed503b23e255d,
+    0x3feee89f995ad3ad,
+    0x3feeff76f2fb5e47,
+    0x3fef199bdd85529c,
+    0x3fef3720dcef9069,
+    0x3fef5818dcfba487,
+    0x3fef7c97337b9b5f,
+    0x3fefa4afa2a490da,
+    0x3fefd0765b6e4540,
+];
+
+/// The lowest argument of `expf`'s main path (log(2^-150)); below it the result is 0.
+const EXPF_MIN: f32 = -103.972_08;
+
+/// `expf` of eight values in f64 lanes, in the operations of glibc's `__expf` (the
+/// Arm optimized-routines algorithm) as GCC builds its FMA variant (`__expf_fma`, what
+/// glibc's dispatch picks on every CPU with FMA): k = round(x * 32 / ln 2) by the 1.5 * 2^52
+/// shift with the product fused into the add, r = x * 32 / ln 2 - k fused too, then
+/// 2^(k/32) * (C0 r^3 + C1 r^2 + C2 r + 1) with the three fused multiply-adds of
+/// `z = C0 r + C1; y = C2 r + 1; y = z r^2 + y`. Only for arguments in [EXPF_MIN, 0], where
+/// that path is all glibc runs (checked against the C library over every float there).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+fn expf_main_path(x: __m256) -> __m256 {
+    let n = 32.0;
+    let inv_ln2_n = _mm512_set1_pd(f64::from_bits(0x3ff7_1547_652b_82fe) * n);
+    let shift = _mm512_set1_pd(f64::from_bits(0x4338_0000_0000_0000));
+    let c0 = _mm512_set1_pd(f64::from_bits(0x3fac_6af8_4b91_2394) / n / n / n);
+    let c1 = _mm512_set1_pd(f64::from_bits(0x3fce_bfce_50fa_c4f3) / n / n);
+    let c2 = _mm512_set1_pd(f64::from_bits(0x3fe6_2e42_ff0c_52d6) / n);
+    let xd = _mm512_cvtps_pd(x);
+    let kd = _mm512_fmadd_pd(inv_ln2_n, xd, shift);
+    let ki = _mm512_castpd_si512(kd);
+    let kd = _mm512_sub_pd(kd, shift);
+    let r = _mm512_fmsub_pd(inv_ln2_n, xd, kd);
+    // SAFETY: the table is 32 u64, read as four vectors of eight.
+    let tab = |i: usize| unsafe { _mm512_loadu_si512(EXP2F_TAB[8 * i..].as_ptr().cast()) };
+    let idx = _mm512_and_si512(ki, _mm512_set1_epi64(31));
+    let low = _mm512_permutex2var_epi64(tab(0), idx, tab(1));
+    let high = _mm512_permutex2var_epi64(tab(2), idx, tab(3));
+    let t = _mm512_mask_blend_epi64(
+        _mm512_test_epi64_mask(idx, _mm512_set1_epi64(16)),
+        low,
+        high,
+    );
+    let s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64::<47>(ki)));
+    let z = _mm512_fmadd_pd(c0, r, c1);
+    let r2 = _mm512_mul_pd(r, r);
+    let y = _mm512_fmadd_pd(c2, r, _mm512_set1_pd(1.0));
+    let y = _mm512_fmadd_pd(z, r2, y);
+    _mm512_cvtpd_ps(_mm512_mul_pd(y, s))
+}
+
+/// `expf` of sixteen values, bit for bit the C library's: the main path in vectors, any value
+/// outside it (-inf, NaN, below `EXPF_MIN`, above 0: rare in attention, whose arguments are
+/// differences to a running maximum) through `exps_libm`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+fn exps512(x: &[f32; KEYS_PER_STEP]) -> [f32; KEYS_PER_STEP] {
+    // SAFETY: `x` is 16 readable f32; loadu has no alignment requirement.
+    let v = unsafe { _mm512_loadu_ps(x.as_ptr()) };
+    let inside = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, _mm512_set1_ps(EXPF_MIN))
+        & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, _mm512_setzero_ps());
+    if inside != 0xffff {
+        return exps_libm(x);
+    }
+    let lo = expf_main_path(_mm512_castps512_ps256(v));
+    let hi = expf_main_path(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+        _mm512_castps_pd(v),
+    )));
+    let mut out = [0f32; KEYS_PER_STEP];
+    // SAFETY: `out` is 16 writable f32; storeu has no alignment requirement.
+    unsafe {
+        _mm256_storeu_ps(out.as_mut_ptr(), lo);
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), hi);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector `expf` equals the C library's over [EXPF_MIN, 0] (every 61st float of it
+    /// here; every float when run with `RF_EXPF_EXHAUSTIVE=1`, about a billion: done when
+    /// this was written, on glibc 2.36) and on the values outside it.
+    #[test]
+    fn vector_expf_equals_the_c_library() {
+        if crate::quant::cpu::detected() < crate::quant::SimdLevel::Avx512 {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        let step = if std::env::var_os("RF_EXPF_EXHAUSTIVE").is_some() {
+            1
+        } else {
+            61
+        };
+        let (first, last) = ((-0.0f32).to_bits(), EXPF_MIN.to_bits());
+        let mut bits = first;
+        let mut checked = 0u64;
+        while bits <= last {
+            let x: [f32; KEYS_PER_STEP] =
+                std::array::from_fn(|j| f32::from_bits((bits + j as u32 * step).min(last)));
+            // SAFETY: the CPU has AVX-512 (checked above), which implies the rest here.
+            let got = unsafe { exps512(&x) };
+            for (g, x) in got.iter().zip(&x) {
+                assert_eq!(g.to_bits(), x.exp().to_bits(), "expf({x:e})");
+            }
+            checked += KEYS_PER_STEP as u64;
+            bits += KEYS_PER_STEP as u32 * step;
+        }
+        assert!(checked > 1 << 24, "{checked}");
+        let mut odd = [0f32; KEYS_PER_STEP];
+        odd[..6].copy_from_slice(&[f32::NEG_INFINITY, f32::NAN, -104.0, -1e30, 0.5, 88.0]);
+        // SAFETY: as above.
+        let got = unsafe { exps512(&odd) };
+        for (g, x) in got.iter().zip(&odd) {
+            assert_eq!(g.to_bits(), x.exp().to_bits(), "expf({x:e})");
+        }
+    }
 }

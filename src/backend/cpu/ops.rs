@@ -314,6 +314,10 @@ pub(super) trait AttnKernels {
     /// `acc = round(v * scale + acc)` (one fused multiply-add) or, without `v`,
     /// `acc = round(acc * scale)`; `round` is to f16 when `f16`, else nothing.
     fn update(acc: &mut [f32], v: Option<&[f32]>, scale: f32, f16: bool);
+    /// `expf` of each value, bit for bit the C library's (`exps_libm`).
+    fn exps(x: &[f32; KEYS_PER_STEP]) -> [f32; KEYS_PER_STEP] {
+        exps_libm(x)
+    }
 }
 
 /// Q·K as ggml's AVX-512 `ggml_vec_dot_f16` sums it: four accumulators of 16 lanes, each lane
@@ -371,8 +375,20 @@ impl AttnKernels for Portable {
     }
 }
 
+/// Keys taken per step of `online_attention`: their scores first, then one `exps` call.
+pub(super) const KEYS_PER_STEP: usize = 16;
+
+/// `expf` of each value, as the C library computes it (`f32::exp`): the reference.
+pub(super) fn exps_libm(x: &[f32; KEYS_PER_STEP]) -> [f32; KEYS_PER_STEP] {
+    x.map(f32::exp)
+}
+
 /// The online softmax of llama.cpp's CPU flash-attention kernel for batches under 64 rows
-/// (`flash_attn_ext_f16_one_chunk`), over the kernels `K`.
+/// (`flash_attn_ext_f16_one_chunk`), over the kernels `K`. Keys go `KEYS_PER_STEP` at a time:
+/// the scores of a step are independent of the running maximum, and the exponent arguments
+/// only depend on the scores and the maximum before them, so they are all known before the
+/// step's first value update, and `K::exps` takes them together. Every update, and the sum,
+/// then follows the one-key-at-a-time order exactly.
 #[inline(always)]
 pub(super) fn online_attention<'a, K: AttnKernels>(
     q: &[f32],
@@ -383,23 +399,41 @@ pub(super) fn online_attention<'a, K: AttnKernels>(
 ) {
     acc.fill(0.0);
     let (mut sum, mut max) = (0f32, f32::NEG_INFINITY);
-    for (k, v) in rows {
-        let mut s = K::dot(q, k) * m.scale;
-        if let Some(cap) = m.softcap {
-            s = cap * (s / cap).tanh();
+    let mut rows = rows.peekable();
+    while rows.peek().is_some() {
+        let mut vs: [&[f32]; KEYS_PER_STEP] = [&[]; KEYS_PER_STEP];
+        let mut arg = [0f32; KEYS_PER_STEP];
+        let mut new_max = [false; KEYS_PER_STEP];
+        let mut n = 0;
+        for (j, (k, v)) in rows.by_ref().take(KEYS_PER_STEP).enumerate() {
+            let mut s = K::dot(q, k) * m.scale;
+            if let Some(cap) = m.softcap {
+                s = cap * (s / cap).tanh();
+            }
+            if s > max {
+                // A new maximum: what was accumulated is rescaled by exp(max - s).
+                (arg[j], new_max[j]) = (max - s, true);
+                max = s;
+            } else {
+                arg[j] = s - max;
+            }
+            vs[j] = v;
+            n = j + 1;
         }
-        let (mut ms, mut vs) = (1f32, 1f32);
-        if s > max {
-            // A new maximum: rescale what was accumulated.
-            ms = (max - s).exp();
-            max = s;
-            K::update(acc, None, ms, m.f16_acc);
-        } else {
-            vs = (s - max).exp();
+        let e = K::exps(&arg);
+        for j in 0..n {
+            let (ms, vs_j) = if new_max[j] {
+                (e[j], 1f32)
+            } else {
+                (1f32, e[j])
+            };
+            if new_max[j] {
+                K::update(acc, None, ms, m.f16_acc);
+            }
+            K::update(acc, Some(vs[j]), vs_j, m.f16_acc);
+            // GCC contracts ggml's `S = S*ms + vs`.
+            sum = sum.mul_add(ms, vs_j);
         }
-        K::update(acc, Some(v), vs, m.f16_acc);
-        // GCC contracts ggml's `S = S*ms + vs`.
-        sum = sum.mul_add(ms, vs);
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in out.iter_mut().zip(acc.iter()) {
