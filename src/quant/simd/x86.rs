@@ -1143,7 +1143,7 @@ macro_rules! kernels {
 pub mod avx2 {
     kernels!("avx2,fma,f16c", dot_u8s_avx2);
 
-    // 256-bit vectors only: no 4 x 4 tiles.
+    // 256-bit vectors only: no panel kernels (`quant::dot::Wide`) yet.
     const WIDE_Q4_0: Option<Wide> = None;
     const WIDE_Q4_1: Option<Wide> = None;
     const WIDE_Q5_0: Option<Wide> = None;
@@ -1152,8 +1152,8 @@ pub mod avx2 {
     use crate::quant::dot::Wide;
 }
 
-/// AVX-512 F/BW/VL/VNNI kernels (256-bit vectors; the gain is `vpdpbusd`), and 4 x 4 tiles on
-/// 512-bit vectors (`wide`).
+/// AVX-512 F/BW/VL/VNNI kernels (256-bit vectors; the gain is `vpdpbusd`), and the prompt
+/// kernels on 512-bit vectors over packed panels (`wide`: four rows by eight tokens).
 pub mod avx512 {
     kernels!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
