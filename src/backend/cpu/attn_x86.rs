@@ -42,15 +42,23 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
         i += 64;
     }
+    let mut x = [_mm256_setzero_ps(); 2];
+    for (h, xh) in x.iter_mut().enumerate() {
+        let x0 = _mm256_add_ps(acc[0][h], acc[2][h]);
+        let x1 = _mm256_add_ps(acc[1][h], acc[3][h]);
+        *xh = _mm256_add_ps(x0, x1);
+    }
+    dot_end(_mm256_add_ps(x[1], x[0]), a, b, np, n)
+}
+
+/// The end of ggml's order from `t3`, the 16 lanes' two halves added: 8 -> 4 lanes,
+/// (l0+l2)+(l1+l3), then the elements `np..n` (past the last step of 64) added in f64. No
+/// step of 64 (`np` 0): the sum starts from zero.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_end(t3: __m256, a: &[f32], b: &[f32], np: usize, n: usize) -> f32 {
     let mut sum = 0f64;
     if np > 0 {
-        let mut x = [_mm256_setzero_ps(); 2];
-        for (h, xh) in x.iter_mut().enumerate() {
-            let x0 = _mm256_add_ps(acc[0][h], acc[2][h]);
-            let x1 = _mm256_add_ps(acc[1][h], acc[3][h]);
-            *xh = _mm256_add_ps(x0, x1);
-        }
-        let t3 = _mm256_add_ps(x[1], x[0]);
         let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
         let mut l = [0f32; 4];
         // SAFETY: l has room for four floats.
@@ -156,22 +164,10 @@ fn dot512(a: &[f32], b: &[f32]) -> f32 {
         }
         i += 64;
     }
-    let mut sum = 0f64;
-    if np > 0 {
-        let x = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
-        let lo = _mm512_castps512_ps256(x);
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x)));
-        let t3 = _mm256_add_ps(hi, lo);
-        let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
-        let mut l = [0f32; 4];
-        // SAFETY: l has room for four floats.
-        unsafe { _mm_storeu_ps(l.as_mut_ptr(), t6) };
-        sum = f64::from((l[0] + l[2]) + (l[1] + l[3]));
-    }
-    for k in np..n {
-        sum += f64::from(a[k] * b[k]);
-    }
-    sum as f32
+    let x = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+    let lo = _mm512_castps512_ps256(x);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x)));
+    dot_end(_mm256_add_ps(hi, lo), a, b, np, n)
 }
 
 /// `update` sixteen lanes at a time, the rest by the AVX2 `update`.

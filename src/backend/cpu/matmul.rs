@@ -251,8 +251,9 @@ pub fn matmul(
                 }
             };
             // Several weight rows per call where the format has such kernels (the same values
-            // as one row at a time): four or two rows by four tokens for prompts, four rows by
-            // one token for decoding; the rows left over go one at a time.
+            // as one row at a time): for prompts four rows by panels of eight tokens (512-bit
+            // kernels), then two rows by four tokens; four rows by one token for decoding; the
+            // rows left over go one at a time.
             let tiles = tiles.filter(|_| kernel.fours.is_none());
             // Prompts on 512-bit kernels: the activations packed once, in panels of eight.
             let wide = tiles.and_then(|tl| tl.wide).filter(|_| n_tokens >= 8);

@@ -423,13 +423,11 @@ pub(super) fn online_attention<'a, K: AttnKernels>(
         let e = K::exps(&arg);
         for j in 0..n {
             let (ms, vs_j) = if new_max[j] {
+                K::update(acc, None, e[j], m.f16_acc);
                 (e[j], 1f32)
             } else {
                 (1f32, e[j])
             };
-            if new_max[j] {
-                K::update(acc, None, ms, m.f16_acc);
-            }
             K::update(acc, Some(vs[j]), vs_j, m.f16_acc);
             // GCC contracts ggml's `S = S*ms + vs`.
             sum = sum.mul_add(ms, vs_j);

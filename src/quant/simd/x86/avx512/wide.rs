@@ -164,6 +164,41 @@ fn blocks<'a>(rows: &'a [u8], panel: &'a [u8]) -> (&'a [[u8; ROWS_BLOCK_BYTES]],
     (&rb[..n], &pb[..n])
 }
 
+/// One block of four decoded rows against a panel block, into the (row, token pair)
+/// accumulators: each dot starts from the panel's `-c * y` lane sums (`starts`, Q8_0
+/// activations) or from zero (Q8_1).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn accumulate(acc: &mut [[__m512; P]; R], wr: &[u8; ROWS_BLOCK_BYTES], blk: &Panel, starts: bool) {
+    for (r, acc) in acc.iter_mut().enumerate() {
+        let u = _mm512_broadcast_i64x4(load256(wr, 32 * r));
+        let dx = _mm512_set1_ps(f32_at(wr, 128 + 4 * r));
+        for (p, acc) in acc.iter_mut().enumerate() {
+            let start = if starts {
+                load512(blk, 512 + 64 * p)
+            } else {
+                _mm512_setzero_si512()
+            };
+            let lanes = _mm512_dpbusd_epi32(start, u, load512(blk, 64 * p));
+            let d = _mm512_mul_ps(dx, load512_ps(blk, 256 + 64 * p));
+            *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), *acc);
+        }
+    }
+}
+
+/// Every accumulator's two halves summed: output (row r, token n).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn sums(acc: &[[__m512; P]; R]) -> [[f32; N]; R] {
+    let mut out = [[0f32; N]; R];
+    for (out, acc) in out.iter_mut().zip(acc) {
+        for (p, &acc) in acc.iter().enumerate() {
+            (out[2 * p], out[2 * p + 1]) = hsum_halves(acc);
+        }
+    }
+    out
+}
+
 /// Four decoded rows of weights with Q8_0 activations (Q4_0, Q5_0, Q8_0, decoded as q + c and
 /// packed with the same c; see the module doc) against a panel.
 #[inline]
@@ -172,24 +207,9 @@ fn q8_0_panel(rows: &[u8], panel: &[u8]) -> [[f32; N]; R] {
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     let (rb, pb) = blocks(rows, panel);
     for (wr, blk) in std::iter::zip(rb, pb) {
-        for r in 0..R {
-            let u = _mm512_broadcast_i64x4(load256(wr, 32 * r));
-            let dx = _mm512_set1_ps(f32_at(wr, 128 + 4 * r));
-            for (p, acc) in acc[r].iter_mut().enumerate() {
-                let lanes =
-                    _mm512_dpbusd_epi32(load512(blk, 512 + 64 * p), u, load512(blk, 64 * p));
-                let d = _mm512_mul_ps(dx, load512_ps(blk, 256 + 64 * p));
-                *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), *acc);
-            }
-        }
+        accumulate(&mut acc, wr, blk, true);
     }
-    let mut out = [[0f32; N]; R];
-    for r in 0..R {
-        for p in 0..P {
-            (out[r][2 * p], out[r][2 * p + 1]) = hsum_halves(acc[r][p]);
-        }
-    }
-    out
+    sums(&acc)
 }
 
 /// Four decoded rows of weights with Q8_1 activations (Q4_1, Q5_1) against a panel: the
@@ -198,21 +218,12 @@ fn q8_0_panel(rows: &[u8], panel: &[u8]) -> [[f32; N]; R] {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q8_1_panel(rows: &[u8], panel: &[u8]) -> [[f32; N]; R] {
-    let zero = _mm512_setzero_si512();
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     // offset[h] lane 8k + n: the offset sum of row 2h + k and token n.
     let mut offset = [_mm512_setzero_ps(); 2];
     let (rb, pb) = blocks(rows, panel);
     for (wr, blk) in std::iter::zip(rb, pb) {
-        for r in 0..R {
-            let u = _mm512_broadcast_i64x4(load256(wr, 32 * r));
-            let dx = _mm512_set1_ps(f32_at(wr, 128 + 4 * r));
-            for (p, acc) in acc[r].iter_mut().enumerate() {
-                let lanes = _mm512_dpbusd_epi32(zero, u, load512(blk, 64 * p));
-                let d = _mm512_mul_ps(dx, load512_ps(blk, 256 + 64 * p));
-                *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), *acc);
-            }
-        }
+        accumulate(&mut acc, wr, blk, false);
         // The eight sums s in both halves.
         let s = _mm512_castsi512_ps(_mm512_broadcast_i64x4(load256(&blk[..], 512)));
         for (h, offset) in offset.iter_mut().enumerate() {
@@ -225,14 +236,12 @@ fn q8_1_panel(rows: &[u8], panel: &[u8]) -> [[f32; N]; R] {
         // SAFETY: `offsets[h]` is 16 writable f32; storeu has no alignment requirement.
         unsafe { _mm512_storeu_ps(offsets[h].as_mut_ptr(), offset[h]) };
     }
-    let mut out = [[0f32; N]; R];
-    for r in 0..R {
+    let mut out = sums(&acc);
+    for (r, out) in out.iter_mut().enumerate() {
         let o = &offsets[r / 2][8 * (r % 2)..];
-        for p in 0..P {
-            let (lo, hi) = hsum_halves(acc[r][p]);
+        for (v, &o) in out.iter_mut().zip(o) {
             // As `finish`: the sum minus the negated offset.
-            out[r][2 * p] = lo - -o[2 * p];
-            out[r][2 * p + 1] = hi - -o[2 * p + 1];
+            *v -= -o;
         }
     }
     out
