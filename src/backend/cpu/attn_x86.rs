@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::ops::{AttnKernels, AttnMath, KEYS_PER_STEP, exps_libm, online_attention};
+use super::ops::{AttnKernels, AttnMath, KEYS_PER_STEP, Step, exps_libm, online_attention};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -170,6 +170,111 @@ fn dot512(a: &[f32], b: &[f32]) -> f32 {
     dot_end(_mm256_add_ps(hi, lo), a, b, np, n)
 }
 
+/// One key's four `dot512` accumulators over a head of a multiple of 64, added
+/// (x0 + x2) + (x1 + x3).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+fn key_sum(q: &[f32], k: &[f32]) -> __m512 {
+    let mut acc = [_mm512_setzero_ps(); 4];
+    for i in (0..q.len().min(k.len()) & !63).step_by(64) {
+        for (j, l) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 16 * j + 16 <= the lengths of q and k.
+            let (a, b) = unsafe {
+                (
+                    _mm512_loadu_ps(q.as_ptr().add(i + 16 * j)),
+                    _mm512_loadu_ps(k.as_ptr().add(i + 16 * j)),
+                )
+            };
+            *l = _mm512_fmadd_ps(a, b, *l);
+        }
+    }
+    _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]))
+}
+
+/// `key_sum` of every key for a head of `16 * Z` values, the query held in registers (one
+/// load per multiply-add instead of two).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+fn key_sums<const Z: usize>(q: &[f32], ks: &[&[f32]; KEYS_PER_STEP]) -> [__m512; KEYS_PER_STEP] {
+    let q = &q[..16 * Z];
+    let mut qv = [_mm512_setzero_ps(); Z];
+    for (z, v) in qv.iter_mut().enumerate() {
+        // SAFETY: 16 * z + 16 <= q.len().
+        *v = unsafe { _mm512_loadu_ps(q.as_ptr().add(16 * z)) };
+    }
+    let mut x = [_mm512_setzero_ps(); KEYS_PER_STEP];
+    for (x, k) in x.iter_mut().zip(ks) {
+        let k = &k[..16 * Z];
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for (z, &qz) in qv.iter().enumerate() {
+            // SAFETY: 16 * z + 16 <= k.len().
+            let kz = unsafe { _mm512_loadu_ps(k.as_ptr().add(16 * z)) };
+            acc[z % 4] = _mm512_fmadd_ps(qz, kz, acc[z % 4]);
+        }
+        *x = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+    }
+    x
+}
+
+/// `dot512` of sixteen keys at once, where the head is a multiple of 64 long (no f64 tail):
+/// each key's four accumulators as in `dot512`, then the reductions of all sixteen side by
+/// side, every key's lanes added in `dot512`'s pairs (16 -> 8 -> 4 lanes, then
+/// (l0+l2)+(l1+l3)). Anything else goes key by key.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+fn dots512(q: &[f32], ks: &[&[f32]; KEYS_PER_STEP], n: usize) -> [f32; KEYS_PER_STEP] {
+    let hd = q.len();
+    let mut out = [0f32; KEYS_PER_STEP];
+    if n < KEYS_PER_STEP || hd == 0 || !hd.is_multiple_of(64) || ks.iter().any(|k| k.len() != hd) {
+        for (o, k) in out.iter_mut().zip(&ks[..n]) {
+            *o = dot512(q, k);
+        }
+        return out;
+    }
+    let x = match hd {
+        64 => key_sums::<4>(q, ks),
+        128 => key_sums::<8>(q, ks),
+        256 => key_sums::<16>(q, ks),
+        _ => ks.map(|k| key_sum(q, k)),
+    };
+    // y[i]: keys 2i and 2i + 1, eight lanes each (hi + lo of the 16).
+    let mut y = [_mm512_setzero_ps(); 8];
+    for (i, y) in y.iter_mut().enumerate() {
+        let (a, b) = (_mm512_castps_pd(x[2 * i]), _mm512_castps_pd(x[2 * i + 1]));
+        let lo = _mm512_shuffle_f64x2::<0b01_00_01_00>(a, b);
+        let hi = _mm512_shuffle_f64x2::<0b11_10_11_10>(a, b);
+        *y = _mm512_add_ps(_mm512_castpd_ps(hi), _mm512_castpd_ps(lo));
+    }
+    // z[m], quarter i: key 4m + i, four lanes (hi + lo of the eight).
+    let mut z = [_mm512_setzero_ps(); 4];
+    for (m, z) in z.iter_mut().enumerate() {
+        let (a, b) = (y[2 * m], y[2 * m + 1]);
+        let lo = _mm512_shuffle_f32x4::<0x88>(a, b);
+        let hi = _mm512_shuffle_f32x4::<0xdd>(a, b);
+        *z = _mm512_add_ps(hi, lo);
+    }
+    // Per quarter: (l0 + l2, l1 + l3) of two keys, then their sums.
+    let pair = |a: __m512, b: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0x44>(a, b),
+            _mm512_shuffle_ps::<0xee>(a, b),
+        )
+    };
+    let (r01, r23) = (pair(z[0], z[1]), pair(z[2], z[3]));
+    let w = _mm512_add_ps(
+        _mm512_shuffle_ps::<0x88>(r01, r23),
+        _mm512_shuffle_ps::<0xdd>(r01, r23),
+    );
+    let mut wv = [0f32; KEYS_PER_STEP];
+    // SAFETY: `wv` is 16 writable f32; storeu has no alignment requirement.
+    unsafe { _mm512_storeu_ps(wv.as_mut_ptr(), w) };
+    // Quarter i, element e: key 4e + i.
+    for (at, &v) in wv.iter().enumerate() {
+        out[4 * (at % 4) + at / 4] = v;
+    }
+    out
+}
+
 /// `update` sixteen lanes at a time, the rest by the AVX2 `update`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
@@ -195,6 +300,75 @@ fn update512(acc: &mut [f32], v: Option<&[f32]>, scale: f32, f16: bool) {
     update(&mut acc[i..n], v.map(|v| &v[i..n]), scale, f16);
 }
 
+/// `Z` vectors of the accumulator from `at`, held in registers through a whole step of keys
+/// (loaded and stored once, not once per key: the per-key store and reload made each key wait
+/// on store forwarding, and the chains of a few vectors could not hide the conversions).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+fn step_chunk512<const Z: usize>(acc: &mut [f32], at: usize, s: &Step<'_>, f16: bool) {
+    let round = |r: __m512| {
+        if f16 {
+            _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r))
+        } else {
+            r
+        }
+    };
+    let a = &mut acc[at..at + 16 * Z];
+    let mut r = [_mm512_setzero_ps(); Z];
+    for (z, r) in r.iter_mut().enumerate() {
+        // SAFETY: 16 * z + 16 <= a.len().
+        *r = unsafe { _mm512_loadu_ps(a.as_ptr().add(16 * z)) };
+    }
+    for j in 0..s.n {
+        if s.new_max[j] {
+            let e = _mm512_set1_ps(s.e[j]);
+            for r in r.iter_mut() {
+                *r = round(_mm512_mul_ps(*r, e));
+            }
+        }
+        let v = &s.vs[j][at..at + 16 * Z];
+        let w = _mm512_set1_ps(s.vs_scale[j]);
+        for (z, r) in r.iter_mut().enumerate() {
+            // SAFETY: 16 * z + 16 <= v.len().
+            let x = unsafe { _mm512_loadu_ps(v.as_ptr().add(16 * z)) };
+            *r = round(_mm512_fmadd_ps(x, w, *r));
+        }
+    }
+    for (z, r) in r.iter().enumerate() {
+        // SAFETY: as for the loads.
+        unsafe { _mm512_storeu_ps(a.as_mut_ptr().add(16 * z), *r) };
+    }
+}
+
+/// `AttnKernels::step` with the accumulator in registers, 128, 64 or 16 values at a time; the
+/// last values (under 16) by the per-key `update512`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+fn step512(acc: &mut [f32], s: &Step<'_>, f16: bool) {
+    let n = s.vs[..s.n].iter().fold(acc.len(), |n, v| n.min(v.len()));
+    let mut at = 0;
+    while at + 128 <= n {
+        step_chunk512::<8>(acc, at, s, f16);
+        at += 128;
+    }
+    if at + 64 <= n {
+        step_chunk512::<4>(acc, at, s, f16);
+        at += 64;
+    }
+    while at + 16 <= n {
+        step_chunk512::<1>(acc, at, s, f16);
+        at += 16;
+    }
+    if at < n {
+        for j in 0..s.n {
+            if s.new_max[j] {
+                update512(&mut acc[at..n], None, s.e[j], f16);
+            }
+            update512(&mut acc[at..n], Some(&s.vs[j][at..n]), s.vs_scale[j], f16);
+        }
+    }
+}
+
 /// The AVX-512 kernels of `ops::online_attention`.
 struct Avx512;
 
@@ -216,6 +390,18 @@ impl AttnKernels for Avx512 {
     fn exps(x: &[f32; KEYS_PER_STEP]) -> [f32; KEYS_PER_STEP] {
         // SAFETY: as for `dot`.
         unsafe { exps512(x) }
+    }
+
+    #[inline(always)]
+    fn dots(q: &[f32], ks: &[&[f32]; KEYS_PER_STEP], n: usize) -> [f32; KEYS_PER_STEP] {
+        // SAFETY: as for `dot`.
+        unsafe { dots512(q, ks, n) }
+    }
+
+    #[inline(always)]
+    fn step(acc: &mut [f32], s: &Step<'_>, f16: bool) {
+        // SAFETY: as for `dot`.
+        unsafe { step512(acc, s, f16) }
     }
 }
 

@@ -314,10 +314,42 @@ pub(super) trait AttnKernels {
     /// `acc = round(v * scale + acc)` (one fused multiply-add) or, without `v`,
     /// `acc = round(acc * scale)`; `round` is to f16 when `f16`, else nothing.
     fn update(acc: &mut [f32], v: Option<&[f32]>, scale: f32, f16: bool);
+    /// `dot(q, ks[j])` for the first `n` keys (the rest 0).
+    fn dots(q: &[f32], ks: &[&[f32]; KEYS_PER_STEP], n: usize) -> [f32; KEYS_PER_STEP] {
+        let mut out = [0f32; KEYS_PER_STEP];
+        for (o, k) in out.iter_mut().zip(&ks[..n]) {
+            *o = Self::dot(q, k);
+        }
+        out
+    }
     /// `expf` of each value, bit for bit the C library's (`exps_libm`).
     fn exps(x: &[f32; KEYS_PER_STEP]) -> [f32; KEYS_PER_STEP] {
         exps_libm(x)
     }
+    /// The value updates of one step of keys, in order: for key j, where `s.new_max[j]`,
+    /// `update(acc, None, s.e[j])`, then `update(acc, Some(s.vs[j]), s.vs_scale[j])`.
+    /// Implementations may hold parts of `acc` in registers through the step: every element
+    /// sees the same operations in the same order.
+    fn step(acc: &mut [f32], s: &Step<'_>, f16: bool) {
+        for j in 0..s.n {
+            if s.new_max[j] {
+                Self::update(acc, None, s.e[j], f16);
+            }
+            Self::update(acc, Some(s.vs[j]), s.vs_scale[j], f16);
+        }
+    }
+}
+
+/// One step of `online_attention`: up to `KEYS_PER_STEP` keys' values and their weights.
+pub(super) struct Step<'a> {
+    /// Keys in the step.
+    pub n: usize,
+    pub vs: [&'a [f32]; KEYS_PER_STEP],
+    /// Whether key j set a new maximum (the accumulator is first scaled by `e[j]`).
+    pub new_max: [bool; KEYS_PER_STEP],
+    pub e: [f32; KEYS_PER_STEP],
+    /// The weight of key j's value: `e[j]`, or 1 where it set a new maximum.
+    pub vs_scale: [f32; KEYS_PER_STEP],
 }
 
 /// Q·K as ggml's AVX-512 `ggml_vec_dot_f16` sums it: four accumulators of 16 lanes, each lane
@@ -401,12 +433,17 @@ pub(super) fn online_attention<'a, K: AttnKernels>(
     let (mut sum, mut max) = (0f32, f32::NEG_INFINITY);
     let mut rows = rows.peekable();
     while rows.peek().is_some() {
+        let mut ks: [&[f32]; KEYS_PER_STEP] = [&[]; KEYS_PER_STEP];
         let mut vs: [&[f32]; KEYS_PER_STEP] = [&[]; KEYS_PER_STEP];
         let mut arg = [0f32; KEYS_PER_STEP];
         let mut new_max = [false; KEYS_PER_STEP];
         let mut n = 0;
         for (j, (k, v)) in rows.by_ref().take(KEYS_PER_STEP).enumerate() {
-            let mut s = K::dot(q, k) * m.scale;
+            (ks[j], vs[j], n) = (k, v, j + 1);
+        }
+        let dots = K::dots(q, &ks, n);
+        for (j, &dot) in dots[..n].iter().enumerate() {
+            let mut s = dot * m.scale;
             if let Some(cap) = m.softcap {
                 s = cap * (s / cap).tanh();
             }
@@ -417,21 +454,27 @@ pub(super) fn online_attention<'a, K: AttnKernels>(
             } else {
                 arg[j] = s - max;
             }
-            vs[j] = v;
-            n = j + 1;
         }
         let e = K::exps(&arg);
+        let mut vs_scale = [0f32; KEYS_PER_STEP];
         for j in 0..n {
             let (ms, vs_j) = if new_max[j] {
-                K::update(acc, None, e[j], m.f16_acc);
                 (e[j], 1f32)
             } else {
                 (1f32, e[j])
             };
-            K::update(acc, Some(vs[j]), vs_j, m.f16_acc);
+            vs_scale[j] = vs_j;
             // GCC contracts ggml's `S = S*ms + vs`.
             sum = sum.mul_add(ms, vs_j);
         }
+        let step = Step {
+            n,
+            vs,
+            new_max,
+            e,
+            vs_scale,
+        };
+        K::step(acc, &step, m.f16_acc);
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in out.iter_mut().zip(acc.iter()) {
@@ -628,9 +671,16 @@ mod tests {
 
     #[test]
     fn simd_attention_equals_portable_attention_bit_for_bit() {
-        // Heads of 136 (two steps of 64 and a tail), 50 keys with scores that rise and fall so
-        // the running maximum moves, both accumulator precisions, soft-capping: bit for bit.
-        let hd = 136;
+        // Heads of 136 (two steps of 64 and a tail) and of the sizes with kernels of their own
+        // (64, 128, 192, 256: queries in registers, sixteen keys reduced together), 50 keys
+        // with scores that rise and fall so the running maximum moves, both accumulator
+        // precisions, soft-capping: bit for bit.
+        for hd in [136, 64, 128, 192, 256, 16, 8] {
+            simd_attention_case(hd);
+        }
+    }
+
+    fn simd_attention_case(hd: usize) {
         let val = |i: usize, j: usize| ((i * 7 + j * 13) % 29) as f32 / 7.0 - 2.0;
         let q: Vec<f32> = (0..hd).map(|j| val(1, j) * 0.3).collect();
         let ks: Vec<Vec<f32>> = (0..50)
@@ -649,7 +699,7 @@ mod tests {
             let (mut acc, mut a, mut b) = (vec![0f32; hd], vec![0f32; hd], vec![0f32; hd]);
             attend_online(&q, rows(), &m, &mut acc, &mut a);
             online_attention::<Portable>(&q, rows(), &m, &mut acc, &mut b);
-            assert_eq!(a, b, "{f16_acc} {softcap:?}");
+            assert_eq!(a, b, "{hd} {f16_acc} {softcap:?}");
             // The AVX2 kernels too where the dispatch above took the AVX-512 ones.
             #[cfg(target_arch = "x86_64")]
             if crate::quant::cpu::detected() >= crate::quant::SimdLevel::Avx2 {
@@ -657,7 +707,7 @@ mod tests {
                 unsafe {
                     crate::backend::cpu::attn_x86::attend_online(&q, rows(), &m, &mut acc, &mut a)
                 };
-                assert_eq!(a, b, "AVX2: {f16_acc} {softcap:?}");
+                assert_eq!(a, b, "AVX2: {hd} {f16_acc} {softcap:?}");
             }
         }
     }
