@@ -147,31 +147,14 @@ pub(super) unsafe fn attend_online<'a>(
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
 fn dot512(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let np = n & !63;
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut i = 0;
-    while i < np {
-        for (j, l) in acc.iter_mut().enumerate() {
-            let at = i + 16 * j;
-            // SAFETY: at + 16 <= np <= both lengths.
-            let (x, y) = unsafe {
-                (
-                    _mm512_loadu_ps(a.as_ptr().add(at)),
-                    _mm512_loadu_ps(b.as_ptr().add(at)),
-                )
-            };
-            *l = _mm512_fmadd_ps(x, y, *l);
-        }
-        i += 64;
-    }
-    let x = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+    let x = key_sum(a, b);
     let lo = _mm512_castps512_ps256(x);
     let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x)));
-    dot_end(_mm256_add_ps(hi, lo), a, b, np, n)
+    dot_end(_mm256_add_ps(hi, lo), a, b, n & !63, n)
 }
 
-/// One key's four `dot512` accumulators over a head of a multiple of 64, added
-/// (x0 + x2) + (x1 + x3).
+/// The four accumulators of ggml's AVX-512 order over the steps of 64 of `q` and `k` (each
+/// lane a chain of fused multiply-adds), added (x0 + x2) + (x1 + x3).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
 fn key_sum(q: &[f32], k: &[f32]) -> __m512 {
@@ -327,7 +310,7 @@ fn step_chunk512<const Z: usize>(acc: &mut [f32], at: usize, s: &Step<'_>, f16: 
             }
         }
         let v = &s.vs[j][at..at + 16 * Z];
-        let w = _mm512_set1_ps(s.vs_scale[j]);
+        let w = _mm512_set1_ps(s.weight(j));
         for (z, r) in r.iter_mut().enumerate() {
             // SAFETY: 16 * z + 16 <= v.len().
             let x = unsafe { _mm512_loadu_ps(v.as_ptr().add(16 * z)) };
@@ -364,7 +347,7 @@ fn step512(acc: &mut [f32], s: &Step<'_>, f16: bool) {
             if s.new_max[j] {
                 update512(&mut acc[at..n], None, s.e[j], f16);
             }
-            update512(&mut acc[at..n], Some(&s.vs[j][at..n]), s.vs_scale[j], f16);
+            update512(&mut acc[at..n], Some(&s.vs[j][at..n]), s.weight(j), f16);
         }
     }
 }

@@ -327,7 +327,7 @@ pub(super) trait AttnKernels {
         exps_libm(x)
     }
     /// The value updates of one step of keys, in order: for key j, where `s.new_max[j]`,
-    /// `update(acc, None, s.e[j])`, then `update(acc, Some(s.vs[j]), s.vs_scale[j])`.
+    /// `update(acc, None, s.e[j])`, then `update(acc, Some(s.vs[j]), s.weight(j))`.
     /// Implementations may hold parts of `acc` in registers through the step: every element
     /// sees the same operations in the same order.
     fn step(acc: &mut [f32], s: &Step<'_>, f16: bool) {
@@ -335,7 +335,7 @@ pub(super) trait AttnKernels {
             if s.new_max[j] {
                 Self::update(acc, None, s.e[j], f16);
             }
-            Self::update(acc, Some(s.vs[j]), s.vs_scale[j], f16);
+            Self::update(acc, Some(s.vs[j]), s.weight(j), f16);
         }
     }
 }
@@ -348,8 +348,14 @@ pub(super) struct Step<'a> {
     /// Whether key j set a new maximum (the accumulator is first scaled by `e[j]`).
     pub new_max: [bool; KEYS_PER_STEP],
     pub e: [f32; KEYS_PER_STEP],
+}
+
+impl Step<'_> {
     /// The weight of key j's value: `e[j]`, or 1 where it set a new maximum.
-    pub vs_scale: [f32; KEYS_PER_STEP],
+    #[inline(always)]
+    pub fn weight(&self, j: usize) -> f32 {
+        if self.new_max[j] { 1.0 } else { self.e[j] }
+    }
 }
 
 /// Q·K as ggml's AVX-512 `ggml_vec_dot_f16` sums it: four accumulators of 16 lanes, each lane
@@ -455,25 +461,17 @@ pub(super) fn online_attention<'a, K: AttnKernels>(
                 arg[j] = s - max;
             }
         }
-        let e = K::exps(&arg);
-        let mut vs_scale = [0f32; KEYS_PER_STEP];
-        for j in 0..n {
-            let (ms, vs_j) = if new_max[j] {
-                (e[j], 1f32)
-            } else {
-                (1f32, e[j])
-            };
-            vs_scale[j] = vs_j;
-            // GCC contracts ggml's `S = S*ms + vs`.
-            sum = sum.mul_add(ms, vs_j);
-        }
         let step = Step {
             n,
             vs,
             new_max,
-            e,
-            vs_scale,
+            e: K::exps(&arg),
         };
+        for (j, (&new, &e)) in new_max.iter().zip(&step.e).take(n).enumerate() {
+            let ms = if new { e } else { 1.0 };
+            // GCC contracts ggml's `S = S*ms + vs`.
+            sum = sum.mul_add(ms, step.weight(j));
+        }
         K::step(acc, &step, m.f16_acc);
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
