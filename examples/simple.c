@@ -7,7 +7,10 @@
  *
  *   cc -I include examples/simple.c -L target/release -lrocmforge -o simple
  *   ./simple MODEL.gguf [-p PROMPT] [-n N_PREDICT] [-t THREADS] [-c N_CTX]
- *            [--temp T] [--top-k K] [--top-p P] [--seed S]
+ *            [--temp T] [--top-k K] [--top-p P] [--seed S] [--llama-cpp]
+ *
+ * --llama-cpp asks for llama.cpp's float order (RF_NUMERICS_LLAMA_CPP: its logits bit for
+ * bit on x86-64) instead of rocmforge's batch-invariant default.
  *
  * The prompt is tokenized with the model's special tokens (BOS) and with control-token texts
  * such as <|im_start|> parsed. Output pieces are bytes: a piece may end inside a UTF-8
@@ -28,7 +31,7 @@ static int fail(const char *what, rf_status s) {
 static int usage(void) {
     fprintf(stderr, "usage: simple MODEL.gguf [-p PROMPT] [-n N_PREDICT] [-t THREADS] [-c N_CTX]\n"
                     "              [--temp T (0: greedy)] [--top-k K (40; 0: off)]\n"
-                    "              [--top-p P (0.95; 1: off)] [--seed S (random)]\n");
+                    "              [--top-p P (0.95; 1: off)] [--seed S (random)] [--llama-cpp]\n");
     return 2;
 }
 
@@ -104,11 +107,14 @@ int main(int argc, char **argv) {
     long n_predict = 32, n_threads = 0, n_ctx = 2048, top_k = 40;
     float temp = 0.0f, top_p = 0.95f;
     uint64_t seed = RF_SEED_RANDOM;
+    rf_numerics numerics = RF_NUMERICS_BATCH_INVARIANT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-') {
             if (path) return usage();
             path = a;
+        } else if (!strcmp(a, "--llama-cpp")) {
+            numerics = RF_NUMERICS_LLAMA_CPP;
         } else if (i + 1 >= argc) {
             return usage();
         } else if (!strcmp(a, "-p")) {
@@ -157,6 +163,7 @@ int main(int argc, char **argv) {
     cp.n_ctx = (uint32_t)n_ctx;
     cp.n_batch = n_prompt > cp.n_batch ? (uint32_t)n_prompt : cp.n_batch;
     cp.n_threads = (uint32_t)n_threads; /* 0: every available core */
+    cp.numerics = numerics;
     s = rf_context_new(model, &cp, &ctx);
     if (s != RF_OK) { rc = fail("rf_context_new", s); goto out; }
     s = rf_batch_new(n_prompt, &batch);

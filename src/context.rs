@@ -39,8 +39,8 @@ pub struct ContextParams {
     pub kv_type: KvType,
     /// Positions per KV block (default 16).
     pub block_size: usize,
-    /// How matrix products round (default: batch-invariant; `Numerics::LlamaCpp` for
-    /// llama.cpp's logits bit for bit).
+    /// How products and attention round (default: batch-invariant, rocmforge's own order;
+    /// `Numerics::LlamaCpp` for llama.cpp's logits bit for bit).
     pub numerics: Numerics,
     pub abort: Option<AbortFn>,
 }

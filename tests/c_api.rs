@@ -155,7 +155,7 @@ fn sampler_contract_holds_from_c() {
 
 /// examples/simple.c: under valgrind on the zoo's tiny llama (the leak and memory-error
 /// check), greedy and sampled (seeded: reproducible, seeds differ, bad options refused), and
-/// without it on SmolLM2, where its greedy text must be llama.cpp's.
+/// without it on SmolLM2, where with `--llama-cpp` its greedy text must be llama.cpp's.
 #[test]
 fn simple_example_generates_llama_cpp_greedy_text() {
     let dir = tempfile::tempdir().unwrap();
@@ -237,7 +237,15 @@ fn simple_example_generates_llama_cpp_greedy_text() {
     let rec: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     let out = std::process::Command::new(&exe)
         .arg(&path)
-        .args(["-p", "The capital of France is", "-n", "32", "-t", "2"])
+        .args([
+            "-p",
+            "The capital of France is",
+            "-n",
+            "32",
+            "-t",
+            "2",
+            "--llama-cpp",
+        ])
         .output()
         .unwrap();
     assert!(

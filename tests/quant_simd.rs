@@ -100,91 +100,17 @@ fn simd_levels_match_the_scalar_reference() {
                     f.ty
                 );
                 checked += 1;
-                // The four-token kernel: the same dot for each of four different rows.
-                if let (
-                    Dot::Quant {
-                        act: at,
-                        f: one,
-                        f4: Some(four),
-                        tiles,
-                    },
-                    Dot::Quant { f: scalar_one, .. },
-                ) = (kernel(f.ty, level).unwrap(), scalar)
-                {
-                    let rows: Vec<Vec<u8>> = (0..4)
-                        .map(|k| {
-                            let mut q = vec![0u8; quant::row_bytes(at, n).unwrap()];
-                            quant::quantize_row(at, &randoms(n, seed * 10 + k), &mut q).unwrap();
-                            q
-                        })
-                        .collect();
-                    let got4 = four(&w, &[&rows[0], &rows[1], &rows[2], &rows[3]]);
-                    for k in 0..4 {
-                        let want = scalar_one(&w, &rows[k]);
-                        assert!(
-                            (got4[k] - want).abs() <= 2e-5 * scale * 4.0 + 1e-6,
-                            "{} x4 at {level:?}, row {k}: {} vs scalar {want}",
-                            f.ty,
-                            got4[k]
-                        );
-                        assert_eq!(
-                            got4[k],
-                            one(&w, &rows[k]),
-                            "{} x4 equals x1 at {level:?}",
-                            f.ty
-                        );
-                    }
-                    checked += 1;
-                    // The multi-row kernels: every output equals the one-row kernel's.
-                    if let Some(t) = tiles {
-                        let ws: Vec<Vec<u8>> =
-                            (0..4).map(|k| weights(f.ty, n, seed * 7 + k)).collect();
-                        let got = (t.rows4)(&[&ws[0], &ws[1], &ws[2], &ws[3]], &rows[0]);
-                        for r in 0..4 {
-                            assert_eq!(got[r], one(&ws[r], &rows[0]), "{} rows4 row {r}", f.ty);
-                        }
-                        let got =
-                            (t.r2x4)(&[&ws[0], &ws[1]], &[&rows[0], &rows[1], &rows[2], &rows[3]]);
-                        for r in 0..2 {
-                            for k in 0..4 {
-                                assert_eq!(
-                                    got[r][k],
-                                    one(&ws[r], &rows[k]),
-                                    "{} r2x4 {r} {k}",
-                                    f.ty
-                                );
-                            }
-                        }
-                        if let Some(wd) = t.wide {
-                            // Eight activation rows, packed into one panel.
-                            let acts: Vec<Vec<u8>> = (0..8)
-                                .map(|k| {
-                                    let mut q = vec![0u8; quant::row_bytes(at, n).unwrap()];
-                                    let x = randoms(n, seed * 31 + k);
-                                    quant::quantize_row(at, &x, &mut q).unwrap();
-                                    q
-                                })
-                                .collect();
-                            let refs: [&[u8]; 8] = std::array::from_fn(|k| &acts[k][..]);
-                            let mut panel = vec![0u8; n / 32 * quant::dot::PANEL_BLOCK_BYTES];
-                            (wd.pack)(&refs, &mut panel);
-                            let mut decoded = vec![0u8; n / 32 * quant::dot::ROWS_BLOCK_BYTES];
-                            (wd.rows)(&[&ws[0], &ws[1], &ws[2], &ws[3]], &mut decoded);
-                            let got = (wd.r4x8)(&decoded, &panel);
-                            for r in 0..4 {
-                                for k in 0..8 {
-                                    assert_eq!(
-                                        got[r][k],
-                                        one(&ws[r], &acts[k]),
-                                        "{} wide {r} {k}",
-                                        f.ty
-                                    );
-                                }
-                            }
-                            wide += 1;
-                        }
-                        tiled += 1;
-                    }
+                // The multi-token and multi-row kernels of every table this format has at
+                // this level: llama.cpp's one-row order, its repacked GEMV order (matrices of
+                // a multiple of 8 rows) and the batch-invariant order.
+                let tables = [
+                    Some(kernel(f.ty, level).unwrap()),
+                    quant::matmul_kernel(f.ty, 8, 1, quant::MatOp::MulMat, level).map(|k| k.dot),
+                    quant::invariant_kernel(f.ty, 8, quant::MatOp::MulMat, level).map(|k| k.dot),
+                ];
+                for dot in tables.into_iter().flatten() {
+                    let c = check_tiles(f.ty, dot, scalar, n, seed, scale, level);
+                    (checked, tiled, wide) = (checked + c.0, tiled + c.1, wide + c.2);
                 }
             }
         }
@@ -194,8 +120,89 @@ fn simd_levels_match_the_scalar_reference() {
         assert!(tiled >= 7 * 4, "{tiled} multi-row checks");
     }
     if cfg!(target_arch = "x86_64") && cpu::detected() >= SimdLevel::Avx512 {
-        assert!(wide >= 5 * 4, "{wide} 512-bit panel checks");
+        // Eight-token panels for five formats, sixteen-token ones for four (Q4_0 and IQ4_NL
+        // repacked, Q5_0 and Q8_0 batch-invariant).
+        assert!(wide >= 9 * 4, "{wide} 512-bit panel checks");
     }
+}
+
+/// The four-token kernel, the multi-row kernels and the 512-bit panels of `dot` against its
+/// own one-row kernel (bit for bit) and the scalar reference (within tolerance). Returns how
+/// many (four-token, multi-row, panel) checks ran.
+fn check_tiles(
+    ty: GgmlType,
+    dot: Dot,
+    scalar: Dot,
+    n: usize,
+    seed: u64,
+    scale: f32,
+    level: SimdLevel,
+) -> (usize, usize, usize) {
+    let (
+        Dot::Quant {
+            act: at,
+            f: one,
+            f4: Some(four),
+            tiles,
+        },
+        Dot::Quant { f: scalar_one, .. },
+    ) = (dot, scalar)
+    else {
+        return (0, 0, 0);
+    };
+    let w = weights(ty, n, seed);
+    let acts = |count: u64, salt: u64| -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|k| {
+                let mut q = vec![0u8; quant::row_bytes(at, n).unwrap()];
+                quant::quantize_row(at, &randoms(n, seed * salt + k), &mut q).unwrap();
+                q
+            })
+            .collect()
+    };
+    let rows = acts(4, 10);
+    let got4 = four(&w, &[&rows[0], &rows[1], &rows[2], &rows[3]]);
+    for k in 0..4 {
+        let want = scalar_one(&w, &rows[k]);
+        assert!(
+            (got4[k] - want).abs() <= 2e-5 * scale * 4.0 + 1e-6,
+            "{ty} x4 at {level:?}, row {k}: {} vs scalar {want}",
+            got4[k]
+        );
+        assert_eq!(got4[k], one(&w, &rows[k]), "{ty} x4 equals x1 at {level:?}");
+    }
+    let Some(t) = tiles else {
+        return (1, 0, 0);
+    };
+    // The multi-row kernels: every output equals the one-row kernel's.
+    let ws: Vec<Vec<u8>> = (0..4).map(|k| weights(ty, n, seed * 7 + k)).collect();
+    let got = (t.rows4)(&[&ws[0], &ws[1], &ws[2], &ws[3]], &rows[0]);
+    for r in 0..4 {
+        assert_eq!(got[r], one(&ws[r], &rows[0]), "{ty} rows4 row {r}");
+    }
+    let got = (t.r2x4)(&[&ws[0], &ws[1]], &[&rows[0], &rows[1], &rows[2], &rows[3]]);
+    for r in 0..2 {
+        for k in 0..4 {
+            assert_eq!(got[r][k], one(&ws[r], &rows[k]), "{ty} r2x4 {r} {k}");
+        }
+    }
+    let Some(wd) = t.wide else {
+        return (1, 1, 0);
+    };
+    // One panel of activation rows, packed.
+    let acts = acts(wd.tokens as u64, 31);
+    let refs: Vec<&[u8]> = acts.iter().map(|a| &a[..]).collect();
+    let mut panel = vec![0u8; n / 32 * wd.panel_block_bytes];
+    (wd.pack)(&refs, &mut panel);
+    let mut decoded = vec![0u8; n / 32 * wd.rows_block_bytes];
+    (wd.rows)(&[&ws[0], &ws[1], &ws[2], &ws[3]], &mut decoded);
+    let got = (wd.kernel)(&decoded, &panel);
+    for r in 0..4 {
+        for k in 0..wd.tokens {
+            assert_eq!(got[r][k], one(&ws[r], &acts[k]), "{ty} wide {r} {k}");
+        }
+    }
+    (1, 1, 1)
 }
 
 #[test]

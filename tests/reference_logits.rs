@@ -12,9 +12,11 @@
 
 mod common;
 
-use common::{GEMMA3, SMOLLM2, argmax, decode_rows, ids, in_ci, load, model, reference_context};
-use rocmforge::KvType;
+use common::{
+    GEMMA3, SMOLLM2, argmax, context, decode_rows, ids, in_ci, load, model, reference_context,
+};
 use rocmforge::quant::{SimdLevel, cpu};
+use rocmforge::{KvType, Numerics};
 use serde_json::Value;
 
 #[derive(Debug, Default)]
@@ -26,7 +28,7 @@ struct Measured {
     max_last_diff: f32,
 }
 
-fn measure(file: &str, name: &str) -> Option<Measured> {
+fn measure(file: &str, name: &str, numerics: Numerics) -> Option<Measured> {
     let path = model(file)?;
     let dir = common::root().join(format!("../shared/reference/{name}"));
     let Ok(text) = std::fs::read_to_string(dir.join("logits.jsonl")) else {
@@ -44,7 +46,10 @@ fn measure(file: &str, name: &str) -> Option<Measured> {
             })
             .collect();
     let m = load(&path);
-    let mut ctx = reference_context(&m, KvType::F16);
+    let mut ctx = match numerics {
+        Numerics::LlamaCpp => reference_context(&m, KvType::F16),
+        Numerics::BatchInvariant => context(&m, 1, KvType::F16),
+    };
     let nv = ctx.n_vocab();
     let mut r = Measured {
         min_overlap: 10,
@@ -92,7 +97,7 @@ fn measure(file: &str, name: &str) -> Option<Measured> {
             r.max_last_diff = r.max_last_diff.max(common::max_abs_diff(last, &want));
         }
     }
-    eprintln!("{name}: {r:?}");
+    eprintln!("{name} ({numerics:?}): {r:?}");
     Some(r)
 }
 
@@ -100,7 +105,7 @@ fn measure(file: &str, name: &str) -> Option<Measured> {
 /// (logits.jsonl prints six decimals), the measured bounds on the scalar kernels (module
 /// docs): at most `scalar_argmax` argmaxes off, the last position within `scalar_last`.
 fn check(file: &str, name: &str, positions: usize, scalar_argmax: usize, scalar_last: f32) {
-    let Some(r) = measure(file, name) else {
+    let Some(r) = measure(file, name, Numerics::LlamaCpp) else {
         return;
     };
     assert_eq!(r.positions, positions);
@@ -121,4 +126,28 @@ fn smollm2_logits_equal_llama_cpp() {
 #[test]
 fn gemma3_logits_equal_llama_cpp() {
     check(GEMMA3, "gemma3", 150, 4, 2.5);
+}
+
+/// The default float order (`Numerics::BatchInvariant`: rocmforge's own, f32 attention
+/// accumulators) against llama.cpp's logits. Rounding differences grow through these models'
+/// layers to the size the scalar kernels' own order shows (module docs); measured on AVX-512:
+/// SmolLM2 3 of 120 argmaxes (near-ties), top-10 logits within 1.24, last position 0.83;
+/// Gemma 3 5 of 150, 1.99, 2.32. Perplexity on the Apache-2.0 text stays within 0.2% / 0.3%
+/// of llama.cpp's order (docs/INFERENCE-NOTES.md). The bounds leave a margin over those.
+fn check_default(file: &str, name: &str, argmax_off: usize, top10: f32, last: f32) {
+    let Some(r) = measure(file, name, Numerics::BatchInvariant) else {
+        return;
+    };
+    assert!(r.argmax_bad <= argmax_off && r.min_overlap >= 8, "{r:?}");
+    assert!(r.max_top10_diff < top10 && r.max_last_diff < last, "{r:?}");
+}
+
+#[test]
+fn smollm2_default_order_logits_are_llama_cpps_within_rounding() {
+    check_default(SMOLLM2, "smollm2", 4, 2.0, 1.5);
+}
+
+#[test]
+fn gemma3_default_order_logits_are_llama_cpps_within_rounding() {
+    check_default(GEMMA3, "gemma3", 8, 3.5, 3.0);
 }

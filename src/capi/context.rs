@@ -21,10 +21,12 @@ pub const RF_KV_TYPE_F32: rf_kv_type = 1;
 /// 8-bit blocks (about half the memory of F16); needs head sizes that are multiples of 32.
 pub const RF_KV_TYPE_Q8_0: rf_kv_type = 2;
 
-/// How matrix products round (see `rf_context_params.numerics`).
+/// How matrix products and attention round (see `rf_context_params.numerics`).
 pub type rf_numerics = i32;
-/// Every token through the kernels llama.cpp uses for a single row, whatever the batch: a
-/// token's logits do not depend on what else is decoded with it (the default).
+/// rocmforge's own float order, the same for every token whatever the batch: a token's
+/// logits do not depend on what else is decoded with it (the default). Matrix products take
+/// the kernels llama.cpp uses for a single row; attention sums in f32 in two passes. Logits
+/// differ from llama.cpp's by rounding.
 pub const RF_NUMERICS_BATCH_INVARIANT: rf_numerics = 0;
 /// The kernels llama.cpp's x86 CPU backend picks for each product's shape: logits equal
 /// llama.cpp's bit for bit on x86-64 with AVX2 or AVX-512 (docs/INFERENCE-NOTES.md), and depend on the

@@ -6,12 +6,17 @@
 //! sequence holds up to p (a range removed from the middle is a hole it skips), and on
 //! sliding-window layers only those within the last `window` positions. Query head h reads
 //! KV head h / (n_head / n_head_kv) (GQA, MQA).
+//!
+//! In the two-pass order (`AttnOrder::TwoPass`) a task is a block of up to `MAX_BLOCK`
+//! queries of one KV head (its query heads, row after row), which load each value row once;
+//! in llama.cpp's online order a task is one (row, head) pair.
 
 use super::arch::MAX_HEAD_DIM;
 use crate::Result;
 use crate::backend::cpu::ThreadPool;
 use crate::backend::cpu::disjoint::Disjoint;
-use crate::backend::cpu::ops::{AttnMath, attend_online};
+use crate::backend::cpu::ops::{AttnMath, AttnOrder, attend_online};
+use crate::backend::cpu::two_pass::{self, BlockScratch, KvRows, MAX_BLOCK, Query};
 use crate::batch::Plan;
 use crate::kv::KvCache;
 
@@ -31,6 +36,12 @@ pub(super) struct AttnScratch {
     ks: Vec<f32>,
     vs: Vec<f32>,
     pos: Vec<i32>,
+}
+
+thread_local! {
+    /// Each pool thread's weights and accumulators for the two-pass blocks, reused.
+    static BLOCK_SCRATCH: std::cell::RefCell<BlockScratch> =
+        std::cell::RefCell::new(BlockScratch::default());
 }
 
 /// The first position a query at `pos` sees.
@@ -59,6 +70,11 @@ pub(super) fn attend(
     let (q_dim, out_dim) = (s.n_head * hd, s.n_head * vhd);
     let (k_dim, v_dim) = (s.n_head_kv * hd, s.n_head_kv * vhd);
     let group = s.n_head / s.n_head_kv;
+    let visible = |held: &[i32], pos: i32| {
+        // The gathered positions are ascending: the visible ones are one run of them.
+        held.partition_point(|&p| p < first_visible(pos, s.window))
+            ..held.partition_point(|&p| p <= pos)
+    };
     for g in &plan.groups {
         let (Some(&r0), Some(&r1)) = (g.rows.first(), g.rows.last()) else {
             continue;
@@ -69,14 +85,48 @@ pub(super) fn attend(
         kv.gather(layer, g.seq, (lo, hi), &mut sc.ks, &mut sc.vs, &mut sc.pos)?;
         let (ks, vs, held) = (&sc.ks[..], &sc.vs[..], &sc.pos[..]);
         let dst = Disjoint::new(out);
+        if s.math.order == AttnOrder::TwoPass {
+            // Queries of one KV head, row-major: entry e is row e / group, head e % group.
+            let per_head = g.rows.len() * group;
+            let n_block = (per_head * s.n_head_kv / (4 * pool.n_threads())).clamp(1, MAX_BLOCK);
+            let blocks = per_head.div_ceil(n_block);
+            pool.run(s.n_head_kv * blocks, &|t| {
+                let (kvh, b) = (t / blocks, t % blocks);
+                let kv_rows = KvRows {
+                    ks,
+                    vs,
+                    k_stride: k_dim,
+                    v_stride: v_dim,
+                    k_off: kvh * hd,
+                    v_off: kvh * vhd,
+                    k_dim: hd,
+                    v_dim: vhd,
+                };
+                let mut qs: [Query<'_>; MAX_BLOCK] = Default::default();
+                let mut outs: [&mut [f32]; MAX_BLOCK] = Default::default();
+                let entries = b * n_block..((b + 1) * n_block).min(per_head);
+                let n = entries.len();
+                for (i, e) in entries.enumerate() {
+                    let (r, head) = (g.rows[e / group], kvh * group + e % group);
+                    qs[i] = Query {
+                        q: &q[r * q_dim + head * hd..][..hd],
+                        keys: visible(held, plan.positions[r]),
+                    };
+                    // SAFETY: entry e of KV head kvh is the only task for (row r, head), and
+                    // this range is exactly that row's head in `out`.
+                    outs[i] = unsafe { dst.slice(r * out_dim + head * vhd, vhd) };
+                }
+                BLOCK_SCRATCH.with_borrow_mut(|sc| {
+                    two_pass::attend(&qs[..n], &kv_rows, &s.math, &mut outs[..n], sc)
+                });
+            });
+            continue;
+        }
         pool.run(g.rows.len() * s.n_head, &|t| {
             let (r, head) = (g.rows[t / s.n_head], t % s.n_head);
             let pos = plan.positions[r];
             let kvh = head / group;
-            // The gathered positions are ascending: the visible ones are one run of them.
-            let from = held.partition_point(|&p| p < first_visible(pos, s.window));
-            let to = held.partition_point(|&p| p <= pos);
-            let rows = (from..to).map(|i| {
+            let rows = visible(held, pos).map(|i| {
                 (
                     &ks[i * k_dim + kvh * hd..][..hd],
                     &vs[i * v_dim + kvh * vhd..][..vhd],

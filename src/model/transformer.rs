@@ -22,7 +22,7 @@ use super::arch::{ArchSpec, FfnAct, RopeStyle, TransformerParams};
 use super::attention::{AttnLayer, AttnScratch, attend};
 use super::moe::{Moe, MoeScratch};
 use super::tensors::{f32_vector, opt_f32_vector, opt_tensor, tensor, weights};
-use crate::backend::cpu::ops::{self, AttnMath, Rope, RopeCache, Yarn};
+use crate::backend::cpu::ops::{self, AttnMath, AttnOrder, Rope, RopeCache, Yarn};
 use crate::backend::cpu::{MatmulScratch, Numerics, ThreadPool, matmul};
 use crate::batch::Plan;
 use crate::gguf::{GgufFile, TensorInfo};
@@ -250,6 +250,10 @@ impl Transformer {
                     scale: attn_scale,
                     softcap: p.attn_softcap,
                     f16_acc: f16_kv,
+                    order: match s.mm.numerics {
+                        Numerics::BatchInvariant => AttnOrder::TwoPass,
+                        Numerics::LlamaCpp => AttnOrder::Online,
+                    },
                 },
                 window: if swa { p.n_swa } else { None },
             };

@@ -20,25 +20,25 @@ pub type DotRows4 = fn(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4];
 /// Two weight rows against four activation rows (prefill).
 pub type DotTile = fn(w: &[&[u8]; 2], a: &[&[u8]; 4]) -> [[f32; 4]; 2];
 /// Prompt kernels on 512-bit vectors over activations packed once per product: `pack` lays
-/// out eight activation rows as a panel of `PANEL_BLOCK_BYTES` per block (each pair of tokens'
-/// quants side by side, their scales spread over the vector halves, and what the weight format
-/// needs per block), `rows` decodes four weight rows, `r4x8` multiplies them with one panel.
-/// Each output equals the one-row kernel's bit for bit.
+/// out `tokens` activation rows as a panel of `panel_block_bytes` per block of 32 values,
+/// `rows` decodes four weight rows (`rows_block_bytes` per block), once for all the panels
+/// they meet, and `kernel` multiplies them with one panel (outputs [row][token], the first
+/// `tokens` of each row). Each output equals the one-row kernel's bit for bit. Two layouts:
+/// eight tokens as pairs side by side, each pair's vector halves the one-row kernel's
+/// eight-lane accumulators (`avx512/wide.rs`), or sixteen tokens in the lanes of one vector
+/// for formats summed block by block (`avx512/lanes.rs`).
 #[derive(Clone, Copy)]
 pub struct Wide {
-    pub pack: fn(a: &[&[u8]; 8], panel: &mut [u8]),
-    /// Decodes four weight rows (`ROWS_BLOCK_BYTES` per block), once for all the panels
-    /// they meet.
+    pub tokens: usize,
+    pub panel_block_bytes: usize,
+    pub rows_block_bytes: usize,
+    pub pack: fn(a: &[&[u8]], panel: &mut [u8]),
     pub rows: fn(w: &[&[u8]; 4], out: &mut [u8]),
-    /// Four decoded rows against one panel.
-    pub r4x8: fn(rows: &[u8], panel: &[u8]) -> [[f32; 8]; 4],
+    pub kernel: fn(rows: &[u8], panel: &[u8]) -> [[f32; MAX_PANEL_TOKENS]; 4],
 }
 
-/// Bytes of four decoded weight rows (`Wide::rows`) per block of 32 values.
-pub const ROWS_BLOCK_BYTES: usize = 160;
-
-/// Bytes of a packed panel (`Wide`) per block of 32 values.
-pub const PANEL_BLOCK_BYTES: usize = 768;
+/// The most tokens a `Wide` panel holds.
+pub const MAX_PANEL_TOKENS: usize = 16;
 
 /// Kernels over several weight rows at once, where a SIMD level has them: each output equals
 /// the one-row kernel's (`Dot::Quant::f`) bit for bit, so they change speed, never results.
@@ -326,6 +326,33 @@ pub fn matmul_kernel(
     }
     let _ = (n_rows, n_tokens, op);
     kernel(ty, level).map(|dot| MatmulKernel { dot, fours: None })
+}
+
+/// The kernels of the batch-invariant order (`Numerics::BatchInvariant`) for a matrix of
+/// `n_rows` rows of format `ty`: the same for every batch. Where this level has one
+/// (`x86::*::invariant`: Q5_0 and Q8_0 summed block by block, as llama.cpp's repacked formats
+/// are), that; otherwise what llama.cpp computes for a single row (`matmul_kernel` with one
+/// token).
+pub fn invariant_kernel(
+    ty: GgmlType,
+    n_rows: usize,
+    op: MatOp,
+    level: super::SimdLevel,
+) -> Option<MatmulKernel> {
+    let level = level.min(super::cpu::detected());
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::simd::x86;
+        let own = match level {
+            super::SimdLevel::Avx512 => x86::avx512::invariant(ty),
+            super::SimdLevel::Avx2 => x86::avx2::invariant(ty),
+            super::SimdLevel::Scalar | super::SimdLevel::Neon => None,
+        };
+        if let Some(dot) = own {
+            return Some(MatmulKernel { dot, fours: None });
+        }
+    }
+    matmul_kernel(ty, n_rows, 1, op, level)
 }
 
 /// The dot product of `n` values: weights `w` of type `ty`, activations `a` as f32 (quantized

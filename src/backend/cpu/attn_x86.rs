@@ -10,6 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::ops::{AttnKernels, AttnMath, KEYS_PER_STEP, Step, exps_libm, online_attention};
+use super::two_pass::{BlockScratch, KvRows, MAX_BLOCK, Query, attend_block, mix_portable};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -125,6 +126,13 @@ impl AttnKernels for Avx2 {
         // SAFETY: as for `dot`.
         unsafe { update(acc, v, scale, f16) }
     }
+
+    #[inline(always)]
+    fn mix(acc: &mut [f32], ws: &[&[f32]], vs: &[f32], stride: usize) {
+        // The portable loop, vectorized by the compiler for AVX2 and FMA (each element's
+        // fused multiply-adds are the same whatever the width).
+        mix_portable(acc, ws, vs, stride)
+    }
 }
 
 /// As `ops::attend_online`.
@@ -140,6 +148,21 @@ pub(super) unsafe fn attend_online<'a>(
     out: &mut [f32],
 ) {
     online_attention::<Avx2>(q, rows, m, acc, out)
+}
+
+/// As `two_pass::attend`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn attend_block_avx2(
+    qs: &[Query<'_>],
+    kv: &KvRows<'_>,
+    m: &AttnMath,
+    out: &mut [&mut [f32]],
+    s: &mut BlockScratch,
+) {
+    attend_block::<Avx2>(qs, kv, m, out, s)
 }
 
 /// `dot` on 512-bit registers: the 16 lanes of ggml's AVX-512 order, one register each.
@@ -386,6 +409,114 @@ impl AttnKernels for Avx512 {
         // SAFETY: as for `dot`.
         unsafe { step512(acc, s, f16) }
     }
+
+    #[inline(always)]
+    fn mix(acc: &mut [f32], ws: &[&[f32]], vs: &[f32], stride: usize) {
+        // SAFETY: as for `dot`.
+        unsafe { mix512(acc, ws, vs, stride) }
+    }
+}
+
+/// `two_pass::mix_portable` for up to `MAX_BLOCK` queries: 32 elements of every query's
+/// accumulator in registers at a time (16 at the end, then a masked remainder) while the
+/// keys go by, each value vector loaded once for all the queries.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+fn mix512(acc: &mut [f32], ws: &[&[f32]], vs: &[f32], stride: usize) {
+    match ws.len() {
+        1 => mix_n::<1>(acc, ws, vs, stride),
+        2 => mix_n::<2>(acc, ws, vs, stride),
+        3 => mix_n::<3>(acc, ws, vs, stride),
+        4 => mix_n::<4>(acc, ws, vs, stride),
+        5 => mix_n::<5>(acc, ws, vs, stride),
+        6 => mix_n::<6>(acc, ws, vs, stride),
+        7 => mix_n::<7>(acc, ws, vs, stride),
+        8 => mix_n::<8>(acc, ws, vs, stride),
+        _ => mix_portable(acc, ws, vs, stride),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+fn mix_n<const N: usize>(acc: &mut [f32], ws: &[&[f32]], vs: &[f32], stride: usize) {
+    const { assert!(N <= MAX_BLOCK) };
+    let width = acc.len() / N;
+    let n = ws.iter().map(|w| w.len()).min().unwrap_or(0);
+    if n == 0 || width == 0 {
+        return;
+    }
+    // Every load below reads v_j[at..at + 16] with j < n and at + 16 <= width (or masked to
+    // width), and weights w[i][j] with j < n: these bounds make them in range.
+    assert!(acc.len() == N * width && vs.len() >= (n - 1) * stride + width);
+    let w: [*const f32; N] = std::array::from_fn(|i| ws[i].as_ptr());
+    let mut at = 0;
+    while at < width {
+        let left = width - at;
+        let z2 = left >= 32;
+        let mask: __mmask16 = if left >= 16 { !0 } else { (1u16 << left) - 1 };
+        let a = acc.as_mut_ptr();
+        // SAFETY: (i, at) rows of `acc` with at + 16 <= width, or masked to width.
+        let mut r: [[__m512; 2]; N] = std::array::from_fn(|i| unsafe {
+            let p = a.add(i * width + at);
+            if z2 {
+                [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))]
+            } else {
+                [_mm512_maskz_loadu_ps(mask, p), _mm512_setzero_ps()]
+            }
+        });
+        let v = vs.as_ptr();
+        if z2 {
+            for j in 0..n {
+                // SAFETY: see the assertion above.
+                unsafe {
+                    let p = v.add(j * stride + at);
+                    let (v0, v1) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+                    for (i, r) in r.iter_mut().enumerate() {
+                        let x = _mm512_set1_ps(*w[i].add(j));
+                        r[0] = _mm512_fmadd_ps(x, v0, r[0]);
+                        r[1] = _mm512_fmadd_ps(x, v1, r[1]);
+                    }
+                }
+            }
+        } else {
+            for j in 0..n {
+                // SAFETY: see the assertion above.
+                unsafe {
+                    let v0 = _mm512_maskz_loadu_ps(mask, v.add(j * stride + at));
+                    for (i, r) in r.iter_mut().enumerate() {
+                        r[0] = _mm512_fmadd_ps(_mm512_set1_ps(*w[i].add(j)), v0, r[0]);
+                    }
+                }
+            }
+        }
+        for (i, r) in r.iter().enumerate() {
+            // SAFETY: as for the loads.
+            unsafe {
+                let p = a.add(i * width + at);
+                if z2 {
+                    _mm512_storeu_ps(p, r[0]);
+                    _mm512_storeu_ps(p.add(16), r[1]);
+                } else {
+                    _mm512_mask_storeu_ps(p, mask, r[0]);
+                }
+            }
+        }
+        at += if z2 { 32 } else { 16 };
+    }
+}
+
+/// As `two_pass::attend`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C and AVX-512 F and VL.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+pub(super) unsafe fn attend_block_avx512(
+    qs: &[Query<'_>],
+    kv: &KvRows<'_>,
+    m: &AttnMath,
+    out: &mut [&mut [f32]],
+    s: &mut BlockScratch,
+) {
+    attend_block::<Avx512>(qs, kv, m, out, s)
 }
 
 /// As `ops::attend_online`.

@@ -140,13 +140,12 @@ pub fn matmul(
             y.len()
         )));
     }
-    // Batch-invariant: the kernels llama.cpp takes for a single row, for every row.
-    let rows = match scratch.numerics {
-        Numerics::LlamaCpp => n_tokens,
-        Numerics::BatchInvariant => 1,
-    };
-    let kernel = quant::matmul_kernel(w.ty, n_out, rows, w.op, cpu::level())
-        .ok_or_else(|| Error::Unsupported(format!("{} weights have no dot product", w.ty)))?;
+    // Batch-invariant: the same kernels for every row, whatever the batch.
+    let kernel = match scratch.numerics {
+        Numerics::LlamaCpp => quant::matmul_kernel(w.ty, n_out, n_tokens, w.op, cpu::level()),
+        Numerics::BatchInvariant => quant::invariant_kernel(w.ty, n_out, w.op, cpu::level()),
+    }
+    .ok_or_else(|| Error::Unsupported(format!("{} weights have no dot product", w.ty)))?;
     let (tile_rows, tile_tokens) = tiles(n_out, n_tokens, pool.n_threads());
     let row_tiles = n_out.div_ceil(tile_rows);
     let token_tiles = n_tokens.div_ceil(tile_tokens);
@@ -251,21 +250,27 @@ pub fn matmul(
                 }
             };
             // Several weight rows per call where the format has such kernels (the same values
-            // as one row at a time): for prompts four rows by panels of eight tokens (512-bit
+            // as one row at a time): for prompts four rows by panels of 8 or 16 tokens (512-bit
             // kernels), then two rows by four tokens; four rows by one token for decoding; the
             // rows left over go one at a time.
             let tiles = tiles.filter(|_| kernel.fours.is_none());
-            // Prompts on 512-bit kernels: the activations packed once, in panels of eight.
-            let wide = tiles.and_then(|tl| tl.wide).filter(|_| n_tokens >= 8);
+            // Prompts on 512-bit kernels: the activations packed once, in panels.
+            let wide = tiles
+                .and_then(|tl| tl.wide)
+                .filter(|wd| n_tokens >= wd.tokens);
             let panel_of = |bytes: usize| {
                 (n_in / 32)
                     .checked_mul(bytes)
                     .ok_or_else(|| Error::Overflow(format!("a panel of {n_in} values")))
             };
-            let panel_bytes = panel_of(quant::dot::PANEL_BLOCK_BYTES)?;
-            let rows_bytes = panel_of(quant::dot::ROWS_BLOCK_BYTES)?;
+            let (mut panel_bytes, mut rows_bytes, mut width) = (0, 0, 1);
             if let Some(wd) = wide {
-                let n_panels = n_tokens / 8;
+                (panel_bytes, rows_bytes, width) = (
+                    panel_of(wd.panel_block_bytes)?,
+                    panel_of(wd.rows_block_bytes)?,
+                    wd.tokens,
+                );
+                let n_panels = n_tokens / width;
                 let total = n_panels
                     .checked_mul(panel_bytes)
                     .ok_or_else(|| Error::Overflow(format!("{n_panels} panels")))?;
@@ -274,31 +279,32 @@ pub fn matmul(
                 pool.run(n_panels, &|g| {
                     // SAFETY: panel g is written by this task only.
                     let dst = unsafe { panels.slice(g * panel_bytes, panel_bytes) };
-                    let t = 8 * g;
-                    let rows: [&[u8]; 8] = std::array::from_fn(|k| a(t + k));
-                    (wd.pack)(&rows, dst);
+                    let t = width * g;
+                    let rows: [&[u8]; quant::dot::MAX_PANEL_TOKENS] =
+                        std::array::from_fn(|k| if k < width { a(t + k) } else { &[] });
+                    (wd.pack)(&rows[..width], dst);
                 });
             }
             let panels = &scratch.panels;
             match tiles {
                 Some(tl) => run_tiles(&|rows, tokens| {
                     let mut tokens = tokens;
-                    // Whole panels (token tiles start at multiples of eight), four rows at a
-                    // time; the rows left over one at a time.
+                    // Whole panels (token tiles start at multiples of 64, or at 0), four rows
+                    // at a time; the rows left over one at a time.
                     if let Some(wd) = wide {
-                        let end = tokens.start + tokens.len() / 8 * 8;
+                        let end = tokens.start + tokens.len() / width * width;
                         let mut r = rows.start;
                         DECODED.with_borrow_mut(|decoded| {
                             decoded.resize(rows_bytes, 0);
                             while r + 4 <= rows.end {
                                 let wr = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
                                 (wd.rows)(&wr, decoded);
-                                for t in (tokens.start..end).step_by(8) {
-                                    let g = t / 8;
+                                for t in (tokens.start..end).step_by(width) {
+                                    let g = t / width;
                                     let panel = &panels[g * panel_bytes..(g + 1) * panel_bytes];
-                                    let v = (wd.r4x8)(decoded, panel);
+                                    let v = (wd.kernel)(decoded, panel);
                                     for (i, v) in v.iter().enumerate() {
-                                        for (k, &v) in v.iter().enumerate() {
+                                        for (k, &v) in v[..width].iter().enumerate() {
                                             // SAFETY: see above: (t + k, r + i) is this tile's.
                                             unsafe { out.set((t + k) * n_out + r + i, v) };
                                         }

@@ -7,6 +7,7 @@ pub(crate) mod disjoint;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
+pub mod two_pass;
 
 pub use matmul::{MatmulScratch, Numerics, Weights, matmul};
 pub use pool::ThreadPool;

@@ -242,10 +242,11 @@ fn swiglu_body(g: &[f32], u: &[f32], a: &mut [f32]) {
     }
 }
 
-/// 2^k exactly, for k in -126..=127 (a normal float: just its exponent bits).
+/// 2^k exactly, for k in -126..=127 (a normal float: just its exponent bits; other k give
+/// some float).
 #[inline(always)]
 fn pow2(k: i32) -> f32 {
-    f32::from_bits(((k + 127) as u32) << 23)
+    f32::from_bits((k.wrapping_add(127) as u32) << 23)
 }
 
 /// e^x computed as ggml's AVX-512 code computes it (`ggml_v_expf`, the build the reference
@@ -263,9 +264,6 @@ pub fn expf_ggml(x: f32) -> f32 {
         f32::from_bits(0x35bf_be8e),                  // 0x1.7f7d1cp-20
         (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
     );
-    if n.abs() > 192.0 {
-        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
-    }
     let u = b * b;
     let p = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
         .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
@@ -275,9 +273,14 @@ pub fn expf_ggml(x: f32) -> f32 {
         );
     let j = p.mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0)); // 0x1.ffffecp-1
     // j * 2^n, exactly (vscalefps); two steps keep 2^n representable for |n| up to 192
-    // (each factor is then 2^-96 to 2^96, a normal float).
-    let half = (n as i32) / 2;
-    j * pow2(half) * pow2(n as i32 - half)
+    // (each factor is then 2^-96 to 2^96, a normal float, and j * 2^(n >> 1) stays normal, so
+    // only the second product rounds). n is read from z's low bits (z = n + 1.5 * 2^23) and
+    // the range is checked by selects, not branches, so that loops over this vectorize.
+    let k = (z.to_bits() as i32).wrapping_sub(0x4b40_0000);
+    let half = k >> 1;
+    let r = j * pow2(half) * pow2(k.wrapping_sub(half));
+    let out = if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    if n.abs() > 192.0 { out } else { r }
 }
 
 /// Softmax in place.
@@ -301,8 +304,20 @@ pub struct AttnMath {
     /// Scores become `cap * tanh(score / cap)` (Gemma 2).
     pub softcap: Option<f32>,
     /// The weighted sum of values kept in f16, as llama.cpp's CPU kernel does with an f16
-    /// cache (its default); in f32 otherwise.
+    /// cache (its default); in f32 otherwise. `AttnOrder::Online` only.
     pub f16_acc: bool,
+    pub order: AttnOrder,
+}
+
+/// The float order of attention.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AttnOrder {
+    /// rocmforge's own (`two_pass`): scores, then weights, then the weighted sum in f32.
+    /// Batch-invariant, and several times faster than `Online` for prompts.
+    #[default]
+    TwoPass,
+    /// llama.cpp's online softmax, key by key (`online_attention`): its bits.
+    Online,
 }
 
 /// The two inner loops of `attend_online`, per instruction set. Every implementation gives
@@ -337,6 +352,11 @@ pub(super) trait AttnKernels {
             }
             Self::update(acc, Some(s.vs[j]), s.weight(j), f16);
         }
+    }
+    /// The weighted sum of `AttnOrder::TwoPass`: for each key j in order and each query i,
+    /// `acc[i] = fma(ws[i][j], v_j, acc[i])` elementwise (`two_pass::mix_portable`).
+    fn mix(acc: &mut [f32], ws: &[&[f32]], vs: &[f32], stride: usize) {
+        super::two_pass::mix_portable(acc, ws, vs, stride)
     }
 }
 
@@ -628,6 +648,7 @@ mod tests {
                 scale: 0.5,
                 softcap: None,
                 f16_acc,
+                order: AttnOrder::Online,
             };
             let rows = keys.iter().zip(&vals).map(|(k, v)| (&k[..], &v[..]));
             attend_online(&q, rows, &m, &mut acc, &mut out);
@@ -692,6 +713,7 @@ mod tests {
                 scale: 0.2,
                 softcap,
                 f16_acc,
+                order: AttnOrder::Online,
             };
             let rows = || ks.iter().zip(&vs).map(|(k, v)| (&k[..], &v[..]));
             let (mut acc, mut a, mut b) = (vec![0f32; hd], vec![0f32; hd], vec![0f32; hd]);

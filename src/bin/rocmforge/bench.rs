@@ -10,6 +10,7 @@ use std::time::Instant;
 use rocmforge::{Batch, Context};
 
 use crate::Result;
+use crate::load::NumericsArg;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,6 +29,9 @@ pub struct Args {
     /// Threads (default: every core).
     #[arg(short, long, default_value_t = 0)]
     threads: usize,
+    /// Float order: batch-invariant (rocmforge's, the default) or llama-cpp (its bits).
+    #[arg(long, value_enum, default_value_t = NumericsArg::BatchInvariant)]
+    numerics: NumericsArg,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Md)]
     output: Format,
@@ -103,8 +107,13 @@ pub fn run(a: &Args) -> Result<()> {
     }
     for path in &a.model {
         let m = crate::load::model(path, false)?;
-        let mut ctx =
-            crate::load::context(&m, a.n_prompt.max(a.n_gen) + 16, a.n_prompt.max(1), threads)?;
+        let mut ctx = crate::load::context(
+            &m,
+            a.n_prompt.max(a.n_gen) + 16,
+            a.n_prompt.max(1),
+            threads,
+            a.numerics,
+        )?;
         let file = path.file_name().map_or_else(
             || path.display().to_string(),
             |f| f.to_string_lossy().into_owned(),

@@ -13,6 +13,7 @@ use rocmforge::tokenizer::{ChatMessage, StreamDecoder};
 use rocmforge::{Batch, Context, Model, Sampler, SamplerChain};
 
 use crate::Result;
+use crate::load::NumericsArg;
 
 #[derive(clap::Args, Clone)]
 pub struct Sampling {
@@ -37,6 +38,9 @@ pub struct Sampling {
     /// Context size in tokens.
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     ctx: usize,
+    /// Float order: batch-invariant (rocmforge's, the default) or llama-cpp (its bits).
+    #[arg(long, value_enum, default_value_t = NumericsArg::BatchInvariant)]
+    numerics: NumericsArg,
 }
 
 #[derive(clap::Args)]
@@ -146,7 +150,7 @@ fn stream(
 }
 
 fn setup(m: &Arc<Model>, s: &Sampling) -> Result<Context> {
-    crate::load::context(m, s.ctx, 512, s.threads)
+    crate::load::context(m, s.ctx, 512, s.threads, s.numerics)
 }
 
 pub fn run(a: &Args) -> Result<()> {

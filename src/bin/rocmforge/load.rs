@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use rocmforge::{Context, ContextParams, Model, ModelParams};
+use rocmforge::{Context, ContextParams, Model, ModelParams, Numerics};
 
 use crate::Result;
 
@@ -37,8 +37,33 @@ pub fn model(path: &Path, vocab_only: bool) -> Result<Arc<Model>> {
     Ok(Arc::new(m?))
 }
 
+/// `--numerics`: how products and attention round (`rocmforge::Numerics`).
+#[derive(clap::ValueEnum, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NumericsArg {
+    /// rocmforge's own float order: a token's logits never depend on its batch (default).
+    #[default]
+    BatchInvariant,
+    /// llama.cpp's CPU backend's float order, bit for bit (and its batch dependence).
+    LlamaCpp,
+}
+
+impl From<NumericsArg> for Numerics {
+    fn from(n: NumericsArg) -> Numerics {
+        match n {
+            NumericsArg::BatchInvariant => Numerics::BatchInvariant,
+            NumericsArg::LlamaCpp => Numerics::LlamaCpp,
+        }
+    }
+}
+
 /// A context for one sequence with `n_ctx` positions and `n_threads` threads (0: all cores).
-pub fn context(m: &Arc<Model>, n_ctx: usize, n_batch: usize, n_threads: usize) -> Result<Context> {
+pub fn context(
+    m: &Arc<Model>,
+    n_ctx: usize,
+    n_batch: usize,
+    n_threads: usize,
+    numerics: NumericsArg,
+) -> Result<Context> {
     let threads = if n_threads == 0 {
         rocmforge::context::available_threads()
     } else {
@@ -50,6 +75,7 @@ pub fn context(m: &Arc<Model>, n_ctx: usize, n_batch: usize, n_threads: usize) -
             n_ctx,
             n_batch,
             n_threads: threads,
+            numerics: numerics.into(),
             ..ContextParams::default()
         },
     )?)

@@ -8,6 +8,9 @@
 //!   rocmforge perplexity -m MODEL -f FILE [-c 512] [-b 512] [-t THREADS]
 //!   rocmforge bench      -m MODEL[,MODEL...] [-p 512] [-n 128] [-r 5] [-t THREADS] [-o md|json]
 //!
+//! generate, chat, perplexity and bench take `--numerics batch-invariant|llama-cpp`: the
+//! default float order (a token's logits independent of its batch) or llama.cpp's, bit for bit.
+//!
 //! Errors go to stderr with exit status 1 (2 for a usage error, from clap). A progress bar
 //! shows while a model loads when stderr is a terminal.
 

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::Result;
+use crate::load::NumericsArg;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,12 +24,15 @@ pub struct Args {
     /// Threads (default: every core).
     #[arg(short, long, default_value_t = 0)]
     threads: usize,
+    /// Float order: batch-invariant (rocmforge's, the default) or llama-cpp (its bits).
+    #[arg(long, value_enum, default_value_t = NumericsArg::BatchInvariant)]
+    numerics: NumericsArg,
 }
 
 pub fn run(a: &Args) -> Result<()> {
     let text = std::fs::read(&a.file).map_err(|e| format!("{}: {e}", a.file.display()))?;
     let m = crate::load::model(&a.model, false)?;
-    let mut ctx = crate::load::context(&m, a.ctx, a.batch.min(a.ctx), a.threads)?;
+    let mut ctx = crate::load::context(&m, a.ctx, a.batch.min(a.ctx), a.threads, a.numerics)?;
     let tokens = m.tokenizer().tokenize(&text, true, false);
     let vocab = m.tokenizer().vocab();
     let bos = if vocab.add_bos { vocab.bos } else { None };

@@ -285,23 +285,35 @@ macro_rules! kernels {
         /// The same products in the order of llama.cpp's repacked x86 kernels
         /// (`gemm/gemv_q4_0_8x8_q8_0` and the IQ4_NL twin), which llama.cpp uses for these
         /// formats whenever a matrix has a multiple of 8 rows: each block's integer sum whole,
-        /// then one fused multiply-add per block with `dw * da`.
+        /// then one fused multiply-add per block with `dw * da`. The batch-invariant order
+        /// of Q5_0 and Q8_0 too (`invariant`). `R` rows by `N` tokens; every output is the
+        /// one-row kernel's (the integer sums are exact whatever their lanes).
         #[inline]
         #[target_feature(enable = $features)]
-        fn q8_0_blockwise<const W: usize, const N: usize>(
-            w: &[u8],
+        fn q8_0_blockwise<const W: usize, const R: usize, const N: usize>(
+            w: &[&[u8]; R],
             a: &[&[u8]; N],
             decode: impl Fn(&[u8; W]) -> (__m256i, f32),
-        ) -> [f32; N] {
-            let (wb, ab) = rows_of::<W, 34, N>(w, a);
-            let mut acc = [0f32; N];
-            for (i, x) in wb.iter().enumerate() {
-                let (q, dx) = decode(x);
-                let abs_q = _mm256_sign_epi8(q, q);
+        ) -> [[f32; N]; R] {
+            let (wb, ab) = tile_of::<W, 34, R, N>(w, a);
+            let ahead = 4 * R * w[0].len();
+            let mut acc = [[0f32; N]; R];
+            for i in 0..wb[0].len() {
+                // Plain loops, not `array::from_fn` (see `q8_0_family`).
+                let mut x = [(_mm256_setzero_si256(), 0f32); R];
+                let mut abs = [_mm256_setzero_si256(); R];
+                for r in 0..R {
+                    prefetch_ahead(wb[r], i, ahead);
+                    x[r] = decode(&wb[r][i]);
+                    abs[r] = _mm256_sign_epi8(x[r].0, x[r].0);
+                }
                 for n in 0..N {
                     let y = &ab[n][i];
-                    let p = hsum_i32(q8_0_lanes(q, abs_q, y));
-                    acc[n] = (p as f32).mul_add(dx * h2f(y, 0), acc[n]);
+                    let dy = h2f(y, 0);
+                    for r in 0..R {
+                        let p = hsum_i32(q8_0_lanes(x[r].0, abs[r], y));
+                        acc[r][n] = (p as f32).mul_add(x[r].1 * dy, acc[r][n]);
+                    }
                 }
             }
             acc
@@ -316,18 +328,54 @@ macro_rules! kernels {
 
         #[inline]
         #[target_feature(enable = $features)]
+        fn decode_q5_0(x: &[u8; 22]) -> (__m256i, f32) {
+            // q - 16 = nibble | 0xf0 where the fifth bit is clear.
+            let high = _mm256_andnot_si256(bit_bytes(qh_u32(x, 2)), _mm256_set1_epi8(-16));
+            (_mm256_or_si256(nibbles(load128(x, 6)), high), h2f(x, 0))
+        }
+
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn decode_q8_0(x: &[u8; 34]) -> (__m256i, f32) {
+            (load256(x, 2), h2f(x, 0))
+        }
+
+        #[inline]
+        #[target_feature(enable = $features)]
         fn decode_iq4_nl(x: &[u8; 18]) -> (__m256i, f32) {
             (lut16(&IQ4_VALUES, nibbles(load128(x, 2))), h2f(x, 0))
         }
 
         #[target_feature(enable = $features)]
-        fn q4_0_blockwise<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            q8_0_blockwise::<18, N>(w, a, |x| decode_q4_0(x))
+        fn q4_0_blockwise<const R: usize, const N: usize>(
+            w: &[&[u8]; R],
+            a: &[&[u8]; N],
+        ) -> [[f32; N]; R] {
+            q8_0_blockwise::<18, R, N>(w, a, |x| decode_q4_0(x))
         }
 
         #[target_feature(enable = $features)]
-        fn iq4_nl_blockwise<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
-            q8_0_blockwise::<18, N>(w, a, |x| decode_iq4_nl(x))
+        fn q5_0_blockwise<const R: usize, const N: usize>(
+            w: &[&[u8]; R],
+            a: &[&[u8]; N],
+        ) -> [[f32; N]; R] {
+            q8_0_blockwise::<22, R, N>(w, a, |x| decode_q5_0(x))
+        }
+
+        #[target_feature(enable = $features)]
+        fn q8_0_bw<const R: usize, const N: usize>(
+            w: &[&[u8]; R],
+            a: &[&[u8]; N],
+        ) -> [[f32; N]; R] {
+            q8_0_blockwise::<34, R, N>(w, a, |x| decode_q8_0(x))
+        }
+
+        #[target_feature(enable = $features)]
+        fn iq4_nl_blockwise<const R: usize, const N: usize>(
+            w: &[&[u8]; R],
+            a: &[&[u8]; N],
+        ) -> [[f32; N]; R] {
+            q8_0_blockwise::<18, R, N>(w, a, |x| decode_iq4_nl(x))
         }
 
         #[target_feature(enable = $features)]
@@ -337,16 +385,12 @@ macro_rules! kernels {
 
         #[target_feature(enable = $features)]
         fn q5_0<const R: usize, const N: usize>(w: &[&[u8]; R], a: &[&[u8]; N]) -> [[f32; N]; R] {
-            q8_0_family::<22, R, N>(w, a, false, |x| {
-                // q - 16 = nibble | 0xf0 where the fifth bit is clear.
-                let high = _mm256_andnot_si256(bit_bytes(qh_u32(x, 2)), _mm256_set1_epi8(-16));
-                (_mm256_or_si256(nibbles(load128(x, 6)), high), h2f(x, 0))
-            })
+            q8_0_family::<22, R, N>(w, a, false, |x| decode_q5_0(x))
         }
 
         #[target_feature(enable = $features)]
         fn q8_0<const R: usize, const N: usize>(w: &[&[u8]; R], a: &[&[u8]; N]) -> [[f32; N]; R] {
-            q8_0_family::<34, R, N>(w, a, false, |x| (load256(x, 2), h2f(x, 0)))
+            q8_0_family::<34, R, N>(w, a, false, |x| decode_q8_0(x))
         }
 
         #[target_feature(enable = $features)]
@@ -1041,8 +1085,10 @@ macro_rules! kernels {
         tiled_entry!(e_iq4_nl, e4_iq4_nl, T_IQ4_NL, iq4_nl, None);
         entry!(e_iq4_xs, e4_iq4_xs, iq4_xs);
         tiled_entry!(e_mxfp4, e4_mxfp4, T_MXFP4, mxfp4, None);
-        entry!(e_q4_0_bw, e4_q4_0_bw, q4_0_blockwise);
-        entry!(e_iq4_nl_bw, e4_iq4_nl_bw, iq4_nl_blockwise);
+        tiled_entry!(e_q4_0_bw, e4_q4_0_bw, T_Q4_0_BW, q4_0_blockwise, WIDE_Q4_0_BW);
+        tiled_entry!(e_q5_0_bw, e4_q5_0_bw, T_Q5_0_BW, q5_0_blockwise, WIDE_Q5_0_BW);
+        tiled_entry!(e_q8_0_bw, e4_q8_0_bw, T_Q8_0_BW, q8_0_bw, WIDE_Q8_0_BW);
+        tiled_entry!(e_iq4_nl_bw, e4_iq4_nl_bw, T_IQ4_NL_BW, iq4_nl_blockwise, WIDE_IQ4_NL_BW);
         entry!(e_q4_k_bw, e4_q4_k_bw, q4_k_blockwise);
         entry!(e_q2_k_bw, e4_q2_k_bw, q2_k_blockwise);
         entry!(e_q4_k_gemm, e4_q4_k_gemm, q4_k_gemm);
@@ -1098,11 +1144,12 @@ macro_rules! kernels {
         /// these formats whose row count is a multiple of 8 (see `quant::dot::matmul_kernel`).
         pub(in crate::quant) fn blockwise(ty: GgmlType) -> Option<Dot> {
             let q = |act, f, f4| Some(Dot::Quant { act, f, f4: Some(f4), tiles: None });
+            let t = |act, f, f4, tiles| Some(Dot::Quant { act, f, f4: Some(f4), tiles: Some(tiles) });
             type One = fn(&[u8], &[u8]) -> f32;
             type Four = fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
             match ty {
-                GgmlType::Q4_0 => q(GgmlType::Q8_0, e_q4_0_bw as One, e4_q4_0_bw as Four),
-                GgmlType::Iq4Nl => q(GgmlType::Q8_0, e_iq4_nl_bw, e4_iq4_nl_bw),
+                GgmlType::Q4_0 => t(GgmlType::Q8_0, e_q4_0_bw as One, e4_q4_0_bw as Four, T_Q4_0_BW),
+                GgmlType::Iq4Nl => t(GgmlType::Q8_0, e_iq4_nl_bw, e4_iq4_nl_bw, T_IQ4_NL_BW),
                 GgmlType::Q4K => q(GgmlType::Q8K, e_q4_k_bw, e4_q4_k_bw),
                 GgmlType::Q2K => q(GgmlType::Q8K, e_q2_k_bw, e4_q2_k_bw),
                 _ => None,
@@ -1136,6 +1183,23 @@ macro_rules! kernels {
                 _ => blockwise(ty),
             }
         }
+
+        /// The batch-invariant order's kernel where it is not llama.cpp's one-row order
+        /// (`quant::dot::invariant_kernel`): Q5_0 and Q8_0 summed block by block as the
+        /// repacked formats are (`q8_0_blockwise`), which lets their prompt kernels put
+        /// tokens in the vector lanes.
+        pub(in crate::quant) fn invariant(ty: GgmlType) -> Option<Dot> {
+            let t = |f, f4, tiles| {
+                Some(Dot::Quant { act: GgmlType::Q8_0, f, f4: Some(f4), tiles: Some(tiles) })
+            };
+            type One = fn(&[u8], &[u8]) -> f32;
+            type Four = fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
+            match ty {
+                GgmlType::Q5_0 => t(e_q5_0_bw as One, e4_q5_0_bw as Four, T_Q5_0_BW),
+                GgmlType::Q8_0 => t(e_q8_0_bw, e4_q8_0_bw, T_Q8_0_BW),
+                _ => None,
+            }
+        }
     };
 }
 
@@ -1149,6 +1213,10 @@ pub mod avx2 {
     const WIDE_Q5_0: Option<Wide> = None;
     const WIDE_Q5_1: Option<Wide> = None;
     const WIDE_Q8_0: Option<Wide> = None;
+    const WIDE_Q4_0_BW: Option<Wide> = None;
+    const WIDE_Q5_0_BW: Option<Wide> = None;
+    const WIDE_Q8_0_BW: Option<Wide> = None;
+    const WIDE_IQ4_NL_BW: Option<Wide> = None;
     use crate::quant::dot::Wide;
 }
 
@@ -1160,6 +1228,8 @@ pub mod avx512 {
         dot_u8s_vnni
     );
 
+    mod lanes;
     mod wide;
+    use lanes::{WIDE_IQ4_NL_BW, WIDE_Q4_0_BW, WIDE_Q5_0_BW, WIDE_Q8_0_BW};
     use wide::{WIDE_Q4_0, WIDE_Q4_1, WIDE_Q5_0, WIDE_Q5_1, WIDE_Q8_0};
 }

@@ -24,7 +24,13 @@
 use std::arch::x86_64::*;
 
 use super::{bit_bytes, h2f, h2f2, hsum, load128, load256, nibbles, prefetch_ahead, qh_u32};
-use crate::quant::dot::{PANEL_BLOCK_BYTES, ROWS_BLOCK_BYTES, Wide};
+use crate::quant::dot::{MAX_PANEL_TOKENS, Wide};
+
+/// Bytes of four decoded weight rows (`decode_rows`) per block of 32 values.
+const ROWS_BLOCK_BYTES: usize = 160;
+
+/// Bytes of a packed panel per block of 32 values.
+const PANEL_BLOCK_BYTES: usize = 768;
 
 /// Four weight rows by eight tokens.
 const R: usize = 4;
@@ -271,13 +277,27 @@ macro_rules! wide_entry {
             fn rows(w: &[&[u8]; R], out: &mut [u8]) {
                 unsafe { decode(w, out) }
             }
-            fn r4x8(rows: &[u8], panel: &[u8]) -> [[f32; N]; R] {
-                unsafe { $panel(rows, panel) }
+            fn kernel(rows: &[u8], panel: &[u8]) -> [[f32; MAX_PANEL_TOKENS]; R] {
+                let v = unsafe { $panel(rows, panel) };
+                let mut out = [[0f32; MAX_PANEL_TOKENS]; R];
+                for (o, v) in out.iter_mut().zip(&v) {
+                    o[..N].copy_from_slice(v);
+                }
+                out
+            }
+            fn pack(a: &[&[u8]], panel: &mut [u8]) {
+                let f: fn(&[&[u8]; N], &mut [u8]) = $pack;
+                if let Ok(a) = <&[&[u8]; N]>::try_from(a) {
+                    f(a, panel)
+                }
             }
             Some(Wide {
-                pack: $pack,
+                tokens: N,
+                panel_block_bytes: PANEL_BLOCK_BYTES,
+                rows_block_bytes: ROWS_BLOCK_BYTES,
+                pack,
                 rows,
-                r4x8,
+                kernel,
             })
         };
     };

@@ -1,0 +1,170 @@
+//! Prompt kernels on 512-bit vectors with sixteen tokens in the lanes (`quant::dot::Wide`),
+//! for the Q8_0-activation formats summed block by block (`q8_0_blockwise`: Q4_0 and IQ4_NL
+//! as llama.cpp's repacked kernels sum them, Q5_0 and Q8_0 in the batch-invariant order):
+//! per (row, token), each block's integer sum whole, then `acc = fma(sum, dw * da, acc)`.
+//!
+//! Lane t of a vector is token t of the panel. A block's integer sums for sixteen tokens take
+//! eight `vpdpbusd`, each multiplying four activation bytes of every token (the panel's
+//! unsigned bytes) by four weight bytes broadcast to every lane; the scale product, the
+//! conversion and the fused multiply-add then cover sixteen (row, token) pairs at once. That
+//! is about 43 multiply-adds per vector operation where the eight-lane order of the one-row
+//! kernels (`wide.rs`) allows 16: with tokens in lanes there is no horizontal sum per block.
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes: the activations are packed as `y + 128`
+//! (0..255) and the weights decoded signed, so each sum is `sum(w * y) + 128 * sum(w)`;
+//! `128 * sum(w)`, once per row and block, is stored with the decoded rows and subtracted.
+//! Integers are exact, so every output is the one-row kernel's bit for bit.
+//!
+//! A panel block (`PANEL_BLOCK_BYTES`): bytes 64q..64q + 64 hold bytes 4q..4q + 4 of every
+//! token's block (token t at 4t), then the sixteen tokens' scales as f32. Four decoded rows
+//! (`ROWS_BLOCK_BYTES` per block): row r at 40r, its 32 signed weights, d as f32 and
+//! `128 * sum(w)` as i32.
+
+use std::arch::x86_64::*;
+
+use super::{decode_iq4_nl, decode_q4_0, decode_q5_0, decode_q8_0, hsum_i32, prefetch_ahead};
+use crate::quant::dot::{MAX_PANEL_TOKENS, Wide};
+
+/// Tokens per panel.
+const T: usize = 16;
+/// Rows per call.
+const R: usize = 4;
+/// Bytes per block of a panel and of four decoded rows.
+const PANEL_BLOCK_BYTES: usize = 32 * T + 4 * T;
+const ROW_BYTES: usize = 40;
+const ROWS_BLOCK_BYTES: usize = R * ROW_BYTES;
+
+/// Packs sixteen Q8_0 activation rows (34-byte blocks: f16 d, 32 quants).
+fn pack(a: &[&[u8]], panel: &mut [u8]) {
+    if a.len() != T {
+        return;
+    }
+    let n = a.iter().map(|r| r.len() / 34).min().unwrap_or(0);
+    for (i, out) in panel
+        .chunks_exact_mut(PANEL_BLOCK_BYTES)
+        .take(n)
+        .enumerate()
+    {
+        for (t, row) in a.iter().enumerate() {
+            let b = &row[34 * i..34 * i + 34];
+            for q in 0..8 {
+                let at = 64 * q + 4 * t;
+                for k in 0..4 {
+                    out[at + k] = b[2 + 4 * q + k] ^ 0x80;
+                }
+            }
+            let d = crate::quant::f16_at(b, 0).to_le_bytes();
+            out[32 * T + 4 * t..32 * T + 4 * t + 4].copy_from_slice(&d);
+        }
+    }
+}
+
+/// Decodes four weight rows of blocks of `W` bytes (`decode` gives a block's 32 signed
+/// weights and d).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn decode_rows<const W: usize>(
+    w: &[&[u8]; R],
+    out: &mut [u8],
+    decode: impl Fn(&[u8; W]) -> (__m256i, f32),
+) {
+    let n = w.iter().map(|r| r.len() / W).min().unwrap_or(0);
+    let rows = w.map(|r| &r.as_chunks::<W>().0[..n]);
+    let ahead = 4 * R * w[0].len();
+    let ones = _mm256_set1_epi8(1);
+    for (i, dst) in out.chunks_exact_mut(ROWS_BLOCK_BYTES).take(n).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            prefetch_ahead(row, i, ahead);
+            let (q, d) = decode(&row[i]);
+            let sum = hsum_i32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, q));
+            let o = &mut dst[ROW_BYTES * r..ROW_BYTES * (r + 1)];
+            let qs: &mut [u8; 32] = (&mut o[..32]).try_into().expect("32 bytes");
+            // SAFETY: `qs` is exactly 32 writable bytes; storeu has no alignment requirement.
+            unsafe { _mm256_storeu_si256(qs.as_mut_ptr().cast(), q) };
+            o[32..36].copy_from_slice(&d.to_le_bytes());
+            o[36..40].copy_from_slice(&(128 * sum).to_le_bytes());
+        }
+    }
+}
+
+/// The i32 at `at`.
+#[inline(always)]
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    i32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Four decoded rows against a panel: [row][token].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn panel_kernel(rows: &[u8], panel: &[u8]) -> [[f32; T]; R] {
+    let (rb, pb) = (
+        rows.as_chunks::<ROWS_BLOCK_BYTES>().0,
+        panel.as_chunks::<PANEL_BLOCK_BYTES>().0,
+    );
+    let mut acc = [_mm512_setzero_ps(); R];
+    for (wr, blk) in std::iter::zip(rb, pb) {
+        // Two chains per row (even and odd four-byte groups) keep eight `vpdpbusd` in flight.
+        let mut s = [[_mm512_setzero_si512(); 2]; R];
+        for q in 0..8 {
+            // SAFETY: 64q + 64 <= 512 < PANEL_BLOCK_BYTES readable bytes of `blk`.
+            let y = unsafe { _mm512_loadu_si512(blk.as_ptr().add(64 * q).cast()) };
+            for (r, s) in s.iter_mut().enumerate() {
+                let w = _mm512_set1_epi32(i32_at(wr, ROW_BYTES * r + 4 * q));
+                s[q % 2] = _mm512_dpbusd_epi32(s[q % 2], y, w);
+            }
+        }
+        // SAFETY: bytes 512..576 of `blk`, 16 f32.
+        let dy = unsafe { _mm512_loadu_ps(blk.as_ptr().add(32 * T).cast()) };
+        for (r, (acc, s)) in acc.iter_mut().zip(&s).enumerate() {
+            let o = ROW_BYTES * r;
+            let corr = _mm512_set1_epi32(i32_at(wr, o + 36));
+            let sum = _mm512_sub_epi32(_mm512_add_epi32(s[0], s[1]), corr);
+            let dx = f32::from_bits(i32_at(wr, o + 32) as u32);
+            let d = _mm512_mul_ps(_mm512_set1_ps(dx), dy);
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, *acc);
+        }
+    }
+    let mut out = [[0f32; T]; R];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        // SAFETY: `o` is 16 writable f32; storeu has no alignment requirement.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *a) };
+    }
+    out
+}
+
+/// Safe entry points for one format, as a `Wide`.
+macro_rules! lanes_entry {
+    ($wide:ident, $w:literal, $decode:ident) => {
+        pub(super) const $wide: Option<Wide> = {
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            fn decode(w: &[&[u8]; R], out: &mut [u8]) {
+                decode_rows::<$w>(w, out, |x| $decode(x))
+            }
+
+            // SAFETY (both): these kernels are handed out only through `quant::dot`'s kernel
+            // tables at the AVX-512 level, which they give only where `cpu::detected()`
+            // reports every feature enabled here.
+            fn rows(w: &[&[u8]; R], out: &mut [u8]) {
+                unsafe { decode(w, out) }
+            }
+            fn kernel(rows: &[u8], panel: &[u8]) -> [[f32; MAX_PANEL_TOKENS]; R] {
+                unsafe { panel_kernel(rows, panel) }
+            }
+            Some(Wide {
+                tokens: T,
+                panel_block_bytes: PANEL_BLOCK_BYTES,
+                rows_block_bytes: ROWS_BLOCK_BYTES,
+                pack,
+                rows,
+                kernel,
+            })
+        };
+    };
+}
+
+lanes_entry!(WIDE_Q4_0_BW, 18, decode_q4_0);
+lanes_entry!(WIDE_Q5_0_BW, 22, decode_q5_0);
+lanes_entry!(WIDE_Q8_0_BW, 34, decode_q8_0);
+lanes_entry!(WIDE_IQ4_NL_BW, 18, decode_iq4_nl);
+
+const _: () = assert!(T <= MAX_PANEL_TOKENS);
