@@ -387,7 +387,7 @@ mod tests {
         ] {
             // Row and token counts that leave rows and tokens over after the multi-row
             // kernels' groups (four rows for one token, two rows by four tokens, four rows by
-            // panels of eight tokens).
+            // panels of eight or sixteen tokens).
             for (n_out, n_in, n_tokens) in [
                 (70, 256, 21),
                 (200, 64, 77),
@@ -415,8 +415,8 @@ mod tests {
                 let x = randoms(n_tokens * n_in, 9);
                 let mut y = vec![f32::NAN; n_tokens * n_out];
                 matmul(&pool, &w, &x, n_tokens, &mut y, &mut scratch).unwrap();
-                // The single-row kernel on activations quantized as the matmul does.
-                let dot = quant::matmul_kernel(ty, n_out, 1, MatOp::MulMat, cpu::level())
+                // The batch-invariant one-row kernel on activations quantized as the matmul does.
+                let dot = quant::invariant_kernel(ty, n_out, MatOp::MulMat, cpu::level())
                     .unwrap()
                     .dot;
                 for t in 0..n_tokens {
