@@ -90,7 +90,7 @@ typedef int32_t rf_kv_type;
 typedef uint8_t (*rf_abort_callback)(void *user_data);
 
 /**
- * How matrix products round (see `rf_context_params.numerics`).
+ * How matrix products and attention round (see `rf_context_params.numerics`).
  */
 typedef int32_t rf_numerics;
 
@@ -411,8 +411,10 @@ typedef struct rf_chat_message {
 #define RF_KV_TYPE_Q8_0 2
 
 /**
- * Every token through the kernels llama.cpp uses for a single row, whatever the batch: a
- * token's logits do not depend on what else is decoded with it (the default).
+ * rocmforge's own float order, the same for every token whatever the batch: a token's
+ * logits do not depend on what else is decoded with it (the default). Matrix products take
+ * the kernels llama.cpp uses for a single row; attention sums in f32 in two passes. Logits
+ * differ from llama.cpp's by rounding.
  */
 #define RF_NUMERICS_BATCH_INVARIANT 0
 

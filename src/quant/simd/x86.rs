@@ -1090,6 +1090,17 @@ macro_rules! kernels {
         tiled_entry!(e_q8_0_bw, e4_q8_0_bw, T_Q8_0_BW, q8_0_bw, WIDE_Q8_0_BW);
         tiled_entry!(e_iq4_nl_bw, e4_iq4_nl_bw, T_IQ4_NL_BW, iq4_nl_blockwise, WIDE_IQ4_NL_BW);
         entry!(e_q4_k_bw, e4_q4_k_bw, q4_k_blockwise);
+        /// Q4_K's repacked order has no multi-row kernels of its own: `rows4` and `r2x4`
+        /// take the rows one at a time (the same values); what it has is the 512-bit panels.
+        const T_Q4_K_BW: Tiles = {
+            fn rows4(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+                [e_q4_k_bw(w[0], a), e_q4_k_bw(w[1], a), e_q4_k_bw(w[2], a), e_q4_k_bw(w[3], a)]
+            }
+            fn r2x4(w: &[&[u8]; 2], a: &[&[u8]; 4]) -> [[f32; 4]; 2] {
+                [e4_q4_k_bw(w[0], a), e4_q4_k_bw(w[1], a)]
+            }
+            Tiles { rows4, r2x4, wide: WIDE_Q4_K_BW }
+        };
         entry!(e_q2_k_bw, e4_q2_k_bw, q2_k_blockwise);
         entry!(e_q4_k_gemm, e4_q4_k_gemm, q4_k_gemm);
         entry!(e_q2_k_tiled, e4_q2_k_tiled, q2_k_tiled);
@@ -1150,7 +1161,7 @@ macro_rules! kernels {
             match ty {
                 GgmlType::Q4_0 => t(GgmlType::Q8_0, e_q4_0_bw as One, e4_q4_0_bw as Four, T_Q4_0_BW),
                 GgmlType::Iq4Nl => t(GgmlType::Q8_0, e_iq4_nl_bw, e4_iq4_nl_bw, T_IQ4_NL_BW),
-                GgmlType::Q4K => q(GgmlType::Q8K, e_q4_k_bw, e4_q4_k_bw),
+                GgmlType::Q4K => t(GgmlType::Q8K, e_q4_k_bw, e4_q4_k_bw, T_Q4_K_BW),
                 GgmlType::Q2K => q(GgmlType::Q8K, e_q2_k_bw, e4_q2_k_bw),
                 _ => None,
             }
@@ -1217,6 +1228,7 @@ pub mod avx2 {
     const WIDE_Q5_0_BW: Option<Wide> = None;
     const WIDE_Q8_0_BW: Option<Wide> = None;
     const WIDE_IQ4_NL_BW: Option<Wide> = None;
+    const WIDE_Q4_K_BW: Option<Wide> = None;
     use crate::quant::dot::Wide;
 }
 
@@ -1230,6 +1242,6 @@ pub mod avx512 {
 
     mod lanes;
     mod wide;
-    use lanes::{WIDE_IQ4_NL_BW, WIDE_Q4_0_BW, WIDE_Q5_0_BW, WIDE_Q8_0_BW};
+    use lanes::{WIDE_IQ4_NL_BW, WIDE_Q4_0_BW, WIDE_Q4_K_BW, WIDE_Q5_0_BW, WIDE_Q8_0_BW};
     use wide::{WIDE_Q4_0, WIDE_Q4_1, WIDE_Q5_0, WIDE_Q5_1, WIDE_Q8_0};
 }

@@ -19,11 +19,26 @@
 //! token's block (token t at 4t), then the sixteen tokens' scales as f32. Four decoded rows
 //! (`ROWS_BLOCK_BYTES` per block): row r at 40r, its 32 signed weights, d as f32 and
 //! `128 * sum(w)` as i32.
+//!
+//! Q4_K the same way, as llama.cpp's repacked GEMV sums it (`q4_k_blockwise`): per
+//! super-block and (row, token) the exact integer sum of `scale * q * y` and of
+//! `min * (sums of 32 y)`, then one fused multiply-add each with `d * dy` and `dmin * dy`, and
+//! their difference at the end. The sub-block sums take eight `vpdpbusd` each (weights 0..15
+//! broadcast, activations `y + 128`), times the sub-block's scale (`vpmulld`); the mins one
+//! `vpdpwssd` per pair of sub-blocks over the tokens' sums of 32 (i16) and the pair of mins.
+//! A Q8_K panel super-block (`K_PANEL_BYTES`): 64 groups of four bytes of every token, the 16
+//! dy, then four pairs of sums of 32 per token (i16, i16). A decoded Q4_K row super-block
+//! (`K_ROW_BYTES`): 256 quants, 8 scales as i32, 4 pairs of mins (i16, i16), d, dmin,
+//! `128 * sum(scale * sum(q))`.
 
 use std::arch::x86_64::*;
 
-use super::{decode_iq4_nl, decode_q4_0, decode_q5_0, decode_q8_0, hsum_i32, prefetch_ahead};
+use super::{
+    decode_iq4_nl, decode_q4_0, decode_q5_0, decode_q8_0, h2f2, hsum_i32, prefetch_ahead,
+    q4_k_chunk,
+};
 use crate::quant::dot::{MAX_PANEL_TOKENS, Wide};
+use crate::quant::kquants::k_scale_min;
 
 /// Tokens per panel.
 const T: usize = 16;
@@ -167,4 +182,156 @@ lanes_entry!(WIDE_Q5_0_BW, 22, decode_q5_0);
 lanes_entry!(WIDE_Q8_0_BW, 34, decode_q8_0);
 lanes_entry!(WIDE_IQ4_NL_BW, 18, decode_iq4_nl);
 
+/// Bytes of a Q8_K panel and of one decoded Q4_K row, per super-block.
+const K_PANEL_BYTES: usize = 256 * T + 4 * T + 4 * 4 * T;
+const K_ROW_BYTES: usize = 320;
+
+/// Packs sixteen Q8_K activation rows (292-byte blocks: f32 d, 256 quants, 16 i16 sums of 16).
+fn pack_q8_k(a: &[&[u8]], panel: &mut [u8]) {
+    if a.len() != T {
+        return;
+    }
+    let n = a.iter().map(|r| r.len() / 292).min().unwrap_or(0);
+    for (i, out) in panel.chunks_exact_mut(K_PANEL_BYTES).take(n).enumerate() {
+        for (t, row) in a.iter().enumerate() {
+            let b = &row[292 * i..292 * i + 292];
+            for q in 0..64 {
+                let at = 64 * q + 4 * t;
+                for k in 0..4 {
+                    out[at + k] = b[4 + 4 * q + k] ^ 0x80;
+                }
+            }
+            out[256 * T + 4 * t..256 * T + 4 * t + 4].copy_from_slice(&b[..4]);
+            let sum16 = |j: usize| i32::from(i16::from_le_bytes([b[260 + 2 * j], b[261 + 2 * j]]));
+            for k in 0..4 {
+                let at = 260 * T + 64 * k + 4 * t;
+                for h in 0..2 {
+                    // The sum of 32 of sub-block 2k + h: at most 32 * 128, an i16.
+                    let s = (sum16(4 * k + 2 * h) + sum16(4 * k + 2 * h + 1)) as i16;
+                    out[at + 2 * h..at + 2 * h + 2].copy_from_slice(&s.to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// Decodes four Q4_K weight rows (144-byte super-blocks), `K_ROW_BYTES` per row and
+/// super-block, the four rows' super-block i side by side.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn decode_q4_k_rows(w: &[&[u8]; R], out: &mut [u8]) {
+    let n = w.iter().map(|r| r.len() / 144).min().unwrap_or(0);
+    let rows = w.map(|r| &r.as_chunks::<144>().0[..n]);
+    let ahead = 4 * R * w[0].len();
+    for (i, dst) in out.chunks_exact_mut(R * K_ROW_BYTES).take(n).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            prefetch_ahead(row, i, ahead);
+            let x = &row[i];
+            let o = &mut dst[K_ROW_BYTES * r..K_ROW_BYTES * (r + 1)];
+            let mut corr = 0i32;
+            for c in 0..8 {
+                let q = q4_k_chunk(x, c);
+                let qs: &mut [u8; 32] = (&mut o[32 * c..32 * c + 32]).try_into().expect("32");
+                // SAFETY: `qs` is exactly 32 writable bytes; storeu has no alignment need.
+                unsafe { _mm256_storeu_si256(qs.as_mut_ptr().cast(), q) };
+                let sad = _mm256_sad_epu8(q, _mm256_setzero_si256());
+                let sum = hsum_i32(sad);
+                let (sc, _) = k_scale_min(&x[4..16], c);
+                corr += i32::from(sc) * sum;
+                o[256 + 4 * c..260 + 4 * c].copy_from_slice(&i32::from(sc).to_le_bytes());
+            }
+            for k in 0..4 {
+                let (_, m0) = k_scale_min(&x[4..16], 2 * k);
+                let (_, m1) = k_scale_min(&x[4..16], 2 * k + 1);
+                o[288 + 4 * k..290 + 4 * k].copy_from_slice(&i16::from(m0).to_le_bytes());
+                o[290 + 4 * k..292 + 4 * k].copy_from_slice(&i16::from(m1).to_le_bytes());
+            }
+            let (d, dmin) = h2f2(x, 0);
+            o[304..308].copy_from_slice(&d.to_le_bytes());
+            o[308..312].copy_from_slice(&dmin.to_le_bytes());
+            o[312..316].copy_from_slice(&(128 * corr).to_le_bytes());
+        }
+    }
+}
+
+/// Four decoded Q4_K rows against a Q8_K panel: [row][token].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_k_panel(rows: &[u8], panel: &[u8]) -> [[f32; T]; R] {
+    let (rb, pb) = (
+        rows.as_chunks::<{ R * K_ROW_BYTES }>().0,
+        panel.as_chunks::<K_PANEL_BYTES>().0,
+    );
+    let (mut acc, mut acc_min) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
+    let load = |b: &[u8; K_PANEL_BYTES], at: usize| {
+        let s: &[u8; 64] = b[at..at + 64].try_into().expect("64 bytes");
+        // SAFETY: `s` is exactly 64 readable bytes; loadu has no alignment requirement.
+        unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
+    };
+    for (wr, blk) in std::iter::zip(rb, pb) {
+        let mut sum = [_mm512_setzero_si512(); R];
+        for sb in 0..8 {
+            // Two chains per row (even and odd groups) keep eight `vpdpbusd` in flight.
+            let mut s = [[_mm512_setzero_si512(); 2]; R];
+            for q in 0..8 {
+                let y = load(blk, 64 * (8 * sb + q));
+                for (r, s) in s.iter_mut().enumerate() {
+                    let w = _mm512_set1_epi32(i32_at(wr, K_ROW_BYTES * r + 32 * sb + 4 * q));
+                    s[q % 2] = _mm512_dpbusd_epi32(s[q % 2], y, w);
+                }
+            }
+            for (r, (sum, s)) in sum.iter_mut().zip(&s).enumerate() {
+                let sc = _mm512_set1_epi32(i32_at(wr, K_ROW_BYTES * r + 256 + 4 * sb));
+                let p = _mm512_mullo_epi32(_mm512_add_epi32(s[0], s[1]), sc);
+                *sum = _mm512_add_epi32(*sum, p);
+            }
+        }
+        let mut mins = [_mm512_setzero_si512(); R];
+        for k in 0..4 {
+            let y = load(blk, 260 * T + 64 * k);
+            for (r, m) in mins.iter_mut().enumerate() {
+                let pair = _mm512_set1_epi32(i32_at(wr, K_ROW_BYTES * r + 288 + 4 * k));
+                *m = _mm512_dpwssd_epi32(*m, y, pair);
+            }
+        }
+        let dy = _mm512_castsi512_ps(load(blk, 256 * T));
+        for r in 0..R {
+            let o = K_ROW_BYTES * r;
+            let corr = _mm512_set1_epi32(i32_at(wr, o + 312));
+            let s = _mm512_cvtepi32_ps(_mm512_sub_epi32(sum[r], corr));
+            let d = f32::from_bits(i32_at(wr, o + 304) as u32);
+            let dmin = f32::from_bits(i32_at(wr, o + 308) as u32);
+            acc[r] = _mm512_fmadd_ps(s, _mm512_mul_ps(_mm512_set1_ps(d), dy), acc[r]);
+            let m = _mm512_cvtepi32_ps(mins[r]);
+            acc_min[r] = _mm512_fmadd_ps(m, _mm512_mul_ps(_mm512_set1_ps(dmin), dy), acc_min[r]);
+        }
+    }
+    let mut out = [[0f32; T]; R];
+    for (o, (a, m)) in out.iter_mut().zip(acc.iter().zip(&acc_min)) {
+        // SAFETY: `o` is 16 writable f32; storeu has no alignment requirement.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), _mm512_sub_ps(*a, *m)) };
+    }
+    out
+}
+
+/// Q4_K's panel kernels (`q4_k_blockwise`'s order), as a `Wide`.
+pub(super) const WIDE_Q4_K_BW: Option<Wide> = {
+    // SAFETY (both): as in `lanes_entry!`.
+    fn rows(w: &[&[u8]; R], out: &mut [u8]) {
+        unsafe { decode_q4_k_rows(w, out) }
+    }
+    fn kernel(rows: &[u8], panel: &[u8]) -> [[f32; MAX_PANEL_TOKENS]; R] {
+        unsafe { q4_k_panel(rows, panel) }
+    }
+    Some(Wide {
+        tokens: T,
+        panel_block_bytes: K_PANEL_BYTES / 8,
+        rows_block_bytes: R * K_ROW_BYTES / 8,
+        pack: pack_q8_k,
+        rows,
+        kernel,
+    })
+};
+
 const _: () = assert!(T <= MAX_PANEL_TOKENS);
+const _: () = assert!(K_PANEL_BYTES.is_multiple_of(8) && (R * K_ROW_BYTES).is_multiple_of(8));
