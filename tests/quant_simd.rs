@@ -59,6 +59,7 @@ fn simd_levels_match_the_scalar_reference() {
     let mut checked = 0;
     let mut tiled = 0;
     let mut wide = 0;
+    let mut rows16 = 0;
     for f in &quant::FORMATS {
         let Some(scalar) = f.dot else { continue };
         for (seed, blocks) in [(1u64, 1usize), (2, 3), (3, 8), (4, 17)] {
@@ -110,7 +111,8 @@ fn simd_levels_match_the_scalar_reference() {
                 ];
                 for dot in tables.into_iter().flatten() {
                     let c = check_tiles(f.ty, dot, scalar, n, seed, scale, level);
-                    (checked, tiled, wide) = (checked + c.0, tiled + c.1, wide + c.2);
+                    (checked, tiled, wide, rows16) =
+                        (checked + c.0, tiled + c.1, wide + c.2, rows16 + c.3);
                 }
             }
         }
@@ -123,6 +125,8 @@ fn simd_levels_match_the_scalar_reference() {
         // Eight-token panels for five formats, sixteen-token ones for four (Q4_0 and IQ4_NL
         // repacked, Q5_0 and Q8_0 batch-invariant).
         assert!(wide >= 9 * 4, "{wide} 512-bit panel checks");
+        // Sixteen rows in the lanes for the same four.
+        assert!(rows16 >= 4 * 4, "{rows16} sixteen-row checks");
     }
 }
 
@@ -137,7 +141,7 @@ fn check_tiles(
     seed: u64,
     scale: f32,
     level: SimdLevel,
-) -> (usize, usize, usize) {
+) -> (usize, usize, usize, usize) {
     let (
         Dot::Quant {
             act: at,
@@ -148,7 +152,7 @@ fn check_tiles(
         Dot::Quant { f: scalar_one, .. },
     ) = (dot, scalar)
     else {
-        return (0, 0, 0);
+        return (0, 0, 0, 0);
     };
     let w = weights(ty, n, seed);
     let acts = |count: u64, salt: u64| -> Vec<Vec<u8>> {
@@ -172,7 +176,7 @@ fn check_tiles(
         assert_eq!(got4[k], one(&w, &rows[k]), "{ty} x4 equals x1 at {level:?}");
     }
     let Some(t) = tiles else {
-        return (1, 0, 0);
+        return (1, 0, 0, 0);
     };
     // The multi-row kernels: every output equals the one-row kernel's.
     let ws: Vec<Vec<u8>> = (0..4).map(|k| weights(ty, n, seed * 7 + k)).collect();
@@ -186,8 +190,25 @@ fn check_tiles(
             assert_eq!(got[r][k], one(&ws[r], &rows[k]), "{ty} r2x4 {r} {k}");
         }
     }
+    // Sixteen rows in the lanes (decoding), on rows of one buffer as a matrix has them.
+    let mut rows16 = 0;
+    if let Some(f16) = t.rows16 {
+        let matrix: Vec<u8> = (0..16)
+            .flat_map(|k| weights(ty, n, seed * 11 + k))
+            .collect();
+        let ms: Vec<&[u8]> = matrix.chunks(matrix.len() / 16).collect();
+        let got = f16(&std::array::from_fn(|r| ms[r]), &rows[1]);
+        for r in 0..16 {
+            assert_eq!(
+                got[r],
+                one(ms[r], &rows[1]),
+                "{ty} rows16 row {r} at {level:?}"
+            );
+        }
+        rows16 = 1;
+    }
     let Some(wd) = t.wide else {
-        return (1, 1, 0);
+        return (1, 1, 0, rows16);
     };
     // One panel of activation rows, packed.
     let acts = acts(wd.tokens as u64, 31);
@@ -202,7 +223,7 @@ fn check_tiles(
             assert_eq!(got[r][k], one(&ws[r], &acts[k]), "{ty} wide {r} {k}");
         }
     }
-    (1, 1, 1)
+    (1, 1, 1, rows16)
 }
 
 #[test]

@@ -17,6 +17,8 @@ pub type DotX4 = fn(w: &[u8], a: &[&[u8]; 4]) -> [f32; 4];
 
 /// Four weight rows against one activation row (decode).
 pub type DotRows4 = fn(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4];
+/// Sixteen weight rows against one activation row (decode, 512-bit vectors).
+pub type DotRows16 = fn(w: &[&[u8]; 16], a: &[u8]) -> [f32; 16];
 /// Two weight rows against four activation rows (prefill).
 pub type DotTile = fn(w: &[&[u8]; 2], a: &[&[u8]; 4]) -> [[f32; 4]; 2];
 /// Prompt kernels on 512-bit vectors over activations packed once per product: `pack` lays
@@ -47,6 +49,9 @@ pub const MAX_PANEL_TOKENS: usize = 16;
 #[derive(Clone, Copy)]
 pub struct Tiles {
     pub rows4: DotRows4,
+    /// Where the level has 512-bit vectors and the format is summed block by block: sixteen
+    /// rows in the vector lanes.
+    pub rows16: Option<DotRows16>,
     pub r2x4: DotTile,
     /// Where the level has 512-bit vectors: two (row, token) pairs per vector, each half
     /// its own eight-lane accumulator in the one-row order.

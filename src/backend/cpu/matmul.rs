@@ -335,6 +335,19 @@ pub fn matmul(
                             r += 2;
                         }
                     } else {
+                        if let Some(rows16) = tl.rows16 {
+                            while r + 16 <= rows.end {
+                                let wr: [&[u8]; 16] = std::array::from_fn(|i| w.row(r + i));
+                                for t in tokens.clone() {
+                                    let v = rows16(&wr, a(t));
+                                    for (i, v) in v.into_iter().enumerate() {
+                                        // SAFETY: see above: (t, r + i) is this tile's.
+                                        unsafe { out.set(t * n_out + r + i, v) };
+                                    }
+                                }
+                                r += 16;
+                            }
+                        }
                         while r + 4 <= rows.end {
                             let wr = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
                             for t in tokens.clone() {

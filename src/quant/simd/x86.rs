@@ -1048,7 +1048,7 @@ macro_rules! kernels {
         /// `entry!`), four rows and one token (`Tiles::rows4`), two rows and four tokens
         /// (`Tiles::r2x4`).
         macro_rules! tiled_entry {
-            ($one:ident, $four:ident, $tiles:ident, $kernel:ident, $wide:expr) => {
+            ($one:ident, $four:ident, $tiles:ident, $kernel:ident, $wide:expr, $rows16:expr) => {
                 fn $one(w: &[u8], a: &[u8]) -> f32 {
                     // SAFETY: as in `entry!`.
                     unsafe { $kernel::<1, 1>(&[w], &[a])[0][0] }
@@ -1068,27 +1068,27 @@ macro_rules! kernels {
                         // SAFETY: as in `entry!`.
                         unsafe { $kernel::<2, 4>(w, a) }
                     }
-                    Tiles { rows4, r2x4, wide: $wide }
+                    Tiles { rows4, rows16: $rows16, r2x4, wide: $wide }
                 };
             };
         }
-        tiled_entry!(e_q4_0, e4_q4_0, T_Q4_0, q4_0, WIDE_Q4_0);
-        tiled_entry!(e_q4_1, e4_q4_1, T_Q4_1, q4_1, WIDE_Q4_1);
-        tiled_entry!(e_q5_0, e4_q5_0, T_Q5_0, q5_0, WIDE_Q5_0);
-        tiled_entry!(e_q5_1, e4_q5_1, T_Q5_1, q5_1, WIDE_Q5_1);
-        tiled_entry!(e_q8_0, e4_q8_0, T_Q8_0, q8_0, WIDE_Q8_0);
+        tiled_entry!(e_q4_0, e4_q4_0, T_Q4_0, q4_0, WIDE_Q4_0, None);
+        tiled_entry!(e_q4_1, e4_q4_1, T_Q4_1, q4_1, WIDE_Q4_1, None);
+        tiled_entry!(e_q5_0, e4_q5_0, T_Q5_0, q5_0, WIDE_Q5_0, None);
+        tiled_entry!(e_q5_1, e4_q5_1, T_Q5_1, q5_1, WIDE_Q5_1, None);
+        tiled_entry!(e_q8_0, e4_q8_0, T_Q8_0, q8_0, WIDE_Q8_0, None);
         entry!(e_q2_k, e4_q2_k, q2_k);
         entry!(e_q3_k, e4_q3_k, q3_k);
         entry!(e_q4_k, e4_q4_k, q4_k);
         entry!(e_q5_k, e4_q5_k, q5_k);
         entry!(e_q6_k, e4_q6_k, q6_k);
-        tiled_entry!(e_iq4_nl, e4_iq4_nl, T_IQ4_NL, iq4_nl, None);
+        tiled_entry!(e_iq4_nl, e4_iq4_nl, T_IQ4_NL, iq4_nl, None, None);
         entry!(e_iq4_xs, e4_iq4_xs, iq4_xs);
-        tiled_entry!(e_mxfp4, e4_mxfp4, T_MXFP4, mxfp4, None);
-        tiled_entry!(e_q4_0_bw, e4_q4_0_bw, T_Q4_0_BW, q4_0_blockwise, WIDE_Q4_0_BW);
-        tiled_entry!(e_q5_0_bw, e4_q5_0_bw, T_Q5_0_BW, q5_0_blockwise, WIDE_Q5_0_BW);
-        tiled_entry!(e_q8_0_bw, e4_q8_0_bw, T_Q8_0_BW, q8_0_bw, WIDE_Q8_0_BW);
-        tiled_entry!(e_iq4_nl_bw, e4_iq4_nl_bw, T_IQ4_NL_BW, iq4_nl_blockwise, WIDE_IQ4_NL_BW);
+        tiled_entry!(e_mxfp4, e4_mxfp4, T_MXFP4, mxfp4, None, None);
+        tiled_entry!(e_q4_0_bw, e4_q4_0_bw, T_Q4_0_BW, q4_0_blockwise, WIDE_Q4_0_BW, GEMV_Q4_0_BW);
+        tiled_entry!(e_q5_0_bw, e4_q5_0_bw, T_Q5_0_BW, q5_0_blockwise, WIDE_Q5_0_BW, GEMV_Q5_0_BW);
+        tiled_entry!(e_q8_0_bw, e4_q8_0_bw, T_Q8_0_BW, q8_0_bw, WIDE_Q8_0_BW, GEMV_Q8_0_BW);
+        tiled_entry!(e_iq4_nl_bw, e4_iq4_nl_bw, T_IQ4_NL_BW, iq4_nl_blockwise, WIDE_IQ4_NL_BW, GEMV_IQ4_NL_BW);
         entry!(e_q4_k_bw, e4_q4_k_bw, q4_k_blockwise);
         /// Q4_K's repacked order has no multi-row kernels of its own: `rows4` and `r2x4`
         /// take the rows one at a time (the same values); what it has is the 512-bit panels.
@@ -1099,7 +1099,7 @@ macro_rules! kernels {
             fn r2x4(w: &[&[u8]; 2], a: &[&[u8]; 4]) -> [[f32; 4]; 2] {
                 [e4_q4_k_bw(w[0], a), e4_q4_k_bw(w[1], a)]
             }
-            Tiles { rows4, r2x4, wide: WIDE_Q4_K_BW }
+            Tiles { rows4, rows16: None, r2x4, wide: WIDE_Q4_K_BW }
         };
         entry!(e_q2_k_bw, e4_q2_k_bw, q2_k_blockwise);
         entry!(e_q4_k_gemm, e4_q4_k_gemm, q4_k_gemm);
@@ -1229,7 +1229,11 @@ pub mod avx2 {
     const WIDE_Q8_0_BW: Option<Wide> = None;
     const WIDE_IQ4_NL_BW: Option<Wide> = None;
     const WIDE_Q4_K_BW: Option<Wide> = None;
-    use crate::quant::dot::Wide;
+    const GEMV_Q4_0_BW: Option<DotRows16> = None;
+    const GEMV_Q5_0_BW: Option<DotRows16> = None;
+    const GEMV_Q8_0_BW: Option<DotRows16> = None;
+    const GEMV_IQ4_NL_BW: Option<DotRows16> = None;
+    use crate::quant::dot::{DotRows16, Wide};
 }
 
 /// AVX-512 F/BW/VL/VNNI kernels (256-bit vectors; the gain is `vpdpbusd`), and the prompt
@@ -1240,8 +1244,10 @@ pub mod avx512 {
         dot_u8s_vnni
     );
 
+    mod gemv;
     mod lanes;
     mod wide;
+    use gemv::{GEMV_IQ4_NL_BW, GEMV_Q4_0_BW, GEMV_Q5_0_BW, GEMV_Q8_0_BW};
     use lanes::{WIDE_IQ4_NL_BW, WIDE_Q4_0_BW, WIDE_Q4_K_BW, WIDE_Q5_0_BW, WIDE_Q8_0_BW};
     use wide::{WIDE_Q4_0, WIDE_Q4_1, WIDE_Q5_0, WIDE_Q5_1, WIDE_Q8_0};
 }

@@ -1,0 +1,175 @@
+//! Decoding kernels (one token) on 512-bit vectors with sixteen weight rows in the lanes, for
+//! the Q8_0-activation formats summed block by block (`q8_0_blockwise`: Q4_0 and IQ4_NL as
+//! llama.cpp's repacked GEMV sums them, Q5_0 and Q8_0 in the batch-invariant order): per row,
+//! each block's integer sum whole, then `acc = fma(sum, dw * dy, acc)`.
+//!
+//! The one-row kernels reduce each block's eight-lane integer sum to a scalar on its own
+//! (five vector operations), then convert, scale and accumulate it alone: about a dozen
+//! operations per (row, block). Here sixteen rows' block sums are reduced together by a
+//! transposing tree (21 operations for 16 rows), and the conversion, the scale product and
+//! the fused multiply-add cover all sixteen rows at once; the sixteen scales come in by two
+//! gathers.
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes: the weights, decoded signed, are offset to
+//! `w + 128` (0..255) and the activations stay signed, so each sum is
+//! `sum(w * y) + 128 * sum(y)`; `sum(y)`, once per block for all sixteen rows, is subtracted.
+//! Integers are exact, so every output is the one-row kernel's bit for bit.
+
+use std::arch::x86_64::*;
+
+use super::{decode_iq4_nl, decode_q4_0, decode_q5_0, decode_q8_0, h2f, hsum_i32, load256};
+use crate::quant::dot::DotRows16;
+
+/// Rows per call.
+const R: usize = 16;
+
+/// Row pairs in the order that `reduce` leaves the sums in: vector k holds row `PAIRS[k].0`
+/// in its low half and `PAIRS[k].1` in its high half.
+const PAIRS: [(usize, usize); 8] = [
+    (0, 4),
+    (1, 5),
+    (2, 6),
+    (3, 7),
+    (8, 12),
+    (9, 13),
+    (10, 14),
+    (11, 15),
+];
+
+/// Asks for the line of block `i` of the row `ahead` bytes on, into L2 only. A core has
+/// few more L1 line-fill buffers than the sixteen rows read side by side need, so hints into
+/// L1 stall on them (7 GB/s on one thread for a matrix streamed from memory); into L2 they
+/// take the deeper L2 queue.
+#[inline(always)]
+fn prefetch_l2<const W: usize>(row: &[[u8; W]], i: usize, ahead: usize) {
+    let p = row
+        .as_ptr()
+        .cast::<u8>()
+        .wrapping_add(i * W)
+        .wrapping_add(ahead);
+    // SAFETY: a prefetch is only a hint: it never faults, whatever the address, and reads no
+    // value.
+    unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) };
+}
+
+/// Eight vectors of sixteen i32 lanes (two rows' eight lanes each, paired as `PAIRS`) to one
+/// vector whose lane r is the sum of row r's eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn reduce(z: &[__m512i; 8]) -> __m512i {
+    // Within each 128-bit chunk: [a0 + a2, b0 + b2, a1 + a3, b1 + b3] for the pair (a, b).
+    let pair32 = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+    };
+    let u = [
+        pair32(z[0], z[1]),
+        pair32(z[2], z[3]),
+        pair32(z[4], z[5]),
+        pair32(z[6], z[7]),
+    ];
+    // Within each chunk: the chunk sums of four vectors.
+    let pair64 = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
+    };
+    let (v0, v1) = (pair64(u[0], u[1]), pair64(u[2], u[3]));
+    // Chunks 0 + 1 are a low row's eight lanes, 2 + 3 a high row's.
+    let even = _mm512_shuffle_i32x4::<0b10_00_10_00>(v0, v1);
+    let odd = _mm512_shuffle_i32x4::<0b11_01_11_01>(v0, v1);
+    _mm512_add_epi32(even, odd)
+}
+
+/// Sixteen weight rows of blocks of `W` bytes (f16 d first; `decode` gives the 32 signed
+/// weights) against one Q8_0 activation row.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn rows16<const W: usize>(
+    w: &[&[u8]; R],
+    a: &[u8],
+    decode: impl Fn(&[u8; W]) -> __m256i,
+) -> [f32; R] {
+    let n = w.iter().fold(a.len() / 34, |m, r| m.min(r.len() / W));
+    let rows = w.map(|r| &r.as_chunks::<W>().0[..n]);
+    let acts = &a.as_chunks::<34>().0[..n];
+    let ahead = 4 * R * w[0].len();
+    // Each row's distance from row 0, for the gathers of the sixteen d.
+    let base = w[0].as_ptr() as i64;
+    let off = |r: usize| (w[r].as_ptr() as i64).wrapping_sub(base);
+    let off_lo = _mm512_set_epi64(
+        off(7),
+        off(6),
+        off(5),
+        off(4),
+        off(3),
+        off(2),
+        off(1),
+        off(0),
+    );
+    let off_hi = _mm512_set_epi64(
+        off(15),
+        off(14),
+        off(13),
+        off(12),
+        off(11),
+        off(10),
+        off(9),
+        off(8),
+    );
+    let (ones, flip) = (_mm256_set1_epi8(1), _mm256_set1_epi8(-128));
+    let mut acc = _mm512_setzero_ps();
+    for (i, y) in acts.iter().enumerate() {
+        let yv = load256(y, 2);
+        let y2 = _mm512_broadcast_i64x4(yv);
+        let y_sum = hsum_i32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, yv));
+        let mut z = [_mm512_setzero_si512(); 8];
+        for (z, &(lo, hi)) in z.iter_mut().zip(&PAIRS) {
+            prefetch_l2(rows[lo], i, ahead);
+            prefetch_l2(rows[hi], i, ahead);
+            // SAFETY: every row has `n` blocks and i < n (`acts` has n).
+            let (bl, bh) = unsafe { (rows[lo].get_unchecked(i), rows[hi].get_unchecked(i)) };
+            let ql = _mm256_xor_si256(decode(bl), flip);
+            let qh = _mm256_xor_si256(decode(bh), flip);
+            let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ql), qh);
+            *z = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y2);
+        }
+        let sum = _mm512_sub_epi32(reduce(&z), _mm512_set1_epi32(128 * y_sum));
+        // SAFETY: lane r reads the four bytes at row r's block i (`base + off(r)` is
+        // `rows[r][i]`'s address): inside that block, which has W >= 18 bytes.
+        let bits = unsafe {
+            let at = rows[0][i].as_ptr().cast();
+            let lo = _mm512_i64gather_epi32::<1>(off_lo, at);
+            let hi = _mm512_i64gather_epi32::<1>(off_hi, at);
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+        };
+        let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits));
+        let d = _mm512_mul_ps(dw, _mm512_set1_ps(h2f(y, 0)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, acc);
+    }
+    let mut out = [0f32; R];
+    // SAFETY: `out` is 16 writable f32; storeu has no alignment requirement.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), acc) };
+    out
+}
+
+/// A safe `DotRows16` for one format.
+macro_rules! gemv_entry {
+    ($name:ident, $w:literal, $decode:ident) => {
+        pub(super) const $name: Option<DotRows16> = {
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            fn kernel(w: &[&[u8]; R], a: &[u8]) -> [f32; R] {
+                rows16::<$w>(w, a, |x| $decode(x).0)
+            }
+            // SAFETY: handed out only through `quant::dot`'s kernel tables at the AVX-512
+            // level, which they give only where `cpu::detected()` reports every feature
+            // enabled here.
+            fn entry(w: &[&[u8]; R], a: &[u8]) -> [f32; R] {
+                unsafe { kernel(w, a) }
+            }
+            Some(entry)
+        };
+    };
+}
+
+gemv_entry!(GEMV_Q4_0_BW, 18, decode_q4_0);
+gemv_entry!(GEMV_Q5_0_BW, 22, decode_q5_0);
+gemv_entry!(GEMV_Q8_0_BW, 34, decode_q8_0);
+gemv_entry!(GEMV_IQ4_NL_BW, 18, decode_iq4_nl);
