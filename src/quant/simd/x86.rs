@@ -447,6 +447,48 @@ macro_rules! kernels {
             out
         }
 
+        /// Q4_1 in the batch-invariant order (`invariant`): per (row, token), each block's
+        /// integer sum of `q * y` whole (q the unsigned nibbles), then
+        /// `acc = fma(sum, dw * dy, acc)` and, in a second chain, `off = fma(mw, sy, off)`;
+        /// the result `acc + off`. Decoding (`gemv.rs`) and prompt (`lanes.rs`) kernels put
+        /// rows or tokens in the vector lanes and compute the same values.
+        #[target_feature(enable = $features)]
+        fn q4_1_blockwise<const R: usize, const N: usize>(
+            w: &[&[u8]; R],
+            a: &[&[u8]; N],
+        ) -> [[f32; N]; R] {
+            let (wb, ab) = tile_of::<20, 36, R, N>(w, a);
+            let ahead = 4 * R * w[0].len();
+            let (mut acc, mut off) = ([[0f32; N]; R], [[0f32; N]; R]);
+            for i in 0..wb[0].len() {
+                // Plain loops, not `array::from_fn` (see `q8_0_family`).
+                let mut q = [_mm256_setzero_si256(); R];
+                let mut dm = [(0f32, 0f32); R];
+                for r in 0..R {
+                    prefetch_ahead(wb[r], i, ahead);
+                    q[r] = nibbles(load128(&wb[r][i], 4));
+                    dm[r] = h2f2(&wb[r][i], 0);
+                }
+                for n in 0..N {
+                    let y = &ab[n][i];
+                    let yq = load256(y, 4);
+                    let (dy, sy) = h2f2(y, 0);
+                    for r in 0..R {
+                        let p = hsum_i32($dot_u8s(q[r], yq));
+                        acc[r][n] = (p as f32).mul_add(dm[r].0 * dy, acc[r][n]);
+                        off[r][n] = dm[r].1.mul_add(sy, off[r][n]);
+                    }
+                }
+            }
+            let mut out = [[0f32; N]; R];
+            for r in 0..R {
+                for n in 0..N {
+                    out[r][n] = acc[r][n] + off[r][n];
+                }
+            }
+            out
+        }
+
         #[target_feature(enable = $features)]
         fn q4_1<const R: usize, const N: usize>(w: &[&[u8]; R], a: &[&[u8]; N]) -> [[f32; N]; R] {
             q8_1_family::<20, R, N>(w, a, |x| nibbles(load128(x, 4)))
@@ -1088,6 +1130,7 @@ macro_rules! kernels {
         tiled_entry!(e_q4_0_bw, e4_q4_0_bw, T_Q4_0_BW, q4_0_blockwise, WIDE_Q4_0_BW, GEMV_Q4_0_BW);
         tiled_entry!(e_q5_0_bw, e4_q5_0_bw, T_Q5_0_BW, q5_0_blockwise, WIDE_Q5_0_BW, GEMV_Q5_0_BW);
         tiled_entry!(e_q8_0_bw, e4_q8_0_bw, T_Q8_0_BW, q8_0_bw, WIDE_Q8_0_BW, GEMV_Q8_0_BW);
+        tiled_entry!(e_q4_1_bw, e4_q4_1_bw, T_Q4_1_BW, q4_1_blockwise, WIDE_Q4_1_BW, GEMV_Q4_1_BW);
         tiled_entry!(e_iq4_nl_bw, e4_iq4_nl_bw, T_IQ4_NL_BW, iq4_nl_blockwise, WIDE_IQ4_NL_BW, GEMV_IQ4_NL_BW);
         entry!(e_q4_k_bw, e4_q4_k_bw, q4_k_blockwise);
         /// Q4_K's repacked order has no multi-row kernels of its own: `rows4` and `r2x4`
@@ -1197,17 +1240,17 @@ macro_rules! kernels {
 
         /// The batch-invariant order's kernel where it is not llama.cpp's one-row order
         /// (`quant::dot::invariant_kernel`): Q5_0 and Q8_0 summed block by block as the
-        /// repacked formats are (`q8_0_blockwise`), which lets their prompt kernels put
-        /// tokens in the vector lanes.
+        /// repacked formats are (`q8_0_blockwise`), Q4_1 likewise (`q4_1_blockwise`), which
+        /// lets their prompt kernels put tokens in the vector lanes and their decoding
+        /// kernels rows.
         pub(in crate::quant) fn invariant(ty: GgmlType) -> Option<Dot> {
-            let t = |f, f4, tiles| {
-                Some(Dot::Quant { act: GgmlType::Q8_0, f, f4: Some(f4), tiles: Some(tiles) })
-            };
+            let t = |act, f, f4, tiles| Some(Dot::Quant { act, f, f4: Some(f4), tiles: Some(tiles) });
             type One = fn(&[u8], &[u8]) -> f32;
             type Four = fn(&[u8], &[&[u8]; 4]) -> [f32; 4];
             match ty {
-                GgmlType::Q5_0 => t(e_q5_0_bw as One, e4_q5_0_bw as Four, T_Q5_0_BW),
-                GgmlType::Q8_0 => t(e_q8_0_bw, e4_q8_0_bw, T_Q8_0_BW),
+                GgmlType::Q4_1 => t(GgmlType::Q8_1, e_q4_1_bw as One, e4_q4_1_bw as Four, T_Q4_1_BW),
+                GgmlType::Q5_0 => t(GgmlType::Q8_0, e_q5_0_bw, e4_q5_0_bw, T_Q5_0_BW),
+                GgmlType::Q8_0 => t(GgmlType::Q8_0, e_q8_0_bw, e4_q8_0_bw, T_Q8_0_BW),
                 _ => None,
             }
         }
@@ -1229,6 +1272,8 @@ pub mod avx2 {
     const WIDE_Q8_0_BW: Option<Wide> = None;
     const WIDE_IQ4_NL_BW: Option<Wide> = None;
     const WIDE_Q4_K_BW: Option<Wide> = None;
+    const WIDE_Q4_1_BW: Option<Wide> = None;
+    const GEMV_Q4_1_BW: Option<DotRows16> = None;
     const GEMV_Q4_0_BW: Option<DotRows16> = None;
     const GEMV_Q5_0_BW: Option<DotRows16> = None;
     const GEMV_Q8_0_BW: Option<DotRows16> = None;
@@ -1247,7 +1292,9 @@ pub mod avx512 {
     mod gemv;
     mod lanes;
     mod wide;
-    use gemv::{GEMV_IQ4_NL_BW, GEMV_Q4_0_BW, GEMV_Q5_0_BW, GEMV_Q8_0_BW};
-    use lanes::{WIDE_IQ4_NL_BW, WIDE_Q4_0_BW, WIDE_Q4_K_BW, WIDE_Q5_0_BW, WIDE_Q8_0_BW};
+    use gemv::{GEMV_IQ4_NL_BW, GEMV_Q4_0_BW, GEMV_Q4_1_BW, GEMV_Q5_0_BW, GEMV_Q8_0_BW};
+    use lanes::{
+        WIDE_IQ4_NL_BW, WIDE_Q4_0_BW, WIDE_Q4_1_BW, WIDE_Q4_K_BW, WIDE_Q5_0_BW, WIDE_Q8_0_BW,
+    };
     use wide::{WIDE_Q4_0, WIDE_Q4_1, WIDE_Q5_0, WIDE_Q5_1, WIDE_Q8_0};
 }

@@ -17,7 +17,9 @@
 
 use std::arch::x86_64::*;
 
-use super::{decode_iq4_nl, decode_q4_0, decode_q5_0, decode_q8_0, h2f, hsum_i32, load256};
+use super::{
+    decode_iq4_nl, decode_q4_0, decode_q5_0, decode_q8_0, h2f, h2f2, hsum_i32, load128, load256,
+};
 use crate::quant::dot::DotRows16;
 
 /// Rows per call.
@@ -78,6 +80,52 @@ fn reduce(z: &[__m512i; 8]) -> __m512i {
     _mm512_add_epi32(even, odd)
 }
 
+/// Each row's distance in bytes from row 0, rows 0..8 and 8..16, for the scale gathers.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn row_offsets(w: &[&[u8]; R]) -> [__m512i; 2] {
+    let base = w[0].as_ptr() as i64;
+    let off = |r: usize| (w[r].as_ptr() as i64).wrapping_sub(base);
+    let eight = |k: usize| {
+        let o = [0, 1, 2, 3, 4, 5, 6, 7].map(|r| off(8 * k + r));
+        _mm512_set_epi64(o[7], o[6], o[5], o[4], o[3], o[2], o[1], o[0])
+    };
+    [eight(0), eight(1)]
+}
+
+/// The first four bytes of block `i` of each of the sixteen rows (the f16 scales), lane r
+/// row r.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn scales<const W: usize>(rows: &[&[[u8; W]]; R], i: usize, off: &[__m512i; 2]) -> __m512i {
+    const { assert!(W >= 4) };
+    // SAFETY: lane r reads the four bytes at `rows[0][i] + off(r)`, which is `rows[r][i]`
+    // (`row_offsets`): inside that block of W >= 4 bytes. Callers pass i < every row's length.
+    unsafe {
+        let at = rows[0][i].as_ptr().cast();
+        let lo = _mm512_i64gather_epi32::<1>(off[0], at);
+        let hi = _mm512_i64gather_epi32::<1>(off[1], at);
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    }
+}
+
+/// Block `i` of rows `lo` and `hi`, decoded, as the two halves of one vector.
+#[inline(always)]
+fn pair<const W: usize>(
+    rows: &[&[[u8; W]]; R],
+    (lo, hi): (usize, usize),
+    i: usize,
+    ahead: usize,
+    decode: &impl Fn(&[u8; W]) -> __m256i,
+) -> __m512i {
+    prefetch_l2(rows[lo], i, ahead);
+    prefetch_l2(rows[hi], i, ahead);
+    // SAFETY: every row has the callers' `n` blocks and i < n.
+    let (bl, bh) = unsafe { (rows[lo].get_unchecked(i), rows[hi].get_unchecked(i)) };
+    // SAFETY: AVX-512 F is enabled in every caller (this inlines into them).
+    unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(decode(bl)), decode(bh)) }
+}
+
 /// Sixteen weight rows of blocks of `W` bytes (f16 d first; `decode` gives the 32 signed
 /// weights) against one Q8_0 activation row.
 #[inline]
@@ -91,56 +139,20 @@ fn rows16<const W: usize>(
     let rows = w.map(|r| &r.as_chunks::<W>().0[..n]);
     let acts = &a.as_chunks::<34>().0[..n];
     let ahead = 4 * R * w[0].len();
-    // Each row's distance from row 0, for the gathers of the sixteen d.
-    let base = w[0].as_ptr() as i64;
-    let off = |r: usize| (w[r].as_ptr() as i64).wrapping_sub(base);
-    let off_lo = _mm512_set_epi64(
-        off(7),
-        off(6),
-        off(5),
-        off(4),
-        off(3),
-        off(2),
-        off(1),
-        off(0),
-    );
-    let off_hi = _mm512_set_epi64(
-        off(15),
-        off(14),
-        off(13),
-        off(12),
-        off(11),
-        off(10),
-        off(9),
-        off(8),
-    );
-    let (ones, flip) = (_mm256_set1_epi8(1), _mm256_set1_epi8(-128));
+    let off = row_offsets(w);
+    let (ones, flip) = (_mm256_set1_epi8(1), _mm512_set1_epi8(-128));
     let mut acc = _mm512_setzero_ps();
     for (i, y) in acts.iter().enumerate() {
         let yv = load256(y, 2);
         let y2 = _mm512_broadcast_i64x4(yv);
         let y_sum = hsum_i32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, yv));
         let mut z = [_mm512_setzero_si512(); 8];
-        for (z, &(lo, hi)) in z.iter_mut().zip(&PAIRS) {
-            prefetch_l2(rows[lo], i, ahead);
-            prefetch_l2(rows[hi], i, ahead);
-            // SAFETY: every row has `n` blocks and i < n (`acts` has n).
-            let (bl, bh) = unsafe { (rows[lo].get_unchecked(i), rows[hi].get_unchecked(i)) };
-            let ql = _mm256_xor_si256(decode(bl), flip);
-            let qh = _mm256_xor_si256(decode(bh), flip);
-            let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ql), qh);
+        for (z, &p) in z.iter_mut().zip(&PAIRS) {
+            let q = _mm512_xor_si512(pair(&rows, p, i, ahead, &decode), flip);
             *z = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y2);
         }
         let sum = _mm512_sub_epi32(reduce(&z), _mm512_set1_epi32(128 * y_sum));
-        // SAFETY: lane r reads the four bytes at row r's block i (`base + off(r)` is
-        // `rows[r][i]`'s address): inside that block, which has W >= 18 bytes.
-        let bits = unsafe {
-            let at = rows[0][i].as_ptr().cast();
-            let lo = _mm512_i64gather_epi32::<1>(off_lo, at);
-            let hi = _mm512_i64gather_epi32::<1>(off_hi, at);
-            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
-        };
-        let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits));
+        let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(scales(&rows, i, &off)));
         let d = _mm512_mul_ps(dw, _mm512_set1_ps(h2f(y, 0)));
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, acc);
     }
@@ -148,6 +160,75 @@ fn rows16<const W: usize>(
     // SAFETY: `out` is 16 writable f32; storeu has no alignment requirement.
     unsafe { _mm512_storeu_ps(out.as_mut_ptr(), acc) };
     out
+}
+
+/// Sixteen Q4_1 rows against one Q8_1 activation row, in `q4_1_blockwise`'s order. A vector
+/// holds the sixteen quant bytes of four rows (rows k, 4 + k, 8 + k, 12 + k in its 128-bit
+/// chunks); its low nibbles meet the activations' first sixteen bytes and its high nibbles
+/// the last sixteen, both broadcast to every chunk, in one accumulator. The nibbles are
+/// unsigned already, so the sums need no correction; each block's d and m come in by the
+/// same gather.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn rows16_q4_1(w: &[&[u8]; R], a: &[u8]) -> [f32; R] {
+    let n = w.iter().fold(a.len() / 36, |m, r| m.min(r.len() / 20));
+    let rows = w.map(|r| &r.as_chunks::<20>().0[..n]);
+    let acts = &a.as_chunks::<36>().0[..n];
+    let ahead = 4 * R * w[0].len();
+    let off = row_offsets(w);
+    let low = _mm512_set1_epi8(0x0f);
+    let (mut acc, mut acc_m) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for (i, y) in acts.iter().enumerate() {
+        let y_lo = _mm512_broadcast_i32x4(load128(y, 4));
+        let y_hi = _mm512_broadcast_i32x4(load128(y, 20));
+        let mut z = [_mm512_setzero_si512(); 4];
+        for (k, z) in z.iter_mut().enumerate() {
+            // SAFETY: every row has `n` blocks and i < n (`acts` has n).
+            let b = |c: usize| unsafe { rows[4 * c + k].get_unchecked(i) };
+            if i % 2 == 0 {
+                // Every other block: two blocks are 40 bytes, less than a line.
+                for c in 0..4 {
+                    prefetch_l2(rows[4 * c + k], i, ahead);
+                }
+            }
+            let v =
+                _mm512_inserti32x4::<1>(_mm512_castsi128_si512(load128(b(0), 4)), load128(b(1), 4));
+            let v = _mm512_inserti32x4::<2>(v, load128(b(2), 4));
+            let v = _mm512_inserti32x4::<3>(v, load128(b(3), 4));
+            let lo = _mm512_and_si512(v, low);
+            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+            *z = _mm512_dpbusd_epi32(
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, y_lo),
+                hi,
+                y_hi,
+            );
+        }
+        let sum = reduce4(&z);
+        let dm = scales(&rows, i, &off);
+        let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
+        let mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(dm)));
+        let (dy, sy) = h2f2(y, 0);
+        let d = _mm512_mul_ps(dw, _mm512_set1_ps(dy));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, acc);
+        acc_m = _mm512_fmadd_ps(mw, _mm512_set1_ps(sy), acc_m);
+    }
+    let mut out = [0f32; R];
+    // SAFETY: `out` is 16 writable f32; storeu has no alignment requirement.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_add_ps(acc, acc_m)) };
+    out
+}
+
+/// Four vectors of four rows' four lanes each (vector k: rows k, 4 + k, 8 + k, 12 + k by
+/// chunk) to one vector whose lane r is the sum of row r's four lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn reduce4(z: &[__m512i; 4]) -> __m512i {
+    let pair32 = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+    };
+    let (u0, u1) = (pair32(z[0], z[1]), pair32(z[2], z[3]));
+    // Chunk c: [z0, z1, z2, z3]'s chunk-c sums, rows 4c..4c + 4.
+    _mm512_add_epi32(_mm512_unpacklo_epi64(u0, u1), _mm512_unpackhi_epi64(u0, u1))
 }
 
 /// A safe `DotRows16` for one format.
@@ -173,3 +254,12 @@ gemv_entry!(GEMV_Q4_0_BW, 18, decode_q4_0);
 gemv_entry!(GEMV_Q5_0_BW, 22, decode_q5_0);
 gemv_entry!(GEMV_Q8_0_BW, 34, decode_q8_0);
 gemv_entry!(GEMV_IQ4_NL_BW, 18, decode_iq4_nl);
+
+/// Q4_1's (`q4_1_blockwise`'s order), as a `DotRows16`.
+pub(super) const GEMV_Q4_1_BW: Option<DotRows16> = {
+    // SAFETY: as in `gemv_entry!`.
+    fn entry(w: &[&[u8]; R], a: &[u8]) -> [f32; R] {
+        unsafe { rows16_q4_1(w, a) }
+    }
+    Some(entry)
+};

@@ -16,9 +16,13 @@
 //! Integers are exact, so every output is the one-row kernel's bit for bit.
 //!
 //! A panel block (`PANEL_BLOCK_BYTES`): bytes 64q..64q + 64 hold bytes 4q..4q + 4 of every
-//! token's block (token t at 4t), then the sixteen tokens' scales as f32. Four decoded rows
-//! (`ROWS_BLOCK_BYTES` per block): row r at 40r, its 32 signed weights, d as f32 and
-//! `128 * sum(w)` as i32.
+//! token's block (token t at 4t), then the sixteen tokens' scales as f32 (and for Q8_1, in
+//! `Q8_1_PANEL_BLOCK_BYTES`, their sums s as f32 after them). Four decoded rows
+//! (`ROWS_BLOCK_BYTES` per block): row r at 44r, its 32 weights (signed, or Q4_1's unsigned
+//! nibbles), d as f32, `128 * sum(w)` as i32 and Q4_1's m as f32.
+//!
+//! Q4_1 (`q4_1_blockwise`) adds `off = fma(m, sy, off)` per (row, token) and block, a chain
+//! of its own, and returns `acc + off`.
 //!
 //! Q4_K the same way, as llama.cpp's repacked GEMV sums it (`q4_k_blockwise`): per
 //! super-block and (row, token) the exact integer sum of `scale * q * y` and of
@@ -34,8 +38,8 @@
 use std::arch::x86_64::*;
 
 use super::{
-    decode_iq4_nl, decode_q4_0, decode_q5_0, decode_q8_0, h2f2, hsum_i32, prefetch_ahead,
-    q4_k_chunk,
+    decode_iq4_nl, decode_q4_0, decode_q5_0, decode_q8_0, h2f2, hsum_i32, load128, nibbles,
+    prefetch_ahead, q4_k_chunk,
 };
 use crate::quant::dot::{MAX_PANEL_TOKENS, Wide};
 use crate::quant::kquants::k_scale_min;
@@ -46,42 +50,49 @@ const T: usize = 16;
 const R: usize = 4;
 /// Bytes per block of a panel and of four decoded rows.
 const PANEL_BLOCK_BYTES: usize = 32 * T + 4 * T;
-const ROW_BYTES: usize = 40;
+const Q8_1_PANEL_BLOCK_BYTES: usize = 32 * T + 8 * T;
+const ROW_BYTES: usize = 44;
 const ROWS_BLOCK_BYTES: usize = R * ROW_BYTES;
 
-/// Packs sixteen Q8_0 activation rows (34-byte blocks: f16 d, 32 quants).
-fn pack(a: &[&[u8]], panel: &mut [u8]) {
+/// Packs sixteen activation rows of `A`-byte blocks: Q8_0 (34: f16 d, 32 quants) or Q8_1
+/// (36: f16 d, f16 s, 32 quants), into panel blocks of `PB` bytes.
+fn pack_q8<const A: usize, const PB: usize>(a: &[&[u8]], panel: &mut [u8]) {
     if a.len() != T {
         return;
     }
-    let n = a.iter().map(|r| r.len() / 34).min().unwrap_or(0);
-    for (i, out) in panel
-        .chunks_exact_mut(PANEL_BLOCK_BYTES)
-        .take(n)
-        .enumerate()
-    {
+    let quants = A - 32;
+    let n = a.iter().map(|r| r.len() / A).min().unwrap_or(0);
+    for (i, out) in panel.chunks_exact_mut(PB).take(n).enumerate() {
         for (t, row) in a.iter().enumerate() {
-            let b = &row[34 * i..34 * i + 34];
+            let b = &row[A * i..A * i + A];
             for q in 0..8 {
                 let at = 64 * q + 4 * t;
                 for k in 0..4 {
-                    out[at + k] = b[2 + 4 * q + k] ^ 0x80;
+                    out[at + k] = b[quants + 4 * q + k] ^ 0x80;
                 }
             }
             let d = crate::quant::f16_at(b, 0).to_le_bytes();
             out[32 * T + 4 * t..32 * T + 4 * t + 4].copy_from_slice(&d);
+            if A == 36 {
+                let s = crate::quant::f16_at(b, 2).to_le_bytes();
+                out[36 * T + 4 * t..36 * T + 4 * t + 4].copy_from_slice(&s);
+            }
         }
     }
 }
 
-/// Decodes four weight rows of blocks of `W` bytes (`decode` gives a block's 32 signed
-/// weights and d).
+fn pack(a: &[&[u8]], panel: &mut [u8]) {
+    pack_q8::<34, PANEL_BLOCK_BYTES>(a, panel)
+}
+
+/// Decodes four weight rows of blocks of `W` bytes (`decode` gives a block's 32 weights, d
+/// and m).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn decode_rows<const W: usize>(
     w: &[&[u8]; R],
     out: &mut [u8],
-    decode: impl Fn(&[u8; W]) -> (__m256i, f32),
+    decode: impl Fn(&[u8; W]) -> (__m256i, f32, f32),
 ) {
     let n = w.iter().map(|r| r.len() / W).min().unwrap_or(0);
     let rows = w.map(|r| &r.as_chunks::<W>().0[..n]);
@@ -90,7 +101,7 @@ fn decode_rows<const W: usize>(
     for (i, dst) in out.chunks_exact_mut(ROWS_BLOCK_BYTES).take(n).enumerate() {
         for (r, row) in rows.iter().enumerate() {
             prefetch_ahead(row, i, ahead);
-            let (q, d) = decode(&row[i]);
+            let (q, d, m) = decode(&row[i]);
             let sum = hsum_i32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, q));
             let o = &mut dst[ROW_BYTES * r..ROW_BYTES * (r + 1)];
             let qs: &mut [u8; 32] = (&mut o[..32]).try_into().expect("32 bytes");
@@ -98,6 +109,7 @@ fn decode_rows<const W: usize>(
             unsafe { _mm256_storeu_si256(qs.as_mut_ptr().cast(), q) };
             o[32..36].copy_from_slice(&d.to_le_bytes());
             o[36..40].copy_from_slice(&(128 * sum).to_le_bytes());
+            o[40..44].copy_from_slice(&m.to_le_bytes());
         }
     }
 }
@@ -108,15 +120,16 @@ fn i32_at(b: &[u8], at: usize) -> i32 {
     i32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Four decoded rows against a panel: [row][token].
+/// Four decoded rows against a panel of `PB`-byte blocks: [row][token]; with `M`, Q4_1's
+/// offsets.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn panel_kernel(rows: &[u8], panel: &[u8]) -> [[f32; T]; R] {
+fn panel_kernel<const PB: usize, const M: bool>(rows: &[u8], panel: &[u8]) -> [[f32; T]; R] {
     let (rb, pb) = (
         rows.as_chunks::<ROWS_BLOCK_BYTES>().0,
-        panel.as_chunks::<PANEL_BLOCK_BYTES>().0,
+        panel.as_chunks::<PB>().0,
     );
-    let mut acc = [_mm512_setzero_ps(); R];
+    let (mut acc, mut acc_m) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
     for (wr, blk) in std::iter::zip(rb, pb) {
         // Two chains per row (even and odd four-byte groups) keep eight `vpdpbusd` in flight.
         let mut s = [[_mm512_setzero_si512(); 2]; R];
@@ -128,8 +141,7 @@ fn panel_kernel(rows: &[u8], panel: &[u8]) -> [[f32; T]; R] {
                 s[q % 2] = _mm512_dpbusd_epi32(s[q % 2], y, w);
             }
         }
-        // SAFETY: bytes 512..576 of `blk`, 16 f32.
-        let dy = unsafe { _mm512_loadu_ps(blk.as_ptr().add(32 * T).cast()) };
+        let dy = load_ps(blk, 32 * T);
         for (r, (acc, s)) in acc.iter_mut().zip(&s).enumerate() {
             let o = ROW_BYTES * r;
             let corr = _mm512_set1_epi32(i32_at(wr, o + 36));
@@ -138,22 +150,42 @@ fn panel_kernel(rows: &[u8], panel: &[u8]) -> [[f32; T]; R] {
             let d = _mm512_mul_ps(_mm512_set1_ps(dx), dy);
             *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, *acc);
         }
+        if M {
+            let sy = load_ps(blk, 36 * T);
+            for (r, acc_m) in acc_m.iter_mut().enumerate() {
+                let m = f32::from_bits(i32_at(wr, ROW_BYTES * r + 40) as u32);
+                *acc_m = _mm512_fmadd_ps(_mm512_set1_ps(m), sy, *acc_m);
+            }
+        }
     }
     let mut out = [[0f32; T]; R];
-    for (o, a) in out.iter_mut().zip(&acc) {
+    for (o, (a, m)) in out.iter_mut().zip(acc.iter().zip(&acc_m)) {
+        let v = if M { _mm512_add_ps(*a, *m) } else { *a };
         // SAFETY: `o` is 16 writable f32; storeu has no alignment requirement.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *a) };
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
     }
     out
 }
 
+/// Sixteen f32 at `at` of a panel block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load_ps(blk: &[u8], at: usize) -> __m512 {
+    let s: &[u8; 64] = blk[at..at + 64].try_into().expect("64 bytes");
+    // SAFETY: `s` is exactly 64 readable bytes; loadu has no alignment requirement.
+    unsafe { _mm512_loadu_ps(s.as_ptr().cast()) }
+}
+
 /// Safe entry points for one format, as a `Wide`.
 macro_rules! lanes_entry {
-    ($wide:ident, $w:literal, $decode:ident) => {
+    ($wide:ident, $w:literal, $decode:expr) => {
+        lanes_entry!($wide, $w, $decode, pack, PANEL_BLOCK_BYTES, false);
+    };
+    ($wide:ident, $w:literal, $decode:expr, $pack:ident, $pb:ident, $m:literal) => {
         pub(super) const $wide: Option<Wide> = {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
             fn decode(w: &[&[u8]; R], out: &mut [u8]) {
-                decode_rows::<$w>(w, out, |x| $decode(x))
+                decode_rows::<$w>(w, out, $decode)
             }
 
             // SAFETY (both): these kernels are handed out only through `quant::dot`'s kernel
@@ -163,13 +195,13 @@ macro_rules! lanes_entry {
                 unsafe { decode(w, out) }
             }
             fn kernel(rows: &[u8], panel: &[u8]) -> [[f32; MAX_PANEL_TOKENS]; R] {
-                unsafe { panel_kernel(rows, panel) }
+                unsafe { panel_kernel::<$pb, $m>(rows, panel) }
             }
             Some(Wide {
                 tokens: T,
-                panel_block_bytes: PANEL_BLOCK_BYTES,
+                panel_block_bytes: $pb,
                 rows_block_bytes: ROWS_BLOCK_BYTES,
-                pack,
+                pack: $pack,
                 rows,
                 kernel,
             })
@@ -177,10 +209,36 @@ macro_rules! lanes_entry {
     };
 }
 
-lanes_entry!(WIDE_Q4_0_BW, 18, decode_q4_0);
-lanes_entry!(WIDE_Q5_0_BW, 22, decode_q5_0);
-lanes_entry!(WIDE_Q8_0_BW, 34, decode_q8_0);
-lanes_entry!(WIDE_IQ4_NL_BW, 18, decode_iq4_nl);
+/// A decoder of `lanes_entry!` from one that gives the weights and d (no m).
+macro_rules! no_m {
+    ($decode:ident) => {
+        |x| {
+            let (q, d) = $decode(x);
+            (q, d, 0.0)
+        }
+    };
+}
+
+lanes_entry!(WIDE_Q4_0_BW, 18, no_m!(decode_q4_0));
+lanes_entry!(WIDE_Q5_0_BW, 22, no_m!(decode_q5_0));
+lanes_entry!(WIDE_Q8_0_BW, 34, no_m!(decode_q8_0));
+lanes_entry!(WIDE_IQ4_NL_BW, 18, no_m!(decode_iq4_nl));
+
+fn pack_q8_1(a: &[&[u8]], panel: &mut [u8]) {
+    pack_q8::<36, Q8_1_PANEL_BLOCK_BYTES>(a, panel)
+}
+
+lanes_entry!(
+    WIDE_Q4_1_BW,
+    20,
+    |x| {
+        let (d, m) = h2f2(x, 0);
+        (nibbles(load128(x, 4)), d, m)
+    },
+    pack_q8_1,
+    Q8_1_PANEL_BLOCK_BYTES,
+    true
+);
 
 /// Bytes of a Q8_K panel and of one decoded Q4_K row, per super-block.
 const K_PANEL_BYTES: usize = 256 * T + 4 * T + 4 * 4 * T;
