@@ -896,6 +896,29 @@ macro_rules! kernels {
             finish(acc, [0.0; N])
         }
 
+        /// Q6_K in the batch-invariant order (`invariant`): per (row, token) and super-block
+        /// the exact integer sum of `scale * (q - 32) * y`, then one fused multiply-add with
+        /// `dx * dy`. The prompt panels (`lanes.rs`) put tokens in the vector lanes and
+        /// compute the same values.
+        #[target_feature(enable = $features)]
+        fn q6_k_blockwise<const N: usize>(w: &[u8], a: &[&[u8]; N]) -> [f32; N] {
+            let (wb, ab) = rows_of::<210, 292, N>(w, a);
+            let mut acc = [0f32; N];
+            for (i, x) in wb.iter().enumerate() {
+                prefetch_block(wb, i, 4 * w.len());
+                let ys = col(&ab, i);
+                let scales = widen_i8(load128(x, 192));
+                let sumi = k_lanes(ys, scales, 0, 0..8, |c| q6_k_chunk(x, c));
+                let dx = h2f(x, 208);
+                for n in 0..N {
+                    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(load256(ys[n], 260), scales));
+                    let s = hsum_i32(_mm256_sub_epi32(sumi[n], offset));
+                    acc[n] = (s as f32).mul_add(dx * q8_k_d(ys[n]), acc[n]);
+                }
+            }
+            acc
+        }
+
         /// IQ4_XS lanes of one super-block: lane k of each 32-value sub-block's products,
         /// times its scale, summed over the sub-blocks (ggml's lane layout).
         #[inline]
@@ -1144,6 +1167,18 @@ macro_rules! kernels {
             }
             Tiles { rows4, rows16: None, r2x4, wide: WIDE_Q4_K_BW }
         };
+        entry!(e_q6_k_bw, e4_q6_k_bw, q6_k_blockwise);
+        /// Q6_K's batch-invariant order, like Q4_K's repacked one: rows one at a time, and
+        /// the 512-bit panels.
+        const T_Q6_K_BW: Tiles = {
+            fn rows4(w: &[&[u8]; 4], a: &[u8]) -> [f32; 4] {
+                [e_q6_k_bw(w[0], a), e_q6_k_bw(w[1], a), e_q6_k_bw(w[2], a), e_q6_k_bw(w[3], a)]
+            }
+            fn r2x4(w: &[&[u8]; 2], a: &[&[u8]; 4]) -> [[f32; 4]; 2] {
+                [e4_q6_k_bw(w[0], a), e4_q6_k_bw(w[1], a)]
+            }
+            Tiles { rows4, rows16: None, r2x4, wide: WIDE_Q6_K_BW }
+        };
         entry!(e_q2_k_bw, e4_q2_k_bw, q2_k_blockwise);
         entry!(e_q4_k_gemm, e4_q4_k_gemm, q4_k_gemm);
         entry!(e_q2_k_tiled, e4_q2_k_tiled, q2_k_tiled);
@@ -1240,7 +1275,8 @@ macro_rules! kernels {
 
         /// The batch-invariant order's kernel where it is not llama.cpp's one-row order
         /// (`quant::dot::invariant_kernel`): Q5_0 and Q8_0 summed block by block as the
-        /// repacked formats are (`q8_0_blockwise`), Q4_1 likewise (`q4_1_blockwise`), which
+        /// repacked formats are (`q8_0_blockwise`), Q4_1 likewise (`q4_1_blockwise`), Q6_K
+        /// per super-block (`q6_k_blockwise`), which
         /// lets their prompt kernels put tokens in the vector lanes and their decoding
         /// kernels rows.
         pub(in crate::quant) fn invariant(ty: GgmlType) -> Option<Dot> {
@@ -1251,6 +1287,7 @@ macro_rules! kernels {
                 GgmlType::Q4_1 => t(GgmlType::Q8_1, e_q4_1_bw as One, e4_q4_1_bw as Four, T_Q4_1_BW),
                 GgmlType::Q5_0 => t(GgmlType::Q8_0, e_q5_0_bw, e4_q5_0_bw, T_Q5_0_BW),
                 GgmlType::Q8_0 => t(GgmlType::Q8_0, e_q8_0_bw, e4_q8_0_bw, T_Q8_0_BW),
+                GgmlType::Q6K => t(GgmlType::Q8K, e_q6_k_bw, e4_q6_k_bw, T_Q6_K_BW),
                 _ => None,
             }
         }
@@ -1273,6 +1310,7 @@ pub mod avx2 {
     const WIDE_IQ4_NL_BW: Option<Wide> = None;
     const WIDE_Q4_K_BW: Option<Wide> = None;
     const WIDE_Q4_1_BW: Option<Wide> = None;
+    const WIDE_Q6_K_BW: Option<Wide> = None;
     const GEMV_Q4_1_BW: Option<DotRows16> = None;
     const GEMV_Q4_0_BW: Option<DotRows16> = None;
     const GEMV_Q5_0_BW: Option<DotRows16> = None;
@@ -1294,7 +1332,8 @@ pub mod avx512 {
     mod wide;
     use gemv::{GEMV_IQ4_NL_BW, GEMV_Q4_0_BW, GEMV_Q4_1_BW, GEMV_Q5_0_BW, GEMV_Q8_0_BW};
     use lanes::{
-        WIDE_IQ4_NL_BW, WIDE_Q4_0_BW, WIDE_Q4_1_BW, WIDE_Q4_K_BW, WIDE_Q5_0_BW, WIDE_Q8_0_BW,
+        WIDE_IQ4_NL_BW, WIDE_Q4_0_BW, WIDE_Q4_1_BW, WIDE_Q4_K_BW, WIDE_Q5_0_BW, WIDE_Q6_K_BW,
+        WIDE_Q8_0_BW,
     };
     use wide::{WIDE_Q4_0, WIDE_Q4_1, WIDE_Q5_0, WIDE_Q5_1, WIDE_Q8_0};
 }

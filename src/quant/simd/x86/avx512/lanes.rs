@@ -38,8 +38,8 @@
 use std::arch::x86_64::*;
 
 use super::{
-    decode_iq4_nl, decode_q4_0, decode_q5_0, decode_q8_0, h2f2, hsum_i32, load128, nibbles,
-    prefetch_ahead, q4_k_chunk,
+    decode_iq4_nl, decode_q4_0, decode_q5_0, decode_q8_0, h2f, h2f2, hsum_i32, load128, nibbles,
+    prefetch_ahead, prefetch_block, q4_k_chunk, q6_k_chunk,
 };
 use crate::quant::dot::{MAX_PANEL_TOKENS, Wide};
 use crate::quant::kquants::k_scale_min;
@@ -391,5 +391,112 @@ pub(super) const WIDE_Q4_K_BW: Option<Wide> = {
     })
 };
 
+/// Bytes of one decoded Q6_K row per super-block: 256 signed weights (q - 32), 16 scales as
+/// i32, d as f32, `128 * sum(scale * sum(q - 32))` as i32.
+const Q6_ROW_BYTES: usize = 328;
+
+/// Decodes four Q6_K weight rows (210-byte super-blocks), the four rows' super-block i side
+/// by side.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn decode_q6_k_rows(w: &[&[u8]; R], out: &mut [u8]) {
+    let n = w.iter().map(|r| r.len() / 210).min().unwrap_or(0);
+    let rows = w.map(|r| &r.as_chunks::<210>().0[..n]);
+    let ahead = 4 * R * w[0].len();
+    for (i, dst) in out.chunks_exact_mut(R * Q6_ROW_BYTES).take(n).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            prefetch_block(row, i, ahead);
+            let x = &row[i];
+            let o = &mut dst[Q6_ROW_BYTES * r..Q6_ROW_BYTES * (r + 1)];
+            for c in 0..8 {
+                let q = _mm256_sub_epi8(q6_k_chunk(x, c), _mm256_set1_epi8(32));
+                let qs: &mut [u8; 32] = (&mut o[32 * c..32 * c + 32]).try_into().expect("32");
+                // SAFETY: `qs` is exactly 32 writable bytes; storeu has no alignment need.
+                unsafe { _mm256_storeu_si256(qs.as_mut_ptr().cast(), q) };
+            }
+            let mut corr = 0i32;
+            for sb in 0..16 {
+                let sum: i32 = o[16 * sb..16 * sb + 16]
+                    .iter()
+                    .map(|&b| i32::from(b as i8))
+                    .sum();
+                let sc = i32::from(x[192 + sb] as i8);
+                corr += sc * sum;
+                o[256 + 4 * sb..260 + 4 * sb].copy_from_slice(&sc.to_le_bytes());
+            }
+            o[320..324].copy_from_slice(&h2f(x, 208).to_le_bytes());
+            o[324..328].copy_from_slice(&(128 * corr).to_le_bytes());
+        }
+    }
+}
+
+/// Four decoded Q6_K rows against a Q8_K panel: [row][token]. Per sub-block of 16 values
+/// four `vpdpbusd` (weights broadcast, activations `y + 128`), times the sub-block's scale.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q6_k_panel(rows: &[u8], panel: &[u8]) -> [[f32; T]; R] {
+    let (rb, pb) = (
+        rows.as_chunks::<{ R * Q6_ROW_BYTES }>().0,
+        panel.as_chunks::<K_PANEL_BYTES>().0,
+    );
+    let mut acc = [_mm512_setzero_ps(); R];
+    let load = |b: &[u8; K_PANEL_BYTES], at: usize| {
+        let s: &[u8; 64] = b[at..at + 64].try_into().expect("64 bytes");
+        // SAFETY: `s` is exactly 64 readable bytes; loadu has no alignment requirement.
+        unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
+    };
+    for (wr, blk) in std::iter::zip(rb, pb) {
+        let mut sum = [_mm512_setzero_si512(); R];
+        for sb in 0..16 {
+            let mut s = [_mm512_setzero_si512(); R];
+            for q in 0..4 {
+                let y = load(blk, 64 * (4 * sb + q));
+                for (r, s) in s.iter_mut().enumerate() {
+                    let w = _mm512_set1_epi32(i32_at(wr, Q6_ROW_BYTES * r + 16 * sb + 4 * q));
+                    *s = _mm512_dpbusd_epi32(*s, y, w);
+                }
+            }
+            for (r, (sum, s)) in sum.iter_mut().zip(&s).enumerate() {
+                let sc = _mm512_set1_epi32(i32_at(wr, Q6_ROW_BYTES * r + 256 + 4 * sb));
+                *sum = _mm512_add_epi32(*sum, _mm512_mullo_epi32(*s, sc));
+            }
+        }
+        let dy = _mm512_castsi512_ps(load(blk, 256 * T));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let o = Q6_ROW_BYTES * r;
+            let corr = _mm512_set1_epi32(i32_at(wr, o + 324));
+            let s = _mm512_cvtepi32_ps(_mm512_sub_epi32(sum[r], corr));
+            let d = f32::from_bits(i32_at(wr, o + 320) as u32);
+            *acc = _mm512_fmadd_ps(s, _mm512_mul_ps(_mm512_set1_ps(d), dy), *acc);
+        }
+    }
+    let mut out = [[0f32; T]; R];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        // SAFETY: `o` is 16 writable f32; storeu has no alignment requirement.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *a) };
+    }
+    out
+}
+
+/// Q6_K's panel kernels (`q6_k_blockwise`'s order), as a `Wide`.
+pub(super) const WIDE_Q6_K_BW: Option<Wide> = {
+    // SAFETY (both): as in `lanes_entry!`.
+    fn rows(w: &[&[u8]; R], out: &mut [u8]) {
+        unsafe { decode_q6_k_rows(w, out) }
+    }
+    fn kernel(rows: &[u8], panel: &[u8]) -> [[f32; MAX_PANEL_TOKENS]; R] {
+        unsafe { q6_k_panel(rows, panel) }
+    }
+    Some(Wide {
+        tokens: T,
+        panel_block_bytes: K_PANEL_BYTES / 8,
+        rows_block_bytes: R * Q6_ROW_BYTES / 8,
+        pack: pack_q8_k,
+        rows,
+        kernel,
+    })
+};
+
 const _: () = assert!(T <= MAX_PANEL_TOKENS);
+const _: () = assert!((R * Q6_ROW_BYTES).is_multiple_of(8));
 const _: () = assert!(K_PANEL_BYTES.is_multiple_of(8) && (R * K_ROW_BYTES).is_multiple_of(8));
