@@ -239,3 +239,49 @@ fn forced_levels_never_exceed_the_cpu() {
     cpu::set_level_cap(None);
     assert!(cpu::level() <= cpu::detected());
 }
+
+/// Every level's activation quantizers write the scalar ones' bytes: random rows of mixed
+/// magnitudes, rounding ties, all-zero blocks, blocks with NaN or infinity, and blocks whose
+/// largest magnitude appears with both signs (Q8_K takes the first one's sign).
+#[test]
+fn activation_quantizers_match_the_scalar_ones_byte_for_byte() {
+    let n = 1024;
+    let mut rows: Vec<Vec<f32>> = (0..8).map(|s| randoms(n, 100 + s)).collect();
+    // Ties: amax 127 makes the scale 1, and eighth steps hit every half.
+    rows.push(
+        (0..n)
+            .map(|i| {
+                if i % 32 == 0 {
+                    127.0
+                } else {
+                    -127.0 + (i % 2040) as f32 / 8.0
+                }
+            })
+            .collect(),
+    );
+    let mut special = randoms(n, 7);
+    special[..256].fill(0.0);
+    special[300] = f32::NAN;
+    special[600] = f32::INFINITY;
+    special[700] = f32::NEG_INFINITY;
+    special[800] = -100.0;
+    special[801] = 100.0;
+    let mut positive_first = special.clone();
+    (positive_first[800], positive_first[801]) = (100.0, -100.0);
+    rows.push(special);
+    rows.push(positive_first);
+    rows.push(vec![1e-30; n]);
+    for act in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8K] {
+        let scalar = quant::activation_quantizer_at(act, SimdLevel::Scalar).unwrap();
+        let bytes = quant::row_bytes(act, n).unwrap();
+        for level in cpu::levels() {
+            let q = quant::activation_quantizer_at(act, level).unwrap();
+            for (i, x) in rows.iter().enumerate() {
+                let (mut want, mut got) = (vec![0u8; bytes], vec![0xa5u8; bytes]);
+                scalar(x, &mut want);
+                q(x, &mut got);
+                assert_eq!(got, want, "{act} at {level:?}, row {i}");
+            }
+        }
+    }
+}

@@ -149,7 +149,7 @@ pub fn quantize_q8_k_in_fours(src: &[f32], dst: &mut [u8]) {
     quant_rows::<Q8_K_BYTES, QK_K>(src, dst, |x, b| q8_k_block(x, b, true));
 }
 
-fn q8_k_block(x: &[f32; QK_K], b: &mut [u8; Q8_K_BYTES], positive_wins: bool) {
+pub(super) fn q8_k_block(x: &[f32; QK_K], b: &mut [u8; Q8_K_BYTES], positive_wins: bool) {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
         if v.abs() > amax {

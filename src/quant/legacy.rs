@@ -223,26 +223,32 @@ fn q8_block_runtime(x: &[f32; QK]) -> (f32, [i8; QK]) {
 
 /// Q8_0 for activations (see `q8_block_runtime`).
 pub fn quantize_q8_0_activations(src: &[f32], dst: &mut [u8]) {
-    quant_rows::<Q8_0_BYTES, QK>(src, dst, |x, b| {
-        let (d, q) = q8_block_runtime(x);
-        put_f16(b, 0, d);
-        for j in 0..QK {
-            b[2 + j] = q[j] as u8;
-        }
-    });
+    quant_rows::<Q8_0_BYTES, QK>(src, dst, q8_0_activation_block);
+}
+
+/// One block of `quantize_q8_0_activations` (the SIMD quantizers' fallback).
+pub(super) fn q8_0_activation_block(x: &[f32; QK], b: &mut [u8; Q8_0_BYTES]) {
+    let (d, q) = q8_block_runtime(x);
+    put_f16(b, 0, d);
+    for j in 0..QK {
+        b[2 + j] = q[j] as u8;
+    }
 }
 
 /// Q8_1 for activations (see `q8_block_runtime`).
 pub fn quantize_q8_1_activations(src: &[f32], dst: &mut [u8]) {
-    quant_rows::<Q8_1_BYTES, QK>(src, dst, |x, b| {
-        let (d, q) = q8_block_runtime(x);
-        let sum: i32 = q.iter().map(|&v| i32::from(v)).sum();
-        put_f16(b, 0, d);
-        put_f16(b, 2, sum as f32 * d);
-        for j in 0..QK {
-            b[4 + j] = q[j] as u8;
-        }
-    });
+    quant_rows::<Q8_1_BYTES, QK>(src, dst, q8_1_activation_block);
+}
+
+/// One block of `quantize_q8_1_activations` (the SIMD quantizers' fallback).
+pub(super) fn q8_1_activation_block(x: &[f32; QK], b: &mut [u8; Q8_1_BYTES]) {
+    let (d, q) = q8_block_runtime(x);
+    let sum: i32 = q.iter().map(|&v| i32::from(v)).sum();
+    put_f16(b, 0, d);
+    put_f16(b, 2, sum as f32 * d);
+    for j in 0..QK {
+        b[4 + j] = q[j] as u8;
+    }
 }
 
 #[cfg(test)]

@@ -249,6 +249,23 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
 /// llama.cpp's SIMD code uses (`id = 127 / amax`, round half to even), so our matrix products
 /// see the same activations as llama.cpp's; the table's reference quantizer otherwise.
 pub fn activation_quantizer(act: GgmlType) -> Option<QuantizeFn> {
+    activation_quantizer_at(act, cpu::level())
+}
+
+/// `activation_quantizer` at SIMD level `level` (lowered to `cpu::detected()`): every level
+/// writes the same bytes, the vector ones faster.
+pub fn activation_quantizer_at(act: GgmlType, level: SimdLevel) -> Option<QuantizeFn> {
+    #[cfg(target_arch = "x86_64")]
+    if level.min(cpu::detected()) == SimdLevel::Avx512 {
+        use simd::x86::avx512::quantize as q;
+        match act {
+            GgmlType::Q8_0 => return Some(q::QUANTIZE_Q8_0),
+            GgmlType::Q8_1 => return Some(q::QUANTIZE_Q8_1),
+            GgmlType::Q8K => return Some(q::QUANTIZE_Q8_K),
+            _ => {}
+        }
+    }
+    let _ = level;
     match act {
         GgmlType::Q8_0 => Some(legacy::quantize_q8_0_activations),
         GgmlType::Q8_1 => Some(legacy::quantize_q8_1_activations),

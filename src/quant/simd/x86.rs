@@ -1329,6 +1329,7 @@ pub mod avx512 {
 
     mod gemv;
     mod lanes;
+    pub(in crate::quant) mod quantize;
     mod wide;
     use gemv::{GEMV_IQ4_NL_BW, GEMV_Q4_0_BW, GEMV_Q4_1_BW, GEMV_Q5_0_BW, GEMV_Q8_0_BW};
     use lanes::{
