@@ -23,7 +23,7 @@ use super::attention::{AttnLayer, AttnScratch, attend};
 use super::moe::{Moe, MoeScratch};
 use super::tensors::{f32_vector, opt_f32_vector, opt_tensor, tensor, weights};
 use crate::backend::cpu::ops::{self, AttnMath, AttnOrder, Rope, RopeCache, Yarn};
-use crate::backend::cpu::{MatmulScratch, Numerics, ThreadPool, matmul};
+use crate::backend::cpu::{MatmulScratch, Numerics, ThreadPool, matmul, matmul_group};
 use crate::batch::Plan;
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::kv::{KvCache, KvType};
@@ -200,9 +200,8 @@ impl Transformer {
             let q_dim = p.n_head * hd;
             match &l.qkv {
                 Qkv::Split { q, k, v } => {
-                    mm(file, pool, q, &s.h, n, &mut s.q, &mut s.mm)?;
-                    mm(file, pool, k, &s.h, n, &mut s.k, &mut s.mm)?;
-                    mm(file, pool, v, &s.h, n, &mut s.v, &mut s.mm)?;
+                    let outs = [&mut s.q, &mut s.k, &mut s.v];
+                    mm_group(file, pool, [q, k, v], &s.h, n, outs, &mut s.mm)?;
                 }
                 Qkv::Fused(w) => {
                     mm(file, pool, w, &s.h, n, &mut s.fused, &mut s.mm)?;
@@ -282,8 +281,8 @@ impl Transformer {
                     None
                 }
                 Ffn::Split { gate, up, down } => {
-                    mm(file, pool, gate, &s.h, n, &mut s.g, &mut s.mm)?;
-                    mm(file, pool, up, &s.h, n, &mut s.u, &mut s.mm)?;
+                    let outs = [&mut s.g, &mut s.u];
+                    mm_group(file, pool, [gate, up], &s.h, n, outs, &mut s.mm)?;
                     Some(down)
                 }
                 Ffn::Fused { up, down } => {
@@ -461,6 +460,26 @@ fn mm(
     let w = weights(file, t)?;
     out.resize(n * w.n_out(), 0.0);
     matmul(pool, &w, x, n, out, scratch)
+}
+
+/// `outs[i] = x W_i^T` for `n` rows, as one job (`matmul_group`).
+fn mm_group<const K: usize>(
+    file: &GgufFile,
+    pool: &ThreadPool,
+    ts: [&TensorInfo; K],
+    x: &[f32],
+    n: usize,
+    outs: [&mut Vec<f32>; K],
+    scratch: &mut MatmulScratch,
+) -> Result<()> {
+    // A few bytes a layer; the weights' checks return errors that an array map could not.
+    let mut products = Vec::with_capacity(K);
+    for (t, out) in ts.into_iter().zip(outs) {
+        let w = weights(file, t)?;
+        out.resize(n * w.n_out(), 0.0);
+        products.push((w, &mut out[..]));
+    }
+    matmul_group(pool, &mut products, x, n, scratch)
 }
 
 /// RMS-normalizes each `w.len()`-wide piece of `x` (per-head norms) in place.

@@ -12,6 +12,7 @@ use std::ops::Range;
 use super::ThreadPool;
 use super::disjoint::Disjoint;
 use crate::gguf::GgmlType;
+use crate::quant::dot::{Tiles, Wide};
 use crate::quant::{self, Dot, MatOp, cpu};
 use crate::{Error, Result};
 
@@ -91,16 +92,20 @@ pub enum Numerics {
     LlamaCpp,
 }
 
+/// The most products `matmul_group` runs as one job (a layer's Q, K and V).
+pub const MAX_GROUP: usize = 3;
+
 /// Buffers a matmul reuses between calls (quantized activations), so steady-state decoding
-/// allocates nothing, and the rounding mode its products follow.
+/// allocates nothing, and the rounding mode its products follow. One set per product of a
+/// group.
 #[derive(Default)]
 pub struct MatmulScratch {
     pub numerics: Numerics,
-    act: Vec<u8>,
+    act: [Vec<u8>; MAX_GROUP],
     /// Activations rounded to f16/bf16 for half-precision weights.
-    rounded: Vec<f32>,
+    rounded: [Vec<f32>; MAX_GROUP],
     /// Quantized activations packed for the 512-bit prompt kernels (`quant::dot::Wide`).
-    panels: Vec<u8>,
+    panels: [Vec<u8>; MAX_GROUP],
 }
 
 thread_local! {
@@ -127,6 +132,98 @@ pub fn matmul(
     y: &mut [f32],
     scratch: &mut MatmulScratch,
 ) -> Result<()> {
+    matmul_group(pool, &mut [(*w, y)], x, n_tokens, scratch)
+}
+
+/// `y_i = x * w_i^T` for each `(w_i, y_i)` of `products` (at most `MAX_GROUP`), all of one
+/// input: the products that take the input in one form (one activation format) share one
+/// quantization of it, and all their tiles go to the pool as one job. For decoding that
+/// is one wait for the threads instead of one per matrix, the same values as separate
+/// `matmul` calls.
+pub fn matmul_group(
+    pool: &ThreadPool,
+    products: &mut [(Weights<'_>, &mut [f32])],
+    x: &[f32],
+    n_tokens: usize,
+    scratch: &mut MatmulScratch,
+) -> Result<()> {
+    if products.len() > MAX_GROUP {
+        return Err(Error::InvalidArg(format!(
+            "{} products in one group (at most {MAX_GROUP})",
+            products.len()
+        )));
+    }
+    let mut inputs: [Option<(Input, usize)>; MAX_GROUP] = [None; MAX_GROUP];
+    let mut kernels: [Option<quant::MatmulKernel>; MAX_GROUP] = [None; MAX_GROUP];
+    for (i, (w, y)) in products.iter().enumerate() {
+        let kernel = check(w, x, n_tokens, y, scratch.numerics)?;
+        let input = Input::of(w, &kernel, n_tokens);
+        // A product whose input form an earlier one has prepared takes that one's buffers.
+        let source = (0..i)
+            .find(|&j| inputs[j].is_some_and(|(inp, _)| inp == input))
+            .unwrap_or(i);
+        if source == i {
+            prepare(pool, input, x, w.n_in, n_tokens, scratch, i)?;
+        }
+        inputs[i] = Some((input, source));
+        kernels[i] = Some(kernel);
+    }
+    let MatmulScratch {
+        act,
+        rounded,
+        panels,
+        ..
+    } = scratch;
+    // Panels for the 512-bit prompt kernels, per product (their layouts differ by format).
+    for (i, (w, _)) in products.iter().enumerate() {
+        if let (Some((input, src)), Some(k)) = (inputs[i], kernels[i])
+            && let Some(wd) = wide_of(&k, input, n_tokens)
+        {
+            pack_panels(pool, &wd, &act[src], w.n_in, n_tokens, &mut panels[i])?;
+        }
+    }
+    let mut plans: [Option<Plan<'_>>; MAX_GROUP] = std::array::from_fn(|_| None);
+    // Task t is product i's where ends[i - 1] <= t < ends[i] (unused entries never match).
+    let mut ends = [usize::MAX; MAX_GROUP];
+    let mut total = 0usize;
+    for (i, (w, y)) in products.iter_mut().enumerate() {
+        let (Some((input, src)), Some(k)) = (inputs[i], kernels[i]) else {
+            continue;
+        };
+        let plan = Plan::new(
+            *w,
+            y,
+            &k,
+            input,
+            x,
+            &rounded[src],
+            &act[src],
+            &panels[i],
+            n_tokens,
+            pool.n_threads(),
+        )?;
+        total += plan.n_tasks();
+        ends[i] = total;
+        plans[i] = Some(plan);
+    }
+    pool.run(total, &|task| {
+        let i = ends.partition_point(|&e| e <= task);
+        if let Some(plan) = &plans[i] {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            plan.task(task - start);
+        }
+    });
+    Ok(())
+}
+
+/// Checks the sizes of one product and picks its kernels.
+fn check(
+    w: &Weights<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    y: &[f32],
+    numerics: Numerics,
+) -> Result<quant::MatmulKernel> {
     let (n_in, n_out) = (w.n_in, w.n_out);
     let size = |n: usize, what: &str| {
         n_tokens
@@ -141,232 +238,398 @@ pub fn matmul(
         )));
     }
     // Batch-invariant: the same kernels for every row, whatever the batch.
-    let kernel = match scratch.numerics {
+    match numerics {
         Numerics::LlamaCpp => quant::matmul_kernel(w.ty, n_out, n_tokens, w.op, cpu::level()),
         Numerics::BatchInvariant => quant::invariant_kernel(w.ty, n_out, w.op, cpu::level()),
     }
-    .ok_or_else(|| Error::Unsupported(format!("{} weights have no dot product", w.ty)))?;
-    let (tile_rows, tile_tokens) = tiles(n_out, n_tokens, pool.n_threads());
-    let row_tiles = n_out.div_ceil(tile_rows);
-    let token_tiles = n_tokens.div_ceil(tile_tokens);
-    let out = Disjoint::new(y);
+    .ok_or_else(|| Error::Unsupported(format!("{} weights have no dot product", w.ty)))
+}
 
-    // Runs `tile(rows, tokens, out)` over every tile; tiles cover each (t, r) exactly once and
-    // `tile` writes only its own elements.
-    let run_tiles = |tile: &(dyn Fn(Range<usize>, Range<usize>) + Sync)| {
-        pool.run(row_tiles * token_tiles, &|task| {
-            let (tt, rt) = (task / row_tiles, task % row_tiles);
-            let rows = rt * tile_rows..((rt + 1) * tile_rows).min(n_out);
-            let tokens = tt * tile_tokens..((tt + 1) * tile_tokens).min(n_tokens);
-            tile(rows, tokens);
-        });
-    };
-    // SAFETY (for every `out.set` below): element (t, r) belongs to the tile that holds row r
-    // and token t, and only that tile's task writes it.
-    match kernel.dot {
-        Dot::Float(f) => {
-            // Half-precision weights meet activations rounded to the same precision, as in
-            // llama.cpp (whose f16/bf16 products convert the activations first).
-            let round: Option<fn(f32) -> f32> = match w.ty {
-                GgmlType::F16 => Some(|v| half::f16::from_f32(v).to_f32()),
-                GgmlType::Bf16 => Some(|v| quant::bf16_to_f32(quant::f32_to_bf16(v))),
-                _ => None,
-            };
-            let x: &[f32] = match round {
-                Some(r) => {
-                    scratch.rounded.clear();
-                    scratch.rounded.extend(x.iter().map(|&v| r(v)));
-                    &scratch.rounded
-                }
-                None => x,
-            };
-            run_tiles(&|rows, tokens| {
-                for r in rows {
-                    for t in tokens.clone() {
-                        let v = f(w.row(r), &x[t * n_in..(t + 1) * n_in]);
-                        // SAFETY: see above: (t, r) is this tile's.
-                        unsafe { out.set(t * n_out + r, v) };
-                    }
-                }
-            })
+/// The form a product takes its input in: two products of one form share it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// f32 as given.
+    Plain,
+    /// Rounded to the precision of half weights (F16 or BF16), as llama.cpp's f16/bf16
+    /// products convert their activations first.
+    Rounded(GgmlType),
+    /// Quantized to `act`; the first `grouped` rows by the quantizer of rows taken four at
+    /// a time (`MatmulKernel::fours`).
+    Quant { act: GgmlType, grouped: usize },
+}
+
+impl Input {
+    fn of(w: &Weights<'_>, k: &quant::MatmulKernel, n_tokens: usize) -> Input {
+        match k.dot {
+            Dot::Float(_) => match w.ty {
+                GgmlType::F16 | GgmlType::Bf16 => Input::Rounded(w.ty),
+                _ => Input::Plain,
+            },
+            Dot::Quant { act, .. } => Input::Quant {
+                act,
+                grouped: if k.fours.is_some() {
+                    n_tokens - n_tokens % 4
+                } else {
+                    0
+                },
+            },
         }
-        Dot::Quant { act, f, f4, tiles } => {
+    }
+}
+
+/// Writes the input in form `input` into product `i`'s buffers.
+fn prepare(
+    pool: &ThreadPool,
+    input: Input,
+    x: &[f32],
+    n_in: usize,
+    n_tokens: usize,
+    scratch: &mut MatmulScratch,
+    i: usize,
+) -> Result<()> {
+    match input {
+        Input::Plain => {}
+        Input::Rounded(ty) => {
+            let round: fn(f32) -> f32 = match ty {
+                GgmlType::F16 => |v| half::f16::from_f32(v).to_f32(),
+                _ => |v| quant::bf16_to_f32(quant::f32_to_bf16(v)),
+            };
+            let r = &mut scratch.rounded[i];
+            r.clear();
+            r.extend(x.iter().map(|&v| round(v)));
+        }
+        Input::Quant { act, grouped } => {
             let act_row = quant::row_bytes(act, n_in)?;
-            let total = size(act_row, "activation bytes")?;
-            scratch.act.resize(total, 0);
+            let total = n_tokens
+                .checked_mul(act_row)
+                .ok_or_else(|| Error::Overflow(format!("{n_tokens} x {act_row} bytes")))?;
+            scratch.act[i].resize(total, 0);
             let missing = || Error::Internal(format!("no quantizer for {act}"));
             let quantize = quant::activation_quantizer(act).ok_or_else(missing)?;
-            // Where llama.cpp repacks the matrix, the rows it takes four at a time are
-            // quantized and multiplied by kernels of their own (`MatmulKernel::fours`).
-            let (in_fours, grouped) = match kernel.fours {
-                Some(_) => (
-                    quant::activation_quantizer_in_fours(act).ok_or_else(missing)?,
-                    n_tokens - n_tokens % 4,
-                ),
-                None => (quantize, 0),
+            let in_fours = if grouped > 0 {
+                quant::activation_quantizer_in_fours(act).ok_or_else(missing)?
+            } else {
+                quantize
             };
-            {
-                let acts = Disjoint::new(&mut scratch.act);
-                pool.run(n_tokens, &|t| {
-                    // SAFETY: token t's activation row is written by this task only.
-                    let dst = unsafe { acts.slice(t * act_row, act_row) };
-                    let q = if t < grouped { in_fours } else { quantize };
-                    q(&x[t * n_in..(t + 1) * n_in], dst);
-                });
-            }
-            let acts = &scratch.act;
-            let a = |t: usize| &acts[t * act_row..(t + 1) * act_row];
-            let (g, g4) = match kernel.fours {
-                Some(Dot::Quant { f, f4, .. }) => (f, f4),
-                _ => (f, f4),
-            };
-            let kernels = |t: usize| if t < grouped { (g, g4) } else { (f, f4) };
-            // One weight row at a time, four tokens per call where the kernel can (each
-            // weight block is decoded once for the four) and the four take the same kernel.
-            let by_row = |rows: Range<usize>, tokens: Range<usize>| {
-                for r in rows {
-                    let wr = w.row(r);
-                    let mut t = tokens.start;
-                    while t < tokens.end {
-                        let (f, f4) = kernels(t);
-                        match f4 {
-                            Some(f4)
-                                if t + 4 <= tokens.end && (t + 4 <= grouped || t >= grouped) =>
-                            {
-                                let v = f4(wr, &[a(t), a(t + 1), a(t + 2), a(t + 3)]);
-                                for (k, v) in v.into_iter().enumerate() {
-                                    // SAFETY: see above: (t + k, r) is this tile's.
-                                    unsafe { out.set((t + k) * n_out + r, v) };
-                                }
-                                t += 4;
-                            }
-                            _ => {
-                                // SAFETY: see above: (t, r) is this tile's.
-                                unsafe { out.set(t * n_out + r, f(wr, a(t))) };
-                                t += 1;
-                            }
-                        }
-                    }
-                }
-            };
-            // Several weight rows per call where the format has such kernels (the same values
-            // as one row at a time): for prompts four rows by panels of 8 or 16 tokens (512-bit
-            // kernels), then two rows by four tokens; four rows by one token for decoding; the
-            // rows left over go one at a time.
-            let tiles = tiles.filter(|_| kernel.fours.is_none());
-            // Prompts on 512-bit kernels: the activations packed once, in panels.
-            let wide = tiles
-                .and_then(|tl| tl.wide)
-                .filter(|wd| n_tokens >= wd.tokens);
-            let panel_of = |bytes: usize| {
-                (n_in / 32)
-                    .checked_mul(bytes)
-                    .ok_or_else(|| Error::Overflow(format!("a panel of {n_in} values")))
-            };
-            let (mut panel_bytes, mut rows_bytes, mut width) = (0, 0, 1);
-            if let Some(wd) = wide {
-                (panel_bytes, rows_bytes, width) = (
-                    panel_of(wd.panel_block_bytes)?,
-                    panel_of(wd.rows_block_bytes)?,
-                    wd.tokens,
-                );
-                let n_panels = n_tokens / width;
-                let total = n_panels
-                    .checked_mul(panel_bytes)
-                    .ok_or_else(|| Error::Overflow(format!("{n_panels} panels")))?;
-                scratch.panels.resize(total, 0);
-                let panels = Disjoint::new(&mut scratch.panels);
-                pool.run(n_panels, &|g| {
-                    // SAFETY: panel g is written by this task only.
-                    let dst = unsafe { panels.slice(g * panel_bytes, panel_bytes) };
-                    let t = width * g;
-                    let rows: [&[u8]; quant::dot::MAX_PANEL_TOKENS] =
-                        std::array::from_fn(|k| if k < width { a(t + k) } else { &[] });
-                    (wd.pack)(&rows[..width], dst);
-                });
-            }
-            let panels = &scratch.panels;
-            match tiles {
-                Some(tl) => run_tiles(&|rows, tokens| {
-                    let mut tokens = tokens;
-                    // Whole panels (token tiles start at multiples of 64, or at 0), four rows
-                    // at a time; the rows left over one at a time.
-                    if let Some(wd) = wide {
-                        let end = tokens.start + tokens.len() / width * width;
-                        let mut r = rows.start;
-                        DECODED.with_borrow_mut(|decoded| {
-                            decoded.resize(rows_bytes, 0);
-                            while r + 4 <= rows.end {
-                                let wr = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
-                                (wd.rows)(&wr, decoded);
-                                for t in (tokens.start..end).step_by(width) {
-                                    let g = t / width;
-                                    let panel = &panels[g * panel_bytes..(g + 1) * panel_bytes];
-                                    let v = (wd.kernel)(decoded, panel);
-                                    for (i, v) in v.iter().enumerate() {
-                                        for (k, &v) in v[..width].iter().enumerate() {
-                                            // SAFETY: see above: (t + k, r + i) is this tile's.
-                                            unsafe { out.set((t + k) * n_out + r + i, v) };
-                                        }
-                                    }
-                                }
-                                r += 4;
-                            }
-                        });
-                        by_row(r..rows.end, tokens.start..end);
-                        tokens = end..tokens.end;
-                    }
-                    let mut r = rows.start;
-                    if tokens.len() >= 4 {
-                        while r + 2 <= rows.end {
-                            let wr = [w.row(r), w.row(r + 1)];
-                            let mut t = tokens.start;
-                            while t + 4 <= tokens.end {
-                                let v = (tl.r2x4)(&wr, &[a(t), a(t + 1), a(t + 2), a(t + 3)]);
-                                for (i, v) in v.iter().enumerate() {
-                                    for (k, &v) in v.iter().enumerate() {
-                                        // SAFETY: see above: (t + k, r + i) is this tile's.
-                                        unsafe { out.set((t + k) * n_out + r + i, v) };
-                                    }
-                                }
-                                t += 4;
-                            }
-                            by_row(r..r + 2, t..tokens.end);
-                            r += 2;
-                        }
-                    } else {
-                        if let Some(rows16) = tl.rows16 {
-                            while r + 16 <= rows.end {
-                                let wr: [&[u8]; 16] = std::array::from_fn(|i| w.row(r + i));
-                                for t in tokens.clone() {
-                                    let v = rows16(&wr, a(t));
-                                    for (i, v) in v.into_iter().enumerate() {
-                                        // SAFETY: see above: (t, r + i) is this tile's.
-                                        unsafe { out.set(t * n_out + r + i, v) };
-                                    }
-                                }
-                                r += 16;
-                            }
-                        }
-                        while r + 4 <= rows.end {
-                            let wr = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
-                            for t in tokens.clone() {
-                                let v = (tl.rows4)(&wr, a(t));
-                                for (i, v) in v.into_iter().enumerate() {
-                                    // SAFETY: see above: (t, r + i) is this tile's.
-                                    unsafe { out.set(t * n_out + r + i, v) };
-                                }
-                            }
-                            r += 4;
-                        }
-                    }
-                    by_row(r..rows.end, tokens);
-                }),
-                None => run_tiles(&by_row),
-            }
+            let acts = Disjoint::new(&mut scratch.act[i]);
+            pool.run(n_tokens, &|t| {
+                // SAFETY: token t's activation row is written by this task only.
+                let dst = unsafe { acts.slice(t * act_row, act_row) };
+                let q = if t < grouped { in_fours } else { quantize };
+                q(&x[t * n_in..(t + 1) * n_in], dst);
+            });
         }
     }
     Ok(())
+}
+
+/// The 512-bit prompt kernels a product takes, if any: formats with tiles, not repacked
+/// (`fours`), with at least one panel of tokens.
+fn wide_of(k: &quant::MatmulKernel, input: Input, n_tokens: usize) -> Option<Wide> {
+    match (k.dot, k.fours, input) {
+        (
+            Dot::Quant {
+                tiles: Some(tl), ..
+            },
+            None,
+            Input::Quant { .. },
+        ) => tl.wide.filter(|wd| n_tokens >= wd.tokens),
+        _ => None,
+    }
+}
+
+/// Bytes of a panel (or of four decoded rows) of `n_in` values at `per_block` bytes a block.
+fn panel_bytes(n_in: usize, per_block: usize) -> Result<usize> {
+    (n_in / 32)
+        .checked_mul(per_block)
+        .ok_or_else(|| Error::Overflow(format!("a panel of {n_in} values")))
+}
+
+/// Packs the whole panels of `wd.tokens` activation rows of `acts` into `panels`.
+fn pack_panels(
+    pool: &ThreadPool,
+    wd: &Wide,
+    acts: &[u8],
+    n_in: usize,
+    n_tokens: usize,
+    panels: &mut Vec<u8>,
+) -> Result<()> {
+    let bytes = panel_bytes(n_in, wd.panel_block_bytes)?;
+    let act_row = acts.len() / n_tokens.max(1);
+    let width = wd.tokens;
+    let n_panels = n_tokens / width;
+    let total = n_panels
+        .checked_mul(bytes)
+        .ok_or_else(|| Error::Overflow(format!("{n_panels} panels")))?;
+    panels.resize(total, 0);
+    let dst = Disjoint::new(panels);
+    pool.run(n_panels, &|g| {
+        // SAFETY: panel g is written by this task only.
+        let dst = unsafe { dst.slice(g * bytes, bytes) };
+        let t = width * g;
+        let rows: [&[u8]; quant::dot::MAX_PANEL_TOKENS] = std::array::from_fn(|k| {
+            if k < width {
+                &acts[(t + k) * act_row..(t + k + 1) * act_row]
+            } else {
+                &[]
+            }
+        });
+        (wd.pack)(&rows[..width], dst);
+    });
+    Ok(())
+}
+
+/// One product's tiles of weight rows x tokens, ready for the pool's threads.
+struct Plan<'a> {
+    w: Weights<'a>,
+    out: Disjoint<'a, f32>,
+    tile_rows: usize,
+    tile_tokens: usize,
+    row_tiles: usize,
+    token_tiles: usize,
+    n_tokens: usize,
+    kind: Kind<'a>,
+}
+
+enum Kind<'a> {
+    Float {
+        f: fn(&[u8], &[f32]) -> f32,
+        x: &'a [f32],
+    },
+    Quant(QuantPlan<'a>),
+}
+
+/// A quantized product's kernels and inputs.
+struct QuantPlan<'a> {
+    acts: &'a [u8],
+    act_row: usize,
+    /// Rows below this take the `fours` kernels `g`, `g4`; the others `f`, `f4`.
+    grouped: usize,
+    f: fn(&[u8], &[u8]) -> f32,
+    f4: Option<quant::dot::DotX4>,
+    g: fn(&[u8], &[u8]) -> f32,
+    g4: Option<quant::dot::DotX4>,
+    tiles: Option<Tiles>,
+    /// The 512-bit prompt kernels with their panels, panel bytes and decoded-rows bytes.
+    wide: Option<(Wide, &'a [u8], usize, usize)>,
+}
+
+impl<'a> Plan<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        w: Weights<'a>,
+        y: &'a mut [f32],
+        k: &quant::MatmulKernel,
+        input: Input,
+        x: &'a [f32],
+        rounded: &'a [f32],
+        acts: &'a [u8],
+        panels: &'a [u8],
+        n_tokens: usize,
+        n_threads: usize,
+    ) -> Result<Plan<'a>> {
+        let (tile_rows, tile_tokens) = tiles(w.n_out, n_tokens, n_threads);
+        let kind = match k.dot {
+            Dot::Float(f) => Kind::Float {
+                f,
+                x: if matches!(input, Input::Rounded(_)) {
+                    rounded
+                } else {
+                    x
+                },
+            },
+            Dot::Quant { act, f, f4, tiles } => {
+                let (g, g4) = match k.fours {
+                    Some(Dot::Quant { f, f4, .. }) => (f, f4),
+                    _ => (f, f4),
+                };
+                let wide = match wide_of(k, input, n_tokens) {
+                    Some(wd) => Some((
+                        wd,
+                        panels,
+                        panel_bytes(w.n_in, wd.panel_block_bytes)?,
+                        panel_bytes(w.n_in, wd.rows_block_bytes)?,
+                    )),
+                    None => None,
+                };
+                Kind::Quant(QuantPlan {
+                    acts,
+                    act_row: quant::row_bytes(act, w.n_in)?,
+                    grouped: match input {
+                        Input::Quant { grouped, .. } => grouped,
+                        _ => 0,
+                    },
+                    f,
+                    f4,
+                    g,
+                    g4,
+                    tiles: tiles.filter(|_| k.fours.is_none()),
+                    wide,
+                })
+            }
+        };
+        Ok(Plan {
+            w,
+            out: Disjoint::new(y),
+            tile_rows,
+            tile_tokens,
+            row_tiles: w.n_out.div_ceil(tile_rows),
+            token_tiles: n_tokens.div_ceil(tile_tokens),
+            n_tokens,
+            kind,
+        })
+    }
+
+    fn n_tasks(&self) -> usize {
+        self.row_tiles * self.token_tiles
+    }
+
+    /// Computes tile `task`; tiles cover each (token, row) exactly once and a tile writes
+    /// only its own elements of the output.
+    fn task(&self, task: usize) {
+        let (tt, rt) = (task / self.row_tiles, task % self.row_tiles);
+        let n_out = self.w.n_out;
+        let rows = rt * self.tile_rows..((rt + 1) * self.tile_rows).min(n_out);
+        let tokens = tt * self.tile_tokens..((tt + 1) * self.tile_tokens).min(self.n_tokens);
+        match &self.kind {
+            Kind::Float { f, x } => {
+                let n_in = self.w.n_in;
+                for r in rows {
+                    for t in tokens.clone() {
+                        let v = f(self.w.row(r), &x[t * n_in..(t + 1) * n_in]);
+                        // SAFETY: (t, r) is this tile's (see `task`).
+                        unsafe { self.out.set(t * n_out + r, v) };
+                    }
+                }
+            }
+            Kind::Quant(q) => self.quant_tile(q, rows, tokens),
+        }
+    }
+
+    /// Token `t`'s quantized activations.
+    fn a<'s>(q: &'s QuantPlan<'_>, t: usize) -> &'s [u8] {
+        &q.acts[t * q.act_row..(t + 1) * q.act_row]
+    }
+
+    /// One weight row at a time, four tokens per call where the kernel can (each weight
+    /// block is decoded once for the four) and the four take the same kernel.
+    fn by_row(&self, q: &QuantPlan<'_>, rows: Range<usize>, tokens: Range<usize>) {
+        let n_out = self.w.n_out;
+        let a = |t| Self::a(q, t);
+        for r in rows {
+            let wr = self.w.row(r);
+            let mut t = tokens.start;
+            while t < tokens.end {
+                let (f, f4) = if t < q.grouped {
+                    (q.g, q.g4)
+                } else {
+                    (q.f, q.f4)
+                };
+                match f4 {
+                    Some(f4) if t + 4 <= tokens.end && (t + 4 <= q.grouped || t >= q.grouped) => {
+                        let v = f4(wr, &[a(t), a(t + 1), a(t + 2), a(t + 3)]);
+                        for (k, v) in v.into_iter().enumerate() {
+                            // SAFETY: (t + k, r) is this tile's (see `task`).
+                            unsafe { self.out.set((t + k) * n_out + r, v) };
+                        }
+                        t += 4;
+                    }
+                    _ => {
+                        // SAFETY: (t, r) is this tile's (see `task`).
+                        unsafe { self.out.set(t * n_out + r, f(wr, a(t))) };
+                        t += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Several weight rows per call where the format has such kernels (the same values as
+    /// one row at a time): for prompts four rows by panels of 8 or 16 tokens (512-bit
+    /// kernels), then two rows by four tokens; sixteen or four rows by one token for
+    /// decoding; the rows left over one at a time.
+    fn quant_tile(&self, q: &QuantPlan<'_>, rows: Range<usize>, tokens: Range<usize>) {
+        let Some(tl) = q.tiles else {
+            return self.by_row(q, rows, tokens);
+        };
+        let w = &self.w;
+        let n_out = w.n_out;
+        let a = |t| Self::a(q, t);
+        let mut tokens = tokens;
+        // Whole panels (token tiles start at multiples of 64, or at 0), four rows at a
+        // time; the rows left over one at a time.
+        if let Some((wd, panels, panel_bytes, rows_bytes)) = q.wide {
+            let width = wd.tokens;
+            let end = tokens.start + tokens.len() / width * width;
+            let mut r = rows.start;
+            DECODED.with_borrow_mut(|decoded| {
+                decoded.resize(rows_bytes, 0);
+                while r + 4 <= rows.end {
+                    let wr = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+                    (wd.rows)(&wr, decoded);
+                    for t in (tokens.start..end).step_by(width) {
+                        let g = t / width;
+                        let panel = &panels[g * panel_bytes..(g + 1) * panel_bytes];
+                        let v = (wd.kernel)(decoded, panel);
+                        for (i, v) in v.iter().enumerate() {
+                            for (k, &v) in v[..width].iter().enumerate() {
+                                // SAFETY: (t + k, r + i) is this tile's (see `task`).
+                                unsafe { self.out.set((t + k) * n_out + r + i, v) };
+                            }
+                        }
+                    }
+                    r += 4;
+                }
+            });
+            self.by_row(q, r..rows.end, tokens.start..end);
+            tokens = end..tokens.end;
+        }
+        let mut r = rows.start;
+        if tokens.len() >= 4 {
+            while r + 2 <= rows.end {
+                let wr = [w.row(r), w.row(r + 1)];
+                let mut t = tokens.start;
+                while t + 4 <= tokens.end {
+                    let v = (tl.r2x4)(&wr, &[a(t), a(t + 1), a(t + 2), a(t + 3)]);
+                    for (i, v) in v.iter().enumerate() {
+                        for (k, &v) in v.iter().enumerate() {
+                            // SAFETY: (t + k, r + i) is this tile's (see `task`).
+                            unsafe { self.out.set((t + k) * n_out + r + i, v) };
+                        }
+                    }
+                    t += 4;
+                }
+                self.by_row(q, r..r + 2, t..tokens.end);
+                r += 2;
+            }
+        } else {
+            if let Some(rows16) = tl.rows16 {
+                while r + 16 <= rows.end {
+                    let wr: [&[u8]; 16] = std::array::from_fn(|i| w.row(r + i));
+                    for t in tokens.clone() {
+                        let v = rows16(&wr, a(t));
+                        for (i, v) in v.into_iter().enumerate() {
+                            // SAFETY: (t, r + i) is this tile's (see `task`).
+                            unsafe { self.out.set(t * n_out + r + i, v) };
+                        }
+                    }
+                    r += 16;
+                }
+            }
+            while r + 4 <= rows.end {
+                let wr = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+                for t in tokens.clone() {
+                    let v = (tl.rows4)(&wr, a(t));
+                    for (i, v) in v.into_iter().enumerate() {
+                        // SAFETY: (t, r + i) is this tile's (see `task`).
+                        unsafe { self.out.set(t * n_out + r + i, v) };
+                    }
+                }
+                r += 4;
+            }
+        }
+        self.by_row(q, r..rows.end, tokens);
+    }
 }
 
 #[cfg(test)]
@@ -497,6 +760,63 @@ mod tests {
                     assert_eq!(y[t * n_out + r], want, "{numerics:?} t{t} r{r}");
                 }
             }
+        }
+    }
+
+    /// A group equals its products run one by one, whether its members share an input form
+    /// (two Q4_1 matrices) or not (Q8_0, F16), for decoding and for prompts.
+    #[test]
+    fn a_group_equals_its_products_one_by_one() {
+        let pool = ThreadPool::new(2).unwrap();
+        let n_in = 256;
+        let mats: Vec<(GgmlType, usize, Vec<u8>)> = [
+            (GgmlType::Q4_1, 70),
+            (GgmlType::Q4_1, 33),
+            (GgmlType::Q8_0, 48),
+            (GgmlType::F16, 20),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (ty, n_out))| {
+            let mut wq = vec![0u8; quant::row_bytes(ty, n_in).unwrap() * n_out];
+            quant::quantize_row(ty, &randoms(n_out * n_in, 11 + i as u64), &mut wq).unwrap();
+            (ty, n_out, wq)
+        })
+        .collect();
+        let ws: Vec<Weights<'_>> = mats
+            .iter()
+            .map(|(ty, n_out, wq)| Weights::new(*ty, wq, *n_out, n_in).unwrap())
+            .collect();
+        for n_tokens in [1, 3, 40] {
+            let x = randoms(n_tokens * n_in, 13);
+            let mut scratch = MatmulScratch::default();
+            for group in [&ws[..3], &ws[1..], &ws[..2]] {
+                let mut alone: Vec<Vec<f32>> = Vec::new();
+                for w in group {
+                    let mut y = vec![f32::NAN; n_tokens * w.n_out()];
+                    matmul(&pool, w, &x, n_tokens, &mut y, &mut scratch).unwrap();
+                    alone.push(y);
+                }
+                let mut ys: Vec<Vec<f32>> = group
+                    .iter()
+                    .map(|w| vec![f32::NAN; n_tokens * w.n_out()])
+                    .collect();
+                let mut products: Vec<(Weights<'_>, &mut [f32])> = group
+                    .iter()
+                    .copied()
+                    .zip(ys.iter_mut().map(|y| &mut y[..]))
+                    .collect();
+                matmul_group(&pool, &mut products, &x, n_tokens, &mut scratch).unwrap();
+                assert_eq!(ys, alone, "{n_tokens} tokens");
+            }
+            let mut ys: Vec<Vec<f32>> =
+                ws.iter().map(|w| vec![0.0; n_tokens * w.n_out()]).collect();
+            let mut too_many: Vec<(Weights<'_>, &mut [f32])> = ws
+                .iter()
+                .copied()
+                .zip(ys.iter_mut().map(|y| &mut y[..]))
+                .collect();
+            assert!(matmul_group(&pool, &mut too_many, &x, n_tokens, &mut scratch).is_err());
         }
     }
 

@@ -9,5 +9,5 @@ pub mod ops;
 pub mod pool;
 pub mod two_pass;
 
-pub use matmul::{MatmulScratch, Numerics, Weights, matmul};
+pub use matmul::{MAX_GROUP, MatmulScratch, Numerics, Weights, matmul, matmul_group};
 pub use pool::ThreadPool;
