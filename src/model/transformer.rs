@@ -23,6 +23,7 @@ use super::attention::{AttnLayer, AttnScratch, attend};
 use super::moe::{Moe, MoeScratch};
 use super::tensors::{f32_vector, opt_f32_vector, opt_tensor, tensor, weights};
 use crate::backend::cpu::ops::{self, AttnMath, AttnOrder, Rope, RopeCache, Yarn};
+use crate::backend::cpu::pool::{MAX_PREFETCH_JOBS, MAX_PREFETCH_RANGES};
 use crate::backend::cpu::{MatmulScratch, Numerics, ThreadPool, matmul, matmul_group};
 use crate::batch::Plan;
 use crate::gguf::{GgufFile, TensorInfo};
@@ -209,6 +210,7 @@ impl Transformer {
                     split(&s.fused, n, &widths, [&mut s.q, &mut s.k, &mut s.v]);
                 }
             }
+            self.prefetch(file, pool, li, Job::Out);
             for (b, x) in l.bias.iter().zip([&mut s.q, &mut s.k, &mut s.v]) {
                 if let Some(b) = b {
                     add_rows(x, b);
@@ -267,6 +269,7 @@ impl Transformer {
                 &mut s.attn_kv,
             )?;
             mm(file, pool, &l.wo, &s.attn, n, &mut s.o, &mut s.mm)?;
+            self.prefetch(file, pool, li, Job::Up);
             residual(
                 &mut s.x,
                 &s.o,
@@ -293,6 +296,7 @@ impl Transformer {
                 }
             };
             if let Some(down) = down {
+                self.prefetch(file, pool, li, Job::Down);
                 s.a.resize(n * p.n_ff, 0.0);
                 match self.spec.act {
                     FfnAct::Silu => ops::swiglu(&s.g, &s.u, &mut s.a),
@@ -300,6 +304,7 @@ impl Transformer {
                 }
                 mm(file, pool, down, &s.a, n, &mut s.o, &mut s.mm)?;
             }
+            self.prefetch(file, pool, li + 1, Job::Qkv);
             residual(
                 &mut s.x,
                 &s.o,
@@ -309,6 +314,42 @@ impl Transformer {
             );
         }
         self.logits(file, pool, plan, s)
+    }
+
+    /// Names the weights of the next jobs, from job `job` of layer `li` on (past the last
+    /// layer: the output matrix), for the pool's idle workers to prefetch while this thread
+    /// works alone (`ThreadPool::prefetch`).
+    fn prefetch(&self, file: &GgufFile, pool: &ThreadPool, li: usize, job: Job) {
+        if pool.n_threads() < 2 {
+            return;
+        }
+        let bytes = |t: &TensorInfo| file.tensor_data(t).unwrap_or_default();
+        let mut jobs: [[&[u8]; MAX_PREFETCH_RANGES]; MAX_PREFETCH_JOBS] = Default::default();
+        let mut at = (li, job as usize);
+        for slot in &mut jobs {
+            let Some(l) = self.layers.get(at.0) else {
+                slot[0] = bytes(&self.output);
+                break;
+            };
+            *slot = match (at.1, &l.qkv, &l.ffn) {
+                (0, Qkv::Split { q, k, v }, _) => [bytes(q), bytes(k), bytes(v)],
+                (0, Qkv::Fused(w), _) => [bytes(w), &[], &[]],
+                (1, ..) => [bytes(&l.wo), &[], &[]],
+                (2, _, Ffn::Split { gate, up, .. }) => [bytes(gate), bytes(up), &[]],
+                (2, _, Ffn::Fused { up, .. }) => [bytes(up), &[], &[]],
+                (3, _, Ffn::Split { down, .. } | Ffn::Fused { down, .. }) => {
+                    [bytes(down), &[], &[]]
+                }
+                // Experts: which run is not known yet.
+                _ => [&[], &[], &[]],
+            };
+            at = if at.1 == 3 {
+                (at.0 + 1, 0)
+            } else {
+                (at.0, at.1 + 1)
+            };
+        }
+        pool.prefetch(&jobs.each_ref().map(|j| &j[..]));
     }
 
     /// RoPE with `base` (and the model's scaling and frequency factors).
@@ -421,6 +462,15 @@ fn bind_layer(file: &GgufFile, i: usize, p: &TransformerParams) -> Result<Layer>
         ffn,
         post_ffn_norm: opt_f32_vector(file, &n("post_ffw_norm"), p.n_embd)?,
     })
+}
+
+/// A layer's matrix jobs in the order a decode runs them (`Transformer::prefetch`).
+#[derive(Clone, Copy)]
+enum Job {
+    Qkv = 0,
+    Out = 1,
+    Up = 2,
+    Down = 3,
 }
 
 /// Splits `n` rows of `fused` (each the widths side by side) into one buffer per width.

@@ -14,6 +14,11 @@
 //! each thread streams one contiguous stretch of memory (what the hardware prefetcher follows)
 //! instead of every other task, and taking a task touches no cache line another thread writes. A panic in a task is caught on the worker and
 //! re-raised on the caller after every task has finished, so nothing keeps the job's borrow.
+//!
+//! Between jobs the caller often works alone (attention, norms), and a decoding step is
+//! bound by memory bandwidth: `prefetch` names the memory the next job will read (its
+//! weight matrices), and each idle worker pulls its own share of it toward its L2 cache until
+//! that job arrives, so the stream from memory keeps going while the caller computes.
 
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -24,6 +29,23 @@ use std::thread::JoinHandle;
 
 /// How many polls an idle worker makes before sleeping (on the order of 100 microseconds).
 pub const SPIN_ROUNDS: u32 = 1 << 11;
+
+/// The most jobs one `prefetch` names, and the most byte ranges per job.
+pub const MAX_PREFETCH_JOBS: usize = 3;
+pub const MAX_PREFETCH_RANGES: usize = 3;
+
+/// The most bytes a worker prefetches of one job (its L2 holds 1-2 MiB on current x86).
+const PREFETCH_CAP: usize = 1 << 20;
+
+/// Cache lines an idle worker asks for between looks at whether a job has come.
+const PREFETCH_BURST: usize = 16;
+
+/// Memory the next jobs read, as addresses and lengths (never dereferenced: only
+/// prefetched); ranges of length 0 are unused.
+#[derive(Clone, Copy, Default)]
+struct Hint {
+    jobs: [[(usize, usize); MAX_PREFETCH_RANGES]; MAX_PREFETCH_JOBS],
+}
 
 /// The job being run: a type-erased pointer to the caller's closure.
 #[derive(Clone, Copy)]
@@ -55,6 +77,9 @@ struct Shared {
     quit: AtomicBool,
     /// Polls before an idle worker sleeps.
     spin: u32,
+    /// What the next job reads (`prefetch`), and a counter bumped each time it is set.
+    hint: Mutex<Hint>,
+    hint_seq: AtomicUsize,
 }
 
 // SAFETY: every field but `job` is Sync; `job` is written and read only at the times its
@@ -90,6 +115,8 @@ impl ThreadPool {
             panic: Mutex::new(None),
             quit: AtomicBool::new(false),
             spin,
+            hint: Mutex::new(Hint::default()),
+            hint_seq: AtomicUsize::new(0),
         });
         let mut pool = ThreadPool {
             shared: Arc::clone(&shared),
@@ -109,6 +136,27 @@ impl ThreadPool {
     /// Threads that run each job, the caller included.
     pub fn n_threads(&self) -> usize {
         self.workers.len() + 1
+    }
+
+    /// Names the memory the next jobs will read: per job, its ranges in the order its tasks
+    /// read them (at most `MAX_PREFETCH_JOBS` jobs of `MAX_PREFETCH_RANGES` ranges; more are
+    /// ignored). Until a job starts, each idle worker prefetches into L2 its own share of each
+    /// named job's bytes in turn (the part its contiguous share of the tasks will read,
+    /// `bytes * k / n` onwards for worker k of n threads; at most 1 MiB a job), and a job's
+    /// start ends that. Returns at once; only a hint (the memory is never read, so it need
+    /// not outlive the call).
+    pub fn prefetch(&self, jobs: &[&[&[u8]]]) {
+        if self.workers.is_empty() {
+            return;
+        }
+        let mut h = Hint::default();
+        for (slots, ranges) in h.jobs.iter_mut().zip(jobs) {
+            for (slot, r) in slots.iter_mut().zip(ranges.iter()) {
+                *slot = (r.as_ptr() as usize, r.len());
+            }
+        }
+        *self.shared.hint.lock().unwrap_or_else(|e| e.into_inner()) = h;
+        self.shared.hint_seq.fetch_add(1, Ordering::Release);
     }
 
     /// Calls `f(i)` for every `i` in `0..n_tasks` across the pool; returns when all are done.
@@ -194,12 +242,80 @@ struct Share {
     end: AtomicUsize,
 }
 
+/// Prefetches worker `me`'s share of each job of `h` into L2, from `skip` bytes into that
+/// sequence of shares on, until a job newer than `seen` arrives: returns how far it got
+/// (to resume from once that job is done), or `None` when it got through.
+fn prefetch_share(s: &Shared, h: &Hint, me: usize, seen: usize, mut skip: usize) -> Option<usize> {
+    let mut done = 0usize;
+    let mut lines = 0usize;
+    for ranges in &h.jobs {
+        let total = ranges.iter().fold(0usize, |t, r| t.saturating_add(r.1));
+        let n = s.shares.len() as u128;
+        let bound = |k: usize| (k as u128 * total as u128 / n) as usize;
+        let lo = bound(me);
+        let hi = bound(me + 1).min(lo.saturating_add(PREFETCH_CAP));
+        let share = hi - lo;
+        if skip >= share {
+            skip -= share;
+            done += share;
+            continue;
+        }
+        let from = lo + skip;
+        skip = 0;
+        let mut at = 0usize;
+        for &(ptr, len) in ranges {
+            // The part of [from, hi) in this range, which covers [at, at + len) of the job.
+            let mut off = from.max(at);
+            let end = hi.min(at.saturating_add(len));
+            while off < end {
+                lines += 1;
+                if lines.is_multiple_of(PREFETCH_BURST)
+                    && s.generation.load(Ordering::Relaxed) != seen
+                {
+                    return Some(done + (off - lo));
+                }
+                prefetch_line(ptr.wrapping_add(off - at) as *const u8);
+                off += 64;
+            }
+            at = at.saturating_add(len);
+        }
+        done += share;
+    }
+    None
+}
+
+/// Asks for the cache line at `p` into L2. Never faults and reads no value, whatever `p`.
+#[inline]
+fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults on any address and changes no
+    // memory; SSE (which has it) is in the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 fn worker(s: &Shared, me: usize) {
     let mut seen = 0usize;
+    // The last hint taken, and how far into it this worker got (`None`: all of it).
+    let (mut hint_seen, mut hint, mut progress) = (0usize, Hint::default(), None);
     loop {
-        // Wait for a new generation: spin, then sleep.
+        // Wait for a new generation: spin (prefetching what the next jobs read, when named,
+        // resuming after jobs that interrupt it), then sleep.
         let mut spins = 0u32;
         while s.generation.load(Ordering::Acquire) == seen && !s.quit.load(Ordering::Relaxed) {
+            let hint_seq = s.hint_seq.load(Ordering::Acquire);
+            if hint_seq != hint_seen {
+                hint_seen = hint_seq;
+                hint = *s.hint.lock().unwrap_or_else(|e| e.into_inner());
+                progress = Some(0);
+            }
+            if let Some(skip) = progress {
+                progress = prefetch_share(s, &hint, me, seen, skip);
+                continue;
+            }
             spins += 1;
             if spins < s.spin {
                 std::hint::spin_loop();
@@ -302,6 +418,42 @@ mod tests {
         let ran_on = ran_on.into_inner().unwrap();
         assert!(ran_on.iter().all(Option::is_some));
         assert!(ran_on[1..n / 3].iter().all(|t| *t != ran_on[0]));
+    }
+
+    #[test]
+    fn prefetch_hints_never_disturb_jobs_even_for_memory_since_freed() {
+        let pool = ThreadPool::new(3).unwrap();
+        let total = AtomicUsize::new(0);
+        for round in 0..200 {
+            let buf = vec![round as u8; 300_000];
+            pool.prefetch(&[&[&buf[..1000], &buf[1000..]], &[&buf[..]]]);
+            drop(buf);
+            if round % 50 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            pool.run(8, &|_| {
+                total.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 1600);
+    }
+
+    /// A worker's prefetch stops when a job arrives, says how far it got, and resumes there.
+    #[test]
+    fn an_interrupted_prefetch_resumes_where_it_stopped() {
+        let pool = ThreadPool::new(2).unwrap();
+        let s = &*pool.shared;
+        let buf = vec![0u8; 1 << 16];
+        let mut h = Hint::default();
+        h.jobs[0][0] = (buf.as_ptr() as usize, buf.len());
+        h.jobs[1][0] = (buf.as_ptr() as usize, buf.len());
+        let now = s.generation.load(Ordering::Relaxed);
+        // Worker 1 of 2 takes the second half of each job: 32 KiB, twice.
+        let stopped = prefetch_share(s, &h, 1, now.wrapping_sub(1), 0);
+        assert_eq!(stopped, Some((PREFETCH_BURST - 1) * 64));
+        assert_eq!(prefetch_share(s, &h, 1, now, 40_000), None);
+        let stopped = prefetch_share(s, &h, 1, now.wrapping_sub(1), 40_000);
+        assert_eq!(stopped, Some(40_000 + (PREFETCH_BURST - 1) * 64));
     }
 
     #[test]
