@@ -352,22 +352,51 @@ impl KvCache {
         vs: &mut Vec<f32>,
         pos: &mut Vec<i32>,
     ) -> Result<()> {
+        self.held(seq, (lo, hi), pos)?;
+        let (kd, vd) = (self.shape.k_dim, self.shape.v_dim);
+        ks.resize(pos.len() * kd, 0.0);
+        vs.resize(pos.len() * vd, 0.0);
+        self.gather_rows(layer, seq, pos, ks, vs)
+    }
+
+    /// The positions `seq` holds within `[lo, hi]`, ascending, into `pos`.
+    pub fn held(&self, seq: usize, (lo, hi): (i32, i32), pos: &mut Vec<i32>) -> Result<()> {
         let s = self.seq(seq)?;
         pos.clear();
         for (a, b) in s.clipped(lo, hi) {
             pos.extend(a..b);
         }
+        Ok(())
+    }
+
+    /// The keys and values of the held positions `pos` of `seq` in `layer`, as f32 rows one
+    /// after the other: `ks` takes `pos.len()` rows of `k_dim`, `vs` of `v_dim` (exactly).
+    /// Parts of one gather can run on several threads, each with its own positions and rows.
+    pub fn gather_rows(
+        &self,
+        layer: usize,
+        seq: usize,
+        pos: &[i32],
+        ks: &mut [f32],
+        vs: &mut [f32],
+    ) -> Result<()> {
+        let s = self.seq(seq)?;
         let (kd, vd) = (self.shape.k_dim, self.shape.v_dim);
-        ks.resize(pos.len() * kd, 0.0);
-        vs.resize(pos.len() * vd, 0.0);
+        if ks.len() != pos.len() * kd || vs.len() != pos.len() * vd {
+            return Err(Error::InvalidArg(format!(
+                "gathering {} positions into {} and {} values",
+                pos.len(),
+                ks.len(),
+                vs.len()
+            )));
+        }
         let ty = self.shape.ty.ggml();
         let (kr, vr) = (self.k_row, self.v_row);
         let (kl, vl) = (&self.k[layer], &self.v[layer]);
         let bs = self.shape.block_size;
         for (i, &p) in pos.iter().enumerate() {
-            // Held positions only, so the slot is in the table and holds a block.
             let c = s.table_cell(p, bs).ok_or_else(|| {
-                Error::Internal(format!("sequence {seq}: position {p} has no block"))
+                Error::InvalidArg(format!("sequence {seq}: position {p} has no block"))
             })?;
             quant::dequantize_row(ty, &kl[c * kr..(c + 1) * kr], &mut ks[i * kd..(i + 1) * kd])?;
             quant::dequantize_row(ty, &vl[c * vr..(c + 1) * vr], &mut vs[i * vd..(i + 1) * vd])?;

@@ -44,6 +44,52 @@ thread_local! {
         std::cell::RefCell::new(BlockScratch::default());
 }
 
+/// Positions a gather task takes at least: below this the pool's hand-off costs more than
+/// the conversion it shares.
+const GATHER_MIN: usize = 32;
+
+/// `kv.gather` into `sc`, its rows shared out across the pool: the copy reads the cache from
+/// L3 or memory (a decode step streams the weights through L2 between one token's visit to
+/// a layer and the next), and two threads wait on misses side by side.
+fn gather(
+    pool: &ThreadPool,
+    kv: &KvCache,
+    layer: usize,
+    seq: usize,
+    span: (i32, i32),
+    sc: &mut AttnScratch,
+) -> Result<()> {
+    kv.held(seq, span, &mut sc.pos)?;
+    let (kd, vd) = (kv.shape().k_dim, kv.shape().v_dim);
+    let n = sc.pos.len();
+    sc.ks.resize(n * kd, 0.0);
+    sc.vs.resize(n * vd, 0.0);
+    let per_task = n.div_ceil(pool.n_threads()).max(GATHER_MIN);
+    let (ks, vs) = (Disjoint::new(&mut sc.ks), Disjoint::new(&mut sc.vs));
+    let pos = &sc.pos[..];
+    let failed = std::sync::Mutex::new(None);
+    pool.run(n.div_ceil(per_task), &|t| {
+        let rows = t * per_task..((t + 1) * per_task).min(n);
+        // SAFETY: task t alone writes the rows of its positions.
+        let (k, v) = unsafe {
+            (
+                ks.slice(rows.start * kd, rows.len() * kd),
+                vs.slice(rows.start * vd, rows.len() * vd),
+            )
+        };
+        if let Err(e) = kv.gather_rows(layer, seq, &pos[rows], k, v) {
+            failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(e);
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// The first position a query at `pos` sees.
 fn first_visible(pos: i32, window: Option<usize>) -> i32 {
     match window {
@@ -82,7 +128,7 @@ pub(super) fn attend(
         let lo = first_visible(plan.positions[r0], s.window);
         let hi = plan.positions[r1];
         let sc = &mut *scratch;
-        kv.gather(layer, g.seq, (lo, hi), &mut sc.ks, &mut sc.vs, &mut sc.pos)?;
+        gather(pool, kv, layer, g.seq, (lo, hi), sc)?;
         let (ks, vs, held) = (&sc.ks[..], &sc.vs[..], &sc.pos[..]);
         let dst = Disjoint::new(out);
         if s.math.order == AttnOrder::TwoPass {
