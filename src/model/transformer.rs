@@ -22,6 +22,7 @@ use super::arch::{ArchSpec, FfnAct, RopeStyle, TransformerParams};
 use super::attention::{AttnLayer, AttnScratch, attend};
 use super::moe::{Moe, MoeScratch};
 use super::tensors::{f32_vector, opt_f32_vector, opt_tensor, tensor, weights};
+use crate::backend::cpu::disjoint::Disjoint;
 use crate::backend::cpu::ops::{self, AttnMath, AttnOrder, Rope, RopeCache, Yarn};
 use crate::backend::cpu::pool::{MAX_PREFETCH_JOBS, MAX_PREFETCH_RANGES};
 use crate::backend::cpu::{MatmulScratch, Numerics, ThreadPool, matmul, matmul_group};
@@ -168,7 +169,6 @@ impl Transformer {
         };
         embed(file, &self.token_embd, &plan.tokens, d, scale, &mut s.x)?;
         let f16_kv = kv.shape().ty == KvType::F16;
-        let r16 = |x: f32| half::f16::from_f32(x).to_f32();
         // The RoPE angles of this batch, once per distinct base (global and sliding-window
         // layers may differ), shared by Q and K of every layer.
         let same_rope = p.rope_base_swa == p.rope_base || !p.swa_layers.contains(&true);
@@ -228,11 +228,11 @@ impl Transformer {
             };
             rope_fn(&mut s.q, hd, rope);
             rope_fn(&mut s.k, hd, rope);
-            if q_scale != 1.0 || f16_kv {
-                for x in s.q.iter_mut() {
-                    let y = *x * q_scale;
-                    *x = if f16_kv { r16(y) } else { y };
-                }
+            if q_scale != 1.0 {
+                s.q.iter_mut().for_each(|x| *x *= q_scale);
+            }
+            if f16_kv {
+                quant::round_to_f16(&mut s.q);
             }
             let (kd, vd) = (p.k_dim(), p.v_dim());
             for r in 0..n {
@@ -298,10 +298,11 @@ impl Transformer {
             if let Some(down) = down {
                 self.prefetch(file, pool, li, Job::Down);
                 s.a.resize(n * p.n_ff, 0.0);
-                match self.spec.act {
-                    FfnAct::Silu => ops::swiglu(&s.g, &s.u, &mut s.a),
-                    FfnAct::GeluTanh => ops::geglu(&s.g, &s.u, &mut s.a),
-                }
+                let act: fn(&[f32], &[f32], &mut [f32]) = match self.spec.act {
+                    FfnAct::Silu => ops::swiglu,
+                    FfnAct::GeluTanh => ops::geglu,
+                };
+                elementwise(pool, act, &s.g, &s.u, &mut s.a);
                 mm(file, pool, down, &s.a, n, &mut s.o, &mut s.mm)?;
             }
             self.prefetch(file, pool, li + 1, Job::Qkv);
@@ -510,6 +511,32 @@ fn mm(
     let w = weights(file, t)?;
     out.resize(n * w.n_out(), 0.0);
     matmul(pool, &w, x, n, out, scratch)
+}
+
+/// Values per task below which an element-wise step stays on the calling thread.
+const ELEMENTWISE_MIN: usize = 8192;
+
+/// `f(g, u, a)` cut into pieces across the pool when large (a prompt's gated activations):
+/// `f` is element-wise, so the pieces give the same values.
+fn elementwise(
+    pool: &ThreadPool,
+    f: fn(&[f32], &[f32], &mut [f32]),
+    g: &[f32],
+    u: &[f32],
+    a: &mut [f32],
+) {
+    let n = a.len().min(g.len()).min(u.len());
+    let per_task = n
+        .div_ceil(2 * pool.n_threads())
+        .next_multiple_of(64)
+        .max(ELEMENTWISE_MIN);
+    let out = Disjoint::new(&mut a[..n]);
+    pool.run(n.div_ceil(per_task), &|t| {
+        let r = t * per_task..((t + 1) * per_task).min(n);
+        // SAFETY: task t alone writes the elements `r`.
+        let a = unsafe { out.slice(r.start, r.len()) };
+        f(&g[r.clone()], &u[r], a);
+    });
 }
 
 /// `outs[i] = x W_i^T` for `n` rows, as one job (`matmul_group`).

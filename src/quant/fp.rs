@@ -57,7 +57,68 @@ fn dequantize_f16_f16c(src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// f32 to F16, rounding to nearest even: with F16C eight values per instruction (the KV
+/// cache is written through this for every token of every layer).
 pub fn quantize_f16(src: &[f32], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::cpu::detected() >= super::SimdLevel::Avx2 {
+        // SAFETY: the CPU has AVX2 and F16C (as in `dequantize_f16`).
+        unsafe { quantize_f16_f16c(src, dst) };
+        return;
+    }
+    quantize_f16_scalar(src, dst);
+}
+
+/// Rounds every value of `x` to the nearest f16 (ties to even), as f32: what a value
+/// becomes through an F16 KV cache.
+pub fn round_to_f16(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::cpu::detected() >= super::SimdLevel::Avx2 {
+        // SAFETY: the CPU has AVX2 and F16C (as in `dequantize_f16`).
+        unsafe { round_to_f16_f16c(x) };
+        return;
+    }
+    for v in x {
+        *v = half::f16::from_f32(*v).to_f32();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+fn round_to_f16_f16c(x: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (x8, rest) = x.as_chunks_mut::<8>();
+    for v in x8 {
+        // SAFETY: `v` is 8 f32; loadu/storeu have no alignment requirement.
+        unsafe {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(v.as_ptr()));
+            _mm256_storeu_ps(v.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+    }
+    for v in rest {
+        *v = half::f16::from_f32(*v).to_f32();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+fn quantize_f16_f16c(src: &[f32], dst: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let n = src.len().min(dst.len() / 2);
+    let (s8, s_rest) = src[..n].as_chunks::<8>();
+    let (d8, d_rest) = dst[..2 * n].as_chunks_mut::<16>();
+    for (s, d) in s8.iter().zip(d8.iter_mut()) {
+        // SAFETY: `s` is 8 readable f32 and `d` 16 writable bytes; loadu/storeu have no
+        // alignment requirement.
+        unsafe {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(s.as_ptr()));
+            _mm_storeu_si128(d.as_mut_ptr().cast(), h);
+        }
+    }
+    quantize_f16_scalar(s_rest, d_rest);
+}
+
+fn quantize_f16_scalar(src: &[f32], dst: &mut [u8]) {
     for (x, b) in src.iter().zip(dst.as_chunks_mut::<2>().0) {
         *b = half::f16::from_f32(*x).to_le_bytes();
     }
@@ -175,6 +236,36 @@ pub fn dequantize_nvfp4(src: &[u8], dst: &mut [f32]) {
 
 #[cfg(test)]
 mod f16_tests {
+    /// f32 to f16 rounds as `half` does (ties to even, overflow to infinity, subnormals),
+    /// in bytes and in place, NaN to NaN.
+    #[test]
+    fn f32_to_f16_rounds_as_half_does() {
+        let mut x: Vec<f32> = (0..200_000u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(0x9e37_79b9)))
+            .collect();
+        x.extend([
+            65504.0,
+            65520.0,
+            1e-8,
+            -0.0,
+            f32::INFINITY,
+            f32::NAN,
+            1.000_488_3,
+        ]);
+        let mut b = vec![0u8; 2 * x.len()];
+        super::quantize_f16(&x, &mut b);
+        let mut r = x.clone();
+        super::round_to_f16(&mut r);
+        for (i, &v) in x.iter().enumerate() {
+            let want = half::f16::from_f32(v);
+            let got = half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]]);
+            let same =
+                |a: half::f16| a.to_bits() == want.to_bits() || (a.is_nan() && want.is_nan());
+            assert!(same(got), "{v}: {got} vs {want}");
+            assert!(same(half::f16::from_f32(r[i])), "{v}: {} vs {want}", r[i]);
+        }
+    }
+
     /// Every f16 value converts exactly (NaNs to NaNs), at every row length's tail.
     #[test]
     fn every_f16_converts_exactly() {

@@ -26,7 +26,7 @@ pub use cpu::SimdLevel;
 pub use dot::{
     Dot, MatOp, MatmulKernel, invariant_kernel, kernel, kernel_level, matmul_kernel, vec_dot,
 };
-pub use fp::{MXFP4_VALUES, bf16_to_f32, e8m0_to_f32_half, f32_to_bf16};
+pub use fp::{MXFP4_VALUES, bf16_to_f32, e8m0_to_f32_half, f32_to_bf16, round_to_f16};
 pub use iq4::IQ4_VALUES;
 pub use kquants::QK_K;
 

@@ -143,6 +143,34 @@ fn rope_pairs(
     c: &RopeCache,
     pair: impl Fn(usize) -> (usize, usize),
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA (checked just above).
+        return unsafe { rope_pairs_fma(x, head_dim, c, pair) };
+    }
+    rope_pairs_body(x, head_dim, c, pair);
+}
+
+/// `rope_pairs` compiled with FMA instructions (as `swiglu_fma`: one instruction instead of
+/// a libm `fmaf` call per `mul_add`, the same exactly rounded result).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+fn rope_pairs_fma(
+    x: &mut [f32],
+    head_dim: usize,
+    c: &RopeCache,
+    pair: impl Fn(usize) -> (usize, usize),
+) {
+    rope_pairs_body(x, head_dim, c, pair);
+}
+
+#[inline(always)]
+fn rope_pairs_body(
+    x: &mut [f32],
+    head_dim: usize,
+    c: &RopeCache,
+    pair: impl Fn(usize) -> (usize, usize),
+) {
     let n_rows = c.rows();
     if n_rows == 0 {
         return;
@@ -183,8 +211,17 @@ pub fn rope_neox(x: &mut [f32], head_dim: usize, c: &RopeCache) {
 /// An f16 input has 65,536 values, so the table holds GELU of each, computed once: the same
 /// values as evaluating it per element, without a libm `tanhf` call per element.
 pub fn geglu(g: &[f32], u: &[f32], a: &mut [f32]) {
-    use half::f16;
     let table = gelu_f16_table();
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::cpu::detected() == crate::quant::SimdLevel::Avx512 {
+        // SAFETY: the CPU has every feature `geglu_avx512` enables (`cpu::detected()`).
+        return unsafe { geglu_avx512(g, u, a, table) };
+    }
+    geglu_scalar(g, u, a, table);
+}
+
+fn geglu_scalar(g: &[f32], u: &[f32], a: &mut [f32], table: &[u16]) {
+    use half::f16;
     for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
         *a = if g <= -10.0 {
             0.0
@@ -197,13 +234,57 @@ pub fn geglu(g: &[f32], u: &[f32], a: &mut [f32]) {
     }
 }
 
-/// GELU (tanh form) of every f16 value, rounded to f16, indexed by the input's bits.
+/// `geglu` sixteen values at a time: the f16 rounding by `vcvtps2ph` (round to nearest
+/// even, as `half`), the table by a gather, the same values as `geglu_scalar`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+fn geglu_avx512(g: &[f32], u: &[f32], a: &mut [f32], table: &[u16]) {
+    use std::arch::x86_64::*;
+    assert!(
+        table.len() > usize::from(u16::MAX) + 1,
+        "the table's padding entry"
+    );
+    let n = a.len().min(g.len()).min(u.len());
+    let (gv, g_rest) = g[..n].as_chunks::<16>();
+    let (uv, u_rest) = u[..n].as_chunks::<16>();
+    let (av, a_rest) = a[..n].as_chunks_mut::<16>();
+    let (lo, hi) = (_mm512_set1_ps(-10.0), _mm512_set1_ps(10.0));
+    for ((g, u), a) in gv.iter().zip(uv).zip(av.iter_mut()) {
+        // SAFETY: each chunk is 16 f32; loadu/storeu have no alignment requirement. The
+        // gather reads 4 bytes at 2 * bits for bits <= 65535: inside the table of 65537 u16.
+        unsafe {
+            let gx = _mm512_loadu_ps(g.as_ptr());
+            let ux = _mm512_loadu_ps(u.as_ptr());
+            let bits = _mm512_cvtepu16_epi32(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(gx));
+            let t = _mm512_i32gather_epi32::<2>(bits, table.as_ptr().cast());
+            let gelu = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(t));
+            let mut r = _mm512_mul_ps(gelu, ux);
+            // g >= 10: g * u; g <= -10: 0 (NaN compares false both ways, as in the scalar).
+            r = _mm512_mask_mov_ps(
+                r,
+                _mm512_cmp_ps_mask::<_CMP_GE_OQ>(gx, hi),
+                _mm512_mul_ps(gx, ux),
+            );
+            r = _mm512_mask_mov_ps(
+                r,
+                _mm512_cmp_ps_mask::<_CMP_LE_OQ>(gx, lo),
+                _mm512_setzero_ps(),
+            );
+            _mm512_storeu_ps(a.as_mut_ptr(), r);
+        }
+    }
+    geglu_scalar(g_rest, u_rest, a_rest, table);
+}
+
+/// GELU (tanh form) of every f16 value, rounded to f16, indexed by the input's bits; one
+/// entry of padding after them (the vector path gathers 4 bytes per entry).
 fn gelu_f16_table() -> &'static [u16] {
     use half::f16;
     static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         (0..=u16::MAX)
             .map(|bits| f16::from_f32(gelu_tanh(f16::from_bits(bits).to_f32())).to_bits())
+            .chain([0])
             .collect()
     })
 }
@@ -550,6 +631,36 @@ mod tests {
                 f16::from_f32(gelu_tanh(f16::from_f32(g).to_f32())).to_f32() * u
             };
             assert_eq!(a.to_bits(), want.to_bits(), "g = {g}");
+        }
+    }
+
+    /// Whatever path `geglu` takes gives the scalar path's bits on every f16 input, the
+    /// limits, infinities and NaN (as NaN), at a length with a tail.
+    #[test]
+    fn geglu_paths_agree_on_every_f16_input() {
+        let mut g: Vec<f32> = (0..=u16::MAX)
+            .map(|b| half::f16::from_bits(b).to_f32())
+            .collect();
+        g.extend([
+            10.0,
+            -10.0,
+            9.999,
+            -9.999,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-9,
+            3.3,
+        ]);
+        let u: Vec<f32> = (0..g.len()).map(|i| 0.5 + (i % 7) as f32).collect();
+        let (mut a, mut want) = (vec![0f32; g.len()], vec![0f32; g.len()]);
+        geglu(&g, &u, &mut a);
+        geglu_scalar(&g, &u, &mut want, gelu_f16_table());
+        for (i, (a, w)) in a.iter().zip(&want).enumerate() {
+            assert!(
+                a.to_bits() == w.to_bits() || (a.is_nan() && w.is_nan()),
+                "g = {}",
+                g[i]
+            );
         }
     }
 
