@@ -3,6 +3,7 @@
 //!     cargo run --release --example quant_bench [-- --quick] [--formats Q4_0,Q4_K] [--threads 1,2]
 //!         [--shapes 262144x640,576x576] [--tokens 1,512]
 //!     cargo run --release --example quant_bench -- --pool     (thread-pool wake-up cost)
+//!     cargo run --release --example quant_bench -- --bandwidth  (memory read roofline)
 //!
 //! For each format, shape [n_out x n_in], token count (1 = decode matvec, 512 = prompt) and
 //! thread count it prints the time per call, the weight bandwidth (GB/s of weight bytes read
@@ -130,8 +131,45 @@ fn pool_bench() {
     }
 }
 
+/// The memory read roofline: GB/s of one and of two threads summing a 512 MiB buffer (far
+/// beyond any cache), best of five. Decoding reads every weight once per token, so
+/// tokens/s can not exceed this divided by the model's bytes.
+fn bandwidth_bench() {
+    let n = 512usize << 20;
+    let buf: Vec<u64> = (0..n / 8).map(|i| i as u64).collect();
+    let sum = |part: &[u64]| {
+        // Eight independent sums: the loop is bound by loads, not by one add chain.
+        let mut acc = [0u64; 8];
+        for c in part.as_chunks::<8>().0 {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *a = a.wrapping_add(*v);
+            }
+        }
+        std::hint::black_box(acc);
+    };
+    for threads in [1usize, 2] {
+        let mut best = 0f64;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let per = buf.len() / threads;
+            std::thread::scope(|s| {
+                for part in buf.chunks(per).take(threads) {
+                    s.spawn(move || sum(part));
+                }
+            });
+            let bytes = (per * threads * 8) as f64;
+            best = best.max(bytes / t.elapsed().as_secs_f64() / 1e9);
+        }
+        println!("memory read, {threads} thread(s): {best:.1} GB/s (best of 5, 512 MiB)");
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--bandwidth") {
+        bandwidth_bench();
+        return;
+    }
     if args.iter().any(|a| a == "--pool") {
         pool_bench();
         return;

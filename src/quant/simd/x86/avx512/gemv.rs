@@ -17,9 +17,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{
-    decode_iq4_nl, decode_q4_0, decode_q5_0, decode_q8_0, h2f, h2f2, hsum_i32, load128, load256,
-};
+use super::{decode_iq4_nl, decode_q4_0, decode_q8_0, h2f, h2f2, hsum_i32, load128, load256};
 use crate::quant::dot::DotRows16;
 
 /// Rows per call.
@@ -109,21 +107,56 @@ fn scales<const W: usize>(rows: &[&[[u8; W]]; R], i: usize, off: &[__m512i; 2]) 
     }
 }
 
-/// Block `i` of rows `lo` and `hi`, decoded, as the two halves of one vector.
+/// Block `i` of rows `lo` and `hi` as `unsigned` makes them: the two rows' 32 weights plus
+/// 128, as the two halves of one vector.
 #[inline(always)]
 fn pair<const W: usize>(
     rows: &[&[[u8; W]]; R],
     (lo, hi): (usize, usize),
     i: usize,
     ahead: usize,
-    decode: &impl Fn(&[u8; W]) -> __m256i,
+    unsigned: &impl Fn(&[u8; W], &[u8; W]) -> __m512i,
 ) -> __m512i {
     prefetch_l2(rows[lo], i, ahead);
     prefetch_l2(rows[hi], i, ahead);
     // SAFETY: every row has the callers' `n` blocks and i < n.
     let (bl, bh) = unsafe { (rows[lo].get_unchecked(i), rows[hi].get_unchecked(i)) };
+    unsigned(bl, bh)
+}
+
+/// Two blocks decoded by `decode` (signed weights) as one vector of weights plus 128.
+#[inline(always)]
+fn offset_pair<const W: usize>(
+    bl: &[u8; W],
+    bh: &[u8; W],
+    decode: impl Fn(&[u8; W]) -> __m256i,
+) -> __m512i {
     // SAFETY: AVX-512 F is enabled in every caller (this inlines into them).
-    unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(decode(bl)), decode(bh)) }
+    unsafe {
+        let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(decode(bl)), decode(bh));
+        _mm512_xor_si512(v, _mm512_set1_epi8(-128))
+    }
+}
+
+/// Two Q5_0 blocks as weights plus 128, both at once in 512-bit lanes: each row's nibbles
+/// spread by one 128-bit shuffle and one variable shift, masked and offset by one ternary
+/// logic op, the fifth bits added as a byte mask (`vpaddb` under the 64 bits of both rows'
+/// `qh`). A quarter of the operations of decoding the rows one by one, which made Q5_0 the
+/// one format whose decode bound its speed from memory (5.7 GB/s a thread).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0_pair(bl: &[u8; 22], bh: &[u8; 22]) -> __m512i {
+    let qh = |b: &[u8; 22]| u64::from(u32::from_le_bytes([b[2], b[3], b[4], b[5]]));
+    let bits = qh(bl) | (qh(bh) << 32);
+    // [lo's quants, hi's quants, -, -] -> [lo, lo, hi, hi]: low then high nibbles of each.
+    let q = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(load128(bl, 6)), load128(bh, 6));
+    let q =
+        _mm512_shuffle_i64x2::<0b01_01_00_00>(_mm512_castsi256_si512(q), _mm512_castsi256_si512(q));
+    let shifts = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+    let q = _mm512_srlv_epi64(q, shifts);
+    // (q & 0x0f) | 0x70: the nibble plus 112 (= -16 + 128).
+    let u = _mm512_ternarylogic_epi32::<0xea>(q, _mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x70));
+    _mm512_mask_add_epi8(u, bits, u, _mm512_set1_epi8(16))
 }
 
 /// Sixteen weight rows of blocks of `W` bytes (f16 d first; `decode` gives the 32 signed
@@ -133,14 +166,14 @@ fn pair<const W: usize>(
 fn rows16<const W: usize>(
     w: &[&[u8]; R],
     a: &[u8],
-    decode: impl Fn(&[u8; W]) -> __m256i,
+    unsigned: impl Fn(&[u8; W], &[u8; W]) -> __m512i,
 ) -> [f32; R] {
     let n = w.iter().fold(a.len() / 34, |m, r| m.min(r.len() / W));
     let rows = w.map(|r| &r.as_chunks::<W>().0[..n]);
     let acts = &a.as_chunks::<34>().0[..n];
     let ahead = 4 * R * w[0].len();
     let off = row_offsets(w);
-    let (ones, flip) = (_mm256_set1_epi8(1), _mm512_set1_epi8(-128));
+    let ones = _mm256_set1_epi8(1);
     let mut acc = _mm512_setzero_ps();
     for (i, y) in acts.iter().enumerate() {
         let yv = load256(y, 2);
@@ -148,7 +181,7 @@ fn rows16<const W: usize>(
         let y_sum = hsum_i32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, yv));
         let mut z = [_mm512_setzero_si512(); 8];
         for (z, &p) in z.iter_mut().zip(&PAIRS) {
-            let q = _mm512_xor_si512(pair(&rows, p, i, ahead, &decode), flip);
+            let q = pair(&rows, p, i, ahead, &unsigned);
             *z = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y2);
         }
         let sum = _mm512_sub_epi32(reduce(&z), _mm512_set1_epi32(128 * y_sum));
@@ -237,7 +270,7 @@ macro_rules! gemv_entry {
         pub(super) const $name: Option<DotRows16> = {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
             fn kernel(w: &[&[u8]; R], a: &[u8]) -> [f32; R] {
-                rows16::<$w>(w, a, |x| $decode(x).0)
+                rows16::<$w>(w, a, |bl, bh| offset_pair(bl, bh, |x| $decode(x).0))
             }
             // SAFETY: handed out only through `quant::dot`'s kernel tables at the AVX-512
             // level, which they give only where `cpu::detected()` reports every feature
@@ -251,7 +284,18 @@ macro_rules! gemv_entry {
 }
 
 gemv_entry!(GEMV_Q4_0_BW, 18, decode_q4_0);
-gemv_entry!(GEMV_Q5_0_BW, 22, decode_q5_0);
+/// Q5_0's, with both rows of a pair decoded at once (`q5_0_pair`).
+pub(super) const GEMV_Q5_0_BW: Option<DotRows16> = {
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    fn kernel(w: &[&[u8]; R], a: &[u8]) -> [f32; R] {
+        rows16::<22>(w, a, |bl, bh| q5_0_pair(bl, bh))
+    }
+    // SAFETY: as in `gemv_entry!`.
+    fn entry(w: &[&[u8]; R], a: &[u8]) -> [f32; R] {
+        unsafe { kernel(w, a) }
+    }
+    Some(entry)
+};
 gemv_entry!(GEMV_Q8_0_BW, 34, decode_q8_0);
 gemv_entry!(GEMV_IQ4_NL_BW, 18, decode_iq4_nl);
 
