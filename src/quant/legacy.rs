@@ -172,10 +172,7 @@ fn q8_block(x: &[f32; QK]) -> (f32, [i8; QK]) {
 pub fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
     quant_rows::<Q8_0_BYTES, QK>(src, dst, |x, b| {
         let (d, q) = q8_block(x);
-        put_f16(b, 0, d);
-        for j in 0..QK {
-            b[2 + j] = q[j] as u8;
-        }
+        put_q8_0(b, d, &q);
     });
 }
 
@@ -193,12 +190,7 @@ pub fn dequantize_q8_1(src: &[u8], dst: &mut [f32]) {
 pub fn quantize_q8_1(src: &[f32], dst: &mut [u8]) {
     quant_rows::<Q8_1_BYTES, QK>(src, dst, |x, b| {
         let (d, q) = q8_block(x);
-        let sum: i32 = q.iter().map(|&v| i32::from(v)).sum();
-        put_f16(b, 0, d);
-        put_f16(b, 2, sum as f32 * d);
-        for j in 0..QK {
-            b[4 + j] = q[j] as u8;
-        }
+        put_q8_1(b, d, &q);
     });
 }
 
@@ -229,9 +221,24 @@ pub fn quantize_q8_0_activations(src: &[f32], dst: &mut [u8]) {
 /// One block of `quantize_q8_0_activations` (the SIMD quantizers' fallback).
 pub(super) fn q8_0_activation_block(x: &[f32; QK], b: &mut [u8; Q8_0_BYTES]) {
     let (d, q) = q8_block_runtime(x);
+    put_q8_0(b, d, &q);
+}
+
+/// Writes a Q8_0 block: the f16 scale, then the values.
+fn put_q8_0(b: &mut [u8; Q8_0_BYTES], d: f32, q: &[i8; QK]) {
     put_f16(b, 0, d);
     for j in 0..QK {
         b[2 + j] = q[j] as u8;
+    }
+}
+
+/// Writes a Q8_1 block: the f16 scale, `d * sum(q)` as f16, then the values.
+fn put_q8_1(b: &mut [u8; Q8_1_BYTES], d: f32, q: &[i8; QK]) {
+    let sum: i32 = q.iter().map(|&v| i32::from(v)).sum();
+    put_f16(b, 0, d);
+    put_f16(b, 2, sum as f32 * d);
+    for j in 0..QK {
+        b[4 + j] = q[j] as u8;
     }
 }
 
@@ -243,12 +250,7 @@ pub fn quantize_q8_1_activations(src: &[f32], dst: &mut [u8]) {
 /// One block of `quantize_q8_1_activations` (the SIMD quantizers' fallback).
 pub(super) fn q8_1_activation_block(x: &[f32; QK], b: &mut [u8; Q8_1_BYTES]) {
     let (d, q) = q8_block_runtime(x);
-    let sum: i32 = q.iter().map(|&v| i32::from(v)).sum();
-    put_f16(b, 0, d);
-    put_f16(b, 2, sum as f32 * d);
-    for j in 0..QK {
-        b[4 + j] = q[j] as u8;
-    }
+    put_q8_1(b, d, &q);
 }
 
 #[cfg(test)]
