@@ -519,6 +519,11 @@ typedef struct rf_chat_message {
 #define RF_ABORTED 2
 
 /**
+ * The engine's request queue is full; nothing changed. Retry later.
+ */
+#define RF_BUSY 3
+
+/**
  * A NULL handle or pointer, an out-of-range index or value, a bad struct_size.
  */
 #define RF_ERR_INVALID_ARG -1

@@ -124,6 +124,11 @@ impl Context {
         self.n_batch
     }
 
+    /// Sequence ids are `0..n_seq_max()`.
+    pub fn n_seq_max(&self) -> usize {
+        self.kv.n_seq_max()
+    }
+
     pub fn n_vocab(&self) -> usize {
         self.model.hparams().n_vocab as usize
     }

@@ -13,6 +13,8 @@ pub enum Status {
     KvFull = 1,
     /// A callback asked to stop.
     Aborted = 2,
+    /// The engine's queue is full; nothing changed, try again later.
+    Busy = 3,
     InvalidArg = -1,
     BufferTooSmall = -2,
     Overflow = -3,
@@ -26,10 +28,11 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 13] = [
+    pub const ALL: [Status; 14] = [
         Status::Ok,
         Status::KvFull,
         Status::Aborted,
+        Status::Busy,
         Status::InvalidArg,
         Status::BufferTooSmall,
         Status::Overflow,
@@ -52,6 +55,7 @@ impl Status {
             Status::Ok => c"ok",
             Status::KvFull => c"the KV cache is full (nothing changed)",
             Status::Aborted => c"aborted by a callback",
+            Status::Busy => c"the engine's queue is full (nothing changed)",
             Status::InvalidArg => c"invalid argument",
             Status::BufferTooSmall => c"buffer too small",
             Status::Overflow => c"size overflow",
@@ -89,6 +93,9 @@ pub enum Error {
     /// The KV cache has no room for a batch; nothing changed.
     #[error("the KV cache is full: {0}")]
     KvFull(String),
+    /// The engine's request queue is full; nothing changed.
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("out of memory: {0}")]
     Oom(String),
     #[error("internal error: {0}")]
@@ -110,6 +117,7 @@ impl Error {
             Error::Unsupported(_) => Status::Unsupported,
             Error::Aborted(_) => Status::Aborted,
             Error::KvFull(_) => Status::KvFull,
+            Error::Busy(_) => Status::Busy,
             Error::Oom(_) => Status::Oom,
             Error::Internal(_) => Status::Internal,
         }

@@ -15,6 +15,8 @@ pub const RF_OK: rf_status = 0;
 pub const RF_KV_FULL: rf_status = 1;
 /// A callback returned 0 and the work stopped; nothing is left half-done.
 pub const RF_ABORTED: rf_status = 2;
+/// The engine's request queue is full; nothing changed. Retry later.
+pub const RF_BUSY: rf_status = 3;
 /// A NULL handle or pointer, an out-of-range index or value, a bad struct_size.
 pub const RF_ERR_INVALID_ARG: rf_status = -1;
 /// An output buffer is too small; the needed length was written to the length out-parameter.
@@ -79,6 +81,7 @@ mod tests {
             (RF_OK, Status::Ok),
             (RF_KV_FULL, Status::KvFull),
             (RF_ABORTED, Status::Aborted),
+            (RF_BUSY, Status::Busy),
             (RF_ERR_INVALID_ARG, Status::InvalidArg),
             (RF_ERR_BUFFER_TOO_SMALL, Status::BufferTooSmall),
             (RF_ERR_OVERFLOW, Status::Overflow),

@@ -1,0 +1,335 @@
+//! The continuous-batching engine on SmolLM2: requests batched together produce what each
+//! produces alone (greedy and seeded sampling), through queueing, chunked prefill and
+//! preemption; stop strings, max_tokens, cancel and shutdown end requests as documented and
+//! give every KV block back.
+
+mod common;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::{SMOLLM2, argmax, context, decode_last, load, model};
+use rocmforge::engine::{Event, FinishReason, Prompt, RequestSpec};
+use rocmforge::{Engine, EngineParams, Error, KvType, Model, Sampler, SamplerChain};
+
+fn smollm2() -> Option<Arc<Model>> {
+    static M: OnceLock<Option<Arc<Model>>> = OnceLock::new();
+    M.get_or_init(|| model(SMOLLM2).map(|p| load(&p))).clone()
+}
+
+const PROMPTS: [&str; 6] = [
+    "The capital of France is",
+    "Once upon a time, in a small village by the sea,",
+    "def fibonacci(n):",
+    "The three primary colors are",
+    "Water boils at a temperature of",
+    "My favourite book is",
+];
+
+fn engine(m: &Arc<Model>, n_ctx: usize, n_seq_max: usize, n_batch: usize) -> Engine {
+    Engine::new(
+        m.clone(),
+        EngineParams {
+            n_ctx,
+            n_seq_max,
+            n_batch,
+            n_threads: 2,
+            ..EngineParams::default()
+        },
+    )
+    .unwrap()
+}
+
+fn greedy() -> SamplerChain {
+    let mut c = SamplerChain::new(0);
+    c.add(Sampler::Greedy).unwrap();
+    c
+}
+
+fn seeded(seed: u64) -> SamplerChain {
+    let mut c = SamplerChain::new(seed);
+    for s in [Sampler::TopK(40), Sampler::Temperature(0.9), Sampler::Dist] {
+        c.add(s).unwrap();
+    }
+    c
+}
+
+fn spec(prompt: &str, sampler: SamplerChain, max_tokens: usize) -> RequestSpec {
+    RequestSpec {
+        max_tokens: Some(max_tokens),
+        ..RequestSpec::new(Prompt::Text(prompt.into()), sampler)
+    }
+}
+
+type Outcome = (String, FinishReason, usize);
+
+fn outcome(r: &rocmforge::engine::Request) -> Outcome {
+    let (text, f) = r.wait_text().unwrap();
+    (text, f, r.stats().n_generated_tokens)
+}
+
+/// Each spec run alone, one after the other, on a fresh engine.
+fn alone(m: &Arc<Model>, specs: Vec<RequestSpec>) -> Vec<Outcome> {
+    let e = engine(m, 1024, 1, 512);
+    specs
+        .into_iter()
+        .map(|s| outcome(&e.submit(s).unwrap()))
+        .collect()
+}
+
+/// All specs submitted at once; every response read on its own thread.
+fn together(e: &Engine, specs: Vec<RequestSpec>) -> Vec<Outcome> {
+    let reqs: Vec<_> = specs.into_iter().map(|s| e.submit(s).unwrap()).collect();
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = reqs.iter().map(|r| sc.spawn(move || outcome(r))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Waits until the engine holds nothing (its stats are published after each step).
+fn settles(e: &Engine) {
+    let t0 = Instant::now();
+    loop {
+        let s = e.stats();
+        if s.n_running == 0 && s.n_waiting == 0 && s.kv_blocks_used == 0 {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "engine never settled: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn greedy_alone_equals_a_plain_decode_loop() {
+    let Some(m) = smollm2() else { return };
+    let (text, f, _) = alone(&m, vec![spec(PROMPTS[0], greedy(), 16)]).remove(0);
+    assert_eq!(f, FinishReason::Length);
+    let tok = m.tokenizer();
+    let mut ctx = context(&m, 1, KvType::F16);
+    let mut tokens = tok.tokenize(PROMPTS[0].as_bytes(), true, true);
+    let mut logits = decode_last(&mut ctx, &tokens, 0);
+    let mut made = Vec::new();
+    for _ in 0..16 {
+        let t = argmax(&logits);
+        made.push(t);
+        tokens.push(t);
+        logits = decode_last(&mut ctx, &[t], 0);
+    }
+    let expect = tok.detokenize(&made, false, false).unwrap();
+    assert_eq!(text.as_bytes(), expect.as_slice());
+}
+
+#[test]
+fn batched_greedy_requests_equal_each_alone() {
+    let Some(m) = smollm2() else { return };
+    let specs = || PROMPTS.iter().map(|p| spec(p, greedy(), 20)).collect();
+    let expect = alone(&m, specs());
+    // Four at a time (two wait), prompts prefilled in chunks of at most 24 tokens per step.
+    let e = engine(&m, 1024, 4, 24);
+    let got = together(&e, specs());
+    assert_eq!(got, expect);
+    settles(&e);
+    let s = e.stats();
+    assert_eq!((s.n_submitted, s.n_finished), (6, 6));
+    let made: usize = got.iter().map(|o| o.2).sum();
+    assert_eq!(s.n_generated_tokens, made as u64);
+    assert_eq!(s.n_preemptions, 0);
+}
+
+#[test]
+fn seeded_sampling_is_the_same_in_company() {
+    let Some(m) = smollm2() else { return };
+    let specs = || {
+        PROMPTS[..4]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| spec(p, seeded(100 + i as u64), 16))
+            .collect()
+    };
+    let expect = alone(&m, specs());
+    let e = engine(&m, 1024, 4, 512);
+    assert_eq!(together(&e, specs()), expect);
+}
+
+#[test]
+fn preempted_requests_are_recomputed_to_the_same_text() {
+    let Some(m) = smollm2() else { return };
+    let specs = || PROMPTS[..3].iter().map(|p| spec(p, greedy(), 40)).collect();
+    let expect = alone(&m, specs());
+    // Six blocks of sixteen: each request needs up to four alone, all three twelve.
+    let e = engine(&m, 96, 3, 512);
+    let got = together(&e, specs());
+    assert_eq!(got, expect);
+    settles(&e);
+    assert!(e.stats().n_preemptions > 0, "{:?}", e.stats());
+}
+
+#[test]
+fn stop_strings_end_before_the_match() {
+    let Some(m) = smollm2() else { return };
+    let (full, _, _) = alone(&m, vec![spec(PROMPTS[1], greedy(), 30)]).remove(0);
+    // A stop string from the middle of the greedy text: the response is what precedes it.
+    let words: Vec<&str> = full.split_inclusive(' ').collect();
+    assert!(words.len() > 6, "{full:?}");
+    let stop: String = words[4..6].concat();
+    let at = full.find(&stop).unwrap();
+    let e = engine(&m, 1024, 2, 512);
+    let r = e
+        .submit(RequestSpec {
+            stop: vec!["never appears".into(), stop.clone()],
+            ..spec(PROMPTS[1], greedy(), 30)
+        })
+        .unwrap();
+    assert_eq!(
+        r.wait_text().unwrap(),
+        (full[..at].to_string(), FinishReason::Stop)
+    );
+}
+
+#[test]
+fn cancel_frees_the_blocks_and_reports_cancelled() {
+    let Some(m) = smollm2() else { return };
+    let e = engine(&m, 1024, 2, 512);
+    let r = e.submit(spec(PROMPTS[2], greedy(), 500)).unwrap();
+    let other = e.submit(spec(PROMPTS[3], greedy(), 8)).unwrap();
+    // Some text first, so the request is running when it is cancelled.
+    let first = r.next(Some(Duration::from_secs(30)));
+    assert!(matches!(first, Event::Text(_)), "expected text, got {first:?}");
+    r.cancel();
+    loop {
+        match r.next(Some(Duration::from_secs(30))) {
+            Event::Text(_) => {}
+            Event::Finished(f) => {
+                assert_eq!(f, FinishReason::Cancelled);
+                break;
+            }
+            Event::Timeout => panic!("no finish after cancel"),
+        }
+    }
+    assert!(r.stats().n_generated_tokens < 500);
+    assert_eq!(other.wait_text().unwrap().1, FinishReason::Length);
+    // A dropped handle cancels too.
+    let dropped = e.submit(spec(PROMPTS[4], greedy(), 500)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(dropped);
+    settles(&e);
+    assert_eq!(e.stats().n_finished, 3);
+}
+
+#[test]
+fn callbacks_get_the_same_text_and_the_finish() {
+    let Some(m) = smollm2() else { return };
+    let (expect, _, _) = alone(&m, vec![spec(PROMPTS[3], greedy(), 12)]).remove(0);
+    let got = Arc::new(Mutex::new((Vec::new(), None)));
+    let sink = got.clone();
+    let e = engine(&m, 1024, 2, 512);
+    let r = e
+        .submit(RequestSpec {
+            on_piece: Some(Box::new(move |piece, finish| {
+                let mut g = sink.lock().unwrap();
+                assert!(std::str::from_utf8(piece).is_ok(), "a piece is not UTF-8");
+                g.0.extend_from_slice(piece);
+                if finish.is_some() {
+                    g.1 = finish;
+                }
+            })),
+            ..spec(PROMPTS[3], greedy(), 12)
+        })
+        .unwrap();
+    // The handle reports only the finish; the text went to the callback.
+    assert_eq!(
+        r.wait_text().unwrap(),
+        (String::new(), FinishReason::Length)
+    );
+    let g = got.lock().unwrap();
+    assert_eq!(
+        (g.0.as_slice(), g.1),
+        (expect.as_bytes(), Some(FinishReason::Length))
+    );
+}
+
+#[test]
+fn submissions_that_cannot_run_are_refused() {
+    let Some(m) = smollm2() else { return };
+    let e = Engine::new(
+        m.clone(),
+        EngineParams {
+            n_ctx: 64,
+            n_seq_max: 1,
+            n_batch: 64,
+            n_threads: 2,
+            max_queued: 1,
+            ..EngineParams::default()
+        },
+    )
+    .unwrap();
+    let err = |s: RequestSpec| e.submit(s).err().expect("refused");
+    assert!(matches!(
+        err(spec("Hello", greedy(), 64)),
+        Error::InvalidArg(_)
+    ));
+    assert!(matches!(err(spec("", greedy(), 4)), Error::InvalidArg(_)));
+    assert!(matches!(
+        err(spec("Hello", greedy(), 0)),
+        Error::InvalidArg(_)
+    ));
+    let bad = RequestSpec::new(Prompt::Tokens(vec![1, u32::MAX]), greedy());
+    assert!(matches!(err(bad), Error::InvalidArg(_)));
+    // One runs, one waits, the third finds the queue full.
+    let a = e.submit(spec(PROMPTS[1], greedy(), 40)).unwrap();
+    assert!(matches!(
+        a.next(Some(Duration::from_secs(30))),
+        Event::Text(_)
+    ));
+    let mut kept = Vec::new();
+    let mut busy = None;
+    for _ in 0..100 {
+        match e.submit(spec("Hi", greedy(), 4)) {
+            Err(Error::Busy(msg)) => {
+                busy = Some(msg);
+                break;
+            }
+            // The running one finished meanwhile: this one runs or waits instead.
+            Ok(r) => kept.push(r),
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(busy.is_some(), "the queue never filled");
+    drop((a, kept));
+    for bad in [
+        EngineParams {
+            n_seq_max: 0,
+            ..EngineParams::default()
+        },
+        EngineParams {
+            n_seq_max: 8,
+            n_batch: 4,
+            ..EngineParams::default()
+        },
+    ] {
+        assert!(Engine::new(m.clone(), bad).is_err());
+    }
+}
+
+#[test]
+fn dropping_the_engine_cancels_what_runs_and_waits() {
+    let Some(m) = smollm2() else { return };
+    let e = engine(&m, 1024, 1, 512);
+    let running = e.submit(spec(PROMPTS[0], greedy(), 900)).unwrap();
+    let queued = e.submit(spec(PROMPTS[1], greedy(), 10)).unwrap();
+    let _ = running.next(Some(Duration::from_secs(30)));
+    let t0 = Instant::now();
+    drop(e);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    for r in [&running, &queued] {
+        let end = loop {
+            if let Event::Finished(f) = r.next(Some(Duration::from_secs(5))) {
+                break f;
+            }
+        };
+        assert_eq!(end, FinishReason::Cancelled);
+    }
+}
