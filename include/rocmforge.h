@@ -66,10 +66,21 @@ typedef struct rf_batch_t rf_batch_t;
 typedef struct rf_context_t rf_context_t;
 
 /**
+ * A continuous-batching engine: one worker thread decoding many requests together.
+ * Thread-safe. Keeps its model alive.
+ */
+typedef struct rf_engine_t rf_engine_t;
+
+/**
  * A loaded model. Immutable and thread-safe: any number of threads may use one model at once.
  * Everything that uses it keeps it alive, so `rf_model_free` only drops the caller's reference.
  */
 typedef struct rf_model_t rf_model_t;
+
+/**
+ * One submitted request. Thread-safe; stays valid after its engine is freed.
+ */
+typedef struct rf_request_t rf_request_t;
 
 /**
  * A sampler chain. Used by one thread at a time (a concurrent call fails with
@@ -170,6 +181,147 @@ typedef struct rf_kv_stats {
    */
   uint64_t bytes_total;
 } rf_kv_stats;
+
+/**
+ * Options of `rf_engine_new`. Fill with `rf_engine_params_default()`, then change fields.
+ */
+typedef struct rf_engine_params {
+  /**
+   * `sizeof(rf_engine_params)`, set by `rf_engine_params_default()`.
+   */
+  uint32_t struct_size;
+  /**
+   * KV positions shared by all running requests (default 4096).
+   */
+  uint32_t n_ctx;
+  /**
+   * Requests generating at once (default 8); more wait in the queue.
+   */
+  uint32_t n_seq_max;
+  /**
+   * Tokens one step decodes at most (default 512), at least n_seq_max.
+   */
+  uint32_t n_batch;
+  /**
+   * Threads (0: every available core).
+   */
+  uint32_t n_threads;
+  /**
+   * Waiting requests at most; `rf_engine_submit` returns `RF_BUSY` beyond (default 1024).
+   */
+  uint32_t max_queued;
+  /**
+   * `RF_NUMERICS_BATCH_INVARIANT` (default: batching never changes a result) or
+   * `RF_NUMERICS_LLAMA_CPP`.
+   */
+  rf_numerics numerics;
+} rf_engine_params;
+
+/**
+ * One chat message: NUL-terminated UTF-8 role ("system", "user", "assistant", ...) and
+ * content.
+ */
+typedef struct rf_chat_message {
+  const char *role;
+  const char *content;
+} rf_chat_message;
+
+/**
+ * Why a request ended; `RF_FINISH_NONE` while it runs.
+ */
+typedef int32_t rf_finish_reason;
+
+/**
+ * Called on the engine's thread with each piece of text (`len` bytes of whole UTF-8
+ * characters, not NUL-terminated, valid only during the call) and `RF_FINISH_NONE`, then
+ * once with `len` 0 and the finish reason. Must return quickly and must not call
+ * `rf_engine_free` on its own engine.
+ */
+typedef void (*rf_piece_callback)(const char *piece,
+                                  size_t len,
+                                  rf_finish_reason finish,
+                                  void *user_data);
+
+/**
+ * What to generate. Fill with `rf_request_params_default()`, then set exactly one of the
+ * prompt forms: `prompt` (text; tokenized with BOS and special tokens parsed), `tokens`, or
+ * `messages` (rendered with the model's chat template, assistant turn opened).
+ */
+typedef struct rf_request {
+  /**
+   * `sizeof(rf_request)`, set by `rf_request_params_default()`.
+   */
+  uint32_t struct_size;
+  /**
+   * UTF-8 text of `prompt_len` bytes.
+   */
+  const char *prompt;
+  size_t prompt_len;
+  const int32_t *tokens;
+  size_t n_tokens;
+  const struct rf_chat_message *messages;
+  size_t n_messages;
+  /**
+   * Copied at submission (its state and seed included); NULL: greedy.
+   */
+  const struct rf_sampler_t *sampler;
+  /**
+   * Tokens to generate at most; 0: as many as the context leaves.
+   */
+  uint32_t max_tokens;
+  /**
+   * `n_stop` NUL-terminated UTF-8 stop strings: generation ends before the first of them
+   * appears, and none of it is emitted.
+   */
+  const char *const *stop;
+  size_t n_stop;
+  /**
+   * When set, text goes to the callback instead of `rf_request_next` (which then only
+   * reports the finish).
+   */
+  rf_piece_callback on_piece;
+  void *user_data;
+} rf_request;
+
+/**
+ * Counts and times of one request (seconds from submission).
+ */
+typedef struct rf_request_stats {
+  /**
+   * The caller sets `sizeof(rf_request_stats)`.
+   */
+  uint32_t struct_size;
+  uint64_t n_prompt_tokens;
+  /**
+   * Prompt tokens whose KV came from the prefix cache.
+   */
+  uint64_t n_cached_tokens;
+  uint64_t n_generated_tokens;
+  uint64_t n_preemptions;
+  double queue_s;
+  double first_token_s;
+  double total_s;
+  rf_finish_reason finish;
+} rf_request_stats;
+
+/**
+ * What an engine is doing.
+ */
+typedef struct rf_engine_stats {
+  /**
+   * The caller sets `sizeof(rf_engine_stats)`.
+   */
+  uint32_t struct_size;
+  uint64_t n_running;
+  uint64_t n_waiting;
+  uint64_t kv_blocks_used;
+  uint64_t kv_blocks_total;
+  uint64_t n_submitted;
+  uint64_t n_finished;
+  uint64_t n_prompt_tokens;
+  uint64_t n_generated_tokens;
+  uint64_t n_preemptions;
+} rf_engine_stats;
 
 /**
  * Severity of a log message.
@@ -387,15 +539,6 @@ typedef struct rf_vocab_info {
 } rf_vocab_info;
 
 /**
- * One chat message: NUL-terminated UTF-8 role ("system", "user", "assistant", ...) and
- * content.
- */
-typedef struct rf_chat_message {
-  const char *role;
-  const char *content;
-} rf_chat_message;
-
-/**
  * Half precision (the default, as llama.cpp's).
  */
 #define RF_KV_TYPE_F16 0
@@ -424,6 +567,28 @@ typedef struct rf_chat_message {
  * batch as llama.cpp's do.
  */
 #define RF_NUMERICS_LLAMA_CPP 1
+
+#define RF_FINISH_NONE 0
+
+/**
+ * An end-of-generation token or a stop string.
+ */
+#define RF_FINISH_STOP 1
+
+/**
+ * `max_tokens` reached.
+ */
+#define RF_FINISH_LENGTH 2
+
+/**
+ * `rf_request_cancel`, `rf_request_free` of a running request, or `rf_engine_free`.
+ */
+#define RF_FINISH_CANCELLED 3
+
+/**
+ * The decode failed; `rf_request_next` returned the error's status and message.
+ */
+#define RF_FINISH_ERROR 4
 
 /**
  * Detail for developers.
@@ -763,6 +928,120 @@ rf_status rf_kv_seq_pos_range(struct rf_context_t *ctx,
  * `out->struct_size` bytes.
  */
 rf_status rf_kv_get_stats(struct rf_context_t *ctx, struct rf_kv_stats *out);
+
+/**
+ * Default engine options: n_ctx 4096, n_seq_max 8, n_batch 512, every core, a queue of 1024,
+ * batch-invariant numerics.
+ */
+struct rf_engine_params rf_engine_params_default(void);
+
+/**
+ * Starts an engine on `model` with `params` (NULL: defaults). On success `*out` receives it,
+ * freed with `rf_engine_free`; on failure `*out` is untouched. Statuses: `RF_OK`;
+ * `RF_ERR_INVALID_ARG` (NULL model/out, bad struct_size, n_seq_max 0 or over 256, n_batch
+ * below n_seq_max, max_queued 0, unknown numerics); `RF_ERR_UNSUPPORTED`; `RF_ERR_OOM`.
+ * Thread-safe.
+ *
+ * # Safety
+ * `model` NULL or live; `params` NULL or a valid `rf_engine_params`; `out` NULL or writable.
+ */
+rf_status rf_engine_new(const struct rf_model_t *model,
+                        const struct rf_engine_params *params,
+                        struct rf_engine_t **out);
+
+/**
+ * Cancels every queued and running request (each finishes `RF_FINISH_CANCELLED`), joins
+ * the worker and frees the engine. Request handles stay valid and must still be freed.
+ * NULL is a no-op.
+ *
+ * # Safety
+ * `e` NULL or a live handle from `rf_engine_new`, used by no other thread during or after
+ * the call; never from inside a piece callback of this engine.
+ */
+void rf_engine_free(struct rf_engine_t *e);
+
+/**
+ * Default request: no prompt set yet, greedy, max_tokens 0 (as many as the context leaves),
+ * no stop strings, no callback.
+ */
+struct rf_request rf_request_params_default(void);
+
+/**
+ * Queues a request; everything it points to is copied, so the caller may free it on return.
+ * On success `*out` receives the handle (free it with `rf_request_free`). Statuses: `RF_OK`;
+ * `RF_BUSY` (the queue is full; nothing queued); `RF_ERR_INVALID_ARG` (NULL engine/req/out,
+ * not exactly one prompt form, an empty prompt, invalid UTF-8, a token out of range,
+ * max_tokens with the prompt beyond the context, a sampler chain without a final selector
+ * or in use); `RF_ERR_NOT_FOUND` (messages for a model without a chat template).
+ * Thread-safe.
+ *
+ * # Safety
+ * `e` NULL or live; `req` NULL or a valid `rf_request` whose pointers are NULL or point to
+ * their counts of readable items (strings NUL-terminated, `sampler` a live chain); `out`
+ * NULL or writable. A callback and its `user_data` must be usable from the engine's thread.
+ */
+rf_status rf_engine_submit(const struct rf_engine_t *e,
+                           const struct rf_request *req,
+                           struct rf_request_t **out);
+
+/**
+ * Takes the request's next text: waits up to `timeout_ms` (negative: without limit; 0:
+ * only looks) and writes at most `cap` bytes of whole UTF-8 characters into `buf` (no NUL),
+ * their count into `*out_len`, and `RF_FINISH_NONE` into `*finish`. Once all text was taken
+ * and the request ended, `*out_len` is 0 and `*finish` says why (every later call says the
+ * same). A timeout gives `*out_len` 0 and `RF_FINISH_NONE`. Statuses: `RF_OK`;
+ * `RF_ERR_BUFFER_TOO_SMALL` (the next character needs `*out_len` bytes; any `cap` of 4 or
+ * more always fits one; nothing taken); `RF_ERR_INVALID_ARG` (NULL handle or out-pointers,
+ * NULL buf with cap > 0); for `RF_FINISH_ERROR` the decode's error status with its message.
+ * Thread-safe.
+ *
+ * # Safety
+ * `r` NULL or live; `buf` NULL or `cap` writable bytes; `out_len` and `finish` NULL or
+ * writable.
+ */
+rf_status rf_request_next(const struct rf_request_t *r,
+                          char *buf,
+                          size_t cap,
+                          size_t *out_len,
+                          int32_t timeout_ms,
+                          rf_finish_reason *finish);
+
+/**
+ * Asks the engine to stop the request: it finishes `RF_FINISH_CANCELLED` (unless it already
+ * finished) and its KV blocks are freed on the engine's next step. Statuses: `RF_OK`,
+ * `RF_ERR_INVALID_ARG` (NULL). Thread-safe.
+ *
+ * # Safety
+ * `r` NULL or live.
+ */
+rf_status rf_request_cancel(const struct rf_request_t *r);
+
+/**
+ * Fills `*out` (its struct_size set by the caller) with the request's counts, times and
+ * finish reason so far. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`. Thread-safe.
+ *
+ * # Safety
+ * `r` NULL or live; `out` NULL or a writable `rf_request_stats` of its struct_size.
+ */
+rf_status rf_request_get_stats(const struct rf_request_t *r, struct rf_request_stats *out);
+
+/**
+ * Fills `*out` (its struct_size set by the caller) with what the engine is doing.
+ * Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`. Thread-safe.
+ *
+ * # Safety
+ * `e` NULL or live; `out` NULL or a writable `rf_engine_stats` of its struct_size.
+ */
+rf_status rf_engine_get_stats(const struct rf_engine_t *e, struct rf_engine_stats *out);
+
+/**
+ * Frees a request handle; a request still running is cancelled first. NULL is a no-op.
+ *
+ * # Safety
+ * `r` NULL or a live handle from `rf_engine_submit`, used by no other thread during or
+ * after the call.
+ */
+void rf_request_free(struct rf_request_t *r);
 
 /**
  * Sends the library's log messages to `callback` with `user_data`, for all threads, from now

@@ -10,6 +10,7 @@
 
 mod args;
 mod context;
+mod engine;
 mod log;
 mod model;
 mod sampler;
@@ -17,6 +18,7 @@ mod status;
 mod vocab;
 
 pub use context::*;
+pub use engine::*;
 pub use log::*;
 pub use model::*;
 pub use sampler::*;

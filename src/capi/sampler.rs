@@ -118,7 +118,7 @@ unsafe impl Versioned for rf_sampler_chain_params {
 /// A sampler chain. Used by one thread at a time (a concurrent call fails with
 /// `RF_ERR_INVALID_ARG`, as for contexts).
 pub struct rf_sampler_t {
-    chain: Mutex<SamplerChain>,
+    pub(super) chain: Mutex<SamplerChain>,
 }
 
 /// Default chain options: a random seed.

@@ -137,7 +137,7 @@ fn row_best(row: &[f32], k: usize) -> Vec<Cand> {
     best.into_sorted()
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Candidates {
     /// The candidates once copied out of the row (`full` false).
     pub c: Vec<Cand>,

@@ -165,7 +165,7 @@ impl Sampler {
 }
 
 /// A chain of samplers with its generator, accepted-token history and scratch.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SamplerChain {
     samplers: Vec<Sampler>,
     seed: u64,
