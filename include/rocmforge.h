@@ -215,6 +215,11 @@ typedef struct rf_engine_params {
    * `RF_NUMERICS_LLAMA_CPP`.
    */
   rf_numerics numerics;
+  /**
+   * 1 (default): finished requests' KV blocks serve later prompts with the same start, and
+   * requests with a common prefix share whole blocks; 0: off.
+   */
+  uint8_t prefix_cache;
 } rf_engine_params;
 
 /**
@@ -314,13 +319,22 @@ typedef struct rf_engine_stats {
   uint32_t struct_size;
   uint64_t n_running;
   uint64_t n_waiting;
+  /**
+   * Blocks held by running requests.
+   */
   uint64_t kv_blocks_used;
+  /**
+   * Blocks held only by the prefix cache.
+   */
+  uint64_t kv_blocks_cached;
   uint64_t kv_blocks_total;
   uint64_t n_submitted;
   uint64_t n_finished;
   uint64_t n_prompt_tokens;
   uint64_t n_generated_tokens;
   uint64_t n_preemptions;
+  uint64_t n_prefix_hits;
+  uint64_t n_cached_tokens;
 } rf_engine_stats;
 
 /**
@@ -931,7 +945,7 @@ rf_status rf_kv_get_stats(struct rf_context_t *ctx, struct rf_kv_stats *out);
 
 /**
  * Default engine options: n_ctx 4096, n_seq_max 8, n_batch 512, every core, a queue of 1024,
- * batch-invariant numerics.
+ * batch-invariant numerics, the prefix cache on.
  */
 struct rf_engine_params rf_engine_params_default(void);
 

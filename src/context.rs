@@ -240,6 +240,12 @@ impl Context {
         self.kv.spans(self.seq(seq)?).map(<[_]>::to_vec)
     }
 
+    /// The ids of the KV blocks `seq` holds, in position order (a block two sequences share
+    /// appears in both).
+    pub fn kv_seq_blocks(&self, seq: i32) -> Result<Vec<u32>> {
+        self.kv.seq_blocks(self.seq(seq)?)
+    }
+
     /// The first and last position `seq` holds, `None` when it is empty.
     pub fn kv_pos_range(&self, seq: i32) -> Result<Option<(i32, i32)>> {
         Ok(self.kv.pos_range(self.seq(seq)?))

@@ -68,9 +68,19 @@ fn outcome(r: &rocmforge::engine::Request) -> Outcome {
     (text, f, r.stats().n_generated_tokens)
 }
 
-/// Each spec run alone, one after the other, on a fresh engine.
+/// Each spec run alone, one after the other, on a fresh engine without a prefix cache.
 fn alone(m: &Arc<Model>, specs: Vec<RequestSpec>) -> Vec<Outcome> {
-    let e = engine(m, 1024, 1, 512);
+    let e = Engine::new(
+        m.clone(),
+        EngineParams {
+            n_ctx: 1024,
+            n_seq_max: 1,
+            n_threads: 2,
+            prefix_cache: false,
+            ..EngineParams::default()
+        },
+    )
+    .unwrap();
     specs
         .into_iter()
         .map(|s| outcome(&e.submit(s).unwrap()))
@@ -165,6 +175,44 @@ fn preempted_requests_are_recomputed_to_the_same_text() {
     assert_eq!(got, expect);
     settles(&e);
     assert!(e.stats().n_preemptions > 0, "{:?}", e.stats());
+}
+
+#[test]
+fn shared_prefixes_are_computed_once_and_change_nothing() {
+    let Some(m) = smollm2() else { return };
+    let system = "You are a careful assistant. Answer in one short sentence, plainly, without \
+                  lists, and never mention that you are an assistant. Keep to facts that any \
+                  encyclopedia would confirm, and say so when you do not know. The question \
+                  follows.";
+    let questions = [
+        " What is the sun?",
+        " Why is grass green?",
+        " Who wrote Hamlet?",
+    ];
+    let specs = || {
+        questions
+            .iter()
+            .map(|q| spec(&format!("{system}{q}"), greedy(), 12))
+            .collect::<Vec<_>>()
+    };
+    let expect = alone(&m, specs());
+    let n_system = m.tokenizer().tokenize(system.as_bytes(), true, true).len();
+    assert!(n_system >= 32, "{n_system}");
+    let e = engine(&m, 1024, 4, 512);
+    // The first request alone fills the cache; the others start from its blocks, together.
+    let mut specs = specs();
+    let first = outcome(&e.submit(specs.remove(0)).unwrap());
+    let reqs: Vec<_> = specs.into_iter().map(|s| e.submit(s).unwrap()).collect();
+    let mut got = vec![first];
+    got.extend(reqs.iter().map(outcome));
+    assert_eq!(got, expect);
+    let whole = n_system / 16 * 16;
+    for r in &reqs {
+        assert!(r.stats().n_cached_tokens >= whole, "{:?}", r.stats());
+    }
+    settles(&e);
+    let s = e.stats();
+    assert!(s.n_prefix_hits >= 2 && s.kv_blocks_cached > 0, "{s:?}");
 }
 
 #[test]

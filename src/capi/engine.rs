@@ -51,6 +51,9 @@ pub struct rf_engine_params {
     /// `RF_NUMERICS_BATCH_INVARIANT` (default: batching never changes a result) or
     /// `RF_NUMERICS_LLAMA_CPP`.
     pub numerics: rf_numerics,
+    /// 1 (default): finished requests' KV blocks serve later prompts with the same start, and
+    /// requests with a common prefix share whole blocks; 0: off.
+    pub prefix_cache: u8,
 }
 
 // SAFETY: repr(C), struct_size first, only integers.
@@ -139,13 +142,18 @@ pub struct rf_engine_stats {
     pub struct_size: u32,
     pub n_running: u64,
     pub n_waiting: u64,
+    /// Blocks held by running requests.
     pub kv_blocks_used: u64,
+    /// Blocks held only by the prefix cache.
+    pub kv_blocks_cached: u64,
     pub kv_blocks_total: u64,
     pub n_submitted: u64,
     pub n_finished: u64,
     pub n_prompt_tokens: u64,
     pub n_generated_tokens: u64,
     pub n_preemptions: u64,
+    pub n_prefix_hits: u64,
+    pub n_cached_tokens: u64,
 }
 
 // SAFETY: repr(C), struct_size first, integers.
@@ -166,7 +174,7 @@ pub struct rf_request_t {
 }
 
 /// Default engine options: n_ctx 4096, n_seq_max 8, n_batch 512, every core, a queue of 1024,
-/// batch-invariant numerics.
+/// batch-invariant numerics, the prefix cache on.
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_engine_params_default() -> rf_engine_params {
     super::clear_last_error();
@@ -180,6 +188,7 @@ pub extern "C" fn rf_engine_params_default() -> rf_engine_params {
         n_threads: 0,
         max_queued: u(d.max_queued),
         numerics: RF_NUMERICS_BATCH_INVARIANT,
+        prefix_cache: 1,
     }
 }
 
@@ -224,6 +233,15 @@ pub unsafe extern "C" fn rf_engine_new(
                 },
                 max_queued: p.max_queued as usize,
                 numerics,
+                prefix_cache: match p.prefix_cache {
+                    0 => false,
+                    1 => true,
+                    v => {
+                        return Err(Error::InvalidArg(format!(
+                            "prefix_cache is {v}; it must be 0 or 1"
+                        )));
+                    }
+                },
                 ..EngineParams::default()
             },
         )?;
@@ -559,12 +577,15 @@ pub unsafe extern "C" fn rf_engine_get_stats(
             n_running: u(s.n_running),
             n_waiting: u(s.n_waiting),
             kv_blocks_used: u(s.kv_blocks_used),
+            kv_blocks_cached: u(s.kv_blocks_cached),
             kv_blocks_total: u(s.kv_blocks_total),
             n_submitted: s.n_submitted,
             n_finished: s.n_finished,
             n_prompt_tokens: s.n_prompt_tokens,
             n_generated_tokens: s.n_generated_tokens,
             n_preemptions: s.n_preemptions,
+            n_prefix_hits: s.n_prefix_hits,
+            n_cached_tokens: s.n_cached_tokens,
         };
         // SAFETY: contract of this function.
         unsafe { write_versioned(out, &value) }

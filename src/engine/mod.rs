@@ -42,6 +42,9 @@ pub struct EngineParams {
     pub kv_type: KvType,
     pub block_size: usize,
     pub numerics: Numerics,
+    /// Keep finished requests' KV blocks for later prompts that start the same way, and share
+    /// whole blocks between requests with a common prefix (default on).
+    pub prefix_cache: bool,
 }
 
 impl Default for EngineParams {
@@ -56,6 +59,7 @@ impl Default for EngineParams {
             kv_type: c.kv_type,
             block_size: c.block_size,
             numerics: c.numerics,
+            prefix_cache: true,
         }
     }
 }
@@ -65,7 +69,10 @@ impl Default for EngineParams {
 pub struct EngineStats {
     pub n_running: usize,
     pub n_waiting: usize,
+    /// Blocks held by running requests (shared ones once).
     pub kv_blocks_used: usize,
+    /// Blocks held only by the prefix cache (given back whenever room is needed).
+    pub kv_blocks_cached: usize,
     pub kv_blocks_total: usize,
     pub n_submitted: u64,
     pub n_finished: u64,
@@ -73,6 +80,9 @@ pub struct EngineStats {
     pub n_prompt_tokens: u64,
     pub n_generated_tokens: u64,
     pub n_preemptions: u64,
+    /// Requests that started from cached blocks, and the prompt tokens those blocks held.
+    pub n_prefix_hits: u64,
+    pub n_cached_tokens: u64,
     pub n_steps: u64,
 }
 
@@ -156,9 +166,10 @@ impl Engine {
             wake: Condvar::new(),
         });
         let w = inner.clone();
+        let prefix_cache = params.prefix_cache;
         let worker = std::thread::Builder::new()
             .name("rocmforge-engine".into())
-            .spawn(move || worker::run(ctx, &w))
+            .spawn(move || worker::run(ctx, prefix_cache, &w))
             .map_err(|e| Error::Internal(format!("starting the engine thread: {e}")))?;
         Ok(Engine {
             model,

@@ -1,11 +1,12 @@
-//! The scheduler's arithmetic, apart from the worker so it can be tested alone: how many KV
-//! blocks the running sequences claim, which to preempt when they do not fit, whether a
-//! waiting request may start, and how a step's token budget is shared out.
+//! The scheduler's arithmetic, apart from the worker so it can be tested alone: how many
+//! more KV blocks the running sequences need, how a step's token budget is shared out, and
+//! how much of a prompt a resident sequence already holds.
 //!
-//! A sequence's claim is the blocks its tokens need once all of them are in the cache
-//! (positions `0..n_tokens`, whole blocks). Admission and preemption use the same claim, so
-//! a sequence that was admitted always has room for its prompt; only growth (one token a step)
-//! can run the cache out, and then the newest sequence gives way.
+//! A sequence holds positions `0..in_kv` in whole blocks and needs, to sample its next token,
+//! positions `0..n_tokens`: its growth is `blocks(n_tokens) - blocks(in_kv)`. The worker
+//! admits a request only when the growth of everything running plus the new request's fits in
+//! the free blocks, and when growth alone outruns them the newest sequence gives way. Shared
+//! prefix blocks are whole and never written again, so they need no copy.
 
 /// A running sequence as the scheduler sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,33 +19,24 @@ pub(crate) struct SeqView {
     pub in_kv: usize,
 }
 
-pub(crate) fn claim(n_tokens: usize, block_size: usize) -> usize {
+pub(crate) fn blocks(n_tokens: usize, block_size: usize) -> usize {
     n_tokens.div_ceil(block_size)
 }
 
-pub(crate) fn claims(running: &[SeqView], block_size: usize) -> usize {
-    running.iter().map(|s| claim(s.n_tokens, block_size)).sum()
+/// Blocks the running sequences still need to hold all their tokens.
+pub(crate) fn growth(running: &[SeqView], block_size: usize) -> usize {
+    running
+        .iter()
+        .map(|s| blocks(s.n_tokens, block_size) - blocks(s.in_kv, block_size))
+        .sum()
 }
 
-/// Indices of the sequences to preempt, newest first, until the rest fit in `total` blocks.
-pub(crate) fn preempt(running: &[SeqView], total: usize, block_size: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..running.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(running[i].id));
-    let mut need = claims(running, block_size);
-    let mut out = Vec::new();
-    for i in order {
-        if need <= total {
-            break;
-        }
-        need -= claim(running[i].n_tokens, block_size);
-        out.push(i);
-    }
-    out
-}
-
-/// Whether a request of `n_tokens` may start beside `running` in `total` blocks.
-pub(crate) fn admits(running: &[SeqView], n_tokens: usize, total: usize, bs: usize) -> bool {
-    claims(running, bs) + claim(n_tokens, bs) <= total
+/// Tokens a new sequence may take from a resident one holding `held`: the common prefix in
+/// whole blocks, leaving at least the prompt's last token to compute (its logits are needed).
+pub(crate) fn shareable(prompt: &[u32], held: &[u32], block_size: usize) -> usize {
+    let common = prompt.iter().zip(held).take_while(|(a, b)| a == b).count();
+    let limit = common.min(prompt.len().saturating_sub(1));
+    limit / block_size * block_size
 }
 
 /// Tokens each running sequence feeds this step, as `(index, count)`: first one for every
@@ -87,30 +79,28 @@ mod tests {
     }
 
     #[test]
-    fn claims_count_whole_blocks() {
-        assert_eq!(claim(0, 16), 0);
-        assert_eq!(claim(1, 16), 1);
-        assert_eq!(claim(16, 16), 1);
-        assert_eq!(claim(17, 16), 2);
-        assert_eq!(claims(&[seq(0, 17, 0), seq(1, 3, 2)], 16), 3);
+    fn growth_counts_whole_blocks_still_missing() {
+        assert_eq!(blocks(0, 16), 0);
+        assert_eq!(blocks(16, 16), 1);
+        assert_eq!(blocks(17, 16), 2);
+        // 17 tokens, none held: 2; 33 needed with 32 held: 1; 20 with 17 held: 0.
+        assert_eq!(
+            growth(&[seq(0, 17, 0), seq(1, 33, 32), seq(2, 20, 17)], 16),
+            3
+        );
     }
 
     #[test]
-    fn the_newest_gives_way_first() {
-        let r = [seq(5, 32, 31), seq(9, 17, 16), seq(7, 16, 15)];
-        // 2 + 2 + 1 = 5 blocks.
-        assert_eq!(preempt(&r, 5, 16), Vec::<usize>::new());
-        assert_eq!(preempt(&r, 4, 16), vec![1]);
-        assert_eq!(preempt(&r, 2, 16), vec![1, 2]);
-        assert_eq!(preempt(&r, 0, 16), vec![1, 2, 0]);
-    }
-
-    #[test]
-    fn admission_uses_the_same_claims() {
-        let r = [seq(0, 20, 20)];
-        assert!(admits(&r, 32, 4, 16));
-        assert!(!admits(&r, 33, 4, 16));
-        assert!(admits(&[], 64, 4, 16));
+    fn sharing_takes_whole_blocks_and_leaves_the_last_token() {
+        let a: Vec<u32> = (0..40).collect();
+        let mut b = a.clone();
+        b[35] = 999;
+        assert_eq!(shareable(&a, &b, 16), 32);
+        assert_eq!(shareable(&a[..33], &a, 16), 32);
+        // The whole prompt is held: the last token is computed again.
+        assert_eq!(shareable(&a[..32], &a, 16), 16);
+        assert_eq!(shareable(&a[..10], &a, 16), 0);
+        assert_eq!(shareable(&[], &a, 16), 0);
     }
 
     #[test]

@@ -104,10 +104,22 @@ impl Seq {
     }
 }
 
+/// A finished sequence left in the cache for later prompts that start the same way.
+struct Idle {
+    slot: usize,
+    /// The tokens its KV holds, positions `0..tokens.len()`.
+    tokens: Vec<u32>,
+    last_used: u64,
+}
+
 struct Worker {
     ctx: Context,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
+    /// The prefix cache, least recently used first out.
+    idle: Vec<Idle>,
+    prefix_cache: bool,
+    clock: u64,
     free_slots: Vec<usize>,
     next_id: u64,
     stats: EngineStats,
@@ -118,13 +130,16 @@ struct Worker {
 
 /// The thread's body: steps until shutdown, then cancels what is left. A panic in a step
 /// ends every request with an error instead of leaving its handle waiting.
-pub(super) fn run(ctx: Context, inner: &Inner) {
+pub(super) fn run(ctx: Context, prefix_cache: bool, inner: &Inner) {
     let slots = (0..ctx.n_seq_max()).rev().collect();
     let mut w = Worker {
         batch: Batch::with_capacity(ctx.n_batch()),
         ctx,
         waiting: VecDeque::new(),
         running: Vec::new(),
+        idle: Vec::new(),
+        prefix_cache,
+        clock: 0,
         free_slots: slots,
         next_id: 0,
         stats: inner.queue.lock().stats,
@@ -182,33 +197,127 @@ impl Worker {
         self.ctx.kv_stats().block_size
     }
 
-    fn total_blocks(&self) -> usize {
-        self.ctx.kv_stats().n_blocks_total
-    }
-
-    /// Ends a running sequence: frees its blocks and its slot.
+    /// Ends a running sequence. Its KV stays as a prefix-cache entry when the cache is on
+    /// (and it holds a whole block), otherwise its blocks and slot are freed.
     fn retire(&mut self, i: usize, reason: FinishReason, error: Option<String>) {
         let mut s = self.running.swap_remove(i);
-        self.release(&mut s);
+        let bs = self.block_size();
+        match s.slot {
+            Some(slot) if self.prefix_cache && reason != FinishReason::Error && s.in_kv >= bs => {
+                s.slot = None;
+                s.tokens.truncate(s.in_kv);
+                self.clock += 1;
+                self.idle.push(Idle {
+                    slot,
+                    tokens: std::mem::take(&mut s.tokens),
+                    last_used: self.clock,
+                });
+            }
+            _ => self.release(&mut s),
+        }
         s.end(reason, error);
         self.stats.n_finished += 1;
     }
 
     fn release(&mut self, s: &mut Seq) {
         if let Some(slot) = s.slot.take() {
-            // The slot id is in range by construction; freeing cannot fail for it.
-            let _ = self.ctx.kv_free(slot as i32);
-            self.free_slots.push(slot);
+            self.free_slot(slot);
         }
         s.in_kv = 0;
     }
 
+    fn free_slot(&mut self, slot: usize) {
+        // The slot id is in range by construction; freeing cannot fail for it.
+        let _ = self.ctx.kv_free(slot as i32);
+        self.free_slots.push(slot);
+    }
+
+    /// Drops the least recently used prefix-cache entry other than the one in slot `keep`;
+    /// false when there is none.
+    fn evict(&mut self, keep: Option<usize>) -> bool {
+        let lru = (0..self.idle.len())
+            .filter(|&i| Some(self.idle[i].slot) != keep)
+            .min_by_key(|&i| self.idle[i].last_used);
+        let Some(i) = lru else { return false };
+        let e = self.idle.swap_remove(i);
+        self.free_slot(e.slot);
+        true
+    }
+
+    fn free_blocks(&self) -> usize {
+        let k = self.ctx.kv_stats();
+        k.n_blocks_total - k.n_blocks_used
+    }
+
+    fn growth(&self) -> usize {
+        let views: Vec<SeqView> = self.running.iter().map(Seq::view).collect();
+        schedule::growth(&views, self.block_size())
+    }
+
+    /// The resident sequence (running or cached) that holds the longest whole-block prefix
+    /// of `tokens`: its slot and the tokens to share.
+    fn best_prefix(&self, tokens: &[u32]) -> Option<(usize, usize)> {
+        if !self.prefix_cache {
+            return None;
+        }
+        let bs = self.block_size();
+        let running = self
+            .running
+            .iter()
+            .filter_map(|s| Some((s.slot?, &s.tokens[..s.in_kv])));
+        let idle = self.idle.iter().map(|e| (e.slot, &e.tokens[..]));
+        running
+            .chain(idle)
+            .map(|(slot, held)| (slot, schedule::shareable(tokens, held, bs)))
+            .filter(|&(_, n)| n > 0)
+            .max_by_key(|&(_, n)| n)
+    }
+
+    /// The newest running sequence gives its blocks back and waits in front of the queue,
+    /// to be recomputed from its tokens.
+    fn preempt_newest(&mut self) -> bool {
+        let Some(i) = (0..self.running.len()).max_by_key(|&i| self.running[i].id) else {
+            return false;
+        };
+        let mut s = self.running.swap_remove(i);
+        self.release(&mut s);
+        s.shared.update(|st| st.n_preemptions += 1);
+        self.stats.n_preemptions += 1;
+        self.waiting.push_front(s);
+        true
+    }
+
     fn step(&mut self) {
         self.schedule_and_decode();
-        self.stats.kv_blocks_used = self.ctx.kv_stats().n_blocks_used;
+        self.publish_blocks();
         self.stats.n_running = self.running.len();
         self.stats.n_waiting = self.waiting.len();
         self.stats.n_steps += 1;
+    }
+
+    /// Blocks held by running requests, and blocks held only by the prefix cache.
+    fn publish_blocks(&mut self) {
+        let total = self.ctx.kv_stats().n_blocks_total;
+        let mut mark = vec![0u8; total];
+        let count = |slot: usize, tag: u8, mark: &mut Vec<u8>| {
+            for b in self.ctx.kv_seq_blocks(slot as i32).unwrap_or_default() {
+                if let Some(m) = mark.get_mut(b as usize)
+                    && *m == 0
+                {
+                    *m = tag;
+                }
+            }
+        };
+        for s in &self.running {
+            if let Some(slot) = s.slot {
+                count(slot, 1, &mut mark);
+            }
+        }
+        for e in &self.idle {
+            count(e.slot, 2, &mut mark);
+        }
+        self.stats.kv_blocks_used = mark.iter().filter(|&&m| m == 1).count();
+        self.stats.kv_blocks_cached = mark.iter().filter(|&&m| m == 2).count();
     }
 
     fn schedule_and_decode(&mut self) {
@@ -231,44 +340,16 @@ impl Worker {
         });
         self.stats.n_finished += (before - self.waiting.len()) as u64;
 
-        let (bs, total) = (self.block_size(), self.total_blocks());
-        // Growth past the cache: the newest running sequences give way and wait in front.
-        let views: Vec<SeqView> = self.running.iter().map(Seq::view).collect();
-        let mut out = schedule::preempt(&views, total, bs);
-        out.sort_unstable_by_key(|&i| std::cmp::Reverse(i));
-        let mut preempted = Vec::new();
-        for i in out {
-            let mut s = self.running.swap_remove(i);
-            self.release(&mut s);
-            s.shared.update(|st| st.n_preemptions += 1);
-            self.stats.n_preemptions += 1;
-            preempted.push(s);
-        }
-        preempted.sort_by_key(|s| std::cmp::Reverse(s.id));
-        for s in preempted {
-            self.waiting.push_front(s);
+        // Growth past the free blocks: the prefix cache gives way first, then the newest
+        // running sequences, which wait in front of the queue.
+        while self.growth() > self.free_blocks() {
+            if !self.evict(None) && !self.preempt_newest() {
+                break;
+            }
         }
         // Admission, first come first served: the head of the queue waits for room rather
         // than being overtaken.
-        while let Some(head) = self.waiting.front() {
-            let views: Vec<SeqView> = self.running.iter().map(Seq::view).collect();
-            if self.free_slots.is_empty() || !schedule::admits(&views, head.tokens.len(), total, bs)
-            {
-                break;
-            }
-            let Some(mut s) = self.waiting.pop_front() else {
-                break;
-            };
-            s.slot = self.free_slots.pop();
-            s.id = self.next_id;
-            self.next_id += 1;
-            if !s.started {
-                s.started = true;
-                let q = s.shared.elapsed();
-                s.shared.update(|st| st.queue_s = q);
-            }
-            self.running.push(s);
-        }
+        while self.admit_head() {}
         if self.running.is_empty() {
             // Nothing fits even alone: cannot happen for a request `submit` accepted (it fits
             // the whole cache), so this is a bookkeeping bug; fail the head, never spin.
@@ -288,6 +369,62 @@ impl Worker {
                 self.retire(0, FinishReason::Error, Some(msg.clone()));
             }
         }
+    }
+
+    /// Starts the head of the queue when a slot and its blocks are free (evicting prefix-cache
+    /// entries for them), sharing the longest cached prefix of its tokens.
+    fn admit_head(&mut self) -> bool {
+        let Some(head) = self.waiting.front() else {
+            return false;
+        };
+        let bs = self.block_size();
+        let n = head.tokens.len();
+        let mut share = self.best_prefix(&head.tokens);
+        loop {
+            let shared = share.map_or(0, |(_, t)| t);
+            let need = schedule::blocks(n, bs) - shared / bs;
+            if !self.free_slots.is_empty() && self.growth() + need <= self.free_blocks() {
+                break;
+            }
+            if !self.evict(share.map(|(slot, _)| slot)) {
+                if share.is_none() {
+                    return false;
+                }
+                // Only the entry it would share from is left to evict: start from scratch.
+                share = None;
+            }
+        }
+        let Some(mut s) = self.waiting.pop_front() else {
+            return false;
+        };
+        let Some(slot) = self.free_slots.pop() else {
+            self.waiting.push_front(s);
+            return false;
+        };
+        s.slot = Some(slot);
+        s.id = self.next_id;
+        self.next_id += 1;
+        if let Some((src, t)) = share {
+            let p1 = i32::try_from(t).unwrap_or(i32::MAX);
+            if self.ctx.kv_seq_copy(src as i32, slot as i32, 0, p1).is_ok() {
+                s.in_kv = t;
+                s.shared.update(|st| st.n_cached_tokens += t);
+                self.stats.n_cached_tokens += t as u64;
+                self.stats.n_prefix_hits += 1;
+                self.clock += 1;
+                let now = self.clock;
+                if let Some(e) = self.idle.iter_mut().find(|e| e.slot == src) {
+                    e.last_used = now;
+                }
+            }
+        }
+        if !s.started {
+            s.started = true;
+            let q = s.shared.elapsed();
+            s.shared.update(|st| st.queue_s = q);
+        }
+        self.running.push(s);
+        true
     }
 
     /// Builds, decodes and samples one batch.
@@ -314,15 +451,9 @@ impl Worker {
         match self.ctx.decode(&self.batch) {
             Ok(()) => {}
             Err(Error::KvFull(_)) => {
-                // The claims say it fits; if the cache disagrees, the newest gives way and the
-                // next step tries again (nothing was decoded).
-                if let Some(i) = (0..self.running.len()).max_by_key(|&i| self.running[i].id) {
-                    let mut s = self.running.swap_remove(i);
-                    self.release(&mut s);
-                    s.shared.update(|st| st.n_preemptions += 1);
-                    self.stats.n_preemptions += 1;
-                    self.waiting.push_front(s);
-                }
+                // The growth says it fits; if the cache disagrees, the newest gives way and
+                // the next step tries again (nothing was decoded).
+                self.preempt_newest();
                 return Ok(());
             }
             Err(e) => return Err(e),

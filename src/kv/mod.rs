@@ -201,6 +201,11 @@ impl KvCache {
         self.seqs.get(seq)?.range()
     }
 
+    /// The ids of the blocks `seq` holds (shared ones included), in position order.
+    pub fn seq_blocks(&self, seq: usize) -> Result<Vec<u32>> {
+        Ok(self.seq(seq)?.blocks().collect())
+    }
+
     /// The positions `seq` holds, as sorted disjoint half-open ranges.
     pub fn spans(&self, seq: usize) -> Result<&[(i32, i32)]> {
         Ok(&self.seq(seq)?.spans)
