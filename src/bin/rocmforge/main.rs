@@ -7,6 +7,8 @@
 //!   rocmforge chat       -m MODEL [sampling options]
 //!   rocmforge perplexity -m MODEL -f FILE [-c 512] [-b 512] [-t THREADS]
 //!   rocmforge bench      -m MODEL[,MODEL...] [-p 512] [-n 128] [-r 5] [-t THREADS] [-o md|json]
+//!   rocmforge serve      -m MODEL [--host 127.0.0.1] [--port 8080] [--api-key KEY]
+//!                        [-c CTX] [--parallel N] [--max-queued N] [-t THREADS]
 //!
 //! generate, chat, perplexity and bench take `--numerics batch-invariant|llama-cpp`: the
 //! default float order (a token's logits independent of its batch) or llama.cpp's, bit for bit.
@@ -19,6 +21,7 @@ mod generate;
 mod info;
 mod load;
 mod perplexity;
+mod serve;
 mod tokenize;
 
 use std::process::ExitCode;
@@ -50,6 +53,8 @@ enum Cmd {
     Perplexity(perplexity::Args),
     /// Prompt-processing and generation speed, measured as llama-bench measures.
     Bench(bench::Args),
+    /// An OpenAI-compatible HTTP server (completions, chat, streaming) over the engine.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
         Cmd::Chat(a) => generate::chat(&a),
         Cmd::Perplexity(a) => perplexity::run(&a),
         Cmd::Bench(a) => bench::run(&a),
+        Cmd::Serve(a) => serve::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
