@@ -7,6 +7,7 @@
 //!   rocmforge chat       -m MODEL [sampling options]
 //!   rocmforge perplexity -m MODEL -f FILE [-c 512] [-b 512] [-t THREADS]
 //!   rocmforge bench      -m MODEL[,MODEL...] [-p 512] [-n 128] [-r 5] [-t THREADS] [-o md|json]
+//!   rocmforge bench-engine -m MODEL [--requests 64] [-p 128] [-n 128] [--parallel 16]
 //!   rocmforge serve      -m MODEL [--host 127.0.0.1] [--port 8080] [--api-key KEY]
 //!                        [-c CTX] [--parallel N] [--max-queued N] [-t THREADS]
 //!
@@ -17,6 +18,7 @@
 //! shows while a model loads when stderr is a terminal.
 
 mod bench;
+mod bench_engine;
 mod generate;
 mod info;
 mod load;
@@ -53,6 +55,8 @@ enum Cmd {
     Perplexity(perplexity::Args),
     /// Prompt-processing and generation speed, measured as llama-bench measures.
     Bench(bench::Args),
+    /// Throughput of the continuous-batching engine: many requests together vs one at a time.
+    BenchEngine(bench_engine::Args),
     /// An OpenAI-compatible HTTP server (completions, chat, streaming) over the engine.
     Serve(serve::Args),
 }
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Cmd::Chat(a) => generate::chat(&a),
         Cmd::Perplexity(a) => perplexity::run(&a),
         Cmd::Bench(a) => bench::run(&a),
+        Cmd::BenchEngine(a) => bench_engine::run(&a),
         Cmd::Serve(a) => serve::run(&a),
     };
     match result {

@@ -1,0 +1,192 @@
+//! `rocmforge bench-engine`: throughput of the continuous-batching engine. Submits
+//! `--requests` requests of exactly `-p` prompt tokens and `-n` generated tokens all at once
+//! (at most `--parallel` generating together), then `--serial` of them one at a time, and
+//! prints aggregate tokens/s and latency percentiles of both side by side. Prompts differ from
+//! their second token on (no prefix-cache hits); end-of-generation tokens are banned so every
+//! request generates exactly `-n`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rocmforge::engine::{Prompt, RequestSpec, RequestStats};
+use rocmforge::{Engine, EngineParams, Model, Sampler, SamplerChain};
+
+use crate::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The GGUF model file.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Requests submitted together.
+    #[arg(long, default_value_t = 64)]
+    requests: usize,
+    /// Requests then run one at a time, for the baseline.
+    #[arg(long, default_value_t = 8)]
+    serial: usize,
+    /// Prompt tokens per request.
+    #[arg(short = 'p', long, default_value_t = 128)]
+    n_prompt: usize,
+    /// Generated tokens per request.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    n_gen: usize,
+    /// Requests generating at once.
+    #[arg(long, default_value_t = 16)]
+    parallel: usize,
+    /// Tokens per step at most.
+    #[arg(short = 'b', long, default_value_t = 512)]
+    batch: usize,
+    /// Threads (default: every core).
+    #[arg(short, long, default_value_t = 0)]
+    threads: usize,
+}
+
+/// Prompt `i`: BOS (when the model uses one), then in-vocabulary ids that differ per request.
+fn prompt(m: &Model, i: usize, n: usize) -> Vec<u32> {
+    let v = m.tokenizer().vocab();
+    let n_vocab = v.len() as u64;
+    let mut t: Vec<u32> = v.bos.filter(|_| v.add_bos).into_iter().collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (i as u64).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    while t.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let id = (x % n_vocab) as u32;
+        if !v.is_eog(id) {
+            t.push(id);
+        }
+    }
+    t
+}
+
+fn sampler(eog: &[u32]) -> Result<SamplerChain> {
+    let mut c = SamplerChain::new(0);
+    c.add(Sampler::LogitBias(
+        eog.iter().map(|&t| (t, f32::NEG_INFINITY)).collect(),
+    ))?;
+    c.add(Sampler::Greedy)?;
+    Ok(c)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or(0.0)
+}
+
+struct Run {
+    wall: f64,
+    stats: Vec<RequestStats>,
+}
+
+fn run_batch(e: &Engine, specs: Vec<RequestSpec>, serial: bool) -> Result<Run> {
+    let t0 = Instant::now();
+    let mut stats = Vec::new();
+    if serial {
+        for s in specs {
+            let r = e.submit(s)?;
+            r.wait_text()?;
+            stats.push(r.stats());
+        }
+    } else {
+        let reqs = specs
+            .into_iter()
+            .map(|s| e.submit(s))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        for r in &reqs {
+            r.wait_text()?;
+            stats.push(r.stats());
+        }
+    }
+    Ok(Run {
+        wall: t0.elapsed().as_secs_f64(),
+        stats,
+    })
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    if a.requests == 0 || a.n_prompt == 0 || a.n_gen == 0 {
+        return Err("--requests, -p and -n must be at least 1".into());
+    }
+    let model: Arc<Model> = crate::load::model(&a.model, false)?;
+    let threads = match a.threads {
+        0 => rocmforge::context::available_threads(),
+        t => t,
+    };
+    let per = a.n_prompt + a.n_gen;
+    let engine = Engine::new(
+        model.clone(),
+        EngineParams {
+            n_ctx: (a.parallel * per).max(per),
+            n_seq_max: a.parallel,
+            n_batch: a.batch.max(a.parallel),
+            n_threads: threads,
+            max_queued: a.requests.max(1),
+            prefix_cache: false,
+            ..EngineParams::default()
+        },
+    )?;
+    let v = model.tokenizer().vocab();
+    let eog: Vec<u32> = (0..v.len() as u32).filter(|&t| v.is_eog(t)).collect();
+    let specs = |n: usize, offset: usize| -> Result<Vec<RequestSpec>> {
+        (0..n)
+            .map(|i| {
+                Ok(RequestSpec {
+                    max_tokens: Some(a.n_gen),
+                    ..RequestSpec::new(
+                        Prompt::Tokens(prompt(&model, offset + i, a.n_prompt)),
+                        sampler(&eog)?,
+                    )
+                })
+            })
+            .collect()
+    };
+    // Warm-up: one short request (threads, pages of the model).
+    run_batch(&engine, specs(1, usize::MAX / 2)?, true)?;
+    eprintln!(
+        "{} requests together ({} at a time), then {} one at a time; {} prompt + {} generated \
+         tokens each, {threads} threads",
+        a.requests, a.parallel, a.serial, a.n_prompt, a.n_gen
+    );
+    let together = run_batch(&engine, specs(a.requests, 0)?, false)?;
+    let serial = if a.serial > 0 {
+        Some(run_batch(&engine, specs(a.serial, a.requests)?, true)?)
+    } else {
+        None
+    };
+    println!(
+        "| mode | requests | gen t/s | total t/s | latency p50 / p90 / p99 s | first token p50 / p90 / p99 s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, r) in [
+        ("together", Some(&together)),
+        ("one at a time", serial.as_ref()),
+    ] {
+        let Some(r) = r else { continue };
+        let n = r.stats.len() as f64;
+        let made: usize = r.stats.iter().map(|s| s.n_generated_tokens).sum();
+        let mut lat: Vec<f64> = r.stats.iter().map(|s| s.total_s).collect();
+        let mut ttft: Vec<f64> = r.stats.iter().map(|s| s.first_token_s).collect();
+        println!(
+            "| {name} | {} | {:.1} | {:.1} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} |",
+            r.stats.len(),
+            made as f64 / r.wall,
+            n * per as f64 / r.wall,
+            pct(&mut lat, 0.5),
+            pct(&mut lat, 0.9),
+            pct(&mut lat, 0.99),
+            pct(&mut ttft, 0.5),
+            pct(&mut ttft, 0.9),
+            pct(&mut ttft, 0.99),
+        );
+    }
+    let s = engine.stats();
+    println!(
+        "\nengine: {} steps, {} preemptions, peak RSS {:.1} MiB",
+        s.n_steps,
+        s.n_preemptions,
+        crate::load::peak_rss() as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
