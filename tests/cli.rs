@@ -36,6 +36,8 @@ fn help_and_argument_errors() {
         "chat",
         "perplexity",
         "bench",
+        "bench-engine",
+        "serve",
     ] {
         assert!(text(&out.stdout).contains(sub), "{sub} missing from --help");
         let h = rocmforge(&[sub, "--help"]);
@@ -53,6 +55,8 @@ fn help_and_argument_errors() {
         &["bench", "-m", "x", "-o", "xml"],
         &["bench", "-m", "x", "-r", "0"],
         &["tokenize", "-m", "x"],
+        &["serve", "-m", "x", "--port", "70000"],
+        &["bench-engine", "-m", "x", "--requests", "many"],
         &["nonsense"],
     ] {
         let out = rocmforge(args);
@@ -65,7 +69,14 @@ fn help_and_argument_errors() {
         assert!(!out.stderr.is_empty() && out.stdout.is_empty(), "{args:?}");
     }
     // A missing model: exit status 1, the path and the reason.
-    for sub in ["info", "generate", "perplexity", "bench"] {
+    for sub in [
+        "info",
+        "generate",
+        "perplexity",
+        "bench",
+        "bench-engine",
+        "serve",
+    ] {
         let mut args = vec![sub, "-m", "/nonexistent/model.gguf"];
         match sub {
             "generate" => args.extend(["-p", "hi"]),
@@ -142,6 +153,31 @@ fn info_tokenize_and_bench_on_a_small_model() {
         md.contains("| pp8 |") && md.contains("| tg2 |") && md.contains("peak resident memory"),
         "{md}"
     );
+    let out = rocmforge(&[
+        "bench-engine",
+        "-m",
+        &zoo,
+        "--requests",
+        "4",
+        "--serial",
+        "1",
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "--parallel",
+        "2",
+        "-t",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let md = text(&out.stdout);
+    assert!(
+        md.contains("| together | 4 |") && md.contains("| one at a time | 1 |"),
+        "{md}"
+    );
+    let out = rocmforge(&["bench-engine", "-m", &zoo, "-n", "0"]);
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
