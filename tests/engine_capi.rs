@@ -56,13 +56,14 @@ fn submit(e: *mut rf_engine_t, prompt: &str, max_tokens: u32) -> (rf_status, *mu
 /// Reads to the end: the text and the finish.
 fn drain(r: *mut rf_request_t) -> (Vec<u8>, rf_finish_reason) {
     let mut text = Vec::new();
-    let mut buf = [0 as std::ffi::c_char; 64];
+    let mut buf = [0u8; 64];
     loop {
         let (mut len, mut f) = (0usize, RF_FINISH_NONE);
         // SAFETY: live request, buf of 64 writable bytes, writable outs.
-        let s = unsafe { rf_request_next(r, buf.as_mut_ptr(), buf.len(), &mut len, -1, &mut f) };
+        let s =
+            unsafe { rf_request_next(r, buf.as_mut_ptr().cast(), buf.len(), &mut len, -1, &mut f) };
         assert_eq!(s, RF_OK);
-        text.extend(buf[..len].iter().map(|&c| c as u8));
+        text.extend_from_slice(&buf[..len]);
         if f != RF_FINISH_NONE {
             return (text, f);
         }
