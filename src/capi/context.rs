@@ -127,6 +127,17 @@ pub extern "C" fn rf_context_params_default() -> rf_context_params {
     }
 }
 
+/// The Rust numerics an `rf_numerics` names; an unknown value is `InvalidArg`.
+pub(super) fn numerics_of(n: rf_numerics) -> Result<Numerics, Error> {
+    match n {
+        RF_NUMERICS_BATCH_INVARIANT => Ok(Numerics::BatchInvariant),
+        RF_NUMERICS_LLAMA_CPP => Ok(Numerics::LlamaCpp),
+        n => Err(Error::InvalidArg(format!(
+            "numerics {n} is not a rf_numerics"
+        ))),
+    }
+}
+
 /// The embedder's abort callback and its `user_data`, carried into the context.
 struct AbortHook(unsafe extern "C" fn(*mut c_void) -> u8, *mut c_void);
 // SAFETY: the pointer is only handed back to the embedder's callback, on whichever thread
@@ -171,15 +182,7 @@ pub unsafe extern "C" fn rf_context_new(
                 )));
             }
         };
-        let numerics = match p.numerics {
-            RF_NUMERICS_BATCH_INVARIANT => Numerics::BatchInvariant,
-            RF_NUMERICS_LLAMA_CPP => Numerics::LlamaCpp,
-            n => {
-                return Err(Error::InvalidArg(format!(
-                    "numerics {n} is not a rf_numerics"
-                )));
-            }
-        };
+        let numerics = numerics_of(p.numerics)?;
         let abort = p.abort_callback.map(|cb| {
             let hook = AbortHook(cb, p.abort_callback_user_data);
             Box::new(move || hook.call()) as Box<dyn FnMut() -> bool + Send>

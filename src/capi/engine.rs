@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::args::{Versioned, input, non_null, read_params, write_versioned};
-use super::context::{RF_NUMERICS_BATCH_INVARIANT, RF_NUMERICS_LLAMA_CPP, rf_numerics};
+use super::context::{RF_NUMERICS_BATCH_INVARIANT, numerics_of, rf_numerics};
 use super::model::{model_ref, rf_model_t};
 use super::sampler::rf_sampler_t;
 use super::vocab::rf_chat_message;
 use super::{c_str, guard, guard_void, rf_status};
 use crate::context::available_threads;
 use crate::engine::{FinishReason, Prompt, Request, RequestSpec};
-use crate::{Engine, EngineParams, Error, Numerics, Sampler, SamplerChain};
+use crate::{Engine, EngineParams, Error, Sampler, SamplerChain};
 
 /// Why a request ended; `RF_FINISH_NONE` while it runs.
 pub type rf_finish_reason = i32;
@@ -212,15 +212,7 @@ pub unsafe extern "C" fn rf_engine_new(
         // SAFETY: contract of this function.
         let p = unsafe { read_params(params, rf_engine_params_default()) }?;
         let out = non_null(out, "out")?;
-        let numerics = match p.numerics {
-            RF_NUMERICS_BATCH_INVARIANT => Numerics::BatchInvariant,
-            RF_NUMERICS_LLAMA_CPP => Numerics::LlamaCpp,
-            n => {
-                return Err(Error::InvalidArg(format!(
-                    "numerics {n} is not a rf_numerics"
-                )));
-            }
-        };
+        let numerics = numerics_of(p.numerics)?;
         let engine = Engine::new(
             Arc::clone(model),
             EngineParams {

@@ -436,23 +436,19 @@ async fn generate(
     if o.n.is_some_and(|n| n != 1) {
         return Err(bad("only n = 1 is supported"));
     }
+    // Tokenized once here; the engine takes the ids as they are.
+    let tokens = app.engine.prompt_tokens(&prompt)?;
+    let room = app.engine.capacity().saturating_sub(tokens.len()).max(1);
     let max_tokens = match o.max_completion_tokens.or(o.max_tokens) {
         Some(0) => return Err(bad("max_tokens must be at least 1")),
         Some(n) => Some(usize::try_from(n).map_err(|_| bad("max_tokens is too large"))?),
-        None => default_max,
-    };
-    // OpenAI's default of 16 for completions, cut to what the context leaves.
-    let max_tokens = match (o.max_completion_tokens.or(o.max_tokens), max_tokens) {
-        (None, Some(d)) => {
-            let n = app.engine.prompt_tokens(&prompt)?.len();
-            Some(d.min(app.engine.capacity().saturating_sub(n).max(1)))
-        }
-        (_, m) => m,
+        // OpenAI's default of 16 for completions, cut to what the context leaves.
+        None => default_max.map(|d| d.min(room)),
     };
     let sampler = openai::sampler(&o).map_err(bad)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let spec = RequestSpec {
-        prompt,
+        prompt: Prompt::Tokens(tokens),
         sampler,
         max_tokens,
         stop: o.stop.map(openai::OneOrMany::into_vec).unwrap_or_default(),
