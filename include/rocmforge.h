@@ -355,6 +355,11 @@ typedef void (*rf_log_callback)(rf_log_level level, const char *text, void *user
 typedef uint8_t (*rf_progress_callback)(float progress, void *user_data);
 
 /**
+ * Where a model's layers run (`rf_model_params.backend`).
+ */
+typedef int32_t rf_backend;
+
+/**
  * Options for `rf_model_load`. Initialise with `rf_model_params_default()`, then change
  * fields: `struct_size` lets later versions of the library append fields.
  */
@@ -375,6 +380,19 @@ typedef struct rf_model_params {
    * 1: load the metadata and tokenizer only (any architecture; no context can be made).
    */
   uint8_t vocab_only;
+  /**
+   * `RF_BACKEND_AUTO` (default), `RF_BACKEND_CPU`, `RF_BACKEND_CUDA` or `RF_BACKEND_HIP`.
+   */
+  rf_backend backend;
+  /**
+   * Which GPU of the backend, from 0 (default 0).
+   */
+  int32_t device;
+  /**
+   * Layers on the GPU, from the first; the rest and the output layer run on the CPU.
+   * -1 (default): all; 0: none.
+   */
+  int32_t n_gpu_layers;
 } rf_model_params;
 
 /**
@@ -623,6 +641,24 @@ typedef struct rf_vocab_info {
  * A failure; the failing call also returns an error status.
  */
 #define RF_LOG_ERROR 3
+
+/**
+ * A GPU when one works (CUDA, in builds with it), else the CPU (the default).
+ */
+#define RF_BACKEND_AUTO 0
+
+#define RF_BACKEND_CPU 1
+
+/**
+ * NVIDIA, through CUDA: `rf_model_load` fails with `RF_ERR_DEVICE` when the build has no
+ * CUDA backend, the driver or GPU is missing, or the kernels cannot be built.
+ */
+#define RF_BACKEND_CUDA 2
+
+/**
+ * AMD, through HIP (not yet available: `RF_ERR_DEVICE`).
+ */
+#define RF_BACKEND_HIP 3
 
 /**
  * Selects the best candidate (highest logit; the lowest id on ties). Ends a chain.
@@ -1077,7 +1113,10 @@ struct rf_model_params rf_model_params_default(void);
  * `rf_model_free`; on failure `*out` is left untouched. Statuses: `RF_OK`; `RF_ABORTED` when
  * the progress callback returned 0; `RF_ERR_IO` when the file cannot be read;
  * `RF_ERR_MODEL_FORMAT` when it is malformed (the last error message names the key, tensor
- * and offset); `RF_ERR_INVALID_ARG` for NULL `path`/`out` or a bad `struct_size`.
+ * and offset); `RF_ERR_INVALID_ARG` for NULL `path`/`out`, a bad `struct_size`, backend,
+ * device or n_gpu_layers; `RF_ERR_DEVICE` when the GPU asked for cannot be used (the message
+ * says why); `RF_ERR_UNSUPPORTED` when it cannot run this model (a format or layer kind
+ * without GPU kernels; `RF_BACKEND_AUTO` then uses the CPU instead).
  * Thread-safe: models may be loaded on several threads at once.
  *
  * # Safety

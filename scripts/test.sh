@@ -14,6 +14,13 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets "$@"
 
+# The GPU backend: builds with CUDA support anywhere (CUDA is opened at run time); without a
+# GPU its tests skip with a message (docs/GPU.md says how they run on one).
+cargo clippy --features cuda --all-targets --quiet -- -D warnings
+cargo test --features cuda --lib --test gpu
+# The same kernels in the AMD dialect, compiled with hipcc when it is installed.
+scripts/gpu/hip-check.sh
+
 aarch64=aarch64-unknown-linux-gnu
 if rustup target list --installed 2>/dev/null | grep -qx "$aarch64" \
   && command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then

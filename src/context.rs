@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use crate::backend::cpu::{Numerics, ThreadPool};
+use crate::backend::gpu::GpuForward;
 use crate::batch::{Batch, Plan};
 use crate::kv::{DEFAULT_BLOCK_SIZE, KvCache, KvShape, KvStats, KvType};
 use crate::model::transformer::ForwardScratch;
@@ -71,6 +72,8 @@ pub struct Context {
     pool: ThreadPool,
     kv: KvCache,
     scratch: ForwardScratch,
+    /// The GPU's part of each decode, when the model has layers on a GPU.
+    gpu: Option<GpuForward>,
     /// Logits of the last decode's output rows, `n_vocab` each.
     logits: Vec<f32>,
     abort: Option<AbortFn>,
@@ -94,15 +97,23 @@ impl Context {
         let n_threads = check_range("n_threads", params.n_threads, MAX_THREADS)?;
         let block_size = check_range("block_size", params.block_size, 4096)?;
         let p = &t.params;
-        let kv = KvCache::new(KvShape {
-            n_layer: p.n_layer,
-            k_dim: p.k_dim(),
-            v_dim: p.v_dim(),
-            n_ctx,
-            block_size,
-            n_seq_max,
-            ty: params.kv_type,
-        })?;
+        let device_layers = model.gpu().map_or(0, |g| g.n_layers());
+        let kv = KvCache::with_device_layers(
+            KvShape {
+                n_layer: p.n_layer,
+                k_dim: p.k_dim(),
+                v_dim: p.v_dim(),
+                n_ctx,
+                block_size,
+                n_seq_max,
+                ty: params.kv_type,
+            },
+            device_layers,
+        )?;
+        let gpu = match model.gpu() {
+            Some(w) => Some(GpuForward::new(w, t, &kv, n_batch)?),
+            None => None,
+        };
         let pool = ThreadPool::new(n_threads)
             .map_err(|e| Error::Internal(format!("starting {n_threads} threads: {e}")))?;
         Ok(Context {
@@ -111,6 +122,7 @@ impl Context {
             pool,
             kv,
             scratch: ForwardScratch::new(params.numerics),
+            gpu,
             logits: Vec::new(),
             abort: params.abort,
         })
@@ -145,14 +157,27 @@ impl Context {
             None => &mut never,
         };
         let file = self.model.gguf();
-        match t.forward(
-            file,
-            &self.pool,
-            &plan,
-            &mut self.kv,
-            abort,
-            &mut self.scratch,
-        ) {
+        let result = match (&mut self.gpu, self.model.gpu()) {
+            (Some(g), Some(w)) => g.forward(
+                w,
+                t,
+                file,
+                &self.pool,
+                &plan,
+                &mut self.kv,
+                abort,
+                &mut self.scratch,
+            ),
+            _ => t.forward(
+                file,
+                &self.pool,
+                &plan,
+                &mut self.kv,
+                abort,
+                &mut self.scratch,
+            ),
+        };
+        match result {
             Ok(logits) => {
                 self.kv.commit(reservation)?;
                 self.logits = logits;

@@ -98,6 +98,9 @@ pub enum Error {
     Busy(String),
     #[error("out of memory: {0}")]
     Oom(String),
+    /// A GPU asked for is absent or failed (driver, compiler, launch or copy errors).
+    #[error("device error: {0}")]
+    Device(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -119,6 +122,7 @@ impl Error {
             Error::KvFull(_) => Status::KvFull,
             Error::Busy(_) => Status::Busy,
             Error::Oom(_) => Status::Oom,
+            Error::Device(_) => Status::Device,
             Error::Internal(_) => Status::Internal,
         }
     }

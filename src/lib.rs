@@ -21,6 +21,7 @@ pub mod sampling;
 pub mod tokenizer;
 
 pub use backend::cpu::Numerics;
+pub use backend::gpu::Backend;
 pub use batch::Batch;
 pub use context::{Context, ContextParams};
 pub use engine::{Engine, EngineParams};

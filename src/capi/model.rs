@@ -7,7 +7,18 @@ use std::sync::Arc;
 
 use super::args::{Versioned, fill_fixed, non_null, read_params, write_text, write_versioned};
 use super::{c_str, guard, guard_void, rf_status};
-use crate::{Error, Model, ModelParams};
+use crate::{Backend, Error, Model, ModelParams};
+
+/// Where a model's layers run (`rf_model_params.backend`).
+pub type rf_backend = i32;
+/// A GPU when one works (CUDA, in builds with it), else the CPU (the default).
+pub const RF_BACKEND_AUTO: rf_backend = 0;
+pub const RF_BACKEND_CPU: rf_backend = 1;
+/// NVIDIA, through CUDA: `rf_model_load` fails with `RF_ERR_DEVICE` when the build has no
+/// CUDA backend, the driver or GPU is missing, or the kernels cannot be built.
+pub const RF_BACKEND_CUDA: rf_backend = 2;
+/// AMD, through HIP (not yet available: `RF_ERR_DEVICE`).
+pub const RF_BACKEND_HIP: rf_backend = 3;
 
 /// Load progress: `progress` goes from 0.0 to 1.0. Return 1 to continue, 0 to cancel the load
 /// (which then returns `RF_ABORTED`). Called on the loading thread.
@@ -27,6 +38,13 @@ pub struct rf_model_params {
     pub progress_callback_user_data: *mut c_void,
     /// 1: load the metadata and tokenizer only (any architecture; no context can be made).
     pub vocab_only: u8,
+    /// `RF_BACKEND_AUTO` (default), `RF_BACKEND_CPU`, `RF_BACKEND_CUDA` or `RF_BACKEND_HIP`.
+    pub backend: rf_backend,
+    /// Which GPU of the backend, from 0 (default 0).
+    pub device: i32,
+    /// Layers on the GPU, from the first; the rest and the output layer run on the CPU.
+    /// -1 (default): all; 0: none.
+    pub n_gpu_layers: i32,
 }
 
 // SAFETY: repr(C), starts with struct_size, and every field accepts any byte pattern (an
@@ -91,7 +109,24 @@ pub extern "C" fn rf_model_params_default() -> rf_model_params {
         progress_callback: None,
         progress_callback_user_data: std::ptr::null_mut(),
         vocab_only: 0,
+        backend: RF_BACKEND_AUTO,
+        device: 0,
+        n_gpu_layers: -1,
     }
+}
+
+fn backend_of(b: rf_backend) -> Result<Backend, Error> {
+    Ok(match b {
+        RF_BACKEND_AUTO => Backend::Auto,
+        RF_BACKEND_CPU => Backend::Cpu,
+        RF_BACKEND_CUDA => Backend::Cuda,
+        RF_BACKEND_HIP => Backend::Hip,
+        b => {
+            return Err(Error::InvalidArg(format!(
+                "backend {b} is not a rf_backend"
+            )));
+        }
+    })
 }
 
 #[cfg(unix)]
@@ -113,7 +148,10 @@ fn path_from(bytes: &[u8]) -> Result<PathBuf, Error> {
 /// `rf_model_free`; on failure `*out` is left untouched. Statuses: `RF_OK`; `RF_ABORTED` when
 /// the progress callback returned 0; `RF_ERR_IO` when the file cannot be read;
 /// `RF_ERR_MODEL_FORMAT` when it is malformed (the last error message names the key, tensor
-/// and offset); `RF_ERR_INVALID_ARG` for NULL `path`/`out` or a bad `struct_size`.
+/// and offset); `RF_ERR_INVALID_ARG` for NULL `path`/`out`, a bad `struct_size`, backend,
+/// device or n_gpu_layers; `RF_ERR_DEVICE` when the GPU asked for cannot be used (the message
+/// says why); `RF_ERR_UNSUPPORTED` when it cannot run this model (a format or layer kind
+/// without GPU kernels; `RF_BACKEND_AUTO` then uses the CPU instead).
 /// Thread-safe: models may be loaded on several threads at once.
 ///
 /// # Safety
@@ -131,6 +169,15 @@ pub unsafe extern "C" fn rf_model_load(
         // SAFETY: contract of this function.
         let p = unsafe { read_params(params, rf_model_params_default()) }?;
         let out = non_null(out, "out")?;
+        let backend = backend_of(p.backend)?;
+        let device = usize::try_from(p.device)
+            .map_err(|_| Error::InvalidArg(format!("device {} is negative", p.device)))?;
+        let n_gpu_layers = match p.n_gpu_layers {
+            -1 => None,
+            n => Some(usize::try_from(n).map_err(|_| {
+                Error::InvalidArg(format!("n_gpu_layers {n}: use -1 (all) or a count"))
+            })?),
+        };
         let mut progress = |f: f32| match p.progress_callback {
             // SAFETY: the caller's callback with its own user_data, as documented.
             Some(cb) => (unsafe { cb(f, p.progress_callback_user_data) }) != 0,
@@ -141,6 +188,9 @@ pub unsafe extern "C" fn rf_model_load(
             ModelParams {
                 progress: Some(&mut progress),
                 vocab_only: p.vocab_only != 0,
+                backend,
+                device,
+                n_gpu_layers,
             },
         )?;
         let handle = Box::new(rf_model_t {

@@ -101,6 +101,11 @@ pub struct KvCache {
     v: Vec<Vec<u8>>,
     pool: BlockPool,
     seqs: Vec<Sequence>,
+    /// Layers `0..device_layers` keep their rows on a GPU (`with_device_layers`): no host
+    /// storage here, and their copy-on-write copies wait in `device_copies` for the GPU
+    /// backend to make before its next write.
+    device_layers: usize,
+    device_copies: Vec<(u32, u32)>,
 }
 
 /// A zeroed byte buffer, or `Oom` when the allocation fails (never an abort).
@@ -125,6 +130,12 @@ fn pos_span(p0: i32, p1: i32) -> Result<Span> {
 
 impl KvCache {
     pub fn new(shape: KvShape) -> Result<KvCache> {
+        Self::with_device_layers(shape, 0)
+    }
+
+    /// A cache whose first `device_layers` layers live on a GPU: this cache keeps their
+    /// bookkeeping only (block tables, reference counts, copy-on-write requests).
+    pub fn with_device_layers(shape: KvShape, device_layers: usize) -> Result<KvCache> {
         let s = shape;
         if s.block_size == 0 || s.n_ctx == 0 || s.n_seq_max == 0 || s.n_layer == 0 {
             return Err(Error::InvalidArg(format!(
@@ -158,7 +169,12 @@ impl KvCache {
             .ok_or_else(|| Error::Overflow("the KV cache size".into()))?;
         let mut k = Vec::with_capacity(s.n_layer);
         let mut v = Vec::with_capacity(s.n_layer);
-        for _ in 0..s.n_layer {
+        for layer in 0..s.n_layer {
+            let (kb, vb) = if layer < device_layers {
+                (0, 0)
+            } else {
+                (kb, vb)
+            };
             k.push(zeroed(kb, "the KV cache")?);
             v.push(zeroed(vb, "the KV cache")?);
         }
@@ -170,6 +186,8 @@ impl KvCache {
             v,
             pool: BlockPool::new(n_blocks_u32),
             seqs: vec![Sequence::default(); s.n_seq_max],
+            device_layers: device_layers.min(s.n_layer),
+            device_copies: Vec::new(),
         })
     }
 
@@ -275,10 +293,14 @@ impl KvCache {
 
     /// Copies every layer's keys and values of block `from` into block `to`.
     fn copy_block(&mut self, from: u32, to: u32) {
+        if self.device_layers > 0 {
+            self.device_copies.push((from, to));
+        }
         let bs = self.shape.block_size;
         let (from, to) = (from as usize * bs, to as usize * bs);
+        let dl = self.device_layers;
         for (rows, w) in [(&mut self.k, self.k_row), (&mut self.v, self.v_row)] {
-            for layer in rows.iter_mut() {
+            for layer in rows.iter_mut().skip(dl) {
                 layer.copy_within(from * w..(from + bs) * w, to * w);
             }
         }
@@ -319,6 +341,58 @@ impl KvCache {
             .ok_or_else(|| Error::Internal(format!("sequence {seq} does not hold position {pos}")))
     }
 
+    /// Layers whose rows a GPU holds.
+    pub fn device_layers(&self) -> usize {
+        self.device_layers
+    }
+
+    /// The block copies (from, to) that copy-on-write asked of the device layers since the
+    /// last call; the GPU backend makes them before it writes.
+    pub fn take_device_copies(&mut self) -> Vec<(u32, u32)> {
+        std::mem::take(&mut self.device_copies)
+    }
+
+    /// Total cells (positions of all blocks).
+    pub fn n_cells(&self) -> usize {
+        self.pool.n_total() * self.shape.block_size
+    }
+
+    /// The cell that position `pos` of `seq` (held, reserved) is written to, checked to lie
+    /// in a block no other sequence holds.
+    pub fn write_cell(&self, seq: usize, pos: i32) -> Result<u32> {
+        self.seq(seq)?;
+        let c = self.cell(seq, pos)?;
+        let block = (c / self.shape.block_size) as u32;
+        if self.pool.count(block) != 1 {
+            return Err(Error::Internal(format!(
+                "sequence {seq} would write position {pos} into shared block {block}"
+            )));
+        }
+        u32::try_from(c).map_err(|_| Error::Overflow(format!("KV cell {c}")))
+    }
+
+    /// The positions `seq` holds within `[lo, hi]` (ascending) and their cells.
+    pub fn held_cells(
+        &self,
+        seq: usize,
+        (lo, hi): (i32, i32),
+        pos: &mut Vec<i32>,
+        cells: &mut Vec<u32>,
+    ) -> Result<()> {
+        let s = self.seq(seq)?;
+        let bs = self.shape.block_size;
+        for (a, b) in s.clipped(lo, hi) {
+            for p in a..b {
+                let c = s.table_cell(p, bs).ok_or_else(|| {
+                    Error::Internal(format!("sequence {seq}: position {p} has no block"))
+                })?;
+                pos.push(p);
+                cells.push(c as u32);
+            }
+        }
+        Ok(())
+    }
+
     /// Stores the keys and values of position `pos` of `seq` in `layer` (converted to the
     /// cache's type). The position must be held (reserved), in a block no other sequence
     /// holds.
@@ -335,6 +409,11 @@ impl KvCache {
         if self.pool.count(block) != 1 {
             return Err(Error::Internal(format!(
                 "sequence {seq} would write position {pos} into shared block {block}"
+            )));
+        }
+        if layer < self.device_layers {
+            return Err(Error::Internal(format!(
+                "layer {layer}'s keys and values live on the GPU"
             )));
         }
         let ty = self.shape.ty.ggml();
@@ -393,6 +472,11 @@ impl KvCache {
                 pos.len(),
                 ks.len(),
                 vs.len()
+            )));
+        }
+        if layer < self.device_layers || layer >= self.shape.n_layer {
+            return Err(Error::Internal(format!(
+                "layer {layer}'s keys and values are not in host memory"
             )));
         }
         let ty = self.shape.ty.ggml();

@@ -91,7 +91,7 @@ fn gather(
 }
 
 /// The first position a query at `pos` sees.
-fn first_visible(pos: i32, window: Option<usize>) -> i32 {
+pub(crate) fn first_visible(pos: i32, window: Option<usize>) -> i32 {
     match window {
         Some(w) => (i64::from(pos) - w.min(i32::MAX as usize) as i64 + 1).max(0) as i32,
         None => 0,

@@ -7,10 +7,10 @@
 //! asks for the vocabulary only.
 
 pub mod arch;
-mod attention;
+pub(crate) mod attention;
 mod file_type;
 mod hparams;
-mod moe;
+pub(crate) mod moe;
 mod tensors;
 pub mod transformer;
 
@@ -20,6 +20,7 @@ pub use file_type::file_type_name;
 pub use hparams::{Hparams, MAX_ARCH_LEN, MAX_COUNT};
 pub use transformer::Transformer;
 
+use crate::backend::gpu::{self, Backend, GpuWeights};
 use crate::gguf::GgufFile;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -33,6 +34,13 @@ pub struct ModelParams<'a> {
     /// Load the metadata and tokenizer only (llama.cpp's `vocab_only`): any architecture
     /// loads, and no context can be made from the model.
     pub vocab_only: bool,
+    /// Where the forward pass runs (default `Auto`: a GPU when one works, else the CPU).
+    pub backend: Backend,
+    /// Which GPU of the backend (0: the first).
+    pub device: usize,
+    /// Layers on the GPU, from the first (`None`: all). The rest, and then the output
+    /// layer, run on the CPU (partial offload); 0 keeps everything on the CPU.
+    pub n_gpu_layers: Option<usize>,
 }
 
 /// A summary of a model, as `rf_model_describe` reports it.
@@ -61,6 +69,8 @@ pub struct Model {
     tokenizer: Tokenizer,
     /// `None` for a vocabulary-only load.
     transformer: Option<Transformer>,
+    /// The weights of the offloaded layers, when a GPU runs them.
+    gpu: Option<GpuWeights>,
     desc: ModelDesc,
 }
 
@@ -91,15 +101,66 @@ impl Progress<'_, '_> {
     }
 }
 
+/// Where a load puts the layers (`ModelParams::backend`, `device`, `n_gpu_layers`).
+#[derive(Clone, Copy)]
+struct Placement {
+    backend: Backend,
+    device: usize,
+    n_gpu_layers: Option<usize>,
+}
+
+impl Placement {
+    fn of(p: &ModelParams<'_>) -> Placement {
+        Placement {
+            backend: p.backend,
+            device: p.device,
+            n_gpu_layers: p.n_gpu_layers,
+        }
+    }
+
+    /// Opens the GPU and uploads the offloaded layers; `None` for the CPU. Under `Auto` a
+    /// GPU that cannot take this model (a format or layer kind without kernels, too little
+    /// memory) leaves it on the CPU with a warning; a GPU asked for by name fails the load.
+    fn upload(self, t: &Transformer, file: &GgufFile) -> Result<Option<GpuWeights>> {
+        let n = self.n_gpu_layers.unwrap_or(usize::MAX).min(t.layers.len());
+        if n == 0 || self.backend == Backend::Cpu {
+            return Ok(None);
+        }
+        let Some(dev) = gpu::open(self.backend, self.device)? else {
+            return Ok(None);
+        };
+        match GpuWeights::upload(dev, t, file, n) {
+            Ok(w) => {
+                crate::log::info(&format!(
+                    "{} layers of {} on {} ({} MiB of weights)",
+                    w.n_layers(),
+                    t.layers.len(),
+                    w.dev.describe(),
+                    w.bytes >> 20
+                ));
+                Ok(Some(w))
+            }
+            Err(e) if self.backend == Backend::Auto => {
+                crate::log::warn(&format!(
+                    "running on the CPU: the GPU cannot take this model: {e}"
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl Model {
     /// Maps and validates the GGUF file at `path` and reads its hyperparameters.
     pub fn load(path: &Path, mut params: ModelParams<'_>) -> Result<Model> {
+        let placement = Placement::of(&params);
         let mut progress = Progress {
             callback: &mut params.progress,
         };
         progress.report(0.0)?;
         let file = GgufFile::open(path)?;
-        let model = Self::bind(file, params.vocab_only, &mut progress)?;
+        let model = Self::bind(file, params.vocab_only, placement, &mut progress)?;
         crate::log::info(&format!(
             "loaded {path:?}: {} {}, {} tensors, {} parameters",
             model.desc.arch, model.desc.file_type_name, model.desc.n_tensors, model.desc.n_params
@@ -110,17 +171,23 @@ impl Model {
     /// Builds a model from a GGUF file already in memory (tests, tools).
     pub fn from_gguf(file: GgufFile, mut params: ModelParams<'_>) -> Result<Model> {
         let vocab_only = params.vocab_only;
+        let placement = Placement::of(&params);
         let mut progress = Progress {
             callback: &mut params.progress,
         };
         progress.report(0.0)?;
-        Self::bind(file, vocab_only, &mut progress)
+        Self::bind(file, vocab_only, placement, &mut progress)
     }
 
     /// Reads the hyperparameters and walks the tensor table, reporting progress by bytes: the
     /// header counts as done once parsed, then each tensor as it is bound. (On the CPU a
     /// tensor is bound as a view into the map; GPU backends upload here.)
-    fn bind(file: GgufFile, vocab_only: bool, progress: &mut Progress<'_, '_>) -> Result<Model> {
+    fn bind(
+        file: GgufFile,
+        vocab_only: bool,
+        placement: Placement,
+        progress: &mut Progress<'_, '_>,
+    ) -> Result<Model> {
         let total = file.len().max(1) as f64;
         progress.report((file.data_offset() as f64 / total) as f32)?;
         let hparams = Hparams::from_gguf(&file)?;
@@ -173,14 +240,38 @@ impl Model {
             })?;
             Some(Transformer::from_gguf(&file, &hparams, spec)?)
         };
+        let gpu = match &transformer {
+            Some(t) => placement.upload(t, &file)?,
+            None => None,
+        };
         progress.report(1.0)?;
         Ok(Model {
             file,
             hparams,
             tokenizer,
             transformer,
+            gpu,
             desc,
         })
+    }
+
+    /// The GPU weights, when layers run on a GPU.
+    pub(crate) fn gpu(&self) -> Option<&GpuWeights> {
+        self.gpu.as_ref()
+    }
+
+    /// "cpu", or the GPU and how many layers it runs: "CUDA 0: NVIDIA H100 (sm_90), 30/30
+    /// layers".
+    pub fn backend_name(&self) -> String {
+        match (&self.gpu, &self.transformer) {
+            (Some(g), Some(t)) => format!(
+                "{}, {}/{} layers",
+                g.dev.describe(),
+                g.n_layers(),
+                t.layers.len()
+            ),
+            _ => "cpu".into(),
+        }
     }
 
     pub fn describe(&self) -> &ModelDesc {

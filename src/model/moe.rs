@@ -10,7 +10,7 @@ use crate::gguf::{GgufFile, TensorInfo};
 use crate::{Error, Result};
 
 /// One layer's experts.
-pub(super) struct Moe {
+pub(crate) struct Moe {
     router: TensorInfo,
     /// `[n_embd, n_ff_exp, n_expert]` (gate, up) and `[n_ff_exp, n_embd, n_expert]` (down).
     gate: TensorInfo,

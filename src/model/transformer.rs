@@ -35,7 +35,7 @@ use crate::{Error, Result};
 /// Q, K and V projections: three matrices, or one fused `attn_qkv` (Phi-3) whose outputs
 /// are Q, then K, then V. (One per layer: the size difference of the variants is immaterial.)
 #[allow(clippy::large_enum_variant)]
-enum Qkv {
+pub(crate) enum Qkv {
     Split {
         q: TensorInfo,
         k: TensorInfo,
@@ -46,7 +46,7 @@ enum Qkv {
 
 /// The feed-forward network: gate and up matrices, one fused `ffn_up` whose first half is the
 /// gate (Phi-3, GLM-4), or experts.
-enum Ffn {
+pub(crate) enum Ffn {
     Split {
         gate: TensorInfo,
         up: TensorInfo,
@@ -59,31 +59,31 @@ enum Ffn {
     Experts(Moe),
 }
 
-struct Layer {
-    attn_norm: Vec<f32>,
-    qkv: Qkv,
+pub(crate) struct Layer {
+    pub(crate) attn_norm: Vec<f32>,
+    pub(crate) qkv: Qkv,
     /// Biases of Q, K, V (Qwen 2, GLM-4).
-    bias: [Option<Vec<f32>>; 3],
-    q_norm: Option<Vec<f32>>,
-    k_norm: Option<Vec<f32>>,
-    wo: TensorInfo,
-    post_attn_norm: Option<Vec<f32>>,
-    ffn_norm: Vec<f32>,
-    ffn: Ffn,
-    post_ffn_norm: Option<Vec<f32>>,
+    pub(crate) bias: [Option<Vec<f32>>; 3],
+    pub(crate) q_norm: Option<Vec<f32>>,
+    pub(crate) k_norm: Option<Vec<f32>>,
+    pub(crate) wo: TensorInfo,
+    pub(crate) post_attn_norm: Option<Vec<f32>>,
+    pub(crate) ffn_norm: Vec<f32>,
+    pub(crate) ffn: Ffn,
+    pub(crate) post_ffn_norm: Option<Vec<f32>>,
 }
 
 /// A model's weights bound for the forward pass, built once at load.
 pub struct Transformer {
     pub spec: ArchSpec,
     pub params: TransformerParams,
-    token_embd: TensorInfo,
-    output_norm: Vec<f32>,
+    pub(crate) token_embd: TensorInfo,
+    pub(crate) output_norm: Vec<f32>,
     /// `output.weight`, or the embedding matrix when the model ties them.
-    output: TensorInfo,
+    pub(crate) output: TensorInfo,
     /// llama3-style RoPE frequency divisors (`rope_freqs.weight`), n_rot / 2 of them.
-    rope_freqs: Option<Vec<f32>>,
-    layers: Vec<Layer>,
+    pub(crate) rope_freqs: Option<Vec<f32>>,
+    pub(crate) layers: Vec<Layer>,
 }
 
 /// Activations of one decode, reused from one decode to the next so that steady-state
@@ -159,15 +159,52 @@ impl Transformer {
         abort: &mut dyn FnMut() -> bool,
         s: &mut ForwardScratch,
     ) -> Result<Vec<f32>> {
-        let p = &self.params;
-        let n = plan.len();
-        let (d, hd) = (p.n_embd, p.head_dim);
+        let d = self.params.n_embd;
         let scale = if self.spec.embed_scale {
             (d as f32).sqrt()
         } else {
             1.0
         };
         embed(file, &self.token_embd, &plan.tokens, d, scale, &mut s.x)?;
+        self.forward_layers(file, pool, plan, kv, abort, s, 0)
+    }
+
+    /// `forward` from layer `first` on, with the hidden states entering it in `x` (n_embd
+    /// per row): the CPU's part of a partially offloaded model.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_from(
+        &self,
+        file: &GgufFile,
+        pool: &ThreadPool,
+        plan: &Plan,
+        kv: &mut KvCache,
+        abort: &mut dyn FnMut() -> bool,
+        s: &mut ForwardScratch,
+        first: usize,
+        x: &[f32],
+    ) -> Result<Vec<f32>> {
+        if x.len() != plan.len() * self.params.n_embd {
+            return Err(Error::Internal("hidden states of the wrong size".into()));
+        }
+        s.x.clear();
+        s.x.extend_from_slice(x);
+        self.forward_layers(file, pool, plan, kv, abort, s, first)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_layers(
+        &self,
+        file: &GgufFile,
+        pool: &ThreadPool,
+        plan: &Plan,
+        kv: &mut KvCache,
+        abort: &mut dyn FnMut() -> bool,
+        s: &mut ForwardScratch,
+        first: usize,
+    ) -> Result<Vec<f32>> {
+        let p = &self.params;
+        let n = plan.len();
+        let (d, hd) = (p.n_embd, p.head_dim);
         let f16_kv = kv.shape().ty == KvType::F16;
         // The RoPE angles of this batch, once per distinct base (global and sliding-window
         // layers may differ), shared by Q and K of every layer.
@@ -185,7 +222,7 @@ impl Transformer {
         };
         s.h.resize(n * d, 0.0);
         s.attn.resize(n * p.n_head * p.v_head_dim, 0.0);
-        for (li, l) in self.layers.iter().enumerate() {
+        for (li, l) in self.layers.iter().enumerate().skip(first) {
             if abort() {
                 return Err(Error::Aborted(
                     "decode aborted by the abort callback".into(),
@@ -354,7 +391,7 @@ impl Transformer {
     }
 
     /// RoPE with `base` (and the model's scaling and frequency factors).
-    fn rope(&self, base: f32) -> Rope<'_> {
+    pub(crate) fn rope(&self, base: f32) -> Rope<'_> {
         let p = &self.params;
         let rs = &p.rope_scaling;
         let yarn = if rs.yarn {

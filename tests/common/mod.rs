@@ -44,7 +44,9 @@ pub fn model(name: &str) -> Option<PathBuf> {
 
 /// A model of ../shared/reference/zoo, or None (skip) when it is absent, except under CI.
 pub fn zoo_model(file: &str) -> Option<PathBuf> {
-    let path = root().join("../shared/reference/zoo").join(file);
+    let dir = std::env::var_os("RF_ZOO_DIR")
+        .map_or_else(|| root().join("../shared/reference/zoo"), PathBuf::from);
+    let path = dir.join(file);
     require(
         &format!("zoo model {}", path.display()),
         path.is_file(),

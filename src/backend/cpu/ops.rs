@@ -133,6 +133,11 @@ impl RopeCache {
     fn rows(&self) -> usize {
         self.angles.len().checked_div(self.n_pairs).unwrap_or(0)
     }
+
+    /// (cos, sin) of every pair, `n_rot / 2` per position, position after position.
+    pub fn angles(&self) -> &[(f32, f32)] {
+        &self.angles
+    }
 }
 
 /// Rotates the pairs `(head[a(i)], head[b(i)])` of every head of every row by the angles of

@@ -17,6 +17,8 @@ pub struct Args {
     /// Model files, comma separated.
     #[arg(short, long, value_delimiter = ',', required = true)]
     model: Vec<PathBuf>,
+    #[command(flatten)]
+    gpu: crate::load::GpuArgs,
     /// Prompt tokens (0: no pp test).
     #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
     n_prompt: usize,
@@ -48,6 +50,7 @@ struct Row {
     n_prompt: usize,
     n_gen: usize,
     threads: usize,
+    backend: String,
     avg: f64,
     stddev: f64,
     rss: u64,
@@ -102,11 +105,11 @@ pub fn run(a: &Args) -> Result<()> {
         a.threads
     };
     if a.output == Format::Md {
-        println!("| model | size | test | threads | t/s |");
-        println!("|---|---|---|---|---|");
+        println!("| model | size | backend | test | threads | t/s |");
+        println!("|---|---|---|---|---|---|");
     }
     for path in &a.model {
-        let m = crate::load::model(path, false)?;
+        let m = crate::load::model(path, false, &a.gpu)?;
         let mut ctx = crate::load::context(
             &m,
             a.n_prompt.max(a.n_gen) + 16,
@@ -132,15 +135,17 @@ pub fn run(a: &Args) -> Result<()> {
                 n_prompt: if tg { 0 } else { n },
                 n_gen: if tg { n } else { 0 },
                 threads,
+                backend: m.backend_name(),
                 avg,
                 stddev,
                 rss: crate::load::peak_rss(),
             };
             if a.output == Format::Md {
                 println!(
-                    "| {} | {:.1} MiB | {}{} | {} | {:.2} ± {:.2} |",
+                    "| {} | {:.1} MiB | {} | {}{} | {} | {:.2} ± {:.2} |",
                     row.file,
                     m.describe().file_size as f64 / 1048576.0,
+                    row.backend,
                     if tg { "tg" } else { "pp" },
                     n,
                     threads,
@@ -161,11 +166,12 @@ pub fn run(a: &Args) -> Result<()> {
                 .iter()
                 .map(|r| {
                     format!(
-                        "  {{\"model_filename\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"n_threads\": {}, \"avg_ts\": {:.4}, \"stddev_ts\": {:.4}, \"peak_rss_bytes\": {}}}",
+                        "  {{\"model_filename\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"n_threads\": {}, \"backend\": {}, \"avg_ts\": {:.4}, \"stddev_ts\": {:.4}, \"peak_rss_bytes\": {}}}",
                         json_str(&r.file),
                         r.n_prompt,
                         r.n_gen,
                         r.threads,
+                        json_str(&r.backend),
                         r.avg,
                         r.stddev,
                         r.rss

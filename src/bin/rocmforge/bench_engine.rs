@@ -19,6 +19,8 @@ pub struct Args {
     /// The GGUF model file.
     #[arg(short, long)]
     model: PathBuf,
+    #[command(flatten)]
+    gpu: crate::load::GpuArgs,
     /// Requests submitted together.
     #[arg(long, default_value_t = 64)]
     requests: usize,
@@ -109,7 +111,7 @@ pub fn run(a: &Args) -> Result<()> {
     if a.requests == 0 || a.n_prompt == 0 || a.n_gen == 0 {
         return Err("--requests, -p and -n must be at least 1".into());
     }
-    let model: Arc<Model> = crate::load::model(&a.model, false)?;
+    let model: Arc<Model> = crate::load::model(&a.model, false, &a.gpu)?;
     let threads = match a.threads {
         0 => rocmforge::context::available_threads(),
         t => t,

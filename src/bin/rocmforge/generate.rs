@@ -48,6 +48,8 @@ pub struct Args {
     /// The GGUF model file.
     #[arg(short, long)]
     model: PathBuf,
+    #[command(flatten)]
+    gpu: crate::load::GpuArgs,
     /// The prompt.
     #[arg(short, long)]
     prompt: String,
@@ -66,6 +68,8 @@ pub struct ChatArgs {
     /// The GGUF model file.
     #[arg(short, long)]
     model: PathBuf,
+    #[command(flatten)]
+    gpu: crate::load::GpuArgs,
     /// A system message to open the chat with.
     #[arg(short, long)]
     system: Option<String>,
@@ -154,7 +158,7 @@ fn setup(m: &Arc<Model>, s: &Sampling) -> Result<Context> {
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let m = crate::load::model(&a.model, false)?;
+    let m = crate::load::model(&a.model, false, &a.gpu)?;
     let mut ctx = setup(&m, &a.sampling)?;
     let mut chain = chain(&a.sampling)?;
     let text = if a.chat {
@@ -209,7 +213,7 @@ pub fn run(a: &Args) -> Result<()> {
 }
 
 pub fn chat(a: &ChatArgs) -> Result<()> {
-    let m = crate::load::model(&a.model, false)?;
+    let m = crate::load::model(&a.model, false, &a.gpu)?;
     let mut ctx = setup(&m, &a.sampling)?;
     let mut chain = chain(&a.sampling)?;
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();

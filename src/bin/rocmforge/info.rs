@@ -76,7 +76,7 @@ fn value(v: &Value, all: bool) -> String {
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let m = crate::load::model(&a.model, true)?;
+    let m = crate::load::model(&a.model, true, &crate::load::GpuArgs::cpu())?;
     let d = m.describe();
     println!("file:        {}", a.model.display());
     println!("architecture {}", d.arch);

@@ -5,11 +5,56 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use rocmforge::{Context, ContextParams, Model, ModelParams, Numerics};
+use rocmforge::{Backend, Context, ContextParams, Model, ModelParams, Numerics};
 
 use crate::Result;
 
-pub fn model(path: &Path, vocab_only: bool) -> Result<Arc<Model>> {
+/// Where a model's layers run (`--backend`, `--n-gpu-layers` / `-ngl`, `--device`).
+#[derive(clap::Args, Clone, Default)]
+pub struct GpuArgs {
+    /// Where layers run: auto (a GPU when one works, else the CPU), cpu, cuda or hip.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Layers on the GPU, from the first (-1: all); the rest run on the CPU.
+    #[arg(long = "n-gpu-layers", visible_alias = "ngl", default_value_t = -1, allow_negative_numbers = true)]
+    pub n_gpu_layers: i64,
+    /// Which GPU (0: the first).
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackendArg {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+    Hip,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Backend {
+        match b {
+            BackendArg::Auto => Backend::Auto,
+            BackendArg::Cpu => Backend::Cpu,
+            BackendArg::Cuda => Backend::Cuda,
+            BackendArg::Hip => Backend::Hip,
+        }
+    }
+}
+
+impl GpuArgs {
+    /// Everything on the CPU (tools that never decode).
+    pub fn cpu() -> GpuArgs {
+        GpuArgs {
+            backend: BackendArg::Cpu,
+            n_gpu_layers: -1,
+            device: 0,
+        }
+    }
+}
+
+pub fn model(path: &Path, vocab_only: bool, gpu: &GpuArgs) -> Result<Arc<Model>> {
     let tty = std::io::stderr().is_terminal();
     let mut last = -1i32;
     let mut bar = |f: f32| {
@@ -29,6 +74,9 @@ pub fn model(path: &Path, vocab_only: bool) -> Result<Arc<Model>> {
     let params = ModelParams {
         progress: if tty { Some(&mut bar) } else { None },
         vocab_only,
+        backend: gpu.backend.into(),
+        device: gpu.device,
+        n_gpu_layers: usize::try_from(gpu.n_gpu_layers).ok(),
     };
     let m = Model::load(path, params).map_err(|e| format!("{}: {e}", path.display()));
     if tty {

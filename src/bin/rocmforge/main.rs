@@ -68,7 +68,9 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    // llama.cpp's tools spell the offload flag `-ngl`; clap's short flags are one letter.
+    let cli =
+        Cli::parse_from(std::env::args_os().map(|a| if a == "-ngl" { "--ngl".into() } else { a }));
     let result = match cli.cmd {
         Cmd::Info(a) => info::run(&a),
         Cmd::Tokenize(a) => tokenize::run(&a),

@@ -12,6 +12,8 @@ pub struct Args {
     /// The GGUF model file.
     #[arg(short, long)]
     model: PathBuf,
+    #[command(flatten)]
+    gpu: crate::load::GpuArgs,
     /// The text file.
     #[arg(short, long)]
     file: PathBuf,
@@ -31,7 +33,7 @@ pub struct Args {
 
 pub fn run(a: &Args) -> Result<()> {
     let text = std::fs::read(&a.file).map_err(|e| format!("{}: {e}", a.file.display()))?;
-    let m = crate::load::model(&a.model, false)?;
+    let m = crate::load::model(&a.model, false, &a.gpu)?;
     let mut ctx = crate::load::context(&m, a.ctx, a.batch.min(a.ctx), a.threads, a.numerics)?;
     let tokens = m.tokenizer().tokenize(&text, true, false);
     let vocab = m.tokenizer().vocab();

@@ -29,7 +29,7 @@ pub fn run(a: &Args) -> Result<()> {
         (None, Some(f)) => std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?,
         (None, None) => return Err("give -p TEXT or -f FILE".into()),
     };
-    let m = crate::load::model(&a.model, true)?;
+    let m = crate::load::model(&a.model, true, &crate::load::GpuArgs::cpu())?;
     let tok = m.tokenizer();
     let special = !a.no_special;
     let ids = tok.tokenize(&text, special, special);

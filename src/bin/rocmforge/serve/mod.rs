@@ -37,6 +37,8 @@ pub struct Args {
     /// The GGUF model file.
     #[arg(short, long)]
     model: PathBuf,
+    #[command(flatten)]
+    gpu: crate::load::GpuArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -123,7 +125,7 @@ pub fn run(a: &Args) -> Result<()> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let model = crate::load::model(&a.model, false)?;
+    let model = crate::load::model(&a.model, false, &a.gpu)?;
     let engine = Engine::new(
         model,
         EngineParams {

@@ -1,0 +1,71 @@
+// Portability header: the one place where the CUDA and HIP dialects differ. Everything
+// else in kernels/ is written against these names. Compiled by NVRTC (NVIDIA) or hipRTC /
+// hipcc (AMD); no system headers are needed, so the run-time compilers need no include path.
+
+
+#if defined(__HIPCC__) || defined(__HIP_DEVICE_COMPILE__) || defined(__HIP__)
+#define RF_HIP 1
+#endif
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef int i32;
+typedef unsigned long long u64;
+
+#ifdef RF_HIP
+// AMD: wave64 on CDNA (gfx9), wave32 on RDNA; the compiler says which.
+#define RF_WARP __AMDGCN_WAVEFRONT_SIZE
+__device__ __forceinline__ float rf_shfl_xor(float v, int m) { return __shfl_xor(v, m); }
+__device__ __forceinline__ float rf_f16_to_f32(u16 h) {
+    _Float16 f;
+    __builtin_memcpy(&f, &h, 2);
+    return (float)f;
+}
+__device__ __forceinline__ u16 rf_f32_to_f16(float x) {
+    _Float16 f = (_Float16)x;
+    u16 h;
+    __builtin_memcpy(&h, &f, 2);
+    return h;
+}
+#else
+#define RF_WARP 32
+__device__ __forceinline__ float rf_shfl_xor(float v, int m) {
+    return __shfl_xor_sync(0xffffffffu, v, m);
+}
+__device__ __forceinline__ float rf_f16_to_f32(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ u16 rf_f32_to_f16(float x) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return h;
+}
+#endif
+
+__device__ __forceinline__ float rf_bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
+
+// Sum over the lanes of a warp (every lane gets the total).
+__device__ __forceinline__ float rf_warp_sum(float v) {
+#pragma unroll
+    for (int m = RF_WARP / 2; m > 0; m >>= 1) v += rf_shfl_xor(v, m);
+    return v;
+}
+
+__device__ __forceinline__ float rf_warp_max(float v) {
+#pragma unroll
+    for (int m = RF_WARP / 2; m > 0; m >>= 1) v = fmaxf(v, rf_shfl_xor(v, m));
+    return v;
+}
+
+// Little-endian loads at any byte offset (blocks of 18, 20, 22 bytes are not 4-aligned).
+__device__ __forceinline__ u16 rf_ld16(const u8* p) { return (u16)p[0] | ((u16)p[1] << 8); }
+__device__ __forceinline__ u32 rf_ld32(const u8* p) {
+    return (u32)p[0] | ((u32)p[1] << 8) | ((u32)p[2] << 16) | ((u32)p[3] << 24);
+}
+__device__ __forceinline__ float rf_ldh(const u8* p) { return rf_f16_to_f32(rf_ld16(p)); }
+
+#define RF_NEG_INF __int_as_float(0xff800000)

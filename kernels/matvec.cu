@@ -1,0 +1,88 @@
+// Quantized matrix products. W is N rows of K weights in a ggml format (row_bytes apart);
+// x holds NT rows of K floats; y gets NT rows of N floats.
+//
+// mmv: one warp per output row, the lanes striding over the row eight elements at a time,
+// every weight dequantized once and used for all NT tokens (decode and small batches).
+// deq_f16: the whole matrix to f16 for the vendor BLAS (prefill).
+// embed: the embedding rows of a batch's tokens.
+
+template <class F, int NT>
+__device__ __forceinline__ void mmv(const u8* __restrict__ W, u64 row_bytes,
+                                    const float* __restrict__ x, int K,
+                                    float* __restrict__ y, int N) {
+    const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
+    const int row = blockIdx.x * (blockDim.x / RF_WARP) + warp;
+    if (row >= N) return;
+    const u8* w = W + (u64)row * row_bytes;
+    const int nch = K / 8, cpb = F::QK / 8;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+    for (int c = lane; c < nch; c += RF_WARP) {
+        float v[8];
+        F::deq8(w + (u64)(c / cpb) * F::BYTES, (c % cpb) * 8, v);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const float4* xp = (const float4*)(x + (u64)t * K + c * 8);
+            float4 a = xp[0], b = xp[1];
+            acc[t] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x +
+                      v[5] * b.y + v[6] * b.z + v[7] * b.w;
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float s = rf_warp_sum(acc[t]);
+        if (lane == 0) y[(u64)t * N + row] = s;
+    }
+}
+
+template <class F>
+__device__ __forceinline__ void deq_f16(const u8* __restrict__ W, u64 row_bytes,
+                                        u16* __restrict__ out, int N, int K) {
+    const u64 nch = (u64)K / 8;
+    const u64 id = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (id >= nch * (u64)N) return;
+    const u64 row = id / nch;
+    const int c = (int)(id % nch), cpb = F::QK / 8;
+    float v[8];
+    F::deq8(W + row * row_bytes + (u64)(c / cpb) * F::BYTES, (c % cpb) * 8, v);
+    u16* o = out + row * (u64)K + (u64)c * 8;
+#pragma unroll
+    for (int l = 0; l < 8; l++) o[l] = rf_f32_to_f16(v[l]);
+}
+
+template <class F>
+__device__ __forceinline__ void embed(const u8* __restrict__ W, u64 row_bytes,
+                                      const u32* __restrict__ tokens, float* __restrict__ x,
+                                      int d, float scale) {
+    const u8* w = W + (u64)tokens[blockIdx.x] * row_bytes;
+    float* o = x + (u64)blockIdx.x * d;
+    const int cpb = F::QK / 8;
+    for (int c = threadIdx.x; c < d / 8; c += blockDim.x) {
+        float v[8];
+        F::deq8(w + (u64)(c / cpb) * F::BYTES, (c % cpb) * 8, v);
+#pragma unroll
+        for (int l = 0; l < 8; l++) o[c * 8 + l] = v[l] * scale;
+    }
+}
+
+#define RF_MMV_ONE(name, F, NT)                                                          \
+    extern "C" __global__ void mmv##NT##_##name(const u8* W, u64 row_bytes,             \
+                                                const float* x, int K, float* y, int N) { \
+        mmv<F, NT>(W, row_bytes, x, K, y, N);                                           \
+    }
+
+#define RF_MATVEC_KERNELS(name, F)                                                      \
+    RF_MMV_ONE(name, F, 1) RF_MMV_ONE(name, F, 2) RF_MMV_ONE(name, F, 3)                \
+    RF_MMV_ONE(name, F, 4) RF_MMV_ONE(name, F, 5) RF_MMV_ONE(name, F, 6)                \
+    RF_MMV_ONE(name, F, 7) RF_MMV_ONE(name, F, 8)                                       \
+    extern "C" __global__ void deq_f16_##name(const u8* W, u64 row_bytes, u16* out,     \
+                                              int N, int K) {                           \
+        deq_f16<F>(W, row_bytes, out, N, K);                                            \
+    }                                                                                   \
+    extern "C" __global__ void embed_##name(const u8* W, u64 row_bytes, const u32* tok, \
+                                            float* x, int d, float scale) {             \
+        embed<F>(W, row_bytes, tok, x, d, scale);                                       \
+    }
+
+RF_FORMATS(RF_MATVEC_KERNELS)

@@ -1,0 +1,200 @@
+// Element-wise and row-wise steps of the forward pass. Rows are contiguous, `d` wide.
+
+// Sum of v over the block (blockDim.x a multiple of the warp size, at most 1024).
+__device__ __forceinline__ float rf_block_sum(float v, float* shared) {
+    const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
+    v = rf_warp_sum(v);
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    const int nw = blockDim.x / RF_WARP;
+    float t = 0.0f;
+    for (int i = 0; i < nw; i++) t += shared[i];
+    __syncthreads();
+    return t;
+}
+
+// y = x / rms(x) * w, one block per row. With add != 0: out += that instead (a residual
+// add after a post-norm). Rows of x are `ldx` apart (norms of heads inside wider rows).
+extern "C" __global__ void rms_norm(const float* __restrict__ x, int ldx,
+                                    const float* __restrict__ w, float* y, int ldy, int d,
+                                    float eps, int add) {
+    __shared__ float shared[32];
+    const float* xr = x + (u64)blockIdx.x * ldx;
+    float* yr = y + (u64)blockIdx.x * ldy;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = rf_block_sum(ss, shared);
+    const float scale = rsqrtf(ss / (float)d + eps);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float v = xr[i] * scale * w[i];
+        yr[i] = add ? yr[i] + v : v;
+    }
+}
+
+extern "C" __global__ void add_inplace(float* x, const float* __restrict__ o, u64 n) {
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += o[i];
+}
+
+// x[r][c] += b[c] for n rows of width d.
+extern "C" __global__ void add_bias(float* x, const float* __restrict__ b, int d, u64 n) {
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += b[i % d];
+}
+
+extern "C" __global__ void scale_inplace(float* x, float s, u64 n) {
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] *= s;
+}
+
+extern "C" __global__ void softcap_inplace(float* x, float cap, u64 n) {
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = cap * tanhf(x[i] / cap);
+}
+
+// Rounds through f16 (the CPU path rounds Q so before an f16 cache).
+extern "C" __global__ void round_f16_inplace(float* x, u64 n) {
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = rf_f16_to_f32(rf_f32_to_f16(x[i]));
+}
+
+extern "C" __global__ void to_f16(const float* __restrict__ x, u16* __restrict__ y, u64 n) {
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = rf_f32_to_f16(x[i]);
+}
+
+// a = silu(g) * u.
+extern "C" __global__ void swiglu(const float* __restrict__ g, const float* __restrict__ u,
+                                  float* __restrict__ a, u64 n) {
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) a[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+// a = gelu_tanh(g) * u, with g and gelu(g) rounded through f16 as ggml's table does.
+extern "C" __global__ void geglu(const float* __restrict__ g, const float* __restrict__ u,
+                                 float* __restrict__ a, u64 n) {
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float x = rf_f16_to_f32(rf_f32_to_f16(g[i]));
+    float y = 0.5f * x * (1.0f + tanhf(0.7978846f * x * (1.0f + 0.044715f * x * x)));
+    a[i] = rf_f16_to_f32(rf_f32_to_f16(y)) * u[i];
+}
+
+// Rotates the first n_rot dimensions of every head of every row by the (cos, sin) of the
+// row's position (cs: n_rot / 2 pairs per row, computed on the host exactly as the CPU
+// backend does). neox: pair (i, i + n_rot/2), else (2i, 2i + 1). Grid: one block per row.
+extern "C" __global__ void rope(float* x, int ld, const float2* __restrict__ cs, int n_heads,
+                                int head_dim, int n_rot, int neox) {
+    const int half = n_rot / 2;
+    float* xr = x + (u64)blockIdx.x * ld;
+    const float2* c = cs + (u64)blockIdx.x * half;
+    for (int j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
+        const int h = j / half, i = j % half;
+        float* hp = xr + h * head_dim;
+        const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+        const float a = hp[ia], b = hp[ib], co = c[i].x, si = c[i].y;
+        hp[ia] = fmaf(a, co, -(b * si));
+        hp[ib] = fmaf(a, si, b * co);
+    }
+}
+
+// dst row r = src row idx[r] (d floats), e.g. the rows whose logits are wanted.
+extern "C" __global__ void gather_rows(const float* __restrict__ src,
+                                       const u32* __restrict__ idx, float* __restrict__ dst,
+                                       int d) {
+    const float* s = src + (u64)idx[blockIdx.x] * d;
+    float* o = dst + (u64)blockIdx.x * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) o[i] = s[i];
+}
+
+// dst (rows x width) = columns col0..col0+width of src (rows of ld): splits fused outputs.
+extern "C" __global__ void copy_cols(const float* __restrict__ src, int ld, int col0,
+                                     float* __restrict__ dst, int width) {
+    const float* s = src + (u64)blockIdx.x * ld + col0;
+    float* o = dst + (u64)blockIdx.x * width;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) o[i] = s[i];
+}
+
+// Stores keys and values into an f16 cache: pair i = (row, cell) writes k row `row`
+// (kd floats) into cache row `cell`, and the same for v. One block per pair.
+extern "C" __global__ void kv_store_f16(const float* __restrict__ k,
+                                        const float* __restrict__ v,
+                                        const u32* __restrict__ pairs, u16* kc, u16* vc,
+                                        int kd, int vd) {
+    const u32 row = pairs[2 * blockIdx.x], cell = pairs[2 * blockIdx.x + 1];
+    for (int i = threadIdx.x; i < kd; i += blockDim.x)
+        kc[(u64)cell * kd + i] = rf_f32_to_f16(k[(u64)row * kd + i]);
+    for (int i = threadIdx.x; i < vd; i += blockDim.x)
+        vc[(u64)cell * vd + i] = rf_f32_to_f16(v[(u64)row * vd + i]);
+}
+
+// Activations rounded as the CPU backend's dot products quantize them for each weight format
+// (src/quant/dot.rs), so that GPU and CPU agree: y = the value the quantized block
+// represents. kind 1: Q8_0/Q8_1 (32 values, d = amax/127 stored as f16, q = rint(x*127/amax));
+// 2: Q8_K (256 values, d = -max/127 in f32 from the signed value of largest magnitude,
+// q = min(rint(-127/max * x), 127)); 3: f16; 4: bf16 (round to nearest even). One warp per
+// 256 values (n a multiple of 256 for kind 2, of 32 for kind 1).
+__device__ __forceinline__ float rf_rint(float v) {
+    const float magic = 12582912.0f;  // 1.5 * 2^23: round half to even, as ggml's nearest_int
+    return (v + magic) - magic;
+}
+
+extern "C" __global__ void quantize_act(const float* __restrict__ x, float* __restrict__ y,
+                                        u64 n, int kind) {
+    const int lane = threadIdx.x % RF_WARP;
+    const u64 base = ((u64)blockIdx.x * (blockDim.x / RF_WARP) + threadIdx.x / RF_WARP) * 256;
+    if (base >= n) return;
+    if (kind == 3 || kind == 4) {
+        for (int i = lane; i < 256 && base + i < n; i += RF_WARP) {
+            const float v = x[base + i];
+            if (kind == 3) {
+                y[base + i] = rf_f16_to_f32(rf_f32_to_f16(v));
+            } else {
+                u32 b = __float_as_uint(v);
+                b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;
+                y[base + i] = __uint_as_float(b);
+            }
+        }
+        return;
+    }
+    if (kind == 1) {
+        // Eight blocks of 32 per warp; lane l handles element l of each.
+        for (int blk = 0; blk < 8 && base + blk * 32 < n; blk++) {
+            const u64 at = base + blk * 32;
+            float amax = 0.0f;
+            for (int i = lane; i < 32; i += RF_WARP) amax = fmaxf(amax, fabsf(x[at + i]));
+            amax = rf_warp_max(amax);
+            const float d = rf_f16_to_f32(rf_f32_to_f16(amax / 127.0f));
+            const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+            for (int i = lane; i < 32; i += RF_WARP) y[at + i] = d * rf_rint(x[at + i] * id);
+        }
+        return;
+    }
+    // kind 2: the first value of largest magnitude sets the sign.
+    float amax = -1.0f, mx = 0.0f;
+    int idx = 1 << 30;
+    for (int i = lane; i < 256; i += RF_WARP) {
+        const float v = x[base + i];
+        if (fabsf(v) > amax) {
+            amax = fabsf(v);
+            mx = v;
+            idx = i;
+        }
+    }
+    for (int m = RF_WARP / 2; m > 0; m >>= 1) {
+        const float oa = rf_shfl_xor(amax, m), om = rf_shfl_xor(mx, m);
+        const int oi = (int)rf_shfl_xor((float)idx, m);
+        if (oa > amax || (oa == amax && oi < idx)) {
+            amax = oa;
+            mx = om;
+            idx = oi;
+        }
+    }
+    if (amax == 0.0f) {
+        for (int i = lane; i < 256; i += RF_WARP) y[base + i] = 0.0f;
+        return;
+    }
+    const float iscale = -127.0f / mx, d = 1.0f / iscale;
+    for (int i = lane; i < 256; i += RF_WARP)
+        y[base + i] = d * fminf(rf_rint(iscale * x[base + i]), 127.0f);
+}

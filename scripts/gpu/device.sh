@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (no Rust there): the GPU tests and benchmarks from binaries built
+# here. scripts/gpu/pack.sh fills .dev/ (git-ignored) with what this needs; docs/GPU.md says
+# how a run is made. Usage: scripts/gpu/device.sh STAGE... with stages:
+#   tests   the GPU test binary (zoo parity, leak, device errors; SmolLM2/Gemma when present)
+#   synth   random-weight models of benchmark shapes into /tmp/rfm (needs .dev/whl/gguf)
+#   bench   rocmforge bench on the synthetic models (and SmolLM2 when present), GPU and CPU
+# Logs go to $OUT when set.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/rf-out}
+mkdir -p "$OUT" /tmp/rfm
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+# What a run brings is copied under /tmp, which lasts while the machine stays warm: a later
+# run may carry only a model part.
+B=/tmp/rfbin
+mkdir -p $B/zoo
+if [ -x .dev/gpu ]; then
+  cp .dev/gpu .dev/rocmforge .dev/synth_gguf.py $B/ && cp -r .dev/whl $B/ && cp .dev/zoo/*.gguf $B/zoo/
+fi
+export RF_ZOO_DIR=$B/zoo RF_MODELS_DIR=/tmp/rfm PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv,noheader
+for stage in "$@"; do
+  echo "=== $stage"
+  case $stage in
+    tests)
+      $B/gpu --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu-tests.log" | grep -v "^  greedy\|^ *gpu \[" | tail -60 ;;
+    realtests)
+      $B/gpu --test-threads 1 --nocapture matches_the_cpu --skip zoo 2>&1 | tee "$OUT/gpu-real.log" | tail -30 ;;
+    synth)
+      python3 -m pip install -q --no-index --no-deps --target /tmp/site $B/whl/*.whl && export PYTHONPATH=/tmp/site
+      for spec in "smollm2-135m Q4_1" "llama3-8b Q4_0"; do
+        set -- $spec
+        f=/tmp/rfm/synth-$1-$2.gguf
+        [ -f "$f" ] || { t=$(date +%s); python3 $B/synth_gguf.py "$f" --shape "$1" --type "$2" >/dev/null && echo "made $f in $(( $(date +%s) - t )) s"; }
+      done ;;
+    bench)
+      models=$(ls /tmp/rfm/*.gguf | paste -sd,)
+      $B/rocmforge bench -m "$models" -p 512 -n 128 -r 3 --backend cuda 2>&1 | tee "$OUT/bench-gpu.md" ;;
+    stash)
+      # SmolLM2 (94 MiB) travels in parts over successive runs (64 MiB a run): each run
+      # leaves its part in /tmp/rfm, which lasts while the machine stays warm.
+      for part in .dev/part/smol.* .smol2/smol.* .smol3/smol.*; do
+        [ -f "$part" ] && cp "$part" /tmp/rfm/
+      done
+      ls /tmp/rfm/smol.* 2>/dev/null
+      if [ -f /tmp/rfm/smol.1 ] && [ -f /tmp/rfm/smol.2 ] && [ -f /tmp/rfm/smol.3 ]; then
+        cat /tmp/rfm/smol.1 /tmp/rfm/smol.2 /tmp/rfm/smol.3 > /tmp/rfm/SmolLM2-135M-Instruct.Q4_1.gguf
+        sha256sum /tmp/rfm/SmolLM2-135M-Instruct.Q4_1.gguf
+      fi ;;
+    *) echo "unknown stage $stage" ;;
+  esac
+done

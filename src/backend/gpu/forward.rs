@@ -1,0 +1,623 @@
+//! One context's forward pass on the GPU: its key/value cache rows for the offloaded
+//! layers, activation buffers sized for `n_batch` tokens, and the per-decode tables the host
+//! computes (tokens, RoPE angles, cache cells to write and to read).
+//!
+//! Per decode: block copies that copy-on-write asked for, one upload of the tables, the
+//! layers as a stream of kernel launches, then one download: the logits (all layers on the
+//! GPU) or the hidden states that the CPU takes on from (partial offload). Matrices of up to
+//! `MMV_CHUNKS * MMV_MAX` tokens go through the fused dequantize-dot kernels; larger
+//! batches dequantize the matrix to f16 and use the vendor BLAS.
+
+use super::kernels::{ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, View, bytes_of};
+use super::weights::{GpuFfn, GpuMat, GpuQkv, GpuWeights};
+use super::{DevBuf, GpuStream};
+use crate::backend::cpu::ThreadPool;
+use crate::backend::cpu::ops::RopeCache;
+use crate::batch::Plan;
+use crate::gguf::GgufFile;
+use crate::kv::{KvCache, KvType};
+use crate::model::arch::{FfnAct, RopeStyle};
+use crate::model::attention::first_visible;
+use crate::model::transformer::{ForwardScratch, Transformer};
+use crate::{Error, Result};
+
+/// Batches of up to this many mmv launches (of `MMV_MAX` tokens) skip the f16 GEMM.
+const MMV_CHUNKS: usize = 4;
+
+struct Acts {
+    x: DevBuf,
+    h: DevBuf,
+    q: DevBuf,
+    k: DevBuf,
+    v: DevBuf,
+    attn: DevBuf,
+    o: DevBuf,
+    g: DevBuf,
+    u: DevBuf,
+    a: DevBuf,
+    fused: DevBuf,
+    /// A product's input rounded as the CPU's dot products round it.
+    xq: DevBuf,
+    /// f16 copies of a GEMM's activations and weights (prefill only).
+    xh: Option<DevBuf>,
+    wh: Option<DevBuf>,
+}
+
+/// Where each table of a decode sits in the uploaded words.
+#[derive(Default)]
+struct Tables {
+    tokens: usize,
+    rope: usize,
+    rope_swa: usize,
+    pairs: usize,
+    n_pairs: usize,
+    meta: usize,
+    meta_swa: usize,
+    cells: usize,
+    cpos: usize,
+    n_entries: usize,
+    outputs: usize,
+}
+
+pub struct GpuForward {
+    stream: Box<dyn GpuStream>,
+    /// Per offloaded layer: `n_cells` rows of keys and of values, f16.
+    kc: Vec<DevBuf>,
+    vc: Vec<DevBuf>,
+    n_cells: usize,
+    n_batch: usize,
+    acts: Acts,
+    /// The uploaded tables, and the logits of the output rows (grown on demand).
+    words: Vec<u32>,
+    table_buf: Option<DevBuf>,
+    logits_buf: Option<DevBuf>,
+    /// Host scratch: RoPE angles and attention lists.
+    rope: RopeCache,
+    rope_swa: RopeCache,
+    pos: Vec<i32>,
+    cells: Vec<u32>,
+}
+
+fn f32_buf(w: &GpuWeights, n: usize, what: &str) -> Result<DevBuf> {
+    DevBuf::array(&w.dev, n, 4, what)
+}
+
+impl GpuForward {
+    /// Buffers for a context of `n_batch` tokens a decode over `kv`.
+    pub fn new(
+        w: &GpuWeights,
+        t: &Transformer,
+        kv: &KvCache,
+        n_batch: usize,
+    ) -> Result<GpuForward> {
+        let p = &t.params;
+        if kv.shape().ty != KvType::F16 && w.n_layers() > 0 {
+            return Err(Error::Unsupported(format!(
+                "the GPU backend keeps keys and values as f16; a {:?} cache stays on the CPU \
+                 (n_gpu_layers 0)",
+                kv.shape().ty
+            )));
+        }
+        let n_cells = kv.n_cells();
+        let (kd, vd) = (p.k_dim(), p.v_dim());
+        let mut kc = Vec::with_capacity(w.n_layers());
+        let mut vc = Vec::with_capacity(w.n_layers());
+        for _ in 0..w.n_layers() {
+            kc.push(DevBuf::array(
+                &w.dev,
+                bytes_of(n_cells, kd)?,
+                2,
+                "the key cache",
+            )?);
+            vc.push(DevBuf::array(
+                &w.dev,
+                bytes_of(n_cells, vd)?,
+                2,
+                "the value cache",
+            )?);
+        }
+        let nb = n_batch;
+        let rows = |width: usize| bytes_of(nb, width);
+        let q_dim = p.n_head * p.head_dim;
+        let fused = (q_dim + kd + vd).max(2 * p.n_ff);
+        let max_in = p.n_embd.max(p.n_ff).max(p.n_head * p.v_head_dim);
+        let gemm = nb > MMV_CHUNKS * MMV_MAX;
+        let acts = Acts {
+            x: f32_buf(w, rows(p.n_embd)?, "activations")?,
+            h: f32_buf(w, rows(p.n_embd)?, "activations")?,
+            q: f32_buf(w, rows(q_dim)?, "queries")?,
+            k: f32_buf(w, rows(kd)?, "keys")?,
+            v: f32_buf(w, rows(vd)?, "values")?,
+            attn: f32_buf(w, rows(p.n_head * p.v_head_dim)?, "attention")?,
+            o: f32_buf(w, rows(p.n_embd)?, "activations")?,
+            g: f32_buf(w, rows(p.n_ff)?, "gate")?,
+            u: f32_buf(w, rows(p.n_ff)?, "up")?,
+            a: f32_buf(w, rows(p.n_ff)?, "activation")?,
+            fused: f32_buf(w, rows(fused)?, "fused outputs")?,
+            xq: f32_buf(w, rows(max_in)?, "rounded inputs")?,
+            xh: if gemm {
+                Some(DevBuf::array(&w.dev, rows(max_in)?, 2, "f16 inputs")?)
+            } else {
+                None
+            },
+            wh: if gemm {
+                Some(DevBuf::array(&w.dev, w.max_mat_elems, 2, "f16 weights")?)
+            } else {
+                None
+            },
+        };
+        Ok(GpuForward {
+            stream: w.dev.new_stream()?,
+            kc,
+            vc,
+            n_cells,
+            n_batch,
+            acts,
+            words: Vec::new(),
+            table_buf: None,
+            logits_buf: None,
+            rope: RopeCache::default(),
+            rope_swa: RopeCache::default(),
+            pos: Vec::new(),
+            cells: Vec::new(),
+        })
+    }
+
+    /// Builds the decode's tables in `self.words` (see `Tables`).
+    fn build_tables(&mut self, t: &Transformer, plan: &Plan, kv: &KvCache) -> Result<Tables> {
+        let p = &t.params;
+        let n = plan.len();
+        let mut tb = Tables::default();
+        let w = &mut self.words;
+        w.clear();
+        align(w);
+        tb.tokens = w.len();
+        w.extend_from_slice(&plan.tokens);
+        let same_rope = p.rope_base_swa == p.rope_base || !p.swa_layers.contains(&true);
+        self.rope.fill(&t.rope(p.rope_base), &plan.positions);
+        align(w);
+        tb.rope = w.len();
+        w.extend(
+            self.rope
+                .angles()
+                .iter()
+                .flat_map(|&(c, s)| [c.to_bits(), s.to_bits()]),
+        );
+        tb.rope_swa = tb.rope;
+        if !same_rope {
+            self.rope_swa
+                .fill(&t.rope(p.rope_base_swa), &plan.positions);
+            align(w);
+            tb.rope_swa = w.len();
+            w.extend(
+                self.rope_swa
+                    .angles()
+                    .iter()
+                    .flat_map(|&(c, s)| [c.to_bits(), s.to_bits()]),
+            );
+        }
+        align(w);
+        tb.pairs = w.len();
+        for r in 0..n {
+            for &seq in plan.row_seqs(r) {
+                w.push(r as u32);
+                w.push(kv.write_cell(seq, plan.positions[r])?);
+                tb.n_pairs += 1;
+            }
+        }
+        // Each group's held positions up to its last row, once; rows point into them.
+        self.pos.clear();
+        self.cells.clear();
+        let mut meta = vec![[0i32; 4]; n];
+        for g in &plan.groups {
+            let off = self.pos.len();
+            let hi = g.rows.iter().map(|&r| plan.positions[r]).max().unwrap_or(0);
+            kv.held_cells(g.seq, (0, hi), &mut self.pos, &mut self.cells)?;
+            let len = self.pos.len() - off;
+            for &r in &g.rows {
+                let to_i = |v: usize| {
+                    i32::try_from(v).map_err(|_| Error::Overflow("attention list".into()))
+                };
+                meta[r] = [to_i(off)?, to_i(len)?, plan.positions[r], 0];
+            }
+        }
+        if self.cells.iter().any(|&c| c as usize >= self.n_cells) {
+            return Err(Error::Internal("a KV cell beyond the device cache".into()));
+        }
+        align(w);
+        tb.meta = w.len();
+        w.extend(meta.iter().flatten().map(|&v| v as u32));
+        align(w);
+        tb.meta_swa = w.len();
+        for m in &meta {
+            let lo = first_visible(m[2], p.n_swa);
+            w.extend([m[0] as u32, m[1] as u32, m[2] as u32, lo as u32]);
+        }
+        tb.n_entries = self.pos.len();
+        align(w);
+        tb.cells = w.len();
+        w.extend_from_slice(&self.cells);
+        align(w);
+        tb.cpos = w.len();
+        w.extend(self.pos.iter().map(|&p| p as u32));
+        align(w);
+        tb.outputs = w.len();
+        w.extend(plan.outputs.iter().map(|&r| r as u32));
+        Ok(tb)
+    }
+
+    /// Uploads `self.words` (growing the device buffer when needed); its view.
+    fn upload_tables(&mut self, w: &GpuWeights) -> Result<View> {
+        let bytes = bytes_of(self.words.len(), 4)?;
+        if self.table_buf.as_ref().is_none_or(|b| b.bytes() < bytes) {
+            // The old buffer may still be read by queued work.
+            self.stream.synchronize()?;
+            self.table_buf = Some(DevBuf::new(&w.dev, bytes.next_power_of_two().max(4096))?);
+        }
+        let buf = self
+            .table_buf
+            .as_ref()
+            .ok_or_else(|| Error::Internal("tables".into()))?;
+        let raw: Vec<u8> = self.words.iter().flat_map(|v| v.to_le_bytes()).collect();
+        // SAFETY: the buffer holds at least `bytes` bytes (checked just above).
+        unsafe { self.stream.upload(buf.ptr(), &raw)? };
+        Ok(buf.view())
+    }
+
+    /// `y_i = W_i x` for `n` rows, for each (W_i, y_i) of `mats`: `x` is rounded once per
+    /// rounding the matrices' formats ask for (`ActRound`).
+    fn matmul(
+        &mut self,
+        w: &GpuWeights,
+        mats: &[(&GpuMat, View)],
+        x: View,
+        n: usize,
+    ) -> Result<()> {
+        let mut rounded: Option<ActRound> = None;
+        for &(m, y) in mats {
+            let r = FORMATS[m.shape.format].2;
+            let input = if r == ActRound::None {
+                x
+            } else {
+                let xq = self.acts.xq.view();
+                if rounded != Some(r) {
+                    let count = bytes_of(n, m.shape.n_in)?;
+                    w.kernels
+                        .quantize_act(self.stream.as_mut(), x, xq, count, r)?;
+                    rounded = Some(r);
+                }
+                xq
+            };
+            self.product(w, m, input, n, y)?;
+        }
+        Ok(())
+    }
+
+    /// `y = W x` for `n` rows of already rounded inputs.
+    fn product(&mut self, w: &GpuWeights, m: &GpuMat, x: View, n: usize, y: View) -> Result<()> {
+        let k = &w.kernels;
+        let s = self.stream.as_mut();
+        if n <= MMV_CHUNKS * MMV_MAX || self.acts.wh.is_none() {
+            let mut t0 = 0;
+            while t0 < n {
+                let nt = (n - t0).min(MMV_MAX);
+                let xs = x.sub(t0 * m.shape.n_in * 4, nt * m.shape.n_in * 4)?;
+                let ys = y.sub(t0 * m.shape.n_out * 4, nt * m.shape.n_out * 4)?;
+                k.mmv(s, m.view(), m.shape, xs, nt, ys)?;
+                t0 += nt;
+            }
+            return Ok(());
+        }
+        let (Some(xh), Some(wh)) = (&self.acts.xh, &self.acts.wh) else {
+            return Err(Error::Internal("no f16 scratch".into()));
+        };
+        let (xh, wh) = (xh.view(), wh.view());
+        let (n_in, n_out) = (m.shape.n_in, m.shape.n_out);
+        k.deq_f16(s, m.view(), m.shape, wh)?;
+        k.to_f16(s, x, xh, bytes_of(n, n_in)?)?;
+        if xh.bytes < bytes_of(bytes_of(n, n_in)?, 2)?
+            || y.bytes < bytes_of(bytes_of(n, n_out)?, 4)?
+        {
+            return Err(Error::Internal("GEMM buffers too small".into()));
+        }
+        // SAFETY: wh holds n_out x n_in f16 (deq_f16 checked), xh n x n_in f16 and y n x
+        // n_out f32 (checked just above).
+        unsafe { s.gemm_f16(n_out, n, n_in, wh.ptr, xh.ptr, y.ptr) }
+    }
+
+    /// Runs the offloaded part of a checked, reserved batch; returns the logits of
+    /// `plan.outputs`, finishing on the CPU when layers remain there.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &mut self,
+        w: &GpuWeights,
+        t: &Transformer,
+        file: &GgufFile,
+        pool: &ThreadPool,
+        plan: &Plan,
+        kv: &mut KvCache,
+        abort: &mut dyn FnMut() -> bool,
+        cpu: &mut ForwardScratch,
+    ) -> Result<Vec<f32>> {
+        let p = &t.params;
+        let n = plan.len();
+        if n > self.n_batch {
+            return Err(Error::Internal("batch larger than the GPU buffers".into()));
+        }
+        let (d, hd) = (p.n_embd, p.head_dim);
+        let (kd, vd) = (p.k_dim(), p.v_dim());
+        let q_dim = p.n_head * hd;
+        self.copy_blocks(kv, kd, vd)?;
+        let tb = self.build_tables(t, plan, kv)?;
+        let tv = self.upload_tables(w)?;
+        let words = |at: usize, len: usize| tv.sub(at * 4, len * 4);
+        let k = &w.kernels;
+        let a = &self.acts;
+        let (x, h, q, kk, v) = (a.x.view(), a.h.view(), a.q.view(), a.k.view(), a.v.view());
+        let (attn, o, g, u, act, fused) = (
+            a.attn.view(),
+            a.o.view(),
+            a.g.view(),
+            a.u.view(),
+            a.a.view(),
+            a.fused.view(),
+        );
+        let scale = if t.spec.embed_scale {
+            (d as f32).sqrt()
+        } else {
+            1.0
+        };
+        k.embed(
+            self.stream.as_mut(),
+            w.token_embd.view(),
+            w.token_embd.shape,
+            words(tb.tokens, n)?,
+            n,
+            x,
+            scale,
+        )?;
+        let (q_scale, attn_scale) = if t.spec.q_prescale {
+            (1.0 / (hd as f32).sqrt(), 1.0)
+        } else {
+            (1.0, 1.0 / (hd as f32).sqrt())
+        };
+        let n_pairs_rope = p.n_rot / 2;
+        for (li, l) in w.layers.iter().enumerate() {
+            if abort() {
+                return Err(Error::Aborted(
+                    "decode aborted by the abort callback".into(),
+                ));
+            }
+            let swa = p.swa_layers[li];
+            k.rms_norm(
+                self.stream.as_mut(),
+                x,
+                d,
+                l.attn_norm.view(),
+                h,
+                d,
+                n,
+                d,
+                p.eps,
+                false,
+            )?;
+            match &l.qkv {
+                GpuQkv::Split {
+                    q: wq,
+                    k: wk,
+                    v: wv,
+                } => {
+                    self.matmul(w, &[(wq, q), (wk, kk), (wv, v)], h, n)?;
+                }
+                GpuQkv::Fused(wf) => {
+                    self.matmul(w, &[(wf, fused)], h, n)?;
+                    let total = q_dim + kd + vd;
+                    let s = self.stream.as_mut();
+                    k.copy_cols(s, fused, total, 0, n, q, q_dim)?;
+                    k.copy_cols(s, fused, total, q_dim, n, kk, kd)?;
+                    k.copy_cols(s, fused, total, q_dim + kd, n, v, vd)?;
+                }
+            }
+            let s = self.stream.as_mut();
+            for ((b, dst), width) in l.bias.iter().zip([q, kk, v]).zip([q_dim, kd, vd]) {
+                if let Some(b) = b {
+                    k.add_bias(s, dst, b.view(), n, width)?;
+                }
+            }
+            if let Some(nw) = &l.q_norm {
+                k.rms_norm(s, q, hd, nw.view(), q, hd, n * p.n_head, hd, p.eps, false)?;
+            }
+            if let Some(nw) = &l.k_norm {
+                k.rms_norm(
+                    s,
+                    kk,
+                    hd,
+                    nw.view(),
+                    kk,
+                    hd,
+                    n * p.n_head_kv,
+                    hd,
+                    p.eps,
+                    false,
+                )?;
+            }
+            let cs = words(
+                if swa { tb.rope_swa } else { tb.rope },
+                n * n_pairs_rope * 2,
+            )?;
+            let neox = t.spec.rope == RopeStyle::Neox;
+            k.rope(s, q, q_dim, cs, n, p.n_head, hd, p.n_rot, neox)?;
+            k.rope(s, kk, kd, cs, n, p.n_head_kv, hd, p.n_rot, neox)?;
+            if q_scale != 1.0 {
+                k.scale(s, q, n * q_dim, q_scale)?;
+            }
+            k.round_f16(s, q, n * q_dim)?;
+            let (kc, vc) = (self.kc[li].view(), self.vc[li].view());
+            k.kv_store(
+                s,
+                kk,
+                v,
+                n,
+                words(tb.pairs, 2 * tb.n_pairs)?,
+                tb.n_pairs,
+                kc,
+                vc,
+                self.n_cells,
+                kd,
+                vd,
+            )?;
+            let shape = AttnShape {
+                n_rows: n,
+                n_head: p.n_head,
+                n_head_kv: p.n_head_kv,
+                head_dim: hd,
+                v_head_dim: p.v_head_dim,
+                scale: attn_scale,
+                softcap: p.attn_softcap.unwrap_or(0.0),
+                n_entries: tb.n_entries,
+                n_cells: self.n_cells,
+            };
+            let io = AttnIo {
+                q,
+                kc,
+                vc,
+                out: attn,
+                meta: words(
+                    if swa && p.n_swa.is_some() {
+                        tb.meta_swa
+                    } else {
+                        tb.meta
+                    },
+                    4 * n,
+                )?,
+                cells: words(tb.cells, tb.n_entries)?,
+                cpos: words(tb.cpos, tb.n_entries)?,
+            };
+            k.attend(s, shape, &io)?;
+            self.matmul(w, &[(&l.wo, o)], attn, n)?;
+            let s = self.stream.as_mut();
+            match &l.post_attn_norm {
+                Some(nw) => k.rms_norm(s, o, d, nw.view(), x, d, n, d, p.eps, true)?,
+                None => k.add(s, x, o, n * d)?,
+            }
+            k.rms_norm(s, x, d, l.ffn_norm.view(), h, d, n, d, p.eps, false)?;
+            let down = match &l.ffn {
+                GpuFfn::Split { gate, up, down } => {
+                    self.matmul(w, &[(gate, g), (up, u)], h, n)?;
+                    down
+                }
+                GpuFfn::Fused { up, down } => {
+                    self.matmul(w, &[(up, fused)], h, n)?;
+                    let s = self.stream.as_mut();
+                    k.copy_cols(s, fused, 2 * p.n_ff, 0, n, g, p.n_ff)?;
+                    k.copy_cols(s, fused, 2 * p.n_ff, p.n_ff, n, u, p.n_ff)?;
+                    down
+                }
+            };
+            let gelu = t.spec.act == FfnAct::GeluTanh;
+            k.glu(self.stream.as_mut(), gelu, g, u, act, n * p.n_ff)?;
+            self.matmul(w, &[(down, o)], act, n)?;
+            let s = self.stream.as_mut();
+            match &l.post_ffn_norm {
+                Some(nw) => k.rms_norm(s, o, d, nw.view(), x, d, n, d, p.eps, true)?,
+                None => k.add(s, x, o, n * d)?,
+            }
+        }
+        match &w.head {
+            Some((norm, out)) => self.logits(w, t, plan, &tb, tv, norm.view(), out.as_ref()),
+            None => {
+                let mut xs = vec![0f32; n * d];
+                // SAFETY: x holds n * d floats (its size was checked by every kernel that
+                // wrote it); the download synchronizes the stream first.
+                unsafe {
+                    self.stream
+                        .download(as_bytes_mut(&mut xs), x.sub(0, n * d * 4)?.ptr)?
+                };
+                t.forward_from(file, pool, plan, kv, abort, cpu, w.n_layers(), &xs)
+            }
+        }
+    }
+
+    /// Final norm, output matrix and soft-cap of the output rows; downloads them.
+    #[allow(clippy::too_many_arguments)]
+    fn logits(
+        &mut self,
+        w: &GpuWeights,
+        t: &Transformer,
+        plan: &Plan,
+        tb: &Tables,
+        tv: View,
+        norm: View,
+        out: Option<&GpuMat>,
+    ) -> Result<Vec<f32>> {
+        let p = &t.params;
+        let (m, d, nv) = (plan.outputs.len(), p.n_embd, p.n_vocab);
+        if m == 0 {
+            return Ok(Vec::new());
+        }
+        let mat = out.unwrap_or(&w.token_embd);
+        let need = bytes_of(bytes_of(m, nv)?, 4)?;
+        if self.logits_buf.as_ref().is_none_or(|b| b.bytes() < need) {
+            self.stream.synchronize()?;
+            self.logits_buf = Some(DevBuf::new(&w.dev, need)?);
+        }
+        let lv = self
+            .logits_buf
+            .as_ref()
+            .ok_or_else(|| Error::Internal("logits".into()))?
+            .view();
+        let k = &w.kernels;
+        let (x, o, h) = (self.acts.x.view(), self.acts.o.view(), self.acts.h.view());
+        let s = self.stream.as_mut();
+        k.gather_rows(s, x, plan.len(), tv.sub(tb.outputs * 4, m * 4)?, m, o, d)?;
+        k.rms_norm(s, o, d, norm, h, d, m, d, p.eps, false)?;
+        self.matmul(w, &[(mat, lv)], h, m)?;
+        if let Some(cap) = p.final_softcap {
+            k.softcap(self.stream.as_mut(), lv, m * nv, cap)?;
+        }
+        let mut logits = Vec::new();
+        logits
+            .try_reserve_exact(m * nv)
+            .map_err(|_| Error::Oom(format!("logits for {m} rows")))?;
+        logits.resize(m * nv, 0.0);
+        // SAFETY: lv holds at least m * nv floats (allocated above); the download
+        // synchronizes the stream before copying.
+        unsafe { self.stream.download(as_bytes_mut(&mut logits), lv.ptr)? };
+        Ok(logits)
+    }
+
+    /// Makes the block copies copy-on-write asked for, in every offloaded layer.
+    fn copy_blocks(&mut self, kv: &mut KvCache, kd: usize, vd: usize) -> Result<()> {
+        let bs = kv.shape().block_size;
+        for (from, to) in kv.take_device_copies() {
+            for (bufs, width) in [(&self.kc, kd), (&self.vc, vd)] {
+                let block = bytes_of(bytes_of(bs, width)?, 2)?;
+                let (src, dst) = (
+                    bytes_of(from as usize, block)?,
+                    bytes_of(to as usize, block)?,
+                );
+                for b in bufs {
+                    let (s, t) = (b.at(src, block)?, b.at(dst, block)?);
+                    // SAFETY: both ranges lie inside the layer's cache buffer (checked by
+                    // `at`), and blocks are disjoint (from != to).
+                    unsafe { self.stream.copy(t, s, block)? };
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pads the tables to a 16-byte boundary: kernels read them as float2 and int4.
+fn align(w: &mut Vec<u32>) {
+    while !w.len().is_multiple_of(4) {
+        w.push(0);
+    }
+}
+
+/// The bytes of a float buffer (for downloads).
+fn as_bytes_mut(v: &mut [f32]) -> &mut [u8] {
+    // SAFETY: f32 has no invalid bit patterns and no padding; the byte view covers exactly
+    // the same memory and borrows `v` mutably for its lifetime.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
+}

@@ -1,0 +1,198 @@
+//! The GPU backend, vendor-neutral: weights uploaded once per model (`weights`), a decode's
+//! work enqueued on one stream per context (`forward`), kernels compiled at run time from
+//! `kernels/` (`source`) for the device's exact architecture.
+//!
+//! Vendor APIs appear only in `cuda.rs` (cudarc, dynamically loaded: a build needs no CUDA
+//! and a machine without it reports `Error::Device`) and `hip.rs`. Everything else talks to
+//! the two traits below through raw device addresses (`DevPtr`) wrapped in owning buffers
+//! (`DevBuf`, freed on drop). Every size in bytes is computed with checked arithmetic before
+//! it reaches the driver.
+//!
+//! Work is stream-ordered and asynchronous; the host waits only when it reads results back
+//! (`GpuStream::download`), so a decode synchronizes once, to read its logits.
+
+#[cfg(feature = "cuda")]
+mod cuda;
+mod forward;
+mod kernels;
+#[cfg(any(feature = "cuda", test))]
+mod source;
+mod weights;
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+pub(crate) use forward::GpuForward;
+pub(crate) use weights::GpuWeights;
+
+use crate::{Error, Result};
+
+/// A device address.
+pub type DevPtr = u64;
+
+/// Which compute backend a model runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// A GPU when one works (CUDA, then HIP), else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+    Hip,
+}
+
+/// A compiled kernel of the loaded module (the driver's handle).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub struct Func(pub(crate) u64);
+
+/// Grid and block sizes of a launch, and its dynamic shared memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Dims {
+    pub grid: (u32, u32, u32),
+    pub block: u32,
+    pub shared: u32,
+}
+
+/// One GPU: memory, the kernel module, streams.
+pub trait GpuDevice: Send + Sync {
+    /// "CUDA 0: NVIDIA H100 80GB HBM3 (sm_90)", for logs and `bench`.
+    fn describe(&self) -> String;
+    /// Bytes free and total on the device.
+    fn mem_info(&self) -> Result<(usize, usize)>;
+    fn alloc(&self, bytes: usize) -> Result<DevPtr>;
+    /// # Safety
+    /// `p` came from `alloc` on this device, is freed once, and no queued work still uses it.
+    unsafe fn free(&self, p: DevPtr);
+    fn function(&self, name: &str) -> Result<Func>;
+    fn new_stream(&self) -> Result<Box<dyn GpuStream>>;
+}
+
+/// An in-order queue of work, with its own BLAS handle. Used by one thread at a time.
+pub trait GpuStream: Send {
+    /// Copies `src` to device memory at `dst` (the host buffer may be reused on return).
+    ///
+    /// # Safety
+    /// `dst` addresses at least `src.len()` bytes of live device memory.
+    unsafe fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<()>;
+    /// Waits for the queued work, then copies device memory at `src` into `dst`.
+    ///
+    /// # Safety
+    /// `src` addresses at least `dst.len()` bytes of live device memory.
+    unsafe fn download(&mut self, dst: &mut [u8], src: DevPtr) -> Result<()>;
+    /// # Safety
+    /// Both ranges are live device memory of `bytes` bytes.
+    unsafe fn copy(&mut self, dst: DevPtr, src: DevPtr, bytes: usize) -> Result<()>;
+    /// # Safety
+    /// `args` point at values laid out as the kernel's parameters, and every device address
+    /// among them covers what the kernel reads and writes with these dims.
+    unsafe fn launch(&mut self, f: Func, dims: Dims, args: &mut [*mut c_void]) -> Result<()>;
+    /// `c[n][m] (f32) = sum_k a[m][k] * b[n][k]` with `a`, `b` f16, row-major: the products of
+    /// `n` activation rows with the `m` weight rows of `a`.
+    ///
+    /// # Safety
+    /// The three buffers hold those many elements.
+    unsafe fn gemm_f16(
+        &mut self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: DevPtr,
+        b: DevPtr,
+        c: DevPtr,
+    ) -> Result<()>;
+    /// Waits for everything queued.
+    fn synchronize(&mut self) -> Result<()>;
+}
+
+/// Device memory owned by the host: freed when dropped.
+pub struct DevBuf {
+    ptr: DevPtr,
+    bytes: usize,
+    dev: Arc<dyn GpuDevice>,
+}
+
+impl DevBuf {
+    pub fn new(dev: &Arc<dyn GpuDevice>, bytes: usize) -> Result<DevBuf> {
+        let ptr = dev.alloc(bytes.max(1))?;
+        Ok(DevBuf {
+            ptr,
+            bytes,
+            dev: dev.clone(),
+        })
+    }
+
+    /// A buffer of `count` elements of `elem` bytes each.
+    pub fn array(
+        dev: &Arc<dyn GpuDevice>,
+        count: usize,
+        elem: usize,
+        what: &str,
+    ) -> Result<DevBuf> {
+        let bytes = count
+            .checked_mul(elem)
+            .ok_or_else(|| Error::Overflow(format!("device buffer for {what}")))?;
+        DevBuf::new(dev, bytes)
+    }
+
+    pub fn ptr(&self) -> DevPtr {
+        self.ptr
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The address `offset` bytes in, checked to leave `len` bytes inside the buffer.
+    pub fn at(&self, offset: usize, len: usize) -> Result<DevPtr> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.bytes => Ok(self.ptr + offset as u64),
+            _ => Err(Error::Internal(format!(
+                "device range {offset}+{len} outside a buffer of {} bytes",
+                self.bytes
+            ))),
+        }
+    }
+}
+
+impl Drop for DevBuf {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from this device's alloc and is freed only here; owners
+        // synchronize their stream before dropping buffers that queued work uses.
+        unsafe { self.dev.free(self.ptr) }
+    }
+}
+
+/// Opens GPU `index` of the backend asked for. `Ok(None)`: the CPU (asked for, or `Auto`
+/// with no GPU that works). A GPU asked for by name that cannot be used is `Error::Device`
+/// saying why.
+pub fn open(backend: Backend, index: usize) -> Result<Option<Arc<dyn GpuDevice>>> {
+    match backend {
+        Backend::Cpu => Ok(None),
+        Backend::Cuda => open_cuda(index).map(Some),
+        Backend::Hip => Err(Error::Device(
+            "the HIP backend is not built into this library yet (issue 10: its host code is \
+             not written; the kernels compile for AMD with hipcc)"
+                .into(),
+        )),
+        Backend::Auto => match open_cuda(index) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) => {
+                crate::log::debug(&format!("no GPU, using the CPU: {e}"));
+                Ok(None)
+            }
+        },
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(index: usize) -> Result<Arc<dyn GpuDevice>> {
+    cuda::CudaDevice::open(index).map(|d| Arc::new(d) as Arc<dyn GpuDevice>)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(_index: usize) -> Result<Arc<dyn GpuDevice>> {
+    Err(Error::Device(
+        "this build of rocmforge has no CUDA backend (build with --features cuda)".into(),
+    ))
+}

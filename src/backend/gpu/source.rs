@@ -1,0 +1,111 @@
+//! The kernel source embedded in the library, and the on-disk cache of what the run-time
+//! compiler made of it.
+//!
+//! The files of `kernels/` are concatenated in `kernels/all.cu`'s order (no includes: the
+//! run-time compilers then need no include path). A compiled module is cached under
+//! `$ROCMFORGE_CACHE_DIR`, else `$XDG_CACHE_HOME/rocmforge`, else `~/.cache/rocmforge`, in a
+//! file named for a hash of the source, the device architecture and the compiler version,
+//! so a change to any of the three compiles afresh. A cache that cannot be read or written
+//! is skipped (the module is compiled in memory).
+
+use std::path::PathBuf;
+
+/// The kernels, in dependency order.
+pub const SOURCE: &[&str] = &[
+    include_str!("../../../kernels/compat.h"),
+    include_str!("../../../kernels/quant.cuh"),
+    include_str!("../../../kernels/matvec.cu"),
+    include_str!("../../../kernels/ops.cu"),
+    include_str!("../../../kernels/attention.cu"),
+];
+
+pub fn full_source() -> String {
+    SOURCE.concat()
+}
+
+/// FNV-1a, 64 bits: stable across builds and Rust versions (a cache key, not a defence).
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // Separates the parts: ("ab", "c") and ("a", "bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("ROCMFORGE_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("rocmforge")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache").join("rocmforge")))
+}
+
+/// The cache file of a module for `arch` built by compiler `compiler`.
+pub fn cache_path(src: &str, arch: &str, compiler: &str, ext: &str) -> Option<PathBuf> {
+    let h = fnv1a(&[src.as_bytes(), arch.as_bytes(), compiler.as_bytes()]);
+    Some(cache_dir()?.join(format!("kernels-{arch}-{h:016x}.{ext}")))
+}
+
+/// A cached module, when there is one.
+pub fn load_cached(path: &Option<PathBuf>) -> Option<Vec<u8>> {
+    std::fs::read(path.as_ref()?).ok().filter(|b| !b.is_empty())
+}
+
+/// Stores a module (written to a temporary name, then renamed: readers never see half a
+/// file). Failures only cost a compile next time.
+pub fn store_cached(path: &Option<PathBuf>, image: &[u8]) {
+    let Some(path) = path else { return };
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let ok = path
+        .parent()
+        .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+        && std::fs::write(&tmp, image).is_ok()
+        && std::fs::rename(&tmp, path).is_ok();
+    if !ok {
+        let _ = std::fs::remove_file(&tmp);
+        crate::log::debug(&format!("could not cache kernels at {}", path.display()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_is_every_kernel_file_of_all_cu() {
+        let all = include_str!("../../../kernels/all.cu");
+        let included = all.lines().filter(|l| l.starts_with("#include \"")).count();
+        assert_eq!(included, SOURCE.len());
+        assert!(full_source().contains("attend_f16("));
+    }
+
+    #[test]
+    fn cache_round_trip_and_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Some(dir.path().join("sub").join("k.cubin"));
+        assert_eq!(load_cached(&path), None);
+        store_cached(&path, b"image");
+        assert_eq!(load_cached(&path).as_deref(), Some(&b"image"[..]));
+        if let (Some(a), Some(b)) = (
+            cache_path("src", "sm_90", "nvrtc-13.0", "cubin"),
+            cache_path("src", "sm_80", "nvrtc-13.0", "cubin"),
+        ) {
+            assert_ne!(a, b);
+        }
+    }
+
+    #[test]
+    fn cache_key_separates_parts() {
+        assert_ne!(fnv1a(&[b"ab", b"c"]), fnv1a(&[b"a", b"bc"]));
+        assert_eq!(fnv1a(&[b"x"]), fnv1a(&[b"x"]));
+    }
+}
