@@ -48,6 +48,13 @@ for stage in "$@"; do
         cat /tmp/rfm/smol.1 /tmp/rfm/smol.2 /tmp/rfm/smol.3 > /tmp/rfm/SmolLM2-135M-Instruct.Q4_1.gguf
         sha256sum /tmp/rfm/SmolLM2-135M-Instruct.Q4_1.gguf
       fi ;;
+    profile)
+      # Nsight Compute on a few decode steps of the 8B-shaped model: the matrix-vector
+      # kernel's throughput against the memory roofline.
+      ncu --clock-control none -k regex:mmv1_ -c 6 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+        --section LaunchStats --section Occupancy \
+        $B/rocmforge bench -m /tmp/rfm/synth-llama3-8b-Q4_0.gguf -p 0 -n 2 -r 1 --backend cuda 2>&1 |
+        tee "$OUT/ncu.txt" | grep -E "mmv|Throughput|Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|L1/TEX Hit|Mem Busy|Max Bandwidth|Waves" | head -90 ;;
     *) echo "unknown stage $stage" ;;
   esac
 done
