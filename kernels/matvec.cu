@@ -1,8 +1,8 @@
 // Quantized matrix products. W is N rows of K weights in a ggml format (row_bytes apart);
 // x holds NT rows of K floats; y gets NT rows of N floats.
 //
-// mmv: one block per output row, its threads striding over the row eight elements at a
-// time, every weight dequantized once and used for all NT tokens (decode, small batches).
+// mmv: one warp per output row, the lanes striding over the row eight elements at a time,
+// every weight dequantized once and used for all NT tokens (decode and small batches).
 // deq_f16: the whole matrix to f16 for the vendor BLAS (prefill).
 // embed: the embedding rows of a batch's tokens.
 
@@ -10,17 +10,15 @@ template <class F, int NT>
 __device__ __forceinline__ void mmv(const u8* __restrict__ W, u64 row_bytes,
                                     const float* __restrict__ x, int K,
                                     float* __restrict__ y, int N) {
-    // One block per row: its threads split the row (one warp per row left most of a large
-    // GPU idle at decode sizes: docs/GPU.md), then sum through shared memory.
-    __shared__ float part[NT][32];
-    const int row = blockIdx.x;
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
+    const int row = blockIdx.x * (blockDim.x / RF_WARP) + warp;
+    if (row >= N) return;
     const u8* w = W + (u64)row * row_bytes;
     const int nch = K / 8, cpb = F::QK / 8;
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
-    for (int c = threadIdx.x; c < nch; c += blockDim.x) {
+    for (int c = lane; c < nch; c += RF_WARP) {
         float v[8];
         F::deq8(w + (u64)(c / cpb) * F::BYTES, (c % cpb) * 8, v);
 #pragma unroll
@@ -31,17 +29,10 @@ __device__ __forceinline__ void mmv(const u8* __restrict__ W, u64 row_bytes,
                       v[5] * b.y + v[6] * b.z + v[7] * b.w;
         }
     }
-    const int nw = blockDim.x / RF_WARP;
 #pragma unroll
     for (int t = 0; t < NT; t++) {
         float s = rf_warp_sum(acc[t]);
-        if (lane == 0) part[t][warp] = s;
-    }
-    __syncthreads();
-    if (threadIdx.x < NT) {
-        float s = 0.0f;
-        for (int i = 0; i < nw; i++) s += part[threadIdx.x][i];
-        y[(u64)threadIdx.x * N + row] = s;
+        if (lane == 0) y[(u64)t * N + row] = s;
     }
 }
 

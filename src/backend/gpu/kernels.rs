@@ -252,9 +252,9 @@ impl Kernels {
         need(x, n * m.n_in, 4, "mmv input")?;
         need(y, n * m.n_out, 4, "mmv output")?;
         let f = self.formats[m.format].mmv[n - 1];
-        // One block of four warps per output row.
+        // Four warps a block, one output row each.
         let dims = Dims {
-            grid: (to_u32(m.n_out, "mmv rows")?, 1, 1),
+            grid: (to_u32(m.n_out.div_ceil(4), "mmv rows")?, 1, 1),
             block: 128,
             shared: 0,
         };
