@@ -258,9 +258,8 @@ impl GpuForward {
             .table_buf
             .as_ref()
             .ok_or_else(|| Error::Internal("tables".into()))?;
-        let raw: Vec<u8> = self.words.iter().flat_map(|v| v.to_le_bytes()).collect();
         // SAFETY: the buffer holds at least `bytes` bytes (checked just above).
-        unsafe { self.stream.upload(buf.ptr(), &raw)? };
+        unsafe { self.stream.upload(buf.ptr(), words_as_bytes(&self.words))? };
         Ok(buf.view())
     }
 
@@ -613,6 +612,14 @@ fn align(w: &mut Vec<u32>) {
     while !w.len().is_multiple_of(4) {
         w.push(0);
     }
+}
+
+/// The bytes of the tables, uploaded as they lie in memory (the device is little-endian, as
+/// every host this builds for): no copy per decode.
+fn words_as_bytes(v: &[u32]) -> &[u8] {
+    // SAFETY: u32 has no padding; the byte view covers exactly the same memory and borrows
+    // `v` for its lifetime.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
 }
 
 /// The bytes of a float buffer (for downloads).
