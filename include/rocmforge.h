@@ -870,7 +870,9 @@ void rf_batch_free(struct rf_batch_t *batch);
  * sequence (an empty sequence may start at any position). All or nothing: `RF_OK`;
  * `RF_KV_FULL` (no room; nothing changed: free sequences or decode fewer tokens);
  * `RF_ABORTED` (the abort callback stopped it; nothing changed); `RF_ERR_INVALID_ARG` (a bad
- * batch, NULL, the context in use; nothing changed); `RF_ERR_UNSUPPORTED`; `RF_ERR_INTERNAL`.
+ * batch, NULL, the context in use; nothing changed); `RF_ERR_MODEL_FORMAT` (the logits came
+ * out NaN or infinite: the model's numbers overflow; nothing kept); `RF_ERR_UNSUPPORTED`;
+ * `RF_ERR_INTERNAL`.
  *
  * # Safety
  * `ctx` and `batch` must be NULL or live handles.

@@ -146,7 +146,8 @@ impl Context {
     }
 
     /// Runs a batch: stores its keys and values and computes the logits of its output rows.
-    /// All or nothing (see the module docs).
+    /// All or nothing (see the module docs). Logits holding NaN or infinity fail the decode
+    /// (`NonFinite`, status `RF_ERR_MODEL_FORMAT`) and it is not kept: never a silent token.
     pub fn decode(&mut self, batch: &Batch) -> Result<()> {
         let t = self.model.transformer()?;
         let plan = Plan::new(batch, self.n_vocab(), self.n_batch, &self.kv)?;
@@ -179,6 +180,16 @@ impl Context {
         };
         match result {
             Ok(logits) => {
+                if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+                    self.kv.rollback(reservation)?;
+                    let nv = self.n_vocab();
+                    return Err(Error::NonFinite(format!(
+                        "logit {} of output row {} is {}; the decode was not kept",
+                        i % nv,
+                        i / nv,
+                        logits[i]
+                    )));
+                }
                 self.kv.commit(reservation)?;
                 self.logits = logits;
                 Ok(())

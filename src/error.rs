@@ -103,6 +103,10 @@ pub enum Error {
     Device(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A decode's logits hold NaN or infinity (the model's weights or activations overflow);
+    /// nothing was kept of the decode.
+    #[error("non-finite logits: {0}")]
+    NonFinite(String),
 }
 
 impl Error {
@@ -113,6 +117,8 @@ impl Error {
             Error::Gguf(_) | Error::MissingKey { .. } | Error::BadMetadata { .. } => {
                 Status::ModelFormat
             }
+            // The file loaded, but its numbers do not: a model problem, not the caller's.
+            Error::NonFinite(_) => Status::ModelFormat,
             Error::InvalidArg(_) => Status::InvalidArg,
             Error::BufferTooSmall { .. } => Status::BufferTooSmall,
             Error::Overflow(_) => Status::Overflow,

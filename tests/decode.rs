@@ -343,3 +343,46 @@ fn contexts_check_their_sizes_and_models_without_a_forward_pass() {
     drop(m);
     assert_eq!(decode_last(&mut ctx, &[1, 2, 3], 0).len(), ctx.n_vocab());
 }
+
+/// A model whose output norm is NaN: a decode fails with a non-finite error
+/// (RF_ERR_MODEL_FORMAT) and keeps nothing (no KV positions, no logits), so the same batch
+/// fails the same way again rather than running into its own positions.
+#[test]
+fn non_finite_logits_fail_the_decode_and_keep_nothing() {
+    use rocmforge::gguf::{GgufFile, GgufWriter};
+    let Some(path) = common::zoo_model("llama.F32.gguf") else {
+        return;
+    };
+    let src = GgufFile::open(&path).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        w.add(k, v.clone());
+    }
+    for t in src.tensors() {
+        let mut data = src.tensor_data(t).unwrap().to_vec();
+        if t.name == "output_norm.weight" {
+            for c in data.chunks_exact_mut(4) {
+                c.copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+        }
+        w.add_tensor(&t.name, t.ty, &t.dims[..t.n_dims as usize], data)
+            .unwrap();
+    }
+    let file = GgufFile::from_bytes(w.to_bytes().0).unwrap();
+    let model = std::sync::Arc::new(Model::from_gguf(file, ModelParams::default()).unwrap());
+    let params = ContextParams {
+        n_ctx: 64,
+        n_threads: 1,
+        ..ContextParams::default()
+    };
+    let mut ctx = Context::new(model, params).unwrap();
+    let batch = Batch::from_tokens(&[1, 2, 3], 0, 0).unwrap();
+    for _ in 0..2 {
+        let e = ctx.decode(&batch).unwrap_err();
+        assert!(matches!(e, Error::NonFinite(_)), "{e}");
+        assert_eq!(e.status(), rocmforge::error::Status::ModelFormat);
+        assert!(e.to_string().contains("non-finite logits"), "{e}");
+        assert_eq!(ctx.kv_pos_range(0).unwrap(), None, "nothing kept");
+        assert_eq!(ctx.n_outputs(), 0);
+    }
+}
