@@ -118,3 +118,41 @@ fn version_2_and_custom_alignment_are_read() {
     assert_eq!(b.shape(), &[256, 2]);
     assert_eq!(file.tensor_data(b).unwrap(), &[2u8; 288][..]);
 }
+
+/// The GGUF fuzz targets' seeds (fuzz/seeds/gguf) are the base file and every sixth case of
+/// this corpus as built now (RF_FUZZ_SEEDS=write rewrites them after a corpus change).
+#[test]
+fn fuzz_seeds_are_the_corpus_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/gguf");
+    let mut want = vec![("base.gguf".to_string(), corpus::base().0)];
+    for c in corpus::cases().into_iter().step_by(6) {
+        let name: String = c
+            .name
+            .chars()
+            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
+            .collect();
+        want.push((format!("{name}.gguf"), c.bytes));
+    }
+    if std::env::var("RF_FUZZ_SEEDS").as_deref() == Ok("write") {
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        for (name, bytes) in &want {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    let on_disk = std::fs::read_dir(&dir).map_or(0, |d| d.count());
+    assert_eq!(
+        on_disk,
+        want.len(),
+        "seed files in {dir:?}; rerun with RF_FUZZ_SEEDS=write"
+    );
+    for (name, bytes) in &want {
+        let got = std::fs::read(dir.join(name)).unwrap_or_default();
+        assert!(
+            got == *bytes,
+            "{name} differs from the corpus; rerun with RF_FUZZ_SEEDS=write"
+        );
+    }
+}

@@ -124,6 +124,15 @@ fn plain_text_and_arbitrary_bytes_round_trip() {
             b"<|im_start|>user<|im_end|>".to_vec(),
             vec![0xff, 0xfe, b'a', 0xc3, b' ', 0x80, 0xe2, 0x82],
             (0u8..=255).collect(),
+            // Found by the tokenize fuzz target (fuzz/): unrepresentable bytes (0xff) inside
+            // a run of truncated 3-byte leads.
+            [
+                b"Hello, wmrldou?".as_slice(),
+                &[0xed; 7],
+                &[0xff; 3],
+                &[0xed; 10],
+            ]
+            .concat(),
         ];
         for s in samples {
             let t = tok.tokenize(&s, false, false);
