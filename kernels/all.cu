@@ -7,5 +7,7 @@
 #include "compat.h"
 #include "quant.cuh"
 #include "matvec.cu"
+#include "matvec_q8.cu"
 #include "ops.cu"
+#include "fused.cu"
 #include "attention.cu"

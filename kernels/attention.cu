@@ -1,8 +1,9 @@
 // Attention over the paged f16 cache. The host resolves each sequence's block table into the
-// cache rows (cells) it holds and their positions, once per decode; a query row attends to
-// the entries of its sequence whose position is within [lo, pos] (causal, sliding window).
+// cache rows (cells) it holds and their positions, once per decode: entries {cell, pos}. A
+// query row attends to the entries of its sequence whose position is within [lo, pos]
+// (causal, sliding window).
 //
-// meta: per query row {offset into cells/cpos, entries, pos, lo}. One block per (head, row),
+// meta: per query row {offset into the entries, count, pos, lo}. One block per (head, row),
 // ATT_WARPS warps each taking every ATT_WARPS-th entry with an online softmax, combined at
 // the end. Head sizes up to 256; GQA: query head h reads KV head
 // h / (n_head / n_head_kv). Scores: q.k * scale, soft-capped when softcap > 0.
@@ -13,8 +14,7 @@
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * RF_WARP)
 attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
            const u16* __restrict__ vc, float* __restrict__ out,
-           const int4* __restrict__ meta, const u32* __restrict__ cells,
-           const i32* __restrict__ cpos, int n_head, int n_head_kv, int hd, int vhd,
+           const int4* __restrict__ meta, const uint2* __restrict__ ent, int n_head, int n_head_kv, int hd, int vhd,
            float scale, float softcap) {
     const int h = blockIdx.x, r = blockIdx.y;
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
@@ -32,9 +32,10 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
     }
     float mx = RF_NEG_INF, l = 0.0f;
     for (int j = warp; j < m.y; j += ATT_WARPS) {
-        const int p = cpos[m.x + j];
+        const uint2 en = ent[m.x + j];
+        const int p = (int)en.y;
         if (p > m.z || p < m.w) continue;
-        const u64 cell = cells[m.x + j];
+        const u64 cell = en.x;
         const u16* kp = kc + cell * kd + (u64)kvh * hd;
         float s = 0.0f;
 #pragma unroll

@@ -68,4 +68,32 @@ __device__ __forceinline__ u32 rf_ld32(const u8* p) {
 }
 __device__ __forceinline__ float rf_ldh(const u8* p) { return rf_f16_to_f32(rf_ld16(p)); }
 
+// Loads from addresses known to be 2-byte aligned (every block size and field offset of the
+// 32-element formats is even).
+__device__ __forceinline__ u32 rf_ld32h(const u8* p) {
+    const u16* h = (const u16*)p;
+    return (u32)h[0] | ((u32)h[1] << 16);
+}
+
+// Round half to even, as ggml's nearest_int: exact for |v| <= 2^22.
+__device__ __forceinline__ float rf_rint(float v) {
+    const float magic = 12582912.0f;  // 1.5 * 2^23
+    return (v + magic) - magic;
+}
+
+// c + the dot product of the four signed bytes of a and of b.
+#ifdef RF_HIP
+__device__ __forceinline__ int rf_dp4a(int a, int b, int c) {
+#pragma unroll
+    for (int i = 0; i < 32; i += 8) c += (int)(i8)(a >> i) * (int)(i8)(b >> i);
+    return c;
+}
+#else
+__device__ __forceinline__ int rf_dp4a(int a, int b, int c) {
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+#endif
+
 #define RF_NEG_INF __int_as_float(0xff800000)

@@ -18,8 +18,33 @@ cargo test --all-targets "$@"
 # GPU its tests skip with a message (docs/GPU.md says how they run on one).
 cargo clippy --features cuda --all-targets --quiet -- -D warnings
 cargo test --features cuda --lib --test gpu
-# The same kernels in the AMD dialect, compiled with hipcc when it is installed.
+# The same kernels in the AMD dialect, compiled with hipcc when it is installed; the HIP host
+# code against ROCm's headers and libamdhip64 (Debian's libamdhip64-dev, which hipcc pulls
+# in), and hipRTC compiling the library's kernel source for an AMD target (no GPU needed).
 scripts/gpu/hip-check.sh
+if command -v hipconfig >/dev/null && [ -f "$(hipconfig -p)/include/hip/hip_runtime_api.h" ]; then
+  cargo clippy --features hip --all-targets --quiet -- -D warnings
+  cargo test --features hip --lib backend::gpu
+else
+  echo "SKIPPED: HIP host code build and hipRTC test (ROCm's HIP headers not installed)"
+fi
+
+# The fuzz targets (fuzz/, docs/SECURITY.md): formatted, linted, and each run for
+# FUZZ_SECONDS (60 by default) under AddressSanitizer from the committed seeds. They need
+# cargo-fuzz and a nightly toolchain (.ci/run installs cargo-fuzz).
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --quiet -- -D warnings
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  # The sanitizer builds need nightly Rust, which this machine's image may lack and cannot fetch.
+  echo "SKIPPED: fuzzing (no nightly toolchain: rustup toolchain install nightly)"
+elif command -v cargo-fuzz >/dev/null; then
+  scripts/fuzz.sh
+elif [ "${CI:-}" = true ]; then
+  echo "FAILED: the fuzz targets need cargo-fuzz (.ci/run installs it)" >&2
+  exit 1
+else
+  echo "SKIPPED: fuzzing (needs cargo-fuzz: cargo install cargo-fuzz)"
+fi
 
 aarch64=aarch64-unknown-linux-gnu
 if rustup target list --installed 2>/dev/null | grep -qx "$aarch64" \

@@ -1,8 +1,10 @@
 //! The GPU backend against the CPU backend, on every zoo model, SmolLM2 and Gemma 3: the
 //! same greedy continuations (up to the first near tie) and last-position logits within
 //! 0.1, or 1.5 times the difference between the CPU's own two float orders where that is
-//! larger (quantized products amplify rounding: docs/GPU.md), for full and partial offload; device memory back to where it started once models and contexts are freed; a
-//! clear `Device` error for a GPU that is absent.
+//! larger (quantized products amplify rounding: docs/GPU.md), for full and partial offload
+//! and for decodes whose batch layout changes (recorded graphs); device memory back to
+//! where it started once models and contexts are freed; a clear `Device` error for a GPU
+//! that is absent.
 //!
 //! Without a usable GPU (no CUDA in the build, no driver, no device) every test prints
 //! `SKIPPED: ...` and passes: CI has no GPU. On the GPU machine:
@@ -18,11 +20,15 @@ use common::{argmax, max_abs_diff};
 use rocmforge::backend::gpu::{self, GpuDevice};
 use rocmforge::{Backend, Batch, Context, ContextParams, Error, Model, ModelParams, Numerics};
 
-/// The CUDA device 0, or `None` with a message saying why the test is skipped.
+/// The CUDA device 0, or `None` with a message saying why the test is skipped. With
+/// RF_REQUIRE_GPU=1 (scripts/gpu/device.sh sets it on the GPU machine) a device that does
+/// not open, kernels that do not compile included, fails the test instead.
 fn gpu() -> Option<Arc<dyn GpuDevice>> {
+    let required = std::env::var("RF_REQUIRE_GPU").is_ok_and(|v| v == "1");
     match gpu::open(Backend::Cuda, 0) {
         Ok(Some(d)) => Some(d),
         Ok(None) => None,
+        Err(e) if required => panic!("RF_REQUIRE_GPU=1 but the GPU did not open: {e}"),
         Err(e) => {
             eprintln!("SKIPPED: no CUDA GPU to test on: {e}");
             None
@@ -224,6 +230,82 @@ fn gemma3_matches_the_cpu() {
     real_model_parity(common::GEMMA3);
 }
 
+/// Decodes whose layout changes from step to step (one, two and three sequences at a time;
+/// fewer output rows; a sequence freed and restarted; one copied from another, so that
+/// copy-on-write copies a block) give the CPU's logits: a recorded decode graph is replayed only for the layout it
+/// was recorded for (src/backend/gpu/forward.rs, `GraphKey`).
+#[test]
+fn changing_batch_layouts_match_the_cpu() {
+    let Some(_dev) = gpu() else { return };
+    // F32 weights take the float products, Q4_0 the integer-dot ones. Bounds: the zoo's
+    // (0.1, and 1.5 times the CPU's own spread on Q4_0).
+    for (name, bound) in [("llama.F32.gguf", 0.1f32), ("llama.Q4_0.gguf", 0.25)] {
+        let Some(path) = common::zoo_model(name) else {
+            return;
+        };
+        let cpu = load(&path, Backend::Cpu, None).unwrap();
+        let dev = load(&path, Backend::Cuda, None).unwrap();
+        let params = || ContextParams {
+            n_ctx: 256,
+            n_batch: 16,
+            n_seq_max: 3,
+            numerics: Numerics::BatchInvariant,
+            ..ContextParams::default()
+        };
+        let mut cc = Context::new(cpu.clone(), params()).unwrap();
+        let mut gc = Context::new(dev.clone(), params()).unwrap();
+        let toks = prompt(&cpu, 97);
+        let mut pos = [0i32; 3];
+        let mut worst = 0f32;
+        let steps: [&[i32]; 12] = [
+            &[0],
+            &[0],
+            &[0, 1],
+            &[0, 1],
+            &[2],
+            &[0, 1, 2],
+            &[0],
+            &[0],
+            &[1, 2],
+            &[0],
+            &[2, 0],
+            &[2],
+        ];
+        for (i, seqs) in steps.iter().enumerate() {
+            if i == 6 {
+                cc.kv_free(1).unwrap();
+                gc.kv_free(1).unwrap();
+                pos[1] = 0;
+            }
+            if i == 10 {
+                cc.kv_seq_copy(0, 2, -1, -1).unwrap();
+                gc.kv_seq_copy(0, 2, -1, -1).unwrap();
+                pos[2] = pos[0];
+            }
+            let mut b = Batch::new();
+            for (j, &s) in seqs.iter().enumerate() {
+                let at = pos[s as usize];
+                let tok = toks[(at as usize * 3 + s as usize) % toks.len()];
+                // Step 2 has one output row fewer than step 3, which has the same rows and
+                // table offsets (padding hides the count): a graph recorded for step 2 would
+                // leave step 3's second row of logits stale.
+                let output = !(i == 2 && j == 0);
+                b.add(tok as i32, at, &[s], output).unwrap();
+                pos[s as usize] += 1;
+            }
+            cc.decode(&b).unwrap();
+            gc.decode(&b).unwrap();
+            assert_eq!(cc.n_outputs(), gc.n_outputs());
+            for r in 0..cc.n_outputs() as i32 {
+                let d = max_abs_diff(cc.logits(r).unwrap(), gc.logits(r).unwrap());
+                worst = worst.max(d);
+            }
+        }
+        println!("{name}: changing layouts, max |dlogit| {worst:.4} (bound {bound})");
+        assert!(worst <= bound, "{name}: {worst}");
+    }
+}
+
 #[test]
 fn device_memory_returns_after_free() {
     let Some(dev) = gpu() else { return };
@@ -242,6 +324,11 @@ fn device_memory_returns_after_free() {
         let p = prompt(&m, 40);
         let b = Batch::from_tokens(&p, 0, 0).unwrap();
         ctx.decode(&b).unwrap();
+        // A one-token decode records a graph (and a second replays it).
+        for pos in 40..42 {
+            ctx.decode(&Batch::from_tokens(&p[..1], pos, 0).unwrap())
+                .unwrap();
+        }
         let (free1, _) = dev.mem_info().unwrap();
         drop(ctx);
         drop(m);

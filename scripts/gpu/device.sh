@@ -4,7 +4,8 @@
 # how a run is made. Usage: scripts/gpu/device.sh STAGE... with stages:
 #   tests   the GPU test binary (zoo parity, leak, device errors; SmolLM2/Gemma when present)
 #   synth   random-weight models of benchmark shapes into /tmp/rfm (needs .dev/whl/gguf)
-#   bench   rocmforge bench on the synthetic models (and SmolLM2 when present), GPU and CPU
+#   bench   rocmforge bench on the synthetic models (and SmolLM2 when present) on the GPU
+#   bench-nographs   the same generation with RF_GPU_GRAPHS=0
 # Logs go to $OUT when set.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,13 +19,13 @@ mkdir -p $B/zoo
 if [ -x .dev/gpu ]; then
   cp .dev/gpu .dev/rocmforge .dev/synth_gguf.py $B/ && cp -r .dev/whl $B/ && cp .dev/zoo/*.gguf $B/zoo/
 fi
-export RF_ZOO_DIR=$B/zoo RF_MODELS_DIR=/tmp/rfm PYTHONUNBUFFERED=1
+export RF_ZOO_DIR=$B/zoo RF_MODELS_DIR=/tmp/rfm PYTHONUNBUFFERED=1 RF_REQUIRE_GPU=1
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv,noheader
 for stage in "$@"; do
   echo "=== $stage"
   case $stage in
     tests)
-      $B/gpu --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu-tests.log" | grep -v "^  greedy\|^ *gpu \[" | tail -60 ;;
+      $B/gpu --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu-tests.log" | grep -a -v "^  greedy\|^ *gpu \[\|^| llama\|^| qwen\|^| phi" | tail -60 ;;
     realtests)
       $B/gpu --test-threads 1 --nocapture matches_the_cpu --skip zoo 2>&1 | tee "$OUT/gpu-real.log" | tail -30 ;;
     synth)
@@ -37,6 +38,10 @@ for stage in "$@"; do
     bench)
       models=$(ls /tmp/rfm/*.gguf | paste -sd,)
       $B/rocmforge bench -m "$models" -p 512 -n 128 -r 3 --backend cuda 2>&1 | tee "$OUT/bench-gpu.md" ;;
+    bench-nographs)
+      # The same generation without recorded decode graphs: what the graphs save.
+      models=$(ls /tmp/rfm/*.gguf | paste -sd,)
+      RF_GPU_GRAPHS=0 $B/rocmforge bench -m "$models" -p 0 -n 128 -r 3 --backend cuda 2>&1 | tee "$OUT/bench-nographs.md" ;;
     stash)
       # SmolLM2 (94 MiB) travels in parts over successive runs (64 MiB a run): each run
       # leaves its part in /tmp/rfm, which lasts while the machine stays warm.
@@ -51,10 +56,32 @@ for stage in "$@"; do
     profile)
       # Nsight Compute on a few decode steps of the 8B-shaped model: the matrix-vector
       # kernel's throughput against the memory roofline.
-      ncu --clock-control none -k regex:mmv1_ -c 6 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+      ncu --clock-control none -k regex:mmvq?1_ -c 6 --section SpeedOfLight --section MemoryWorkloadAnalysis \
         --section LaunchStats --section Occupancy \
         $B/rocmforge bench -m /tmp/rfm/synth-llama3-8b-Q4_0.gguf -p 0 -n 2 -r 1 --backend cuda 2>&1 |
         tee "$OUT/ncu.txt" | grep -E "mmv|Throughput|Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|L1/TEX Hit|Mem Busy|Max Bandwidth|Waves" | head -90 ;;
+    kernels)
+      # Time per kernel over the decodes of short synthetic runs (Nsight Compute, real
+      # clocks): name, launches, total and mean microseconds, largest first.
+      for m in llama3-8b-Q4_0 smollm2-135m-Q4_1; do
+      echo "--- $m"
+      ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
+        $B/rocmforge bench -m /tmp/rfm/synth-$m.gguf -p 0 -n 4 -r 1 --backend cuda \
+        > "$OUT/ncu-$m.csv" 2>/dev/null
+      python3 - "$OUT/ncu-$m.csv" <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+head = rows[0]; rows = rows[1:]
+k, v = head.index("Kernel Name"), head.index("Metric Value")
+t = collections.defaultdict(lambda: [0, 0.0])
+for r in rows:
+    e = t[r[k].split("(")[0]]; e[0] += 1; e[1] += float(r[v].replace(",", "")) / 1000
+total = sum(e[1] for e in t.values())
+print(f"{len(rows)} launches, {total:.0f} us")
+for name, (n, us) in sorted(t.items(), key=lambda x: -x[1][1]):
+    print(f"{name:28s} {n:6d} {us:10.1f} {us / n:8.2f}")
+PY
+      done ;;
     *) echo "unknown stage $stage" ;;
   esac
 done

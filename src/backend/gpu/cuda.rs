@@ -15,7 +15,7 @@ use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{result as cu, sys};
 use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys};
 
-use super::{DevPtr, Dims, Func, GpuDevice, GpuStream, source};
+use super::{DevPtr, Dims, Func, GpuDevice, GpuStream, GraphId, Graphs, source};
 use crate::{Error, Result};
 
 fn dev_err(what: &str, e: impl std::fmt::Debug) -> Error {
@@ -266,6 +266,7 @@ impl GpuDevice for CudaDevice {
             ctx: self.ctx,
             stream,
             blas,
+            graphs: Graphs::default(),
         }))
     }
 }
@@ -274,6 +275,7 @@ pub struct CudaStream {
     ctx: sys::CUcontext,
     stream: sys::CUstream,
     blas: blas_sys::cublasHandle_t,
+    graphs: Graphs<sys::CUgraphExec>,
 }
 
 // SAFETY: a stream and a BLAS handle may move between threads; `&mut self` keeps their use
@@ -299,6 +301,9 @@ impl Drop for CudaStream {
         unsafe {
             if self.bind().is_ok() {
                 let _ = cu::stream::synchronize(self.stream);
+                for g in self.graphs.drain() {
+                    let _ = sys::cuGraphExecDestroy(g);
+                }
                 let _ = blas::destroy_handle(self.blas);
                 let _ = cu::stream::destroy(self.stream);
             }
@@ -400,5 +405,72 @@ impl GpuStream for CudaStream {
         // SAFETY: a live stream.
         unsafe { cu::stream::synchronize(self.stream) }
             .map_err(|e| self.sync_err("cuStreamSynchronize", e))
+    }
+
+    fn begin_capture(&mut self) -> Result<()> {
+        self.bind()?;
+        // Thread-local: other threads' CUDA calls (another context's allocations) stay legal.
+        let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        // SAFETY: a live stream, not capturing (the caller pairs this with end_capture).
+        cu_check("cuStreamBeginCapture", unsafe {
+            sys::cuStreamBeginCapture_v2(self.stream, mode)
+        })
+    }
+
+    fn end_capture(&mut self) -> Result<GraphId> {
+        self.bind()?;
+        let mut graph: sys::CUgraph = std::ptr::null_mut();
+        // SAFETY: ends this stream's capture; `graph` receives the recording (or stays null
+        // when the capture was invalidated by a failed call).
+        let ended = cu_check("cuStreamEndCapture", unsafe {
+            sys::cuStreamEndCapture(self.stream, &mut graph)
+        });
+        if graph.is_null() {
+            ended?;
+            return Err(Error::Device("cuStreamEndCapture: no graph".into()));
+        }
+        let mut exec: sys::CUgraphExec = std::ptr::null_mut();
+        // SAFETY: `graph` is the live recording; the executable copies what it needs, so the
+        // recording is destroyed right after, once.
+        let made = unsafe {
+            let r = ended.and_then(|()| {
+                cu_check(
+                    "cuGraphInstantiate",
+                    sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0),
+                )
+            });
+            let _ = sys::cuGraphDestroy(graph);
+            r
+        };
+        made?;
+        Ok(self.graphs.add(exec))
+    }
+
+    fn replay(&mut self, g: GraphId) -> Result<()> {
+        let exec = self.graphs.get(g)?;
+        self.bind()?;
+        // SAFETY: a live executable graph of this stream, whose buffers the caller keeps
+        // alive (the recording's contract).
+        cu_check("cuGraphLaunch", unsafe {
+            sys::cuGraphLaunch(exec, self.stream)
+        })
+    }
+
+    fn drop_graph(&mut self, g: GraphId) {
+        if let Some(exec) = self.graphs.take(g) {
+            // SAFETY: destroying an executable graph is deferred by the driver until its
+            // queued launches are done; it is used by no one after this.
+            unsafe {
+                let _ = sys::cuGraphExecDestroy(exec);
+            }
+        }
+    }
+}
+
+/// A driver call's status as a `Result`.
+fn cu_check(what: &str, r: sys::CUresult) -> Result<()> {
+    match r {
+        sys::CUresult::CUDA_SUCCESS => Ok(()),
+        e => Err(dev_err(what, e)),
     }
 }

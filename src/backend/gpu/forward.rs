@@ -8,9 +8,10 @@
 //! `MMV_CHUNKS * MMV_MAX` tokens go through the fused dequantize-dot kernels; larger
 //! batches dequantize the matrix to f16 and use the vendor BLAS.
 
-use super::kernels::{ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, View, bytes_of};
+use super::fused::Fused;
+use super::kernels::{ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Q8Act, View, bytes_of};
 use super::weights::{GpuFfn, GpuMat, GpuQkv, GpuWeights};
-use super::{DevBuf, GpuStream};
+use super::{DevBuf, DevPtr, GpuStream, GraphId};
 use crate::backend::cpu::ThreadPool;
 use crate::backend::cpu::ops::RopeCache;
 use crate::batch::Plan;
@@ -23,6 +24,26 @@ use crate::{Error, Result};
 
 /// Batches of up to this many mmv launches (of `MMV_MAX` tokens) skip the f16 GEMM.
 const MMV_CHUNKS: usize = 4;
+
+/// The most recorded graphs a context keeps (one per decode layout, oldest out first).
+const GRAPHS_KEPT: usize = 8;
+
+/// What makes two decodes' launches identical: the same table layout (all but the count of
+/// attention entries, which the kernels read from the tables), rows, output rows and buffers.
+/// Everything else a launch takes (weights, caches, activations) is fixed for the context.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct GraphKey {
+    tables: Tables,
+    rows: usize,
+    /// Output rows: not implied by the table offsets (padding can hide a change of count).
+    outputs: usize,
+    table_buf: DevPtr,
+    logits_buf: DevPtr,
+}
+
+fn aborted() -> Error {
+    Error::Aborted("decode aborted by the abort callback".into())
+}
 
 struct Acts {
     x: DevBuf,
@@ -38,13 +59,18 @@ struct Acts {
     fused: DevBuf,
     /// A product's input rounded as the CPU's dot products round it.
     xq: DevBuf,
+    /// A product's input quantized for the integer-dot kernels: codes and scales.
+    x8: DevBuf,
+    x8s: DevBuf,
     /// f16 copies of a GEMM's activations and weights (prefill only).
     xh: Option<DevBuf>,
     wh: Option<DevBuf>,
 }
 
-/// Where each table of a decode sits in the uploaded words.
-#[derive(Default)]
+/// Where each table of a decode sits in the uploaded words. The attention entries, the one
+/// table whose length changes from one decode to the next, come last: two decodes of the
+/// same rows, pairs and outputs have the same offsets (see `GraphKey`).
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
 struct Tables {
     tokens: usize,
     rope: usize,
@@ -53,10 +79,9 @@ struct Tables {
     n_pairs: usize,
     meta: usize,
     meta_swa: usize,
-    cells: usize,
-    cpos: usize,
-    n_entries: usize,
     outputs: usize,
+    entries: usize,
+    n_entries: usize,
 }
 
 pub struct GpuForward {
@@ -76,6 +101,10 @@ pub struct GpuForward {
     rope_swa: RopeCache,
     pos: Vec<i32>,
     cells: Vec<u32>,
+    /// Recorded decode graphs (see `forward`); off with RF_GPU_GRAPHS=0 or where capture
+    /// fails.
+    graphs: Vec<(GraphKey, GraphId)>,
+    graphs_on: bool,
 }
 
 fn f32_buf(w: &GpuWeights, n: usize, what: &str) -> Result<DevBuf> {
@@ -121,7 +150,7 @@ impl GpuForward {
         let q_dim = p.n_head * p.head_dim;
         let fused = (q_dim + kd + vd).max(2 * p.n_ff);
         let max_in = p.n_embd.max(p.n_ff).max(p.n_head * p.v_head_dim);
-        let gemm = nb > MMV_CHUNKS * MMV_MAX;
+        let gemm = nb > MMV_CHUNKS * MMV_MAX && w.dev.has_gemm();
         let acts = Acts {
             x: f32_buf(w, rows(p.n_embd)?, "activations")?,
             h: f32_buf(w, rows(p.n_embd)?, "activations")?,
@@ -135,6 +164,8 @@ impl GpuForward {
             a: f32_buf(w, rows(p.n_ff)?, "activation")?,
             fused: f32_buf(w, rows(fused)?, "fused outputs")?,
             xq: f32_buf(w, rows(max_in)?, "rounded inputs")?,
+            x8: DevBuf::array(&w.dev, rows(max_in)?, 1, "quantized inputs")?,
+            x8s: DevBuf::array(&w.dev, rows(max_in.div_ceil(32))?, 8, "input scales")?,
             xh: if gemm {
                 Some(DevBuf::array(&w.dev, rows(max_in)?, 2, "f16 inputs")?)
             } else {
@@ -160,6 +191,8 @@ impl GpuForward {
             rope_swa: RopeCache::default(),
             pos: Vec::new(),
             cells: Vec::new(),
+            graphs: Vec::new(),
+            graphs_on: std::env::var("RF_GPU_GRAPHS").map_or(true, |v| v != "0"),
         })
     }
 
@@ -233,16 +266,18 @@ impl GpuForward {
             let lo = first_visible(m[2], p.n_swa);
             w.extend([m[0] as u32, m[1] as u32, m[2] as u32, lo as u32]);
         }
-        tb.n_entries = self.pos.len();
-        align(w);
-        tb.cells = w.len();
-        w.extend_from_slice(&self.cells);
-        align(w);
-        tb.cpos = w.len();
-        w.extend(self.pos.iter().map(|&p| p as u32));
         align(w);
         tb.outputs = w.len();
         w.extend(plan.outputs.iter().map(|&r| r as u32));
+        tb.n_entries = self.pos.len();
+        align(w);
+        tb.entries = w.len();
+        w.extend(
+            self.cells
+                .iter()
+                .zip(&self.pos)
+                .flat_map(|(&c, &p)| [c, p as u32]),
+        );
         Ok(tb)
     }
 
@@ -250,8 +285,9 @@ impl GpuForward {
     fn upload_tables(&mut self, w: &GpuWeights) -> Result<View> {
         let bytes = bytes_of(self.words.len(), 4)?;
         if self.table_buf.as_ref().is_none_or(|b| b.bytes() < bytes) {
-            // The old buffer may still be read by queued work.
+            // The old buffer may still be read by queued work, and by recorded graphs.
             self.stream.synchronize()?;
+            self.drop_graphs();
             self.table_buf = Some(DevBuf::new(&w.dev, bytes.next_power_of_two().max(4096))?);
         }
         let buf = self
@@ -264,16 +300,37 @@ impl GpuForward {
     }
 
     /// `y_i = W_i x` for `n` rows, for each (W_i, y_i) of `mats`: `x` is rounded once per
-    /// rounding the matrices' formats ask for (`ActRound`).
+    /// rounding the matrices' formats ask for (`ActRound`). With `q8_ready`, the Q8 scratch
+    /// already holds `x` quantized (a fused kernel made it).
     fn matmul(
         &mut self,
         w: &GpuWeights,
         mats: &[(&GpuMat, View)],
         x: View,
         n: usize,
+        q8_ready: bool,
     ) -> Result<()> {
         let mut rounded: Option<ActRound> = None;
+        let mut quantized = q8_ready;
         for &(m, y) in mats {
+            if self.wants_q8(w, m, n) {
+                let q = self.q8();
+                if !quantized {
+                    w.kernels
+                        .quantize_q8(self.stream.as_mut(), x, q, n, m.shape.n_in)?;
+                    quantized = true;
+                }
+                let s = self.stream.as_mut();
+                let mut t0 = 0;
+                while t0 < n {
+                    let nt = (n - t0).min(MMV_MAX);
+                    let ys = y.sub(t0 * m.shape.n_out * 4, nt * m.shape.n_out * 4)?;
+                    w.kernels
+                        .mmvq(s, m.view(), m.shape, q.rows(t0, nt, m.shape.n_in)?, nt, ys)?;
+                    t0 += nt;
+                }
+                continue;
+            }
             let r = FORMATS[m.shape.format].2;
             let input = if r == ActRound::None {
                 x
@@ -295,8 +352,9 @@ impl GpuForward {
     /// `y = W x` for `n` rows of already rounded inputs.
     fn product(&mut self, w: &GpuWeights, m: &GpuMat, x: View, n: usize, y: View) -> Result<()> {
         let k = &w.kernels;
+        let few = self.few(n);
         let s = self.stream.as_mut();
-        if n <= MMV_CHUNKS * MMV_MAX || self.acts.wh.is_none() {
+        if few {
             let mut t0 = 0;
             while t0 < n {
                 let nt = (n - t0).min(MMV_MAX);
@@ -326,6 +384,10 @@ impl GpuForward {
 
     /// Runs the offloaded part of a checked, reserved batch; returns the logits of
     /// `plan.outputs`, finishing on the CPU when layers remain there.
+    ///
+    /// With every layer and the head on the GPU and at most `MMV_CHUNKS * MMV_MAX` rows, the
+    /// launches run as a graph recorded the first time a decode of that layout is seen
+    /// (`GraphKey`) and replayed after: the abort callback is then asked once, before.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &mut self,
@@ -343,12 +405,123 @@ impl GpuForward {
         if n > self.n_batch {
             return Err(Error::Internal("batch larger than the GPU buffers".into()));
         }
+        self.copy_blocks(kv, p.k_dim(), p.v_dim())?;
+        let tb = self.build_tables(t, plan, kv)?;
+        let tv = self.upload_tables(w)?;
+        let Some((norm, out)) = &w.head else {
+            self.layers(w, t, &tb, tv, n, abort)?;
+            let mut xs = vec![0f32; n * p.n_embd];
+            let x = self.acts.x.view().sub(0, n * p.n_embd * 4)?;
+            // SAFETY: x holds n * d floats (its size was checked by every kernel that wrote
+            // it); the download synchronizes the stream first.
+            unsafe { self.stream.download(as_bytes_mut(&mut xs), x.ptr)? };
+            return t.forward_from(file, pool, plan, kv, abort, cpu, w.n_layers(), &xs);
+        };
+        let m = plan.outputs.len();
+        if m == 0 {
+            self.layers(w, t, &tb, tv, n, abort)?;
+            return Ok(Vec::new());
+        }
+        let count = bytes_of(m, p.n_vocab)?;
+        let lv = self.logits_view(w, count)?;
+        let (norm, out) = (norm.view(), out.as_ref());
+        if self.graphs_on && n <= MMV_CHUNKS * MMV_MAX {
+            if abort() {
+                return Err(aborted());
+            }
+            let key = GraphKey {
+                tables: Tables { n_entries: 0, ..tb },
+                rows: n,
+                outputs: m,
+                table_buf: tv.ptr,
+                logits_buf: lv.ptr,
+            };
+            self.run_graph(key, &mut |this: &mut Self| {
+                this.layers(w, t, &tb, tv, n, &mut || false)?;
+                this.head(w, t, plan, &tb, tv, norm, out, lv)
+            })?;
+        } else {
+            self.layers(w, t, &tb, tv, n, abort)?;
+            self.head(w, t, plan, &tb, tv, norm, out, lv)?;
+        }
+        let mut logits = Vec::new();
+        logits
+            .try_reserve_exact(count)
+            .map_err(|_| Error::Oom(format!("logits for {m} rows")))?;
+        logits.resize(count, 0.0);
+        // SAFETY: lv holds at least `count` floats (logits_view); the download synchronizes
+        // the stream before copying.
+        unsafe { self.stream.download(as_bytes_mut(&mut logits), lv.ptr)? };
+        Ok(logits)
+    }
+
+    /// Replays the graph recorded for `key`, or records `body` as one and replays it. Where
+    /// graphs do not work (a capture that cannot begin or end), `body` runs directly from
+    /// then on.
+    fn run_graph(
+        &mut self,
+        key: GraphKey,
+        body: &mut dyn FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        if let Some(&(_, id)) = self.graphs.iter().find(|(k, _)| *k == key) {
+            return self.stream.replay(id);
+        }
+        if self.stream.begin_capture().is_err() {
+            self.graphs_on = false;
+            return body(self);
+        }
+        let recorded = body(self);
+        let ended = self.stream.end_capture();
+        recorded?;
+        let Ok(id) = ended else {
+            // Nothing ran while recording: run it now, and without graphs from now on.
+            self.graphs_on = false;
+            return body(self);
+        };
+        if self.graphs.len() >= GRAPHS_KEPT {
+            let (_, old) = self.graphs.remove(0);
+            self.stream.drop_graph(old);
+        }
+        self.graphs.push((key, id));
+        self.stream.replay(id)
+    }
+
+    /// Frees the recorded graphs (their buffers are about to change).
+    fn drop_graphs(&mut self) {
+        for (_, id) in std::mem::take(&mut self.graphs) {
+            self.stream.drop_graph(id);
+        }
+    }
+
+    /// The logits buffer, grown to `count` floats when needed.
+    fn logits_view(&mut self, w: &GpuWeights, count: usize) -> Result<View> {
+        let need = bytes_of(count, 4)?;
+        if self.logits_buf.as_ref().is_none_or(|b| b.bytes() < need) {
+            self.stream.synchronize()?;
+            self.drop_graphs();
+            self.logits_buf = Some(DevBuf::new(&w.dev, need)?);
+        }
+        Ok(self
+            .logits_buf
+            .as_ref()
+            .ok_or_else(|| Error::Internal("logits".into()))?
+            .view())
+    }
+
+    /// The embedding lookup and every offloaded layer, leaving the hidden states in `x`.
+    fn layers(
+        &mut self,
+        w: &GpuWeights,
+        t: &Transformer,
+        tb: &Tables,
+        tv: View,
+        n: usize,
+        abort: &mut dyn FnMut() -> bool,
+    ) -> Result<()> {
+        let p = &t.params;
         let (d, hd) = (p.n_embd, p.head_dim);
         let (kd, vd) = (p.k_dim(), p.v_dim());
         let q_dim = p.n_head * hd;
-        self.copy_blocks(kv, kd, vd)?;
-        let tb = self.build_tables(t, plan, kv)?;
-        let tv = self.upload_tables(w)?;
         let words = |at: usize, len: usize| tv.sub(at * 4, len * 4);
         let k = &w.kernels;
         let a = &self.acts;
@@ -381,35 +554,28 @@ impl GpuForward {
             (1.0, 1.0 / (hd as f32).sqrt())
         };
         let n_pairs_rope = p.n_rot / 2;
+        // A residual `x += pending` not yet made: the next norm makes it in the same launch.
+        let mut pending: Option<View> = None;
         for (li, l) in w.layers.iter().enumerate() {
             if abort() {
-                return Err(Error::Aborted(
-                    "decode aborted by the abort callback".into(),
-                ));
+                return Err(aborted());
             }
             let swa = p.swa_layers[li];
-            k.rms_norm(
-                self.stream.as_mut(),
-                x,
-                d,
-                l.attn_norm.view(),
-                h,
-                d,
-                n,
-                d,
-                p.eps,
-                false,
-            )?;
+            let first = match &l.qkv {
+                GpuQkv::Split { q: wq, .. } => wq,
+                GpuQkv::Fused(wf) => wf,
+            };
+            let ready = self.norm_in(w, pending.take(), l.attn_norm.view(), first, n, d, p.eps)?;
             match &l.qkv {
                 GpuQkv::Split {
                     q: wq,
                     k: wk,
                     v: wv,
                 } => {
-                    self.matmul(w, &[(wq, q), (wk, kk), (wv, v)], h, n)?;
+                    self.matmul(w, &[(wq, q), (wk, kk), (wv, v)], h, n, ready)?;
                 }
                 GpuQkv::Fused(wf) => {
-                    self.matmul(w, &[(wf, fused)], h, n)?;
+                    self.matmul(w, &[(wf, fused)], h, n, ready)?;
                     let total = q_dim + kd + vd;
                     let s = self.stream.as_mut();
                     k.copy_cols(s, fused, total, 0, n, q, q_dim)?;
@@ -445,12 +611,9 @@ impl GpuForward {
                 n * n_pairs_rope * 2,
             )?;
             let neox = t.spec.rope == RopeStyle::Neox;
-            k.rope(s, q, q_dim, cs, n, p.n_head, hd, p.n_rot, neox)?;
-            k.rope(s, kk, kd, cs, n, p.n_head_kv, hd, p.n_rot, neox)?;
-            if q_scale != 1.0 {
-                k.scale(s, q, n * q_dim, q_scale)?;
-            }
-            k.round_f16(s, q, n * q_dim)?;
+            let heads = (p.n_head, p.n_head_kv);
+            k.fused
+                .rope_qk(s, q, kk, cs, n, heads, hd, p.n_rot, neox, q_scale)?;
             let (kc, vc) = (self.kc[li].view(), self.vc[li].view());
             k.kv_store(
                 s,
@@ -489,57 +652,106 @@ impl GpuForward {
                     },
                     4 * n,
                 )?,
-                cells: words(tb.cells, tb.n_entries)?,
-                cpos: words(tb.cpos, tb.n_entries)?,
+                entries: words(tb.entries, 2 * tb.n_entries)?,
             };
             k.attend(s, shape, &io)?;
-            self.matmul(w, &[(&l.wo, o)], attn, n)?;
+            self.matmul(w, &[(&l.wo, o)], attn, n, false)?;
             let s = self.stream.as_mut();
             match &l.post_attn_norm {
                 Some(nw) => k.rms_norm(s, o, d, nw.view(), x, d, n, d, p.eps, true)?,
-                None => k.add(s, x, o, n * d)?,
+                None => pending = Some(o),
             }
-            k.rms_norm(s, x, d, l.ffn_norm.view(), h, d, n, d, p.eps, false)?;
-            let down = match &l.ffn {
-                GpuFfn::Split { gate, up, down } => {
-                    self.matmul(w, &[(gate, g), (up, u)], h, n)?;
-                    down
+            let (first, down) = match &l.ffn {
+                GpuFfn::Split { gate, down, .. } => (gate, down),
+                GpuFfn::Fused { up, down } => (up, down),
+            };
+            let ready = self.norm_in(w, pending.take(), l.ffn_norm.view(), first, n, d, p.eps)?;
+            match &l.ffn {
+                GpuFfn::Split { gate, up, .. } => {
+                    self.matmul(w, &[(gate, g), (up, u)], h, n, ready)?;
                 }
-                GpuFfn::Fused { up, down } => {
-                    self.matmul(w, &[(up, fused)], h, n)?;
+                GpuFfn::Fused { up, .. } => {
+                    self.matmul(w, &[(up, fused)], h, n, ready)?;
                     let s = self.stream.as_mut();
                     k.copy_cols(s, fused, 2 * p.n_ff, 0, n, g, p.n_ff)?;
                     k.copy_cols(s, fused, 2 * p.n_ff, p.n_ff, n, u, p.n_ff)?;
-                    down
                 }
-            };
+            }
             let gelu = t.spec.act == FfnAct::GeluTanh;
-            k.glu(self.stream.as_mut(), gelu, g, u, act, n * p.n_ff)?;
-            self.matmul(w, &[(down, o)], act, n)?;
+            let count = bytes_of(n, p.n_ff)?;
+            let ready = self.wants_q8(w, down, n) && Fused::fits(p.n_ff);
+            let q8 = self.q8();
+            let s = self.stream.as_mut();
+            if ready {
+                k.fused.glu_q8(s, gelu, g, u, act, q8, count)?;
+            } else {
+                k.glu(s, gelu, g, u, act, count)?;
+            }
+            self.matmul(w, &[(down, o)], act, n, ready)?;
             let s = self.stream.as_mut();
             match &l.post_ffn_norm {
                 Some(nw) => k.rms_norm(s, o, d, nw.view(), x, d, n, d, p.eps, true)?,
-                None => k.add(s, x, o, n * d)?,
+                None => pending = Some(o),
             }
         }
-        match &w.head {
-            Some((norm, out)) => self.logits(w, t, plan, &tb, tv, norm.view(), out.as_ref()),
-            None => {
-                let mut xs = vec![0f32; n * d];
-                // SAFETY: x holds n * d floats (its size was checked by every kernel that
-                // wrote it); the download synchronizes the stream first.
-                unsafe {
-                    self.stream
-                        .download(as_bytes_mut(&mut xs), x.sub(0, n * d * 4)?.ptr)?
-                };
-                t.forward_from(file, pool, plan, kv, abort, cpu, w.n_layers(), &xs)
-            }
+        if let Some(o) = pending {
+            k.add(self.stream.as_mut(), x, o, n * d)?;
+        }
+        Ok(())
+    }
+
+    /// The quantized-activation scratch of the integer-dot products.
+    fn q8(&self) -> Q8Act {
+        Q8Act {
+            codes: self.acts.x8.view(),
+            scales: self.acts.x8s.view(),
         }
     }
 
-    /// Final norm, output matrix and soft-cap of the output rows; downloads them.
+    /// Whether a product with `m` over `n` rows takes Q8-quantized inputs (`matmul`).
+    fn wants_q8(&self, w: &GpuWeights, m: &GpuMat, n: usize) -> bool {
+        self.few(n) && w.kernels.has_mmvq(m.shape.format)
+    }
+
+    /// Whether `n` rows go through the matrix-vector kernels rather than the GEMM.
+    fn few(&self, n: usize) -> bool {
+        n <= MMV_CHUNKS * MMV_MAX || self.acts.wh.is_none()
+    }
+
+    /// `h = rms_norm(x) * nw` for `n` rows, after `x += residual` when one is given, and
+    /// `h` quantized for the integer-dot products when `next` (the first matrix `h` goes
+    /// into) takes them: one launch where rows allow. Returns whether `h` was quantized.
     #[allow(clippy::too_many_arguments)]
-    fn logits(
+    fn norm_in(
+        &mut self,
+        w: &GpuWeights,
+        residual: Option<View>,
+        nw: View,
+        next: &GpuMat,
+        n: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<bool> {
+        let k = &w.kernels;
+        let (x, h) = (self.acts.x.view(), self.acts.h.view());
+        let quantize = self.wants_q8(w, next, n);
+        let q = quantize.then(|| self.q8());
+        let s = self.stream.as_mut();
+        if Fused::fits(d) {
+            k.fused
+                .add_rms_norm_q8(s, x, residual, nw, h, q, n, d, eps)?;
+            return Ok(quantize);
+        }
+        if let Some(o) = residual {
+            k.add(s, x, o, n * d)?;
+        }
+        k.rms_norm(s, x, d, nw, h, d, n, d, eps, false)?;
+        Ok(false)
+    }
+
+    /// Final norm, output matrix and soft-cap of the output rows, into `lv`.
+    #[allow(clippy::too_many_arguments)]
+    fn head(
         &mut self,
         w: &GpuWeights,
         t: &Transformer,
@@ -548,41 +760,21 @@ impl GpuForward {
         tv: View,
         norm: View,
         out: Option<&GpuMat>,
-    ) -> Result<Vec<f32>> {
+        lv: View,
+    ) -> Result<()> {
         let p = &t.params;
         let (m, d, nv) = (plan.outputs.len(), p.n_embd, p.n_vocab);
-        if m == 0 {
-            return Ok(Vec::new());
-        }
         let mat = out.unwrap_or(&w.token_embd);
-        let need = bytes_of(bytes_of(m, nv)?, 4)?;
-        if self.logits_buf.as_ref().is_none_or(|b| b.bytes() < need) {
-            self.stream.synchronize()?;
-            self.logits_buf = Some(DevBuf::new(&w.dev, need)?);
-        }
-        let lv = self
-            .logits_buf
-            .as_ref()
-            .ok_or_else(|| Error::Internal("logits".into()))?
-            .view();
         let k = &w.kernels;
         let (x, o, h) = (self.acts.x.view(), self.acts.o.view(), self.acts.h.view());
         let s = self.stream.as_mut();
         k.gather_rows(s, x, plan.len(), tv.sub(tb.outputs * 4, m * 4)?, m, o, d)?;
         k.rms_norm(s, o, d, norm, h, d, m, d, p.eps, false)?;
-        self.matmul(w, &[(mat, lv)], h, m)?;
+        self.matmul(w, &[(mat, lv)], h, m, false)?;
         if let Some(cap) = p.final_softcap {
             k.softcap(self.stream.as_mut(), lv, m * nv, cap)?;
         }
-        let mut logits = Vec::new();
-        logits
-            .try_reserve_exact(m * nv)
-            .map_err(|_| Error::Oom(format!("logits for {m} rows")))?;
-        logits.resize(m * nv, 0.0);
-        // SAFETY: lv holds at least m * nv floats (allocated above); the download
-        // synchronizes the stream before copying.
-        unsafe { self.stream.download(as_bytes_mut(&mut logits), lv.ptr)? };
-        Ok(logits)
+        Ok(())
     }
 
     /// Makes the block copies copy-on-write asked for, in every offloaded layer.

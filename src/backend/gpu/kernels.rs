@@ -4,6 +4,7 @@
 
 use std::ffi::c_void;
 
+use super::fused::Fused;
 use super::{DevBuf, DevPtr, Dims, Func, GpuDevice, GpuStream};
 use crate::gguf::GgmlType;
 use crate::{Error, Result};
@@ -40,6 +41,9 @@ pub enum ActRound {
     Bf16 = 4,
 }
 
+/// The fewest weight slices (sixteen codes) one `mmvq` thread takes, where rows allow.
+const MMVQ_SLICES: usize = 4;
+
 /// The most tokens one `mmv` launch takes (kernels mmv1 .. mmv8).
 pub const MMV_MAX: usize = 8;
 
@@ -51,10 +55,62 @@ pub fn format_index(ty: GgmlType, what: &str) -> Result<usize> {
         .ok_or_else(|| Error::Unsupported(format!("{what}: the GPU backend has no {ty} kernels")))
 }
 
+/// The formats with integer-dot kernels (kernels/matvec_q8.cu `mmvq`): blocks of 32 whose
+/// CPU dot products take Q8_0 or Q8_1 activations, with each block's header and code bytes
+/// (the split layout's two parts).
+const Q8_DOT: [(&str, usize, usize); 6] = [
+    ("q4_0", 2, 16),
+    ("q4_1", 4, 16),
+    ("q5_0", 6, 16),
+    ("q5_1", 8, 16),
+    ("q8_0", 2, 32),
+    ("iq4_nl", 2, 16),
+];
+
+/// A block's header and code bytes, for the formats the split layout takes.
+pub fn split_parts(format: usize) -> Option<(usize, usize)> {
+    let name = FORMATS.get(format)?.1;
+    Q8_DOT
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|&(_, hb, qb)| (hb, qb))
+}
+
+/// The integer-dot kernels of a format: for the blocks layout, for the split one, and the
+/// split layout's f16 dequantization.
+#[derive(Clone, Copy)]
+struct DotKernels {
+    blocks: [Func; MMV_MAX],
+    split: [Func; MMV_MAX],
+    deq_f16_split: Func,
+}
+
 struct FormatKernels {
     mmv: [Func; MMV_MAX],
+    mmvq: Option<DotKernels>,
     deq_f16: Func,
     embed: Func,
+}
+
+/// Activations quantized for `mmvq`: int8 codes, rows of K, and one {d, s} float pair per
+/// 32 codes.
+#[derive(Debug, Clone, Copy)]
+pub struct Q8Act {
+    pub codes: View,
+    pub scales: View,
+}
+
+impl Q8Act {
+    /// Rows `t0..t0 + n` of rows of `k` codes.
+    pub fn rows(self, t0: usize, n: usize, k: usize) -> Result<Q8Act> {
+        let blocks = k / 32;
+        Ok(Q8Act {
+            codes: self.codes.sub(bytes_of(t0, k)?, bytes_of(n, k)?)?,
+            scales: self
+                .scales
+                .sub(bytes_of(t0, blocks * 8)?, bytes_of(n, blocks * 8)?)?,
+        })
+    }
 }
 
 pub struct Kernels {
@@ -62,18 +118,18 @@ pub struct Kernels {
     rms_norm: Func,
     add: Func,
     add_bias: Func,
-    scale: Func,
     softcap: Func,
-    round_f16: Func,
     to_f16: Func,
     swiglu: Func,
     geglu: Func,
-    rope: Func,
     gather_rows: Func,
     copy_cols: Func,
     kv_store: Func,
     attend: Func,
     quantize_act: Func,
+    quantize_q8: Func,
+    /// Launches that do the work of several of the above (kernels/fused.cu).
+    pub fused: Fused,
 }
 
 /// A range of device memory: what a kernel argument may touch.
@@ -116,7 +172,22 @@ pub fn bytes_of(count: usize, elem: usize) -> Result<usize> {
 }
 
 /// Checks that `v` holds at least `count` elements of `elem` bytes; its address.
-fn need(v: View, count: usize, elem: usize, what: &str) -> Result<DevPtr> {
+/// Threads of a norm's block for rows of `d`: a float4 each where the row allows, in whole
+/// AMD wavefronts (64). `rms_norm` and the fused norm share it, so their sums run in the same
+/// order.
+pub(super) fn norm_block(d: usize) -> u32 {
+    (d.div_ceil(4).div_ceil(64).max(1) * 64).min(1024) as u32
+}
+
+/// The product of `factors` (element counts of a launch), checked.
+pub(super) fn count(factors: &[usize]) -> Result<usize> {
+    factors
+        .iter()
+        .try_fold(1usize, |a, &f| a.checked_mul(f))
+        .ok_or_else(|| Error::Overflow(format!("a kernel's element count {factors:?}")))
+}
+
+pub(super) fn need(v: View, count: usize, elem: usize, what: &str) -> Result<DevPtr> {
     let b = bytes_of(count, elem)?;
     if v.bytes < b {
         return Err(Error::Internal(format!(
@@ -127,18 +198,18 @@ fn need(v: View, count: usize, elem: usize, what: &str) -> Result<DevPtr> {
     Ok(v.ptr)
 }
 
-fn to_i32(v: usize, what: &str) -> Result<i32> {
+pub(super) fn to_i32(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::Overflow(format!("{what} = {v} for a kernel")))
 }
 
-fn to_u32(v: usize, what: &str) -> Result<u32> {
+pub(super) fn to_u32(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::Overflow(format!("{what} = {v} for a kernel")))
 }
 
 /// A kernel argument: each is passed by address, from a 64-bit slot whose low bytes hold it
 /// (little-endian; the driver copies the parameter's own size).
 #[derive(Clone, Copy)]
-enum Arg {
+pub(super) enum Arg {
     P(DevPtr),
     I(i32),
     U64(u64),
@@ -147,7 +218,7 @@ enum Arg {
 
 const MAX_ARGS: usize = 16;
 
-fn launch(s: &mut dyn GpuStream, f: Func, d: Dims, args: &[Arg]) -> Result<()> {
+pub(super) fn launch(s: &mut dyn GpuStream, f: Func, d: Dims, args: &[Arg]) -> Result<()> {
     if args.len() > MAX_ARGS {
         return Err(Error::Internal("too many kernel arguments".into()));
     }
@@ -171,7 +242,7 @@ fn launch(s: &mut dyn GpuStream, f: Func, d: Dims, args: &[Arg]) -> Result<()> {
     unsafe { s.launch(f, d, &mut ptrs[..args.len()]) }
 }
 
-fn grid1(n: usize, block: u32) -> Result<Dims> {
+pub(super) fn grid1(n: usize, block: u32) -> Result<Dims> {
     let blocks = n.div_ceil(block as usize).max(1);
     Ok(Dims {
         grid: (to_u32(blocks, "grid")?, 1, 1),
@@ -180,12 +251,28 @@ fn grid1(n: usize, block: u32) -> Result<Dims> {
     })
 }
 
-fn rows(n: usize, block: u32) -> Result<Dims> {
+pub(super) fn rows(n: usize, block: u32) -> Result<Dims> {
     Ok(Dims {
         grid: (to_u32(n.max(1), "rows")?, 1, 1),
         block,
         shared: 0,
     })
+}
+
+/// The codes and the headers of a matrix in the split layout, each checked to hold its
+/// `n_out * n_in / 32` blocks' parts.
+fn split_views(w: View, m: MatShape) -> Result<(View, View)> {
+    let (hb, qb) = split_parts(m.format)
+        .ok_or_else(|| Error::Internal("split layout of a format without one".into()))?;
+    let at = m
+        .heads
+        .ok_or_else(|| Error::Internal("not the split layout".into()))?;
+    let blocks = bytes_of(m.n_out, m.n_in / 32)?;
+    let codes = w.sub(0, bytes_of(blocks, qb)?)?;
+    if at != codes.bytes || !at.is_multiple_of(16) {
+        return Err(Error::Internal("split layout: headers misplaced".into()));
+    }
+    Ok((codes, w.sub(at, bytes_of(blocks, hb)?)?))
 }
 
 /// The shape of one quantized matrix on the device.
@@ -195,19 +282,33 @@ pub struct MatShape {
     pub n_out: usize,
     pub n_in: usize,
     pub row_bytes: usize,
+    /// The split layout (kernels/matvec_q8.cu): where its headers start, after the codes.
+    pub heads: Option<usize>,
 }
 
 impl Kernels {
     pub fn load(dev: &dyn GpuDevice) -> Result<Kernels> {
         let f = |name: &str| dev.function(name);
         let mut formats = Vec::with_capacity(FORMATS.len());
-        for (_, name, _) in FORMATS {
-            let mut mmv = [Func(0); MMV_MAX];
-            for (i, m) in mmv.iter_mut().enumerate() {
-                *m = f(&format!("mmv{}_{name}", i + 1))?;
+        let per_tokens = |prefix: &str, name: &str| -> Result<[Func; MMV_MAX]> {
+            let mut fs = [Func(0); MMV_MAX];
+            for (i, m) in fs.iter_mut().enumerate() {
+                *m = f(&format!("{prefix}{}_{name}", i + 1))?;
             }
+            Ok(fs)
+        };
+        for (_, name, _) in FORMATS {
             formats.push(FormatKernels {
-                mmv,
+                mmv: per_tokens("mmv", name)?,
+                mmvq: if Q8_DOT.iter().any(|(n, _, _)| *n == name) {
+                    Some(DotKernels {
+                        blocks: per_tokens("mmvq", name)?,
+                        split: per_tokens("mmvqs", name)?,
+                        deq_f16_split: f(&format!("deqs_f16_{name}"))?,
+                    })
+                } else {
+                    None
+                },
                 deq_f16: f(&format!("deq_f16_{name}"))?,
                 embed: f(&format!("embed_{name}"))?,
             });
@@ -217,19 +318,113 @@ impl Kernels {
             rms_norm: f("rms_norm")?,
             add: f("add_inplace")?,
             add_bias: f("add_bias")?,
-            scale: f("scale_inplace")?,
             softcap: f("softcap_inplace")?,
-            round_f16: f("round_f16_inplace")?,
             to_f16: f("to_f16")?,
             swiglu: f("swiglu")?,
             geglu: f("geglu")?,
-            rope: f("rope")?,
             gather_rows: f("gather_rows")?,
             copy_cols: f("copy_cols")?,
             kv_store: f("kv_store_f16")?,
             attend: f("attend_f16")?,
             quantize_act: f("quantize_act")?,
+            quantize_q8: f("quantize_q8")?,
+            fused: Fused::load(dev)?,
         })
+    }
+
+    /// Whether format `format` (an index into `FORMATS`) has `mmvq` kernels.
+    pub fn has_mmvq(&self, format: usize) -> bool {
+        self.formats.get(format).is_some_and(|f| f.mmvq.is_some())
+    }
+
+    /// `n` rows of `k` floats of `x` to codes and scales for `mmvq` (`k` a multiple of 32).
+    pub fn quantize_q8(
+        &self,
+        s: &mut dyn GpuStream,
+        x: View,
+        q: Q8Act,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        if !k.is_multiple_of(32) {
+            return Err(Error::Internal(format!(
+                "quantizing rows of {k} in blocks of 32"
+            )));
+        }
+        let count = bytes_of(n, k)?;
+        let blocks = count / 32;
+        need(x, count, 4, "activations")?;
+        need(q.codes, count, 1, "activation codes")?;
+        need(q.scales, blocks, 8, "activation scales")?;
+        let args = [
+            Arg::P(x.ptr),
+            Arg::P(q.codes.ptr),
+            Arg::P(q.scales.ptr),
+            Arg::U64(blocks as u64),
+        ];
+        launch(s, self.quantize_q8, grid1(blocks, 128)?, &args)
+    }
+
+    /// `y[t] = W x[t]` for `n` tokens (at most `MMV_MAX`) of quantized activations, W in a
+    /// format that `has_mmvq`.
+    pub fn mmvq(
+        &self,
+        s: &mut dyn GpuStream,
+        w: View,
+        m: MatShape,
+        x: Q8Act,
+        n: usize,
+        y: View,
+    ) -> Result<()> {
+        let ks = self
+            .formats
+            .get(m.format)
+            .and_then(|f| f.mmvq)
+            .ok_or_else(|| Error::Internal("no integer-dot kernels for this format".into()))?;
+        if n == 0 || n > MMV_MAX || !m.n_in.is_multiple_of(32) {
+            return Err(Error::Internal(format!(
+                "mmvq of {n} tokens, {} inputs",
+                m.n_in
+            )));
+        }
+        need(w, m.n_out, m.row_bytes, "mmvq weights")?;
+        let (f, w0, w1) = match m.heads {
+            Some(_) => {
+                let (codes, heads) = split_views(w, m)?;
+                (ks.split[n - 1], Arg::P(codes.ptr), Arg::P(heads.ptr))
+            }
+            None => (
+                ks.blocks[n - 1],
+                Arg::P(w.ptr),
+                Arg::U64(m.row_bytes as u64),
+            ),
+        };
+        need(x.codes, bytes_of(n, m.n_in)?, 1, "mmvq codes")?;
+        need(x.scales, bytes_of(n, m.n_in / 32)?, 8, "mmvq scales")?;
+        need(y, bytes_of(n, m.n_out)?, 4, "mmvq output")?;
+        // Two slices of sixteen codes per block of 32: the most threads a row (of 32, 64,
+        // 128) that leaves each at least MMVQ_SLICES slices.
+        let tasks = m.n_in / 16;
+        let tpr = [128, 64]
+            .into_iter()
+            .find(|&t| tasks >= t * MMVQ_SLICES)
+            .unwrap_or(32);
+        let dims = Dims {
+            grid: (to_u32(m.n_out.div_ceil(128 / tpr), "mmvq rows")?, 1, 1),
+            block: 128,
+            shared: 0,
+        };
+        let args = [
+            w0,
+            w1,
+            Arg::P(x.codes.ptr),
+            Arg::P(x.scales.ptr),
+            Arg::I(to_i32(m.n_in, "K")?),
+            Arg::P(y.ptr),
+            Arg::I(to_i32(m.n_out, "N")?),
+            Arg::I(tpr as i32),
+        ];
+        launch(s, f, dims, &args)
     }
 
     /// `y[t] = W x[t]` for `n` tokens (at most `MMV_MAX`), W in its own format.
@@ -242,15 +437,15 @@ impl Kernels {
         n: usize,
         y: View,
     ) -> Result<()> {
-        if n == 0 || n > MMV_MAX || !m.n_in.is_multiple_of(8) {
+        if n == 0 || n > MMV_MAX || !m.n_in.is_multiple_of(8) || m.heads.is_some() {
             return Err(Error::Internal(format!(
                 "mmv of {n} tokens, {} inputs",
                 m.n_in
             )));
         }
         need(w, m.n_out, m.row_bytes, "mmv weights")?;
-        need(x, n * m.n_in, 4, "mmv input")?;
-        need(y, n * m.n_out, 4, "mmv output")?;
+        need(x, count(&[n, m.n_in])?, 4, "mmv input")?;
+        need(y, count(&[n, m.n_out])?, 4, "mmv output")?;
         let f = self.formats[m.format].mmv[n - 1];
         // Four warps a block, one output row each.
         let dims = Dims {
@@ -277,14 +472,20 @@ impl Kernels {
             .checked_mul(m.n_in)
             .ok_or_else(|| Error::Overflow("matrix".into()))?;
         need(out, n, 2, "deq output")?;
+        let fk = &self.formats[m.format];
+        let (f, w1) = match (m.heads, fk.mmvq) {
+            (Some(_), Some(ks)) => (ks.deq_f16_split, Arg::P(split_views(w, m)?.1.ptr)),
+            (Some(_), None) => return Err(Error::Internal("split layout of a format".into())),
+            (None, _) => (fk.deq_f16, Arg::U64(m.row_bytes as u64)),
+        };
         let args = [
             Arg::P(w.ptr),
-            Arg::U64(m.row_bytes as u64),
+            w1,
             Arg::P(out.ptr),
             Arg::I(to_i32(m.n_out, "N")?),
             Arg::I(to_i32(m.n_in, "K")?),
         ];
-        launch(s, self.formats[m.format].deq_f16, grid1(n / 8, 256)?, &args)
+        launch(s, f, grid1(n / 8, 256)?, &args)
     }
 
     /// `x[t] = scale * row tokens[t] of W` (W: n_out rows of n_in = d).
@@ -300,8 +501,11 @@ impl Kernels {
         scale: f32,
     ) -> Result<()> {
         need(w, m.n_out, m.row_bytes, "embedding")?;
+        if m.heads.is_some() {
+            return Err(Error::Internal("an embedding in the split layout".into()));
+        }
         need(tokens, n, 4, "tokens")?;
-        need(x, n * m.n_in, 4, "embeddings")?;
+        need(x, count(&[n, m.n_in])?, 4, "embeddings")?;
         let args = [
             Arg::P(w.ptr),
             Arg::U64(m.row_bytes as u64),
@@ -332,9 +536,13 @@ impl Kernels {
         if n == 0 {
             return Ok(());
         }
-        let span = |ld: usize| (n - 1) * ld + d;
-        need(x, span(ldx), 4, "norm input")?;
-        need(y, span(ldy), 4, "norm output")?;
+        let span = |ld: usize| {
+            count(&[n - 1, ld])?
+                .checked_add(d)
+                .ok_or_else(|| Error::Overflow("norm rows".into()))
+        };
+        need(x, span(ldx)?, 4, "norm input")?;
+        need(y, span(ldy)?, 4, "norm output")?;
         need(w, d, 4, "norm weights")?;
         let args = [
             Arg::P(x.ptr),
@@ -346,7 +554,7 @@ impl Kernels {
             Arg::F(eps),
             Arg::I(i32::from(add)),
         ];
-        launch(s, self.rms_norm, rows(n, 256)?, &args)
+        launch(s, self.rms_norm, rows(n, norm_block(d))?, &args)
     }
 
     /// `y` = `n` floats of `x` rounded as `r` says (`r` is not `None`; `n` a multiple of 256
@@ -420,16 +628,6 @@ impl Kernels {
         launch(s, self.add_bias, grid1(n, 256)?, &args)
     }
 
-    pub fn scale(&self, s: &mut dyn GpuStream, x: View, n: usize, k: f32) -> Result<()> {
-        need(x, n, 4, "scale")?;
-        launch(
-            s,
-            self.scale,
-            grid1(n, 256)?,
-            &[Arg::P(x.ptr), Arg::F(k), Arg::U64(n as u64)],
-        )
-    }
-
     pub fn softcap(&self, s: &mut dyn GpuStream, x: View, n: usize, cap: f32) -> Result<()> {
         need(x, n, 4, "softcap")?;
         launch(
@@ -437,16 +635,6 @@ impl Kernels {
             self.softcap,
             grid1(n, 256)?,
             &[Arg::P(x.ptr), Arg::F(cap), Arg::U64(n as u64)],
-        )
-    }
-
-    pub fn round_f16(&self, s: &mut dyn GpuStream, x: View, n: usize) -> Result<()> {
-        need(x, n, 4, "round")?;
-        launch(
-            s,
-            self.round_f16,
-            grid1(n, 256)?,
-            &[Arg::P(x.ptr), Arg::U64(n as u64)],
         )
     }
 
@@ -488,43 +676,6 @@ impl Kernels {
         )
     }
 
-    /// RoPE on `n` rows of `n_heads * head_dim` (rows `ld` apart) with `cs`: n_rot / 2
-    /// (cos, sin) pairs per row.
-    #[allow(clippy::too_many_arguments)]
-    pub fn rope(
-        &self,
-        s: &mut dyn GpuStream,
-        x: View,
-        ld: usize,
-        cs: View,
-        n: usize,
-        n_heads: usize,
-        head_dim: usize,
-        n_rot: usize,
-        neox: bool,
-    ) -> Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        if n_rot > head_dim || !n_rot.is_multiple_of(2) {
-            return Err(Error::Internal(format!(
-                "rope of {n_rot} dims in heads of {head_dim}"
-            )));
-        }
-        need(x, (n - 1) * ld + n_heads * head_dim, 4, "rope")?;
-        need(cs, n * n_rot / 2, 8, "rope angles")?;
-        let args = [
-            Arg::P(x.ptr),
-            Arg::I(to_i32(ld, "ld")?),
-            Arg::P(cs.ptr),
-            Arg::I(to_i32(n_heads, "heads")?),
-            Arg::I(to_i32(head_dim, "head_dim")?),
-            Arg::I(to_i32(n_rot, "n_rot")?),
-            Arg::I(i32::from(neox)),
-        ];
-        launch(s, self.rope, rows(n, 128)?, &args)
-    }
-
     /// `dst[i] = src[idx[i]]` for `n` rows of `d` (`src` holds `src_rows`; the indices were
     /// checked below it on the host).
     #[allow(clippy::too_many_arguments)]
@@ -538,9 +689,9 @@ impl Kernels {
         dst: View,
         d: usize,
     ) -> Result<()> {
-        need(src, src_rows * d, 4, "gather source")?;
+        need(src, count(&[src_rows, d])?, 4, "gather source")?;
         need(idx, n, 4, "gather indices")?;
-        need(dst, n * d, 4, "gather output")?;
+        need(dst, count(&[n, d])?, 4, "gather output")?;
         let args = [
             Arg::P(src.ptr),
             Arg::P(idx.ptr),
@@ -565,8 +716,8 @@ impl Kernels {
         if col0 + width > ld {
             return Err(Error::Internal("copy_cols past its row".into()));
         }
-        need(src, n * ld, 4, "split source")?;
-        need(dst, n * width, 4, "split output")?;
+        need(src, count(&[n, ld])?, 4, "split source")?;
+        need(dst, count(&[n, width])?, 4, "split output")?;
         let args = [
             Arg::P(src.ptr),
             Arg::I(to_i32(ld, "ld")?),
@@ -597,11 +748,11 @@ impl Kernels {
         if n == 0 {
             return Ok(());
         }
-        need(k, n_rows * kd, 4, "keys")?;
-        need(v, n_rows * vd, 4, "values")?;
-        need(pairs, 2 * n, 4, "store pairs")?;
-        need(kc, n_cells * kd, 2, "key cache")?;
-        need(vc, n_cells * vd, 2, "value cache")?;
+        need(k, count(&[n_rows, kd])?, 4, "keys")?;
+        need(v, count(&[n_rows, vd])?, 4, "values")?;
+        need(pairs, count(&[2, n])?, 4, "store pairs")?;
+        need(kc, count(&[n_cells, kd])?, 2, "key cache")?;
+        need(vc, count(&[n_cells, vd])?, 2, "value cache")?;
         let args = [
             Arg::P(k.ptr),
             Arg::P(v.ptr),
@@ -611,7 +762,16 @@ impl Kernels {
             Arg::I(to_i32(kd, "kd")?),
             Arg::I(to_i32(vd, "vd")?),
         ];
-        launch(s, self.kv_store, rows(n, 128)?, &args)
+        let dims = Dims {
+            grid: (
+                to_u32(n, "store pairs")?,
+                to_u32(kd.max(vd).div_ceil(256).max(1), "store width")?,
+                1,
+            ),
+            block: 256,
+            shared: 0,
+        };
+        launch(s, self.kv_store, dims, &args)
     }
 }
 
@@ -626,7 +786,7 @@ pub struct AttnShape {
     pub scale: f32,
     /// 0: none.
     pub softcap: f32,
-    /// Entries of the cells/positions lists; cache rows.
+    /// Entries ({cell, position} pairs) of the attention lists; cache rows.
     pub n_entries: usize,
     pub n_cells: usize,
 }
@@ -641,8 +801,8 @@ pub struct AttnIo {
     pub vc: View,
     pub out: View,
     pub meta: View,
-    pub cells: View,
-    pub cpos: View,
+    /// {cell, position} pairs, u32 each.
+    pub entries: View,
 }
 
 impl Kernels {
@@ -657,23 +817,37 @@ impl Kernels {
         {
             return Err(Error::Internal(format!("attention shape {a:?}")));
         }
-        need(io.q, a.n_rows * a.n_head * a.head_dim, 4, "queries")?;
+        need(
+            io.q,
+            count(&[a.n_rows, a.n_head, a.head_dim])?,
+            4,
+            "queries",
+        )?;
         need(
             io.out,
-            a.n_rows * a.n_head * a.v_head_dim,
+            count(&[a.n_rows, a.n_head, a.v_head_dim])?,
             4,
             "attention output",
         )?;
-        need(io.kc, a.n_cells * a.n_head_kv * a.head_dim, 2, "key cache")?;
+        need(
+            io.kc,
+            count(&[a.n_cells, a.n_head_kv, a.head_dim])?,
+            2,
+            "key cache",
+        )?;
         need(
             io.vc,
-            a.n_cells * a.n_head_kv * a.v_head_dim,
+            count(&[a.n_cells, a.n_head_kv, a.v_head_dim])?,
             2,
             "value cache",
         )?;
-        need(io.meta, a.n_rows * 4, 4, "attention rows")?;
-        need(io.cells, a.n_entries, 4, "attention cells")?;
-        need(io.cpos, a.n_entries, 4, "attention positions")?;
+        need(io.meta, count(&[a.n_rows, 4])?, 4, "attention rows")?;
+        need(
+            io.entries,
+            count(&[a.n_entries, 2])?,
+            4,
+            "attention entries",
+        )?;
         let dims = Dims {
             grid: (to_u32(a.n_head, "heads")?, to_u32(a.n_rows, "rows")?, 1),
             block: 128,
@@ -685,8 +859,7 @@ impl Kernels {
             Arg::P(io.vc.ptr),
             Arg::P(io.out.ptr),
             Arg::P(io.meta.ptr),
-            Arg::P(io.cells.ptr),
-            Arg::P(io.cpos.ptr),
+            Arg::P(io.entries.ptr),
             Arg::I(to_i32(a.n_head, "heads")?),
             Arg::I(to_i32(a.n_head_kv, "kv heads")?),
             Arg::I(to_i32(a.head_dim, "head_dim")?),

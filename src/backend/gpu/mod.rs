@@ -3,7 +3,8 @@
 //! `kernels/` (`source`) for the device's exact architecture.
 //!
 //! Vendor APIs appear only in `cuda.rs` (cudarc, dynamically loaded: a build needs no CUDA
-//! and a machine without it reports `Error::Device`) and `hip.rs`. Everything else talks to
+//! and a machine without it reports `Error::Device`) and `hip.rs` (hip-runtime-sys, linked
+//! against ROCm's libamdhip64; hipRTC looked up at run time). Everything else talks to
 //! the two traits below through raw device addresses (`DevPtr`) wrapped in owning buffers
 //! (`DevBuf`, freed on drop). Every size in bytes is computed with checked arithmetic before
 //! it reaches the driver.
@@ -14,8 +15,11 @@
 #[cfg(feature = "cuda")]
 mod cuda;
 mod forward;
+mod fused;
+#[cfg(feature = "hip")]
+mod hip;
 mod kernels;
-#[cfg(any(feature = "cuda", test))]
+#[cfg(any(feature = "cuda", feature = "hip", test))]
 mod source;
 mod weights;
 
@@ -43,7 +47,7 @@ pub enum Backend {
 
 /// A compiled kernel of the loaded module (the driver's handle).
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "cuda", feature = "hip")), allow(dead_code))]
 pub struct Func(pub(crate) u64);
 
 /// Grid and block sizes of a launch, and its dynamic shared memory.
@@ -66,6 +70,10 @@ pub trait GpuDevice: Send + Sync {
     unsafe fn free(&self, p: DevPtr);
     fn function(&self, name: &str) -> Result<Func>;
     fn new_stream(&self) -> Result<Box<dyn GpuStream>>;
+    /// Whether `GpuStream::gemm_f16` works here (a vendor BLAS is there).
+    fn has_gemm(&self) -> bool {
+        true
+    }
 }
 
 /// An in-order queue of work, with its own BLAS handle. Used by one thread at a time.
@@ -103,6 +111,63 @@ pub trait GpuStream: Send {
     ) -> Result<()>;
     /// Waits for everything queued.
     fn synchronize(&mut self) -> Result<()>;
+    /// Starts recording this stream's launches and device copies into a graph instead of
+    /// running them. Until `end_capture`: no uploads, downloads, synchronization, allocation
+    /// or frees on this thread.
+    fn begin_capture(&mut self) -> Result<()>;
+    /// Ends the recording `begin_capture` started, also after a failed launch (the recording
+    /// is then discarded): the instantiated graph, owned by this stream until `drop_graph`
+    /// or the stream's drop.
+    fn end_capture(&mut self) -> Result<GraphId>;
+    /// Queues the graph's work again, with the arguments it was recorded with.
+    fn replay(&mut self, g: GraphId) -> Result<()>;
+    /// Frees a graph once the work queued before has finished with it.
+    fn drop_graph(&mut self, g: GraphId);
+}
+
+/// A graph recorded on, and owned by, one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphId(pub u64);
+
+/// Executable graphs by id, for the streams' implementations.
+pub struct Graphs<T> {
+    next: u64,
+    live: Vec<(u64, T)>,
+}
+
+impl<T> Default for Graphs<T> {
+    fn default() -> Graphs<T> {
+        Graphs {
+            next: 0,
+            live: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy> Graphs<T> {
+    pub fn add(&mut self, exec: T) -> GraphId {
+        self.next += 1;
+        self.live.push((self.next, exec));
+        GraphId(self.next)
+    }
+
+    pub fn get(&self, g: GraphId) -> Result<T> {
+        self.live
+            .iter()
+            .find(|(id, _)| *id == g.0)
+            .map(|&(_, e)| e)
+            .ok_or_else(|| Error::Internal(format!("no graph {}", g.0)))
+    }
+
+    pub fn take(&mut self, g: GraphId) -> Option<T> {
+        let i = self.live.iter().position(|(id, _)| *id == g.0)?;
+        Some(self.live.swap_remove(i).1)
+    }
+
+    /// Every graph, emptying the set (for the stream's drop).
+    pub fn drain(&mut self) -> Vec<T> {
+        self.live.drain(..).map(|(_, e)| e).collect()
+    }
 }
 
 /// Device memory owned by the host: freed when dropped.
@@ -170,19 +235,32 @@ pub fn open(backend: Backend, index: usize) -> Result<Option<Arc<dyn GpuDevice>>
     match backend {
         Backend::Cpu => Ok(None),
         Backend::Cuda => open_cuda(index).map(Some),
-        Backend::Hip => Err(Error::Device(
-            "the HIP backend is not built into this library yet (issue 10: its host code is \
-             not written; the kernels compile for AMD with hipcc)"
-                .into(),
-        )),
+        Backend::Hip => open_hip(index).map(Some),
         Backend::Auto => match open_cuda(index) {
             Ok(d) => Ok(Some(d)),
-            Err(e) => {
-                crate::log::debug(&format!("no GPU, using the CPU: {e}"));
-                Ok(None)
-            }
+            Err(cuda) => match open_hip(index) {
+                Ok(d) => Ok(Some(d)),
+                Err(hip) => {
+                    crate::log::debug(&format!("no GPU, using the CPU: {cuda}; {hip}"));
+                    Ok(None)
+                }
+            },
         },
     }
+}
+
+#[cfg(feature = "hip")]
+fn open_hip(index: usize) -> Result<Arc<dyn GpuDevice>> {
+    hip::HipDevice::open(index).map(|d| Arc::new(d) as Arc<dyn GpuDevice>)
+}
+
+#[cfg(not(feature = "hip"))]
+fn open_hip(_index: usize) -> Result<Arc<dyn GpuDevice>> {
+    Err(Error::Device(
+        "this build of rocmforge has no HIP backend (build with --features hip, against \
+         ROCm's libamdhip64)"
+            .into(),
+    ))
 }
 
 #[cfg(feature = "cuda")]

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::kernels::{Kernels, MatShape, View, format_index};
+use super::kernels::{Kernels, MatShape, View, format_index, split_parts};
 use super::{DevBuf, GpuDevice, GpuStream};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::transformer::{Ffn, Layer, Qkv, Transformer};
@@ -95,7 +95,14 @@ impl Uploader<'_> {
         Ok(buf)
     }
 
+    /// A matrix for the products: in the split layout where its format has one.
     fn mat(&mut self, t: &TensorInfo) -> Result<GpuMat> {
+        self.upload_mat(t, true)
+    }
+
+    /// `split`: the integer-dot kernels' split layout where the format has one; else (the
+    /// embedding, which the lookup kernels read by rows) the file's blocks.
+    fn upload_mat(&mut self, t: &TensorInfo, split: bool) -> Result<GpuMat> {
         let format = format_index(t.ty, &t.name)?;
         let (n_in, n_out) = (t.dims[0] as usize, t.dims[1] as usize);
         if !n_in.is_multiple_of(8) {
@@ -113,13 +120,23 @@ impl Uploader<'_> {
             return Err(Error::Internal(format!("{}: data size", t.name)));
         }
         self.max_mat_elems = self.max_mat_elems.max(n_in * n_out);
+        let parts = split_parts(format).filter(|_| split && n_in.is_multiple_of(32));
+        let (buf, heads) = match parts {
+            Some((hb, qb)) => {
+                let bytes = to_split_layout(data, hb, qb)?;
+                let heads = data.len() / (hb + qb) * qb;
+                (self.bytes_to_device(&bytes)?, Some(heads))
+            }
+            None => (self.bytes_to_device(data)?, None),
+        };
         Ok(GpuMat {
-            buf: self.bytes_to_device(data)?,
+            buf,
             shape: MatShape {
                 format,
                 n_out,
                 n_in,
                 row_bytes,
+                heads,
             },
         })
     }
@@ -179,6 +196,29 @@ impl Uploader<'_> {
     }
 }
 
+/// Blocks of `hb` header and `qb` code bytes, in order, to the split layout: every block's
+/// codes, then every block's header (kernels/matvec_q8.cu).
+fn to_split_layout(data: &[u8], hb: usize, qb: usize) -> Result<Vec<u8>> {
+    let bs = hb + qb;
+    if !data.len().is_multiple_of(bs) {
+        return Err(Error::Internal("split layout of a partial block".into()));
+    }
+    let mut out = Vec::new();
+    out.try_reserve_exact(data.len())
+        .map_err(|_| Error::Oom(format!("{} bytes to lay out a matrix", data.len())))?;
+    out.resize(data.len(), 0);
+    let (codes, heads) = out.split_at_mut(data.len() / bs * qb);
+    for ((blk, c), h) in data
+        .chunks_exact(bs)
+        .zip(codes.chunks_exact_mut(qb))
+        .zip(heads.chunks_exact_mut(hb))
+    {
+        h.copy_from_slice(&blk[..hb]);
+        c.copy_from_slice(&blk[hb..]);
+    }
+    Ok(out)
+}
+
 impl GpuWeights {
     /// Uploads the embeddings and layers `0..n_gpu_layers` (all when larger) of `t`.
     pub fn upload(
@@ -205,7 +245,7 @@ impl GpuWeights {
             max_mat_elems: 0,
             bytes: 0,
         };
-        let token_embd = up.mat(&t.token_embd)?;
+        let token_embd = up.upload_mat(&t.token_embd, false)?;
         let n = n_gpu_layers.min(t.layers.len());
         let layers = t.layers[..n]
             .iter()
@@ -237,5 +277,26 @@ impl GpuWeights {
     /// Layers on the GPU.
     pub fn n_layers(&self) -> usize {
         self.layers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_layout_puts_every_blocks_codes_first_then_its_header() {
+        // Three blocks of a 2-byte header and 4 code bytes: header bytes 10 * i + 0..2,
+        // codes 10 * i + 2..6.
+        let data: Vec<u8> = (0..3u8)
+            .flat_map(|i| (0..6u8).map(move |j| 10 * i + j))
+            .collect();
+        let out = to_split_layout(&data, 2, 4).unwrap();
+        let want: Vec<u8> = [
+            2, 3, 4, 5, 12, 13, 14, 15, 22, 23, 24, 25, 0, 1, 10, 11, 20, 21,
+        ]
+        .to_vec();
+        assert_eq!(out, want);
+        assert!(to_split_layout(&data[..5], 2, 4).is_err());
     }
 }

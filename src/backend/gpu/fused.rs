@@ -1,0 +1,178 @@
+//! Host wrappers of kernels/fused.cu: one launch for what the decode otherwise does in
+//! several (residual add + RMSNorm + Q8 quantization; SwiGLU/GeGLU + Q8 quantization; RoPE of
+//! queries and keys + query scale and f16 rounding), with the same bits.
+
+use super::kernels::{
+    Arg, Q8Act, View, bytes_of, count, grid1, launch, need, norm_block, rows, to_i32, to_u32,
+};
+use super::{Dims, Func, GpuDevice, GpuStream};
+use crate::{Error, Result};
+
+pub struct Fused {
+    add_rms_norm_q8: Func,
+    glu_q8: Func,
+    rope_qk: Func,
+}
+
+/// The float4 loads of the fused kernels need 16-byte aligned buffers.
+fn aligned(views: &[View], what: &str) -> Result<()> {
+    if views.iter().any(|v| v.ptr % 16 != 0) {
+        return Err(Error::Internal(format!(
+            "{what}: a buffer not 16-byte aligned"
+        )));
+    }
+    Ok(())
+}
+
+impl Fused {
+    pub fn load(dev: &dyn GpuDevice) -> Result<Fused> {
+        Ok(Fused {
+            add_rms_norm_q8: dev.function("add_rms_norm_q8")?,
+            glu_q8: dev.function("glu_q8")?,
+            rope_qk: dev.function("rope_qk")?,
+        })
+    }
+
+    /// Whether rows of `d` suit the fused norm and activation kernels.
+    pub fn fits(d: usize) -> bool {
+        d.is_multiple_of(32)
+    }
+
+    /// For `n` contiguous rows of `d` (`fits(d)`): `x += o` when `o` is given, then
+    /// `y = rms_norm(x) * w`, and `y` quantized into `q` when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_rms_norm_q8(
+        &self,
+        s: &mut dyn GpuStream,
+        x: View,
+        o: Option<View>,
+        w: View,
+        y: View,
+        q: Option<Q8Act>,
+        n: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        if !Fused::fits(d) {
+            return Err(Error::Internal(format!("fused norm of rows of {d}")));
+        }
+        let count = bytes_of(n, d)?;
+        need(x, count, 4, "norm input")?;
+        need(y, count, 4, "norm output")?;
+        need(w, d, 4, "norm weights")?;
+        aligned(&[x, y, w], "fused norm")?;
+        if let Some(o) = o {
+            need(o, count, 4, "residual")?;
+            aligned(&[o], "fused norm")?;
+        }
+        if let Some(q) = q {
+            need(q.codes, count, 1, "norm codes")?;
+            need(q.scales, count / 32, 8, "norm scales")?;
+            aligned(&[q.codes, q.scales], "fused norm")?;
+        }
+        let args = [
+            Arg::P(x.ptr),
+            Arg::P(o.map_or(0, |o| o.ptr)),
+            Arg::P(w.ptr),
+            Arg::P(y.ptr),
+            Arg::P(q.map_or(0, |q| q.codes.ptr)),
+            Arg::P(q.map_or(0, |q| q.scales.ptr)),
+            Arg::I(to_i32(d, "d")?),
+            Arg::F(eps),
+        ];
+        launch(s, self.add_rms_norm_q8, rows(n, norm_block(d))?, &args)
+    }
+
+    /// `a = swiglu(g, u)` (geglu with `gelu`) over `count` values (`fits(count)`), and `a`
+    /// quantized into `q` (rows of a multiple of 32 quantize alike flat or by rows).
+    #[allow(clippy::too_many_arguments)]
+    pub fn glu_q8(
+        &self,
+        s: &mut dyn GpuStream,
+        gelu: bool,
+        g: View,
+        u: View,
+        a: View,
+        q: Q8Act,
+        count: usize,
+    ) -> Result<()> {
+        if !Fused::fits(count) {
+            return Err(Error::Internal(format!(
+                "fused activation of {count} values"
+            )));
+        }
+        for (v, what) in [(g, "gate"), (u, "up"), (a, "act")] {
+            need(v, count, 4, what)?;
+        }
+        need(q.codes, count, 1, "act codes")?;
+        need(q.scales, count / 32, 8, "act scales")?;
+        aligned(&[g, u, a, q.codes, q.scales], "fused activation")?;
+        let n4 = count / 4;
+        let args = [
+            Arg::P(g.ptr),
+            Arg::P(u.ptr),
+            Arg::P(a.ptr),
+            Arg::P(q.codes.ptr),
+            Arg::P(q.scales.ptr),
+            Arg::U64(n4 as u64),
+            Arg::I(i32::from(gelu)),
+        ];
+        launch(s, self.glu_q8, grid1(n4, 256)?, &args)
+    }
+
+    /// RoPE on `n` contiguous rows of queries (`n_head` heads of `hd`) and keys
+    /// (`n_head_kv`), angles `cs` (n_rot / 2 pairs per row); then the queries times
+    /// `q_scale` and rounded through f16.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_qk(
+        &self,
+        s: &mut dyn GpuStream,
+        q: View,
+        k: View,
+        cs: View,
+        n: usize,
+        heads: (usize, usize),
+        hd: usize,
+        n_rot: usize,
+        neox: bool,
+        q_scale: f32,
+    ) -> Result<()> {
+        let (n_head, n_head_kv) = heads;
+        if n == 0 {
+            return Ok(());
+        }
+        if n_rot > hd || !n_rot.is_multiple_of(2) || !hd.is_multiple_of(2) {
+            return Err(Error::Internal(format!(
+                "rope of {n_rot} dims in heads of {hd}"
+            )));
+        }
+        need(q, count(&[n, n_head, hd])?, 4, "rope queries")?;
+        need(k, count(&[n, n_head_kv, hd])?, 4, "rope keys")?;
+        need(cs, bytes_of(n, n_rot / 2)?, 8, "rope angles")?;
+        let pairs = (n_head + n_head_kv) * (hd / 2);
+        let dims = Dims {
+            grid: (
+                to_u32(n, "rope rows")?,
+                to_u32(pairs.div_ceil(128).max(1), "rope pairs")?,
+                1,
+            ),
+            block: 128,
+            shared: 0,
+        };
+        let args = [
+            Arg::P(q.ptr),
+            Arg::P(k.ptr),
+            Arg::P(cs.ptr),
+            Arg::I(to_i32(n_head, "heads")?),
+            Arg::I(to_i32(n_head_kv, "kv heads")?),
+            Arg::I(to_i32(hd, "head_dim")?),
+            Arg::I(to_i32(n_rot, "n_rot")?),
+            Arg::I(i32::from(neox)),
+            Arg::F(q_scale),
+        ];
+        launch(s, self.rope_qk, dims, &args)
+    }
+}
