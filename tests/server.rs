@@ -357,10 +357,10 @@ fn a_thousand_mixed_requests_under_load_lose_nothing() {
                     half(i);
                     let k = i % prompts.len();
                     let mut body = completion(&prompts[k], 6);
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         body["stream"] = json!(true);
                         let mut r = s.stream("/v1/completions", &body);
-                        if i % 20 == 0 {
+                        if i.is_multiple_of(20) {
                             // Cancelled: the client goes away after the first event.
                             assert!(next_event(&mut r).is_some());
                             drop(r);
