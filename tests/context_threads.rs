@@ -1,7 +1,8 @@
 //! Concurrent use of one context through the C API is detected and refused: while one thread
 //! is inside `rf_decode` (held in its abort callback), every call on that context from
 //! another thread fails with `RF_ERR_INVALID_ARG` and an "in use" message, and the first
-//! decode finishes normally. A second context on the same model works meanwhile.
+//! decode finishes normally. A second context on the same model works meanwhile. Eight
+//! threads with contexts of their own on one shared model agree with one thread, bit for bit.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use rocmforge::capi::*;
+use rocmforge::{Context, ContextParams, Model};
 
 struct Gate {
     entered: mpsc::SyncSender<()>,
@@ -105,4 +107,75 @@ fn a_context_in_use_on_another_thread_is_refused() {
         rf_model_free(model);
     }
     drop(gate);
+}
+
+/// One run of prompt `prompt` (tokens) and `n_gen` greedy tokens on a fresh one-thread
+/// context: the generated tokens and the last logits' bits.
+fn greedy_run(model: &std::sync::Arc<Model>, prompt: &[u32], n_gen: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut ctx = Context::new(
+        std::sync::Arc::clone(model),
+        ContextParams {
+            n_ctx: 256,
+            n_threads: 1,
+            ..ContextParams::default()
+        },
+    )
+    .expect("context");
+    let mut logits = common::decode_last(&mut ctx, prompt, 0);
+    let mut out = Vec::with_capacity(n_gen);
+    for _ in 0..n_gen {
+        let t = common::argmax(&logits);
+        out.push(t);
+        logits = common::decode_last(&mut ctx, &[t], 0);
+    }
+    (out, logits.iter().map(|v| v.to_bits()).collect())
+}
+
+/// Eight threads, each with contexts of its own on one shared model, decoding greedy
+/// continuations over and over for RF_STRESS_SECONDS (60 by default): every run equals the
+/// same prompt's run on one thread alone, to the bit. (Under ThreadSanitizer, see
+/// docs/SECURITY.md, the same test checks the sharing for data races.)
+#[test]
+fn eight_threads_with_their_own_contexts_agree_with_one() {
+    let Some(path) = common::model(common::SMOLLM2) else {
+        return;
+    };
+    let secs: u64 = std::env::var("RF_STRESS_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let model = common::load(&path);
+    let tok = model.tokenizer();
+    let prompts: Vec<Vec<u32>> = (0..8)
+        .map(|i| {
+            tok.tokenize(
+                format!("Thread {i} says: the best thing about").as_bytes(),
+                true,
+                false,
+            )
+        })
+        .collect();
+    let alone: Vec<_> = prompts.iter().map(|p| greedy_run(&model, p, 8)).collect();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let runs: usize = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let (model, prompts, alone) = (&model, &prompts, &alone);
+                sc.spawn(move || {
+                    let mut n = 0;
+                    // Each thread walks the prompts from its own starting point.
+                    while n == 0 || std::time::Instant::now() < until {
+                        let k = (t + n) % prompts.len();
+                        let got = greedy_run(model, &prompts[k], 8);
+                        assert!(got == alone[k], "thread {t}, run {n}: prompt {k} differs");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    eprintln!("{runs} runs of 8 tokens in {secs} s on 8 threads, all equal to one thread's");
+    assert!(runs >= 8);
 }
