@@ -6,6 +6,9 @@
 #   synth   random-weight models of benchmark shapes into /tmp/rfm (needs .dev/whl/gguf)
 #   bench   rocmforge bench on the synthetic models (and SmolLM2 when present) on the GPU
 #   bench-nographs   the same generation with RF_GPU_GRAPHS=0
+#   bench-ab generation (tg128) of .dev/rocmforge-old and .dev/rocmforge, alternating, on the
+#           synthetic models: a change's effect on one machine
+#   mmvq    the decode-product microbenchmark (scripts/gpu/mmvq_bench.cu, built there by nvcc)
 # Logs go to $OUT when set.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,6 +21,8 @@ B=/tmp/rfbin
 mkdir -p $B/zoo
 if [ -x .dev/gpu ]; then
   cp .dev/gpu .dev/rocmforge .dev/synth_gguf.py $B/ && cp -r .dev/whl $B/ && cp .dev/zoo/*.gguf $B/zoo/
+  # An earlier build to compare with, when one is carried (bench-ab).
+  if [ -x .dev/rocmforge-old ]; then cp .dev/rocmforge-old $B/; fi
 fi
 export RF_ZOO_DIR=$B/zoo RF_MODELS_DIR=/tmp/rfm PYTHONUNBUFFERED=1 RF_REQUIRE_GPU=1
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv,noheader
@@ -38,10 +43,21 @@ for stage in "$@"; do
     bench)
       models=$(ls /tmp/rfm/*.gguf | paste -sd,)
       $B/rocmforge bench -m "$models" -p 512 -n 128 -r 3 --backend cuda 2>&1 | tee "$OUT/bench-gpu.md" ;;
+    bench-ab)
+      models=$(ls /tmp/rfm/*.gguf | paste -sd,)
+      for round in 1 2; do
+        for b in rocmforge-old rocmforge; do
+          echo "--- $b (round $round)"
+          $B/$b bench -m "$models" -p 0 -n 128 -r 3 --backend cuda 2>&1 | grep -a "tg128\|model" | tee -a "$OUT/bench-ab.md"
+        done
+      done ;;
     bench-nographs)
       # The same generation without recorded decode graphs: what the graphs save.
       models=$(ls /tmp/rfm/*.gguf | paste -sd,)
       RF_GPU_GRAPHS=0 $B/rocmforge bench -m "$models" -p 0 -n 128 -r 3 --backend cuda 2>&1 | tee "$OUT/bench-nographs.md" ;;
+    mmvq)
+      nvcc -arch=sm_90 -O3 -std=c++17 -o /tmp/mmvq_bench scripts/gpu/mmvq_bench.cu 2>&1 | grep -v "^$" | head -20
+      /tmp/mmvq_bench 2>&1 | tee "$OUT/mmvq.txt" ;;
     stash)
       # SmolLM2 (94 MiB) travels in parts over successive runs (64 MiB a run): each run
       # leaves its part in /tmp/rfm, which lasts while the machine stays warm.
