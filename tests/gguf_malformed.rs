@@ -37,6 +37,8 @@ fn base_file_of_the_corpus_is_valid() {
     );
 }
 
+/// Every case of the corpus is rejected with its status and message, through a path and
+/// through bytes, within a second a load, and the library loads a valid file afterwards.
 #[test]
 fn every_malformed_file_is_rejected_with_status_and_message() {
     let cases = corpus::cases();
@@ -46,11 +48,17 @@ fn every_malformed_file_is_rejected_with_status_and_message() {
     for (i, case) in cases.iter().enumerate() {
         let path = dir.path().join(format!("case{i}.gguf"));
         std::fs::write(&path, &case.bytes).unwrap();
-        // Through the file path (mmap) and through bytes in memory: same verdict.
+        // Through the file path (mmap) and through bytes in memory: same verdict, each
+        // within a second.
+        let t0 = std::time::Instant::now();
         let from_path = Model::load(&path, ModelParams::default());
         let from_bytes = GgufFile::from_bytes(case.bytes.clone())
             .map_err(rocmforge::Error::from)
             .and_then(|f| Model::from_gguf(f, ModelParams::default()));
+        let took = t0.elapsed();
+        if took > std::time::Duration::from_secs(2) {
+            failures.push(format!("{}: rejected in {took:?} (two loads)", case.name));
+        }
         for result in [from_path, from_bytes] {
             match result {
                 Ok(_) => failures.push(format!("{}: loaded", case.name)),
@@ -72,6 +80,14 @@ fn every_malformed_file_is_rejected_with_status_and_message() {
                 }
             }
         }
+    }
+    // Nothing of the rejected loads lingers: the valid base file loads next, in this process.
+    let (base, _) = corpus::base();
+    if let Err(e) = GgufFile::from_bytes(base)
+        .map_err(rocmforge::Error::from)
+        .and_then(|f| Model::from_gguf(f, ModelParams::default()))
+    {
+        failures.push(format!("the valid file after the rejections: {e}"));
     }
     assert!(
         failures.is_empty(),
@@ -97,8 +113,6 @@ fn every_value_type_round_trips_through_writer_and_reader() {
         );
         assert_eq!(t.file_offset % 32, 0);
     }
-    let nested = file.get("test.nested").unwrap().render();
-    assert_eq!(nested, b"[[1, 2], []]");
     assert_eq!(file.get("test.u64"), Some(&Value::U64(u64::MAX)));
 }
 

@@ -43,8 +43,8 @@ pub enum GgufError {
     DuplicateKey { key: String, offset: u64 },
     #[error("metadata key {key:?} at offset {offset}: unknown value type {id}")]
     UnknownValueType { key: String, offset: u64, id: u32 },
-    #[error("metadata key {key:?} at offset {offset}: arrays nested deeper than {max} levels")]
-    NestedTooDeep { key: String, offset: u64, max: u32 },
+    #[error("metadata key {key:?} at offset {offset}: an array of arrays (not accepted)")]
+    NestedArray { key: String, offset: u64 },
     #[error("metadata key {key:?} at offset {offset}: bool byte {byte} is neither 0 nor 1")]
     BadBool { key: String, offset: u64, byte: u8 },
     #[error("metadata key {key:?} has type {found}, expected {expected}")]

@@ -17,8 +17,8 @@ pub use error::GgufError;
 pub use file::GgufFile;
 pub use ggml_type::{GgmlType, TypeLayout};
 pub use parse::{
-    DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_KEY_LEN,
-    MAX_TENSOR_NAME_LEN, Parsed, TensorInfo, parse,
+    DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_DIMS, MAX_KEY_LEN, MAX_TENSOR_NAME_LEN, Parsed,
+    TensorInfo, parse,
 };
 pub use value::{Array, Value, ValueType};
 pub use writer::{FieldSpan, GgufWriter, Layout};

@@ -22,8 +22,6 @@ pub const MAX_KEY_LEN: u64 = 65_535;
 /// ggml keeps tensor names in a 64-byte buffer with its NUL, so longer names cannot be loaded
 /// by ggml-based programs either; we reject them.
 pub const MAX_TENSOR_NAME_LEN: u64 = 63;
-/// The deepest nesting of arrays accepted (an array of arrays has depth 2).
-pub const MAX_ARRAY_DEPTH: u32 = 4;
 /// The most dimensions a tensor may have.
 pub const MAX_DIMS: u32 = 4;
 
@@ -188,7 +186,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed> {
             offset: ty_at,
             id: ty_id,
         })?;
-        let value = read_value(&mut c, ty, &key, 1)?;
+        let value = read_value(&mut c, ty, &key)?;
         key_index.insert(key.clone(), metadata.len());
         metadata.push((key, value));
     }
@@ -263,14 +261,20 @@ fn read_key(c: &mut Cursor<'_>) -> Result<String> {
         });
     }
     let bytes = c.take(len, || "key".into())?;
-    String::from_utf8(bytes.to_vec()).map_err(|e| GgufError::BadKey {
-        offset: at,
-        reason: format!(
-            "the key is not valid UTF-8 (invalid byte at index {}): {:?}",
-            e.utf8_error().valid_up_to(),
-            String::from_utf8_lossy(bytes)
-        ),
-    })
+    // Stricter than the spec (UTF-8): every real key is ASCII, and ASCII keys cannot hide
+    // look-alike characters or invalid sequences from whoever reads them.
+    if let Some(i) = bytes.iter().position(|b| !b.is_ascii()) {
+        return Err(GgufError::BadKey {
+            offset: at,
+            reason: format!(
+                "the key is not ASCII (byte {i} is 0x{:02x}): {:?}",
+                bytes[i],
+                String::from_utf8_lossy(bytes)
+            ),
+        });
+    }
+    // ASCII is valid UTF-8.
+    Ok(bytes.iter().map(|&b| char::from(b)).collect())
 }
 
 fn read_string(c: &mut Cursor<'_>, key: &str) -> Result<Box<[u8]>> {
@@ -278,7 +282,7 @@ fn read_string(c: &mut Cursor<'_>, key: &str) -> Result<Box<[u8]>> {
     Ok(c.take(len, || format!("string in key {key:?}"))?.into())
 }
 
-fn read_value(c: &mut Cursor<'_>, ty: ValueType, key: &str, depth: u32) -> Result<Value> {
+fn read_value(c: &mut Cursor<'_>, ty: ValueType, key: &str) -> Result<Value> {
     let what = || format!("value of key {key:?}");
     Ok(match ty {
         ValueType::U8 => Value::U8(u8::from_le_bytes(c.array(what)?)),
@@ -297,7 +301,7 @@ fn read_value(c: &mut Cursor<'_>, ty: ValueType, key: &str, depth: u32) -> Resul
             Value::Bool(to_bool(b, key, at)?)
         }
         ValueType::String => Value::String(read_string(c, key)?),
-        ValueType::Array => Value::Array(read_array(c, key, depth)?),
+        ValueType::Array => Value::Array(read_array(c, key)?),
     })
 }
 
@@ -332,7 +336,7 @@ fn read_numbers<T, const N: usize>(
         .collect())
 }
 
-fn read_array(c: &mut Cursor<'_>, key: &str, depth: u32) -> Result<Array> {
+fn read_array(c: &mut Cursor<'_>, key: &str) -> Result<Array> {
     let at = c.offset();
     let elem_id = c.u32(|| format!("array element type of key {key:?}"))?;
     let elem = ValueType::from_id(elem_id).ok_or_else(|| GgufError::UnknownValueType {
@@ -340,12 +344,13 @@ fn read_array(c: &mut Cursor<'_>, key: &str, depth: u32) -> Result<Array> {
         offset: at,
         id: elem_id,
     })?;
-    if elem == ValueType::Array && depth >= MAX_ARRAY_DEPTH {
-        return Err(GgufError::NestedTooDeep {
-            key: key.into(),
-            offset: at,
-            max: MAX_ARRAY_DEPTH,
-        });
+    // Stricter than the spec, as ggml's reader: no arrays of arrays (no real key has one).
+    let nested = || GgufError::NestedArray {
+        key: key.into(),
+        offset: at,
+    };
+    if elem == ValueType::Array {
+        return Err(nested());
     }
     let count_at = c.offset();
     let count = c.u64(|| format!("array length of key {key:?}"))?;
@@ -379,13 +384,7 @@ fn read_array(c: &mut Cursor<'_>, key: &str, depth: u32) -> Result<Array> {
             }
             Array::String(out)
         }
-        ValueType::Array => {
-            let mut out = Vec::with_capacity(count as usize);
-            for _ in 0..count {
-                out.push(read_array(c, key, depth + 1)?);
-            }
-            Array::Array(out)
-        }
+        ValueType::Array => return Err(nested()),
     })
 }
 

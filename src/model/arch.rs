@@ -159,8 +159,20 @@ impl TransformerParams {
         let key = |k: &str| format!("{a}.{k}");
         let n_embd = hp.n_embd as usize;
         let (n_head, n_head_kv) = (hp.n_head as usize, hp.n_head_kv as usize);
-        let default_hd = n_embd / n_head;
-        let head_dim = get_u(file, &key("attention.key_length"))?.unwrap_or(default_hd);
+        let head_dim = match get_u(file, &key("attention.key_length"))? {
+            Some(hd) => hd,
+            // Without the key, heads split the embedding evenly.
+            None if n_embd.is_multiple_of(n_head) => n_embd / n_head,
+            None => {
+                return Err(bad(
+                    key("attention.head_count"),
+                    format!(
+                        "{n_head} heads do not divide the embedding of {n_embd} (and there is no {})",
+                        key("attention.key_length")
+                    ),
+                ));
+            }
+        };
         let v_head_dim = get_u(file, &key("attention.value_length"))?.unwrap_or(head_dim);
         for (k, v) in [("key_length", head_dim), ("value_length", v_head_dim)] {
             if v == 0 || v > MAX_HEAD_DIM {

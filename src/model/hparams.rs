@@ -120,6 +120,18 @@ fn vocab_size(file: &GgufFile, arch: &str) -> Result<u32> {
             format!("vocabulary size {n} is out of range (1 to {})", i32::MAX),
         ));
     }
+    // A vocabulary size key, where the tokens gave the size, must agree with them (the
+    // embedding rows are checked against the size with the tensor shapes).
+    let size_key = format!("{arch}.vocab_size");
+    if key != size_key
+        && let Some(k) = opt_u32(file, &size_key)?
+        && u64::from(k) != n
+    {
+        return Err(bad(
+            &size_key,
+            format!("{k} differs from the vocabulary's {n} tokens"),
+        ));
+    }
     Ok(n as u32)
 }
 

@@ -80,12 +80,21 @@ impl Bpe {
             };
             let (left, right) = (&m[..sp], &m[sp + 1..]);
             let merged = [left, right].concat();
-            // A merge whose parts or result are not tokens can never produce a token.
-            if let (Some(l), Some(r), Some(t)) =
-                (vocab.token(left), vocab.token(right), vocab.token(&merged))
-            {
-                merges.entry((l, r)).or_insert((rank as u32, t));
-            }
+            // Both halves and the result must be tokens: a merge naming anything else is a
+            // broken vocabulary, not one to guess around.
+            let token = |part: &[u8], what: &str| {
+                vocab.token(part).ok_or_else(|| Error::BadMetadata {
+                    key: MERGES.into(),
+                    reason: format!(
+                        "merge {rank} ({:?}): its {what} {:?} is not a token",
+                        String::from_utf8_lossy(m),
+                        String::from_utf8_lossy(part)
+                    ),
+                })
+            };
+            let (l, r) = (token(left, "left half")?, token(right, "right half")?);
+            let t = token(&merged, "result")?;
+            merges.entry((l, r)).or_insert((rank as u32, t));
         }
         Ok(Bpe {
             byte_token,

@@ -122,9 +122,10 @@ impl Spm {
     }
 
     /// The byte a `<0xXX>` token stands for.
+    /// Strictly two hex digits (`from_str_radix` alone would take "+F").
     pub fn byte_of(text: &[u8]) -> Option<u8> {
         let hex = text.strip_prefix(b"<0x")?.strip_suffix(b">")?;
-        if hex.len() != 2 {
+        if hex.len() != 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
             return None;
         }
         u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()

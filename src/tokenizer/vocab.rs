@@ -148,6 +148,20 @@ impl Vocab {
                 ));
             }
         };
+        if spm {
+            // A SentencePiece byte token stands for the byte its text names: exactly `<0xHH>`.
+            if let Some(i) = (0..n).find(|&i| {
+                types[i] == TokenType::Byte && super::spm::Spm::byte_of(&texts[i]).is_none()
+            }) {
+                return Err(bad(
+                    "tokenizer.ggml.tokens",
+                    format!(
+                        "byte token {i} is {:?}, not <0xHH> (two hex digits)",
+                        String::from_utf8_lossy(&texts[i])
+                    ),
+                ));
+            }
+        }
         let mut index = FxHashMap::with_capacity_and_hasher(n, Default::default());
         for (i, t) in texts.iter().enumerate() {
             // Duplicates keep the first id, as llama.cpp's map does.

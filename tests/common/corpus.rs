@@ -71,13 +71,6 @@ pub fn base_metadata() -> Vec<(String, Value)> {
         ("test.i64", Value::I64(i64::MIN)),
         ("test.f64", Value::F64(-0.25)),
         ("test.bools", Value::Array(Array::Bool(vec![true, false]))),
-        (
-            "test.nested",
-            Value::Array(Array::Array(vec![
-                Array::U16(vec![1, 2]),
-                Array::String(vec![]),
-            ])),
-        ),
     ];
     kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
@@ -274,7 +267,13 @@ pub fn cases() -> Vec<Case> {
         "key not UTF-8",
         patched(&kv_field("general.name", "key"), &key),
         F,
-        &["not valid UTF-8"],
+        &["not ASCII"],
+    );
+    add(
+        "key not ASCII",
+        with_metadata(|m| m.push(("test.caf\u{e9}".into(), Value::U8(1)))),
+        F,
+        &["not ASCII (byte 8 is 0xc3)"],
     );
     add(
         "unknown value type",
@@ -300,14 +299,12 @@ pub fn cases() -> Vec<Case> {
     let mut b = base().0;
     b[bools + 12] = 2;
     add("bool byte 2", b, F, &["\"test.bools\"", "bool byte 2"]);
-    let deep = Array::Array(vec![Array::Array(vec![Array::Array(vec![Array::Array(
-        vec![Array::U8(vec![1])],
-    )])])]);
+    let nested = Array::Array(vec![Array::U16(vec![1, 2]), Array::String(vec![])]);
     add(
-        "arrays nested 5 deep",
-        with_metadata(|m| m.push(("test.deep".into(), Value::Array(deep)))),
+        "array of arrays",
+        with_metadata(|m| m.push(("test.nested".into(), Value::Array(nested)))),
         F,
-        &["\"test.deep\"", "nested deeper than 4"],
+        &["\"test.nested\"", "an array of arrays"],
     );
     add(
         "alignment 48",
@@ -557,6 +554,132 @@ pub fn cases() -> Vec<Case> {
         with_metadata(|m| set(m, "general.file_type", Value::I32(-5))),
         F,
         &["\"general.file_type\""],
+    );
+
+    // Hyperparameters that disagree with each other or with the tensors.
+    add(
+        "heads do not divide the embedding",
+        with_metadata(|m| {
+            set(m, "llama.attention.head_count", Value::U32(6));
+            set(m, "llama.attention.head_count_kv", Value::U32(2));
+        }),
+        F,
+        &["6 heads do not divide the embedding of 64"],
+    );
+    add(
+        "vocab_size key differs from the tokens",
+        with_metadata(|m| m.push(("llama.vocab_size".into(), Value::U32(9)))),
+        F,
+        &[
+            "\"llama.vocab_size\"",
+            "9 differs from the vocabulary's 8 tokens",
+        ],
+    );
+    add(
+        "embedding rows differ from the vocabulary",
+        with_tensors(|t| t[0].dims = vec![64, N_VOCAB as u64 + 1]),
+        F,
+        &["tensor token_embd.weight", "expected [64, 8]"],
+    );
+    add(
+        "a tensor shape disagrees with the heads",
+        with_tensors(|t| t[tensor_index("blk.0.attn_k.weight")].dims = vec![64, 48]),
+        F,
+        &["tensor blk.0.attn_k.weight", "expected [64, 32]"],
+    );
+    add(
+        "rope base zero",
+        with_metadata(|m| set(m, "llama.rope.freq_base", Value::F32(0.0))),
+        F,
+        &["\"llama.rope.freq_base\"", "must be positive"],
+    );
+    add(
+        "RMS epsilon NaN",
+        with_metadata(|m| {
+            set(
+                m,
+                "llama.attention.layer_norm_rms_epsilon",
+                Value::F32(f32::NAN),
+            )
+        }),
+        F,
+        &["\"llama.attention.layer_norm_rms_epsilon\"", "not finite"],
+    );
+
+    // Vocabularies.
+    add(
+        "special token id out of range",
+        with_metadata(|m| set(m, "tokenizer.ggml.eos_token_id", Value::U32(N_VOCAB as u32))),
+        F,
+        &[
+            "\"tokenizer.ggml.eos_token_id\"",
+            "token id 8 is out of range",
+        ],
+    );
+    add(
+        "special token id past 2^32",
+        with_metadata(|m| set(m, "tokenizer.ggml.bos_token_id", Value::U64(1 << 32))),
+        F,
+        &["\"tokenizer.ggml.bos_token_id\"", "out of range"],
+    );
+    add(
+        "no tokenizer model",
+        with_metadata(|m| remove(m, "tokenizer.ggml.model")),
+        F,
+        &["missing metadata key \"tokenizer.ggml.model\""],
+    );
+    add(
+        "unknown tokenizer model",
+        with_metadata(|m| set(m, "tokenizer.ggml.model", Value::string("bert"))),
+        F,
+        &["unsupported tokenizer model \"bert\""],
+    );
+    add(
+        "byte token not two hex digits",
+        with_metadata(|m| {
+            let mut texts: Vec<Box<[u8]>> = (0..N_VOCAB)
+                .map(|i| format!("tok{i}").into_bytes().into())
+                .collect();
+            texts[3] = b"<0x+F>".to_vec().into();
+            let mut types = vec![1; N_VOCAB];
+            types[3] = 6;
+            set(m, tokens, Value::Array(Array::String(texts)));
+            set(
+                m,
+                "tokenizer.ggml.token_type",
+                Value::Array(Array::I32(types)),
+            );
+        }),
+        F,
+        &["byte token 3 is \"<0x+F>\", not <0xHH>"],
+    );
+    let bpe = |merges: &[&str]| {
+        with_metadata(|m| {
+            set(m, "tokenizer.ggml.model", Value::string("gpt2"));
+            let list = merges.iter().map(|s| s.as_bytes().into()).collect();
+            m.push((
+                "tokenizer.ggml.merges".into(),
+                Value::Array(Array::String(list)),
+            ));
+        })
+    };
+    add(
+        "merge without a space",
+        bpe(&["tok0tok1"]),
+        F,
+        &["\"tokenizer.ggml.merges\"", "merge 0 has no space"],
+    );
+    add(
+        "merge of an unknown token",
+        bpe(&["tok0 tok9"]),
+        F,
+        &["merge 0", "right half \"tok9\" is not a token"],
+    );
+    add(
+        "merge whose result is not a token",
+        bpe(&["tok0 tok1"]),
+        F,
+        &["merge 0", "result \"tok0tok1\" is not a token"],
     );
 
     // Truncation at every field boundary of the valid file.
