@@ -69,13 +69,26 @@ pub fn lib_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// With RF_C_SANITIZE=1 (scripts/sanitize.sh asan), the C programs are built with
+/// AddressSanitizer and UndefinedBehaviorSanitizer and run without valgrind (the two do not
+/// mix); LeakSanitizer takes valgrind's place for leaks.
+fn sanitize_c() -> bool {
+    std::env::var("RF_C_SANITIZE").is_ok_and(|v| v == "1")
+}
+
 /// Compiles a C program against include/rocmforge.h and the shared library, with warnings as
 /// errors. Returns the executable's path inside `out_dir`.
 pub fn build_c(src: &Path, out_dir: &Path) -> PathBuf {
     let exe = out_dir.join(src.file_stem().expect("source name"));
     let lib = lib_dir();
+    let sanitizers: &[&str] = if sanitize_c() {
+        &["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    } else {
+        &[]
+    };
     let out = Command::new("cc")
         .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-g", "-O1"])
+        .args(sanitizers)
         .arg("-I")
         .arg(root().join("include"))
         .arg(src)
@@ -111,7 +124,19 @@ const VALGRIND_ERROR: i32 = 97;
 /// Runs a program under valgrind memcheck (zero errors and zero definite, indirect or possible
 /// leaks required); without valgrind it runs the program directly, except under CI.
 pub fn run_checked(exe: &Path, args: &[&std::ffi::OsStr]) -> Output {
-    let out = if have_valgrind() {
+    let out = if sanitize_c() {
+        // Every sanitizer's finding exits with valgrind's error code, caught below.
+        Command::new(exe)
+            .args(args)
+            .env("ASAN_OPTIONS", "exitcode=97:detect_leaks=1")
+            .env("LSAN_OPTIONS", "exitcode=97")
+            .env(
+                "UBSAN_OPTIONS",
+                "halt_on_error=1:exitcode=97:print_stacktrace=1",
+            )
+            .output()
+            .expect("run program")
+    } else if have_valgrind() {
         Command::new("valgrind")
             .arg(format!(
                 "--suppressions={}",
@@ -142,7 +167,7 @@ pub fn run_checked(exe: &Path, args: &[&std::ffi::OsStr]) -> Output {
     assert_ne!(
         out.status.code(),
         Some(VALGRIND_ERROR),
-        "valgrind found errors or leaks in {}:\n{}",
+        "valgrind (or a sanitizer) found errors or leaks in {}:\n{}",
         exe.display(),
         String::from_utf8_lossy(&out.stderr)
     );
