@@ -20,6 +20,20 @@
  *  - Models are immutable after load and may be used from any number of threads at once.
  *  - rf_last_error_message() is per thread; rf_log_set() applies to all threads.
  *  - No function ever lets a Rust panic cross into C: an internal bug is RF_ERR_INTERNAL.
+ *
+ * What the library checks, and what it cannot (tests/capi_misuse.rs holds every function to
+ * the first list):
+ *  - Checked, with RF_ERR_INVALID_ARG and a message: NULL handles, NULL outputs, NULL
+ *    buffers or arrays with a non-zero length, lengths and counts too large to be real,
+ *    token ids, positions, rows and sequence ids out of range, enum values no constant names,
+ *    struct_size values the library does not know, a context used from two threads at once.
+ *  - Undefined (no C library can detect them): a handle after its rf_*_free (or freed twice);
+ *    a pointer that is not NULL but not what the call expects (a handle of another type,
+ *    freed or foreign memory); a buffer or array shorter than the length passed with it;
+ *    text that is not NUL-terminated where a C string is expected; a callback that unwinds
+ *    (C++ exceptions, longjmp) through the library. (Freeing a model while its contexts and
+ *    engines live is defined: they keep it alive. Batches and samplers lock themselves, so
+ *    calls on one from two threads take turns.)
  */
 
 

@@ -170,3 +170,29 @@ fn fuzz_seeds_are_the_corpus_files() {
         );
     }
 }
+
+/// Duplicate token strings are tolerated (some official vocabularies carry them): the file
+/// loads, text lookup takes the lowest id, and each id keeps its own text.
+#[test]
+fn duplicate_token_strings_load_and_lookup_takes_the_lowest_id() {
+    use rocmforge::gguf::{Array, Value};
+    let mut meta = corpus::base_metadata();
+    let texts: Vec<Box<[u8]>> = (0..corpus::N_VOCAB)
+        .map(|i| {
+            format!("tok{}", if i == 5 { 3 } else { i })
+                .into_bytes()
+                .into()
+        })
+        .collect();
+    meta.iter_mut()
+        .find(|(k, _)| k == "tokenizer.ggml.tokens")
+        .unwrap()
+        .1 = Value::Array(Array::String(texts));
+    let (bytes, _) = corpus::build(&meta, &corpus::base_tensors());
+    let file = GgufFile::from_bytes(bytes).unwrap();
+    let model = Model::from_gguf(file, ModelParams::default()).unwrap();
+    let vocab = model.tokenizer().vocab();
+    assert_eq!(vocab.token(b"tok3"), Some(3));
+    assert_eq!(vocab.text(5), Some(&b"tok3"[..]));
+    assert_eq!(vocab.text(3), Some(&b"tok3"[..]));
+}

@@ -194,6 +194,17 @@ fn read_stream(mut r: impl BufRead, chat: bool) -> (String, String) {
     (text, finish.expect("no finish chunk"))
 }
 
+/// A whole (not streamed) greedy completion: its text and finish reason.
+fn whole_answer(s: &Server, prompt: &str, max_tokens: u32) -> (String, String) {
+    let (code, v) = s.post("/v1/completions", &completion(prompt, max_tokens));
+    assert_eq!(code, 200, "{v}");
+    let c = &v["choices"][0];
+    (
+        c["text"].as_str().unwrap().into(),
+        c["finish_reason"].as_str().unwrap().into(),
+    )
+}
+
 fn completion(prompt: &str, max_tokens: u32) -> Value {
     json!({"model": "m", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
 }
@@ -262,18 +273,7 @@ fn thirty_two_streaming_clients_get_what_each_gets_alone() {
             )
         })
         .collect();
-    let alone: Vec<(String, String)> = prompts
-        .iter()
-        .map(|p| {
-            let (code, v) = s.post("/v1/completions", &completion(p, 12));
-            assert_eq!(code, 200, "{v}");
-            let c = &v["choices"][0];
-            (
-                c["text"].as_str().unwrap().into(),
-                c["finish_reason"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let alone: Vec<(String, String)> = prompts.iter().map(|p| whole_answer(&s, p, 12)).collect();
     let together: Vec<(String, String)> = std::thread::scope(|sc| {
         let handles: Vec<_> = prompts
             .iter()
@@ -323,18 +323,7 @@ fn a_thousand_mixed_requests_under_load_lose_nothing() {
     let prompts: Vec<String> = (0..16)
         .map(|i| format!("Item {i} on the list of things to pack:"))
         .collect();
-    let alone: Vec<(String, String)> = prompts
-        .iter()
-        .map(|p| {
-            let (code, v) = s.post("/v1/completions", &completion(p, 6));
-            assert_eq!(code, 200, "{v}");
-            let c = &v["choices"][0];
-            (
-                c["text"].as_str().unwrap().into(),
-                c["finish_reason"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let alone: Vec<(String, String)> = prompts.iter().map(|p| whole_answer(&s, p, 6)).collect();
     let next = AtomicUsize::new(0);
     let (done, cancelled) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let rss = Mutex::new(Vec::new());
@@ -356,8 +345,8 @@ fn a_thousand_mixed_requests_under_load_lose_nothing() {
                     }
                     half(i);
                     let k = i % prompts.len();
-                    let mut body = completion(&prompts[k], 6);
                     if i.is_multiple_of(2) {
+                        let mut body = completion(&prompts[k], 6);
                         body["stream"] = json!(true);
                         let mut r = s.stream("/v1/completions", &body);
                         if i.is_multiple_of(20) {
@@ -369,13 +358,7 @@ fn a_thousand_mixed_requests_under_load_lose_nothing() {
                         }
                         assert_eq!(read_stream(r, false), alone[k], "request {i} (streamed)");
                     } else {
-                        let (code, v) = s.post("/v1/completions", &body);
-                        assert_eq!(code, 200, "request {i}: {v}");
-                        let c = &v["choices"][0];
-                        let got = (
-                            c["text"].as_str().unwrap().to_string(),
-                            c["finish_reason"].as_str().unwrap().to_string(),
-                        );
+                        let got = whole_answer(&s, &prompts[k], 6);
                         assert_eq!(got, alone[k], "request {i}");
                     }
                     done.fetch_add(1, Ordering::SeqCst);
