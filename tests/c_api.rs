@@ -259,3 +259,39 @@ fn simple_example_generates_llama_cpp_greedy_text() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
 }
+
+/// examples/cpp: the C++ RAII wrapper (unique_ptr deleters, exceptions carrying the last
+/// error) builds with warnings as errors, leaks nothing under valgrind (its deliberate failed
+/// load included), and its greedy text is simple.c's.
+#[test]
+fn cpp_wrapper_generates_what_simple_generates() {
+    let Some(zoo) = common::zoo_model("llama.F32.gguf") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cpp = common::build_cpp(&root().join("examples/cpp/generate.cpp"), dir.path());
+    let simple = build_c(&root().join("examples/simple.c"), dir.path());
+    let prompt = OsStr::new("The capital of France is");
+    let out = run_checked(&cpp, &[zoo.as_os_str(), prompt, OsStr::new("8")]);
+    assert!(
+        out.status.success(),
+        "generate failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expected: rf_model_load"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference = std::process::Command::new(&simple)
+        .arg(&zoo)
+        .args(["-n", "8", "-t", "1", "-p"])
+        .arg(prompt)
+        .output()
+        .unwrap();
+    assert!(reference.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&reference.stdout)
+    );
+}

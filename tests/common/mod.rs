@@ -111,6 +111,35 @@ pub fn build_c(src: &Path, out_dir: &Path) -> PathBuf {
     exe
 }
 
+/// Compiles a C++17 program (examples/cpp) against the header, the C++ wrapper's folder and
+/// the shared library, with warnings as errors. Returns the executable's path.
+pub fn build_cpp(src: &Path, out_dir: &Path) -> PathBuf {
+    let exe = out_dir.join(src.file_stem().expect("source name"));
+    let lib = lib_dir();
+    let out = Command::new("c++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-g", "-O1"])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg("-I")
+        .arg(src.parent().expect("source folder"))
+        .arg(src)
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-Wl,--disable-new-dtags")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-lrocmforge")
+        .output()
+        .expect("run c++");
+    assert!(
+        out.status.success(),
+        "c++ failed on {}:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
 fn have_valgrind() -> bool {
     Command::new("valgrind")
         .arg("--version")
