@@ -79,16 +79,28 @@ fn sanitize_c() -> bool {
 /// Compiles a C program against include/rocmforge.h and the shared library, with warnings as
 /// errors. Returns the executable's path inside `out_dir`.
 pub fn build_c(src: &Path, out_dir: &Path) -> PathBuf {
-    let exe = out_dir.join(src.file_stem().expect("source name"));
-    let lib = lib_dir();
     let sanitizers: &[&str] = if sanitize_c() {
         &["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
     } else {
         &[]
     };
-    let out = Command::new("cc")
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-g", "-O1"])
-        .args(sanitizers)
+    compile("cc", &["-std=c99"], sanitizers, src, out_dir)
+}
+
+/// Compiles a C++17 program (examples/cpp) against the header, the C++ wrapper's folder (the
+/// source's own) and the shared library, with warnings as errors. Returns the executable.
+pub fn build_cpp(src: &Path, out_dir: &Path) -> PathBuf {
+    let folder = format!("-I{}", src.parent().expect("source folder").display());
+    compile("c++", &["-std=c++17"], &[&folder], src, out_dir)
+}
+
+fn compile(compiler: &str, std: &[&str], extra: &[&str], src: &Path, out_dir: &Path) -> PathBuf {
+    let exe = out_dir.join(src.file_stem().expect("source name"));
+    let lib = lib_dir();
+    let out = Command::new(compiler)
+        .args(std)
+        .args(["-Wall", "-Wextra", "-Werror", "-g", "-O1"])
+        .args(extra)
         .arg("-I")
         .arg(root().join("include"))
         .arg(src)
@@ -101,39 +113,10 @@ pub fn build_c(src: &Path, out_dir: &Path) -> PathBuf {
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .arg("-lrocmforge")
         .output()
-        .expect("run cc");
+        .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
     assert!(
         out.status.success(),
-        "cc failed on {}:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
-
-/// Compiles a C++17 program (examples/cpp) against the header, the C++ wrapper's folder and
-/// the shared library, with warnings as errors. Returns the executable's path.
-pub fn build_cpp(src: &Path, out_dir: &Path) -> PathBuf {
-    let exe = out_dir.join(src.file_stem().expect("source name"));
-    let lib = lib_dir();
-    let out = Command::new("c++")
-        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-g", "-O1"])
-        .arg("-I")
-        .arg(root().join("include"))
-        .arg("-I")
-        .arg(src.parent().expect("source folder"))
-        .arg(src)
-        .arg("-o")
-        .arg(&exe)
-        .arg(format!("-L{}", lib.display()))
-        .arg("-Wl,--disable-new-dtags")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-lrocmforge")
-        .output()
-        .expect("run c++");
-    assert!(
-        out.status.success(),
-        "c++ failed on {}:\n{}",
+        "{compiler} failed on {}:\n{}",
         src.display(),
         String::from_utf8_lossy(&out.stderr)
     );
