@@ -189,7 +189,7 @@ impl Worker {
                 // Published under the same lock, so a request is always counted somewhere.
                 q.stats.n_waiting = self.waiting.len();
             }
-            self.step();
+            self.step(inner);
         }
     }
 
@@ -287,12 +287,27 @@ impl Worker {
         true
     }
 
-    fn step(&mut self) {
-        self.schedule_and_decode();
+    fn step(&mut self, inner: &Inner) {
+        self.schedule_and_decode(inner);
+        self.count_holdings();
+        self.stats.n_steps += 1;
+    }
+
+    /// Counts what runs, waits and holds blocks into `self.stats`.
+    fn count_holdings(&mut self) {
         self.publish_blocks();
         self.stats.n_running = self.running.len();
         self.stats.n_waiting = self.waiting.len();
-        self.stats.n_steps += 1;
+    }
+
+    /// Makes the current counts what `Engine::stats` and `submit` see.
+    fn publish(&mut self, inner: &Inner) {
+        self.count_holdings();
+        let mut q = inner.queue.lock();
+        q.stats = EngineStats {
+            n_submitted: q.stats.n_submitted,
+            ..self.stats
+        };
     }
 
     /// Blocks held by running requests, and blocks held only by the prefix cache.
@@ -320,7 +335,7 @@ impl Worker {
         self.stats.kv_blocks_cached = mark.iter().filter(|&&m| m == 2).count();
     }
 
-    fn schedule_and_decode(&mut self) {
+    fn schedule_and_decode(&mut self, inner: &Inner) {
         // Cancelled requests leave first, waiting or running.
         let mut i = 0;
         while i < self.running.len() {
@@ -350,6 +365,10 @@ impl Worker {
         // Admission, first come first served: the head of the queue waits for room rather
         // than being overtaken.
         while self.admit_head() {}
+        // Published before the decode emits text: a client that submits on its first piece
+        // must not be refused `Busy` for a request that has already left the queue (or was
+        // cancelled in it), and must see it running.
+        self.publish(inner);
         if self.running.is_empty() {
             // Nothing fits even alone: cannot happen for a request `submit` accepted (it fits
             // the whole cache), so this is a bookkeeping bug; fail the head, never spin.
