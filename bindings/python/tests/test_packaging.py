@@ -1,6 +1,7 @@
 """The example program and the package as pip installs it."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -34,8 +35,11 @@ def test_pip_install(tmp_path, tiny_path):
     the build, as for any sdist), and the installed copy finds the library through
     ROCMFORGE_LIBRARY."""
     target = tmp_path / "site"
+    # From a copy: setuptools writes build/ and *.egg-info/ next to the sources.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "bindings" / "python", src, ignore=shutil.ignore_patterns("tests", "__pycache__", "build", "*.egg-info"))
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(ROOT / "bindings" / "python")],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(src)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert pip.returncode == 0, pip.stderr
