@@ -295,3 +295,65 @@ fn cpp_wrapper_generates_what_simple_generates() {
         String::from_utf8_lossy(&reference.stdout)
     );
 }
+
+/// examples/chat.c: under valgrind on the zoo's tiny llama (no template in the file: the
+/// ChatML fallback, two turns), and on SmolLM2 its answers equal `rocmforge chat`'s turn for
+/// turn (both greedy, both keeping the conversation's common prefix in the cache).
+#[test]
+fn chat_example_answers_as_the_cli_does() {
+    let Some(zoo) = common::zoo_model("llama.F32.gguf") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_c(&root().join("examples/chat.c"), dir.path());
+    let args = [
+        zoo.as_os_str(),
+        OsStr::new("-n"),
+        OsStr::new("6"),
+        OsStr::new("-t"),
+        OsStr::new("1"),
+    ];
+    let out = common::run_checked_with_input(&exe, &args, b"Hello\nAgain\n");
+    assert!(
+        out.status.success(),
+        "chat failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using ChatML"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    let bad = std::process::Command::new(&exe)
+        .args([zoo.as_os_str(), OsStr::new("-n"), OsStr::new("x")])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "a usage error");
+
+    let Some(path) = model(SMOLLM2) else { return };
+    let turns = b"What is 2+2?\nName a color.\nAnd another one?\n\nnot read\n";
+    let run = |cmd: &mut std::process::Command| {
+        use std::io::Write;
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(turns).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ours = run(std::process::Command::new(&exe)
+        .arg(&path)
+        .args(["-n", "32", "-t", "2"]));
+    let cli = run(std::process::Command::new(env!("CARGO_BIN_EXE_rocmforge"))
+        .arg("chat")
+        .arg("-m")
+        .arg(&path)
+        .args(["--temp", "0", "-n", "32", "-t", "2"]));
+    assert_eq!(ours.lines().count(), 3, "{ours}");
+    assert_eq!(ours, cli);
+}

@@ -136,35 +136,37 @@ const VALGRIND_ERROR: i32 = 97;
 /// Runs a program under valgrind memcheck (zero errors and zero definite, indirect or possible
 /// leaks required); without valgrind it runs the program directly, except under CI.
 pub fn run_checked(exe: &Path, args: &[&std::ffi::OsStr]) -> Output {
-    let out = if sanitize_c() {
+    run_checked_with_input(exe, args, b"")
+}
+
+/// As `run_checked`, with `input` as the program's standard input.
+pub fn run_checked_with_input(exe: &Path, args: &[&std::ffi::OsStr], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut cmd = if sanitize_c() {
         // Every sanitizer's finding exits with valgrind's error code, caught below.
-        Command::new(exe)
-            .args(args)
-            .env("ASAN_OPTIONS", "exitcode=97:detect_leaks=1")
+        let mut c = Command::new(exe);
+        c.env("ASAN_OPTIONS", "exitcode=97:detect_leaks=1")
             .env("LSAN_OPTIONS", "exitcode=97")
             .env(
                 "UBSAN_OPTIONS",
                 "halt_on_error=1:exitcode=97:print_stacktrace=1",
-            )
-            .output()
-            .expect("run program")
+            );
+        c
     } else if have_valgrind() {
-        Command::new("valgrind")
-            .arg(format!(
-                "--suppressions={}",
-                root().join("tests/c/valgrind.supp").display()
-            ))
-            .args([
-                "--quiet",
-                "--error-exitcode=97",
-                "--leak-check=full",
-                "--show-leak-kinds=definite,indirect,possible",
-                "--errors-for-leak-kinds=definite,indirect,possible",
-            ])
-            .arg(exe)
-            .args(args)
-            .output()
-            .expect("run valgrind")
+        let mut c = Command::new("valgrind");
+        c.arg(format!(
+            "--suppressions={}",
+            root().join("tests/c/valgrind.supp").display()
+        ))
+        .args([
+            "--quiet",
+            "--error-exitcode=97",
+            "--leak-check=full",
+            "--show-leak-kinds=definite,indirect,possible",
+            "--errors-for-leak-kinds=definite,indirect,possible",
+        ])
+        .arg(exe);
+        c
     } else {
         assert!(
             !in_ci(),
@@ -174,8 +176,18 @@ pub fn run_checked(exe: &Path, args: &[&std::ffi::OsStr]) -> Output {
             "NOTE: valgrind not found; running {} without it",
             exe.display()
         );
-        Command::new(exe).args(args).output().expect("run program")
+        Command::new(exe)
     };
+    let mut child = cmd
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run program");
+    // A program that stops reading early closes the pipe: not an error here.
+    let _ = child.stdin.take().expect("stdin").write_all(input);
+    let out = child.wait_with_output().expect("wait for program");
     assert_ne!(
         out.status.code(),
         Some(VALGRIND_ERROR),
