@@ -376,3 +376,46 @@ fn chat_answers_turn_by_turn() {
     assert_eq!(lines.first().copied(), text(&single.stdout).lines().next());
     assert!(lines.len() >= 2, "a second answer: {answers}");
 }
+
+/// The load progress bar: on a terminal (a pseudo-terminal from util-linux's `script`) it
+/// counts up to 100% and clears its line before the output; piped, stderr has no bar.
+#[test]
+fn loading_shows_a_progress_bar_on_a_terminal_only() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let piped = rocmforge(&["info", "-m", &path.to_string_lossy()]);
+    assert!(piped.status.success());
+    assert!(!text(&piped.stderr).contains("loading"), "a bar when piped");
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(!common::in_ci(), "script (util-linux) is missing under CI");
+        eprintln!("SKIPPED: the terminal case needs script (util-linux)");
+        return;
+    }
+    let cmd = format!(
+        "{} info -m '{}'",
+        env!("CARGO_BIN_EXE_rocmforge"),
+        path.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tty = text(&out.stdout);
+    let pcts: Vec<u32> = tty
+        .split("loading [")
+        .skip(1)
+        .map(|s| {
+            let s = &s[s.find(']').unwrap() + 1..];
+            s[..s.find('%').unwrap()].trim().parse().unwrap()
+        })
+        .collect();
+    assert!(pcts.len() > 10, "{tty:?}");
+    assert!(pcts.windows(2).all(|w| w[0] < w[1]), "{pcts:?}");
+    assert_eq!(pcts.last(), Some(&100));
+    assert!(tty.contains("[####################] 100%"));
+    let cleared = tty.rfind("\r\x1b[2K").expect("the bar's line is cleared");
+    assert!(
+        tty[cleared..].contains("architecture"),
+        "output after the bar"
+    );
+}
