@@ -26,14 +26,14 @@
  *  - Checked, with RF_ERR_INVALID_ARG and a message: NULL handles, NULL outputs, NULL
  *    buffers or arrays with a non-zero length, lengths and counts too large to be real,
  *    token ids, positions, rows and sequence ids out of range, enum values no constant names,
- *    struct_size values the library does not know, a context used from two threads at once.
+ *    struct_size values the library does not know, a context, batch or sampler chain used
+ *    from two threads at once (each call says so under its thread-safety).
  *  - Undefined (no C library can detect them): a handle after its rf_*_free (or freed twice);
  *    a pointer that is not NULL but not what the call expects (a handle of another type,
  *    freed or foreign memory); a buffer or array shorter than the length passed with it;
  *    text that is not NUL-terminated where a C string is expected; a callback that unwinds
  *    (C++ exceptions, longjmp) through the library. (Freeing a model while its contexts and
- *    engines live is defined: they keep it alive. Batches and samplers lock themselves, so
- *    calls on one from two threads take turns.)
+ *    engines live is defined: they keep it alive.)
  */
 
 
@@ -809,6 +809,7 @@ extern "C" {
 /**
  * Default context options: n_ctx 4096, n_batch 512, n_seq_max 1, every available core, an
  * F16 cache, no abort callback, batch-invariant numerics.
+ * Thread-safe (touches no handle).
  */
 struct rf_context_params rf_context_params_default(void);
 
@@ -839,6 +840,7 @@ void rf_context_free(struct rf_context_t *ctx);
 /**
  * Makes a batch that holds up to `capacity` tokens (1 or more). On success `*out` receives
  * it, freed with `rf_batch_free`. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+ * Thread-safe.
  *
  * # Safety
  * `out` must be NULL or writable.
@@ -850,6 +852,7 @@ rf_status rf_batch_new(size_t capacity, struct rf_batch_t **out);
  * them; the token attends over the first one's cache and its keys and values go to all);
  * `output` 1 asks for its logits. Token, position and sequence ids are checked by
  * `rf_decode`. Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, a full batch, no sequence id).
+ * One thread at a time per batch (a concurrent call fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `batch` must be NULL or a live handle; `seq_ids` NULL or `n_seq_ids` readable values.
@@ -863,6 +866,7 @@ rf_status rf_batch_add(struct rf_batch_t *batch,
 
 /**
  * Removes every token from a batch (its capacity stays). NULL is a no-op.
+ * One thread at a time per batch (a concurrent call fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `batch` must be NULL or a live handle.
@@ -887,42 +891,54 @@ void rf_batch_free(struct rf_batch_t *batch);
  * batch, NULL, the context in use; nothing changed); `RF_ERR_MODEL_FORMAT` (the logits came
  * out NaN or infinite: the model's numbers overflow; nothing kept); `RF_ERR_UNSUPPORTED`;
  * `RF_ERR_INTERNAL`.
+ * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`). The batch is locked for the call too.
  *
  * # Safety
  * `ctx` and `batch` must be NULL or live handles.
  */
-rf_status rf_decode(struct rf_context_t *ctx, const struct rf_batch_t *batch);
+rf_status rf_decode(struct rf_context_t *ctx,
+                    const struct rf_batch_t *batch);
 
 /**
  * Borrows the logits of output row `i` of the last successful decode (the rows flagged for
  * output, in batch order; -1: the last): `*out` points to `*n_vocab` floats owned by the
  * context, valid until the next `rf_decode` or `rf_context_free`. Statuses: `RF_OK`;
  * `RF_ERR_INVALID_ARG` (NULL, no such row).
+ * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `ctx` must be NULL or a live handle; `out` and `n_vocab` NULL or writable.
  */
-rf_status rf_logits(struct rf_context_t *ctx, int32_t i, const float **out, size_t *n_vocab);
+rf_status rf_logits(struct rf_context_t *ctx,
+                    int32_t i,
+                    const float **out,
+                    size_t *n_vocab);
 
 /**
  * Copies the logits of output row `i` (as `rf_logits`) into `dst`, which has room for `cap`
  * floats. Statuses: `RF_OK`; `RF_ERR_BUFFER_TOO_SMALL` when `cap` is below the vocabulary
  * size (nothing written); `RF_ERR_INVALID_ARG`.
+ * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `ctx` must be NULL or a live handle; `dst` NULL or `cap` writable floats.
  */
-rf_status rf_logits_copy(struct rf_context_t *ctx, int32_t i, float *dst, size_t cap);
+rf_status rf_logits_copy(struct rf_context_t *ctx,
+                         int32_t i,
+                         float *dst,
+                         size_t cap);
 
 /**
  * Returns every KV block of sequence `seq_id` to the pool (a block it shares with another
  * sequence loses one holder); an empty sequence is a no-op. Statuses: `RF_OK`;
  * `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max).
+ * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `ctx` must be NULL or a live handle.
  */
-rf_status rf_kv_free(struct rf_context_t *ctx, int32_t seq_id);
+rf_status rf_kv_free(struct rf_context_t *ctx,
+                     int32_t seq_id);
 
 /**
  * Drops positions `[p0, p1)` of sequence `seq_id`: `p0 < 0` means from its first position,
@@ -932,11 +948,15 @@ rf_status rf_kv_free(struct rf_context_t *ctx, int32_t seq_id);
  * A block cut at a boundary stays; blocks no held position needs go back to the pool at once.
  * Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max, `0 <= p1 < p0`),
  * which changes nothing.
+ * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `ctx` must be NULL or a live handle.
  */
-rf_status rf_kv_seq_remove(struct rf_context_t *ctx, int32_t seq_id, int32_t p0, int32_t p1);
+rf_status rf_kv_seq_remove(struct rf_context_t *ctx,
+                           int32_t seq_id,
+                           int32_t p0,
+                           int32_t p1);
 
 /**
  * Makes sequence `dst` hold exactly the positions of `src` within `[p0, p1)` (conventions of
@@ -946,6 +966,7 @@ rf_status rf_kv_seq_remove(struct rf_context_t *ctx, int32_t seq_id, int32_t p0,
  * once in one sequence, copy it to the others, continue each with its own tokens.
  * Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max, `src == dst`,
  * `0 <= p1 < p0`), which changes nothing.
+ * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `ctx` must be NULL or a live handle.
@@ -959,14 +980,17 @@ rf_status rf_kv_seq_copy(struct rf_context_t *ctx,
 /**
  * Drops every sequence but `seq_id`. Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id
  * outside 0..n_seq_max), which changes nothing.
+ * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `ctx` must be NULL or a live handle.
  */
-rf_status rf_kv_seq_keep(struct rf_context_t *ctx, int32_t seq_id);
+rf_status rf_kv_seq_keep(struct rf_context_t *ctx,
+                         int32_t seq_id);
 
 /**
  * Empties every sequence of the cache. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+ * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `ctx` must be NULL or a live handle.
@@ -976,6 +1000,7 @@ rf_status rf_kv_clear(struct rf_context_t *ctx);
 /**
  * The first and last position sequence `seq_id` holds; both -1 when it is empty. Statuses:
  * `RF_OK`, `RF_ERR_INVALID_ARG`.
+ * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `ctx` must be NULL or a live handle; `pos_min` and `pos_max` NULL or writable.
@@ -988,16 +1013,19 @@ rf_status rf_kv_seq_pos_range(struct rf_context_t *ctx,
 /**
  * Fills `*out` with the cache's block accounting. The caller sets `out->struct_size` first.
  * Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+ * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `ctx` must be NULL or a live handle; `out` NULL or a writable `rf_kv_stats` of at least
  * `out->struct_size` bytes.
  */
-rf_status rf_kv_get_stats(struct rf_context_t *ctx, struct rf_kv_stats *out);
+rf_status rf_kv_get_stats(struct rf_context_t *ctx,
+                          struct rf_kv_stats *out);
 
 /**
  * Default engine options: n_ctx 4096, n_seq_max 8, n_batch 512, every core, a queue of 1024,
  * batch-invariant numerics, the prefix cache on.
+ * Thread-safe (touches no handle).
  */
 struct rf_engine_params rf_engine_params_default(void);
 
@@ -1029,6 +1057,7 @@ void rf_engine_free(struct rf_engine_t *e);
 /**
  * Default request: no prompt set yet, greedy, max_tokens 0 (as many as the context leaves),
  * no stop strings, no callback.
+ * Thread-safe (touches no handle).
  */
 struct rf_request rf_request_params_default(void);
 
@@ -1119,6 +1148,7 @@ void rf_log_set(rf_log_callback callback, void *user_data);
 
 /**
  * Default load options: no progress callback.
+ * Thread-safe (touches no handle).
  */
 struct rf_model_params rf_model_params_default(void);
 
@@ -1146,6 +1176,7 @@ rf_status rf_model_load(const char *path,
 /**
  * Releases the caller's reference to a model; the model itself is freed when nothing else
  * (a context, an engine) uses it. NULL is a no-op. The handle must not be used afterwards.
+ * Thread-safe: contexts and engines on other threads keep the model alive.
  *
  * # Safety
  * `model` must be NULL or a handle from `rf_model_load` not yet freed.
@@ -1165,6 +1196,7 @@ rf_status rf_model_describe(const struct rf_model_t *model, struct rf_model_desc
 
 /**
  * Number of metadata entries (key/value pairs) in the model file. Thread-safe.
+ * Statuses: `RF_OK`, `RF_ERR_INVALID_ARG` (NULL).
  *
  * # Safety
  * `model` must be NULL or a live handle; `out` NULL or writable.
@@ -1176,7 +1208,8 @@ rf_status rf_model_meta_count(const struct rf_model_t *model, size_t *out);
  * UTF-8. `*out_len` receives the key's length without the NUL; when `cap <= *out_len` nothing
  * is written to `buf` and the call returns `RF_ERR_BUFFER_TOO_SMALL` (call again with
  * `cap >= *out_len + 1`). `buf` may be NULL with `cap` 0 to ask for the length.
- * `RF_ERR_INVALID_ARG` when `i >= rf_model_meta_count`. Thread-safe.
+ * Statuses: `RF_OK`; `RF_ERR_BUFFER_TOO_SMALL`; `RF_ERR_INVALID_ARG` (NULL model or out_len,
+ * `i >= rf_model_meta_count`). Thread-safe.
  *
  * # Safety
  * `model` must be NULL or a live handle; `buf` NULL or `cap` writable bytes; `out_len` NULL
@@ -1192,7 +1225,8 @@ rf_status rf_model_meta_key(const struct rf_model_t *model,
  * Copies the value of metadata key `key` (NUL-terminated) into `buf` as text: strings as
  * stored (bytes, usually UTF-8), numbers in decimal, booleans as `true`/`false`, arrays as
  * `[a, b, ...]` with quoted strings. Same buffer protocol as `rf_model_meta_key`.
- * `RF_ERR_NOT_FOUND` when the model has no such key. Thread-safe.
+ * Statuses: `RF_OK`; `RF_ERR_BUFFER_TOO_SMALL`; `RF_ERR_NOT_FOUND` (no such key);
+ * `RF_ERR_INVALID_ARG` (NULL model, key or out_len). Thread-safe.
  *
  * # Safety
  * `model` must be NULL or a live handle; `key` NULL or NUL-terminated; `buf` NULL or `cap`
@@ -1206,47 +1240,56 @@ rf_status rf_model_meta_str(const struct rf_model_t *model,
 
 /**
  * Default chain options: a random seed.
+ * Thread-safe (touches no handle).
  */
 struct rf_sampler_chain_params rf_sampler_chain_params_default(void);
 
 /**
  * The greedy selector.
+ * Thread-safe (touches no handle).
  */
 struct rf_sampler_spec rf_sampler_spec_greedy(void);
 
 /**
  * The seeded-draw selector.
+ * Thread-safe (touches no handle).
  */
 struct rf_sampler_spec rf_sampler_spec_dist(void);
 
 /**
  * Temperature `t` (0 or below: greedy).
+ * Thread-safe (touches no handle).
  */
 struct rf_sampler_spec rf_sampler_spec_temperature(float t);
 
 /**
  * Top-k (`k` 0 or below: off).
+ * Thread-safe (touches no handle).
  */
 struct rf_sampler_spec rf_sampler_spec_top_k(int32_t k);
 
 /**
  * Top-p (nucleus) with probability `p`, keeping at least `min_keep`.
+ * Thread-safe (touches no handle).
  */
 struct rf_sampler_spec rf_sampler_spec_top_p(float p, size_t min_keep);
 
 /**
  * Min-p with ratio `p`, keeping at least `min_keep`.
+ * Thread-safe (touches no handle).
  */
 struct rf_sampler_spec rf_sampler_spec_min_p(float p, size_t min_keep);
 
 /**
  * Locally typical sampling with mass `p`, keeping at least `min_keep`.
+ * Thread-safe (touches no handle).
  */
 struct rf_sampler_spec rf_sampler_spec_typical(float p, size_t min_keep);
 
 /**
  * Penalties over the last `last_n` accepted tokens: `repeat` (1: off), `freq` and `present`
  * (0: off), as llama.cpp applies them.
+ * Thread-safe (touches no handle).
  */
 struct rf_sampler_spec rf_sampler_spec_penalties(int32_t last_n,
                                                  float repeat,
@@ -1255,11 +1298,13 @@ struct rf_sampler_spec rf_sampler_spec_penalties(int32_t last_n,
 
 /**
  * Logit biases: `n` entries at `biases` (copied when the spec is added).
+ * Thread-safe (touches no handle).
  */
 struct rf_sampler_spec rf_sampler_spec_logit_bias(const struct rf_logit_bias *biases, size_t n);
 
 /**
  * XTC with chance `probability` and `threshold`, keeping at least `min_keep`.
+ * Thread-safe (touches no handle).
  */
 struct rf_sampler_spec rf_sampler_spec_xtc(float probability, float threshold, size_t min_keep);
 
@@ -1268,6 +1313,7 @@ struct rf_sampler_spec rf_sampler_spec_xtc(float probability, float threshold, s
  * accepted tokens; `breakers` (`n` NUL-terminated strings; the usual ones are newline,
  * colon, double quote and asterisk) are looked up in `model`'s vocabulary when the spec is
  * added.
+ * Thread-safe (it only records `model`; the breakers are read by `rf_sampler_chain_add`).
  */
 struct rf_sampler_spec rf_sampler_spec_dry(const struct rf_model_t *model,
                                            float multiplier,
@@ -1280,6 +1326,7 @@ struct rf_sampler_spec rf_sampler_spec_dry(const struct rf_model_t *model,
 /**
  * Makes an empty chain with `params` (NULL: defaults). On success `*out` receives it, freed
  * with `rf_sampler_free`. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+ * Thread-safe.
  *
  * # Safety
  * `params` must be NULL or a valid `rf_sampler_chain_params`; `out` NULL or writable.
@@ -1288,10 +1335,11 @@ rf_status rf_sampler_chain_new(const struct rf_sampler_chain_params *params,
                                struct rf_sampler_t **out);
 
 /**
- * Appends the sampler `spec` describes. Refused with `RF_ERR_INVALID_ARG`, the chain
- * unchanged: NULL arguments, a bad struct_size or kind, a parameter outside its range (a
+ * Appends the sampler `spec` describes. Statuses: `RF_OK`; `RF_ERR_INVALID_ARG`, the chain
+ * unchanged, for NULL arguments, a bad struct_size or kind, a parameter outside its range (a
  * probability outside 0..1, a NaN, a repeat penalty of 0 or below, a negative window or
  * token), or any sampler after a selector (greedy, dist).
+ * One thread at a time per chain (a concurrent call fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `chain` must be NULL or a live handle; `spec` NULL or a valid `rf_sampler_spec` whose
@@ -1306,6 +1354,7 @@ rf_status rf_sampler_chain_add(struct rf_sampler_t *chain, const struct rf_sampl
  * to `*out_token`. Does not accept it: call `rf_sampler_accept` with every token kept.
  * Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL arguments, no such row, a chain without a
  * final selector, every candidate excluded: all logits -inf or NaN).
+ * One thread at a time per chain (a concurrent call fails with `RF_ERR_INVALID_ARG`). The context is locked for the call too.
  *
  * # Safety
  * `chain` and `ctx` must be NULL or live handles; `out_token` NULL or writable.
@@ -1317,6 +1366,9 @@ rf_status rf_sampler_sample(struct rf_sampler_t *chain,
 
 /**
  * Samples a caller's row of `n` logits (one per vocabulary token), as `rf_sampler_sample`.
+ * Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL arguments, `n` 0 or over `INT32_MAX`, a chain
+ * without a final selector, every candidate excluded).
+ * One thread at a time per chain (a concurrent call fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `chain` must be NULL or a live handle; `logits` NULL or `n` readable floats; `out_token`
@@ -1330,6 +1382,7 @@ rf_status rf_sampler_sample_logits(struct rf_sampler_t *chain,
 /**
  * Records a token the caller keeps (generated or from the prompt), for the penalties.
  * Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, a negative token).
+ * One thread at a time per chain (a concurrent call fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `chain` must be NULL or a live handle.
@@ -1339,6 +1392,7 @@ rf_status rf_sampler_accept(struct rf_sampler_t *chain, int32_t token);
 /**
  * Returns the chain to its state after the last `rf_sampler_chain_add`: the generator at its
  * seed, no accepted tokens. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+ * One thread at a time per chain (a concurrent call fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `chain` must be NULL or a live handle.
@@ -1348,6 +1402,7 @@ rf_status rf_sampler_reset(struct rf_sampler_t *chain);
 /**
  * The seed in use (the drawn one for `RF_SEED_RANDOM`), so a run can be replayed.
  * Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+ * One thread at a time per chain (a concurrent call fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety
  * `chain` must be NULL or a live handle; `out_seed` NULL or writable.
@@ -1385,7 +1440,9 @@ const char *rf_version(void);
  * Tokenizes `text_len` bytes of `text` (UTF-8; NULL only with length 0). `add_special`: add
  * BOS/EOS as the model asks; `parse_special`: turn control-token texts such as
  * `<|im_start|>` into their tokens. Two-call protocol: `*out_len` receives the token count;
- * the tokens are written only when `cap >= *out_len`, else `RF_ERR_BUFFER_TOO_SMALL`.
+ * the tokens are written only when `cap >= *out_len`. Statuses: `RF_OK`;
+ * `RF_ERR_BUFFER_TOO_SMALL`; `RF_ERR_INVALID_ARG` (NULL model or out_len, NULL text with a
+ * length). Bytes that are not UTF-8 are tokenized byte by byte (docs/TOKENIZER.md).
  * Thread-safe.
  *
  * # Safety
@@ -1404,8 +1461,8 @@ rf_status rf_vocab_tokenize(const struct rf_model_t *model,
 /**
  * The bytes of one token (not NUL-terminated; a piece can be part of a UTF-8 character).
  * `special`: render control tokens as their text (otherwise they give no bytes). Two-call
- * protocol as `rf_vocab_tokenize`, counted in bytes. `RF_ERR_INVALID_ARG` for an
- * out-of-range token. Thread-safe.
+ * protocol as `rf_vocab_tokenize`, counted in bytes. Statuses: `RF_OK`;
+ * `RF_ERR_BUFFER_TOO_SMALL`; `RF_ERR_INVALID_ARG` (NULL, an out-of-range token). Thread-safe.
  *
  * # Safety
  * `model` NULL or live; `buf` NULL or `cap` writable bytes; `out_len` NULL or writable.
@@ -1420,7 +1477,8 @@ rf_status rf_token_to_piece(const struct rf_model_t *model,
 /**
  * Detokenizes `n` tokens into bytes (not NUL-terminated). `remove_special`: drop a leading
  * BOS and trailing EOS the model adds; `unparse_special`: render control tokens as text.
- * Two-call protocol in bytes. `RF_ERR_INVALID_ARG` for an out-of-range token. Thread-safe.
+ * Two-call protocol in bytes. Statuses: `RF_OK`; `RF_ERR_BUFFER_TOO_SMALL`;
+ * `RF_ERR_INVALID_ARG` (NULL, an out-of-range token). Thread-safe.
  *
  * # Safety
  * `model` NULL or live; `tokens` NULL or `n` readable int32s; `buf` NULL or `cap` writable
@@ -1437,6 +1495,7 @@ rf_status rf_detokenize(const struct rf_model_t *model,
 
 /**
  * Fills `*out` with the vocabulary's size, special tokens and flags. Thread-safe.
+ * Statuses: `RF_OK`, `RF_ERR_INVALID_ARG` (NULL, bad struct_size).
  *
  * # Safety
  * `model` NULL or live; `out` NULL or a writable `rf_vocab_info` of `out->struct_size` bytes.
@@ -1455,9 +1514,10 @@ uint8_t rf_vocab_is_eog(const struct rf_model_t *model, int32_t token);
 /**
  * Renders a chat with the template `tmpl` (NUL-terminated Jinja; NULL = the model's own) into
  * `buf` as NUL-terminated UTF-8 (two-call text protocol, as `rf_model_meta_str`).
- * `add_generation_prompt`: open the assistant's turn. `RF_ERR_NOT_FOUND` when `tmpl` is NULL
- * and the model has no template; `RF_ERR_INVALID_ARG` when the template fails (the message
- * says why) or a message has a NULL field. Thread-safe.
+ * `add_generation_prompt`: open the assistant's turn. Statuses: `RF_OK`;
+ * `RF_ERR_BUFFER_TOO_SMALL`; `RF_ERR_NOT_FOUND` when `tmpl` is NULL and the model has no
+ * template; `RF_ERR_INVALID_ARG` when the template fails (the message says why), a message
+ * has a NULL field or text that is not UTF-8. Thread-safe.
  *
  * # Safety
  * `model` NULL or live; `tmpl` NULL or NUL-terminated; `msgs` NULL or `n` readable messages

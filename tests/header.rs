@@ -79,3 +79,54 @@ fn header_compiles_as_cxx17() {
         &root().join("include"),
     );
 }
+
+/// Every function of the header is documented (issue 12): what it does, and for each one its
+/// thread-safety; every function returning `rf_status` names the statuses it returns.
+#[test]
+fn every_function_documents_statuses_and_threads() {
+    let header = std::fs::read_to_string(root().join("include/rocmforge.h")).unwrap();
+    let mut n = 0;
+    let mut missing = Vec::new();
+    // A prototype is a line starting with a return type and naming `rf_...(`, after its doc
+    // comment (`/** ... */`).
+    let mut doc = String::new();
+    for line in header.lines() {
+        let t = line.trim_start();
+        if t.starts_with("/**") {
+            doc.clear();
+        }
+        if t.starts_with('*') || t.starts_with("/**") {
+            doc.push_str(t);
+            doc.push(' ');
+            continue;
+        }
+        let Some(paren) = line.find('(') else {
+            continue;
+        };
+        let head = &line[..paren];
+        let Some(name) = head
+            .split_whitespace()
+            .last()
+            .map(|w| w.trim_start_matches('*'))
+        else {
+            continue;
+        };
+        if !name.starts_with("rf_") || line.starts_with(' ') || line.starts_with("typedef") {
+            continue;
+        }
+        n += 1;
+        let returns_status = head.starts_with("rf_status ");
+        if doc.trim().is_empty() {
+            missing.push(format!("{name}: no doc comment"));
+        }
+        if returns_status && !(doc.contains("Statuses") || doc.contains("RF_OK")) {
+            missing.push(format!("{name}: no statuses"));
+        }
+        if !doc.to_lowercase().contains("thread") {
+            missing.push(format!("{name}: no thread-safety"));
+        }
+        doc.clear();
+    }
+    assert!(n >= 64, "found only {n} functions");
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}

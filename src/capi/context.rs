@@ -109,6 +109,7 @@ pub struct rf_batch_t {
 
 /// Default context options: n_ctx 4096, n_batch 512, n_seq_max 1, every available core, an
 /// F16 cache, no abort callback, batch-invariant numerics.
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_context_params_default() -> rf_context_params {
     super::clear_last_error();
@@ -249,6 +250,7 @@ pub(crate) unsafe fn with_context<T>(
 
 /// Makes a batch that holds up to `capacity` tokens (1 or more). On success `*out` receives
 /// it, freed with `rf_batch_free`. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+/// Thread-safe.
 ///
 /// # Safety
 /// `out` must be NULL or writable.
@@ -284,6 +286,7 @@ unsafe fn lock_batch<'a>(b: *const rf_batch_t) -> Result<MutexGuard<'a, Batch>, 
 /// them; the token attends over the first one's cache and its keys and values go to all);
 /// `output` 1 asks for its logits. Token, position and sequence ids are checked by
 /// `rf_decode`. Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, a full batch, no sequence id).
+/// One thread at a time per batch (a concurrent call fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `batch` must be NULL or a live handle; `seq_ids` NULL or `n_seq_ids` readable values.
@@ -306,6 +309,7 @@ pub unsafe extern "C" fn rf_batch_add(
 }
 
 /// Removes every token from a batch (its capacity stays). NULL is a no-op.
+/// One thread at a time per batch (a concurrent call fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `batch` must be NULL or a live handle.
@@ -342,6 +346,7 @@ pub unsafe extern "C" fn rf_batch_free(batch: *mut rf_batch_t) {
 /// batch, NULL, the context in use; nothing changed); `RF_ERR_MODEL_FORMAT` (the logits came
 /// out NaN or infinite: the model's numbers overflow; nothing kept); `RF_ERR_UNSUPPORTED`;
 /// `RF_ERR_INTERNAL`.
+/// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`). The batch is locked for the call too.
 ///
 /// # Safety
 /// `ctx` and `batch` must be NULL or live handles.
@@ -360,6 +365,7 @@ pub unsafe extern "C" fn rf_decode(ctx: *mut rf_context_t, batch: *const rf_batc
 /// output, in batch order; -1: the last): `*out` points to `*n_vocab` floats owned by the
 /// context, valid until the next `rf_decode` or `rf_context_free`. Statuses: `RF_OK`;
 /// `RF_ERR_INVALID_ARG` (NULL, no such row).
+/// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `ctx` must be NULL or a live handle; `out` and `n_vocab` NULL or writable.
@@ -389,6 +395,7 @@ pub unsafe extern "C" fn rf_logits(
 /// Copies the logits of output row `i` (as `rf_logits`) into `dst`, which has room for `cap`
 /// floats. Statuses: `RF_OK`; `RF_ERR_BUFFER_TOO_SMALL` when `cap` is below the vocabulary
 /// size (nothing written); `RF_ERR_INVALID_ARG`.
+/// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `ctx` must be NULL or a live handle; `dst` NULL or `cap` writable floats.
@@ -420,6 +427,7 @@ pub unsafe extern "C" fn rf_logits_copy(
 /// Returns every KV block of sequence `seq_id` to the pool (a block it shares with another
 /// sequence loses one holder); an empty sequence is a no-op. Statuses: `RF_OK`;
 /// `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max).
+/// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `ctx` must be NULL or a live handle.
@@ -438,6 +446,7 @@ pub unsafe extern "C" fn rf_kv_free(ctx: *mut rf_context_t, seq_id: i32) -> rf_s
 /// A block cut at a boundary stays; blocks no held position needs go back to the pool at once.
 /// Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max, `0 <= p1 < p0`),
 /// which changes nothing.
+/// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `ctx` must be NULL or a live handle.
@@ -461,6 +470,7 @@ pub unsafe extern "C" fn rf_kv_seq_remove(
 /// once in one sequence, copy it to the others, continue each with its own tokens.
 /// Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id outside 0..n_seq_max, `src == dst`,
 /// `0 <= p1 < p0`), which changes nothing.
+/// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `ctx` must be NULL or a live handle.
@@ -480,6 +490,7 @@ pub unsafe extern "C" fn rf_kv_seq_copy(
 
 /// Drops every sequence but `seq_id`. Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, an id
 /// outside 0..n_seq_max), which changes nothing.
+/// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `ctx` must be NULL or a live handle.
@@ -492,6 +503,7 @@ pub unsafe extern "C" fn rf_kv_seq_keep(ctx: *mut rf_context_t, seq_id: i32) -> 
 }
 
 /// Empties every sequence of the cache. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+/// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `ctx` must be NULL or a live handle.
@@ -506,6 +518,7 @@ pub unsafe extern "C" fn rf_kv_clear(ctx: *mut rf_context_t) -> rf_status {
 
 /// The first and last position sequence `seq_id` holds; both -1 when it is empty. Statuses:
 /// `RF_OK`, `RF_ERR_INVALID_ARG`.
+/// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `ctx` must be NULL or a live handle; `pos_min` and `pos_max` NULL or writable.
@@ -532,6 +545,7 @@ pub unsafe extern "C" fn rf_kv_seq_pos_range(
 
 /// Fills `*out` with the cache's block accounting. The caller sets `out->struct_size` first.
 /// Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+/// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `ctx` must be NULL or a live handle; `out` NULL or a writable `rf_kv_stats` of at least

@@ -175,6 +175,7 @@ pub struct rf_request_t {
 
 /// Default engine options: n_ctx 4096, n_seq_max 8, n_batch 512, every core, a queue of 1024,
 /// batch-invariant numerics, the prefix cache on.
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_engine_params_default() -> rf_engine_params {
     super::clear_last_error();
@@ -376,6 +377,7 @@ unsafe fn spec(r: &rf_request) -> Result<RequestSpec, Error> {
 
 /// Default request: no prompt set yet, greedy, max_tokens 0 (as many as the context leaves),
 /// no stop strings, no callback.
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_request_params_default() -> rf_request {
     super::clear_last_error();

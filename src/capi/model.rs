@@ -101,6 +101,7 @@ pub struct rf_model_t {
 }
 
 /// Default load options: no progress callback.
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_model_params_default() -> rf_model_params {
     super::clear_last_error();
@@ -204,6 +205,7 @@ pub unsafe extern "C" fn rf_model_load(
 
 /// Releases the caller's reference to a model; the model itself is freed when nothing else
 /// (a context, an engine) uses it. NULL is a no-op. The handle must not be used afterwards.
+/// Thread-safe: contexts and engines on other threads keep the model alive.
 ///
 /// # Safety
 /// `model` must be NULL or a handle from `rf_model_load` not yet freed.
@@ -277,6 +279,7 @@ pub unsafe extern "C" fn rf_model_describe(
 }
 
 /// Number of metadata entries (key/value pairs) in the model file. Thread-safe.
+/// Statuses: `RF_OK`, `RF_ERR_INVALID_ARG` (NULL).
 ///
 /// # Safety
 /// `model` must be NULL or a live handle; `out` NULL or writable.
@@ -299,7 +302,8 @@ pub unsafe extern "C" fn rf_model_meta_count(
 /// UTF-8. `*out_len` receives the key's length without the NUL; when `cap <= *out_len` nothing
 /// is written to `buf` and the call returns `RF_ERR_BUFFER_TOO_SMALL` (call again with
 /// `cap >= *out_len + 1`). `buf` may be NULL with `cap` 0 to ask for the length.
-/// `RF_ERR_INVALID_ARG` when `i >= rf_model_meta_count`. Thread-safe.
+/// Statuses: `RF_OK`; `RF_ERR_BUFFER_TOO_SMALL`; `RF_ERR_INVALID_ARG` (NULL model or out_len,
+/// `i >= rf_model_meta_count`). Thread-safe.
 ///
 /// # Safety
 /// `model` must be NULL or a live handle; `buf` NULL or `cap` writable bytes; `out_len` NULL
@@ -329,7 +333,8 @@ pub unsafe extern "C" fn rf_model_meta_key(
 /// Copies the value of metadata key `key` (NUL-terminated) into `buf` as text: strings as
 /// stored (bytes, usually UTF-8), numbers in decimal, booleans as `true`/`false`, arrays as
 /// `[a, b, ...]` with quoted strings. Same buffer protocol as `rf_model_meta_key`.
-/// `RF_ERR_NOT_FOUND` when the model has no such key. Thread-safe.
+/// Statuses: `RF_OK`; `RF_ERR_BUFFER_TOO_SMALL`; `RF_ERR_NOT_FOUND` (no such key);
+/// `RF_ERR_INVALID_ARG` (NULL model, key or out_len). Thread-safe.
 ///
 /// # Safety
 /// `model` must be NULL or a live handle; `key` NULL or NUL-terminated; `buf` NULL or `cap`

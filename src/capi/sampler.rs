@@ -122,6 +122,7 @@ pub struct rf_sampler_t {
 }
 
 /// Default chain options: a random seed.
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_sampler_chain_params_default() -> rf_sampler_chain_params {
     super::clear_last_error();
@@ -158,18 +159,21 @@ fn spec(kind: rf_sampler_kind) -> rf_sampler_spec {
 }
 
 /// The greedy selector.
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_sampler_spec_greedy() -> rf_sampler_spec {
     spec(RF_SAMPLER_GREEDY)
 }
 
 /// The seeded-draw selector.
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_sampler_spec_dist() -> rf_sampler_spec {
     spec(RF_SAMPLER_DIST)
 }
 
 /// Temperature `t` (0 or below: greedy).
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_sampler_spec_temperature(t: f32) -> rf_sampler_spec {
     rf_sampler_spec {
@@ -179,6 +183,7 @@ pub extern "C" fn rf_sampler_spec_temperature(t: f32) -> rf_sampler_spec {
 }
 
 /// Top-k (`k` 0 or below: off).
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_sampler_spec_top_k(k: i32) -> rf_sampler_spec {
     rf_sampler_spec {
@@ -188,6 +193,7 @@ pub extern "C" fn rf_sampler_spec_top_k(k: i32) -> rf_sampler_spec {
 }
 
 /// Top-p (nucleus) with probability `p`, keeping at least `min_keep`.
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_sampler_spec_top_p(p: f32, min_keep: usize) -> rf_sampler_spec {
     rf_sampler_spec {
@@ -198,6 +204,7 @@ pub extern "C" fn rf_sampler_spec_top_p(p: f32, min_keep: usize) -> rf_sampler_s
 }
 
 /// Min-p with ratio `p`, keeping at least `min_keep`.
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_sampler_spec_min_p(p: f32, min_keep: usize) -> rf_sampler_spec {
     rf_sampler_spec {
@@ -208,6 +215,7 @@ pub extern "C" fn rf_sampler_spec_min_p(p: f32, min_keep: usize) -> rf_sampler_s
 }
 
 /// Locally typical sampling with mass `p`, keeping at least `min_keep`.
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_sampler_spec_typical(p: f32, min_keep: usize) -> rf_sampler_spec {
     rf_sampler_spec {
@@ -219,6 +227,7 @@ pub extern "C" fn rf_sampler_spec_typical(p: f32, min_keep: usize) -> rf_sampler
 
 /// Penalties over the last `last_n` accepted tokens: `repeat` (1: off), `freq` and `present`
 /// (0: off), as llama.cpp applies them.
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_sampler_spec_penalties(
     last_n: i32,
@@ -236,6 +245,7 @@ pub extern "C" fn rf_sampler_spec_penalties(
 }
 
 /// Logit biases: `n` entries at `biases` (copied when the spec is added).
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_sampler_spec_logit_bias(
     biases: *const rf_logit_bias,
@@ -249,6 +259,7 @@ pub extern "C" fn rf_sampler_spec_logit_bias(
 }
 
 /// XTC with chance `probability` and `threshold`, keeping at least `min_keep`.
+/// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_sampler_spec_xtc(
     probability: f32,
@@ -267,6 +278,7 @@ pub extern "C" fn rf_sampler_spec_xtc(
 /// accepted tokens; `breakers` (`n` NUL-terminated strings; the usual ones are newline,
 /// colon, double quote and asterisk) are looked up in `model`'s vocabulary when the spec is
 /// added.
+/// Thread-safe (it only records `model`; the breakers are read by `rf_sampler_chain_add`).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_sampler_spec_dry(
     model: *const rf_model_t,
@@ -375,6 +387,7 @@ unsafe fn sampler(s: &rf_sampler_spec) -> Result<Sampler> {
 
 /// Makes an empty chain with `params` (NULL: defaults). On success `*out` receives it, freed
 /// with `rf_sampler_free`. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+/// Thread-safe.
 ///
 /// # Safety
 /// `params` must be NULL or a valid `rf_sampler_chain_params`; `out` NULL or writable.
@@ -412,10 +425,11 @@ unsafe fn lock<'a>(chain: *const rf_sampler_t) -> Result<MutexGuard<'a, SamplerC
     }
 }
 
-/// Appends the sampler `spec` describes. Refused with `RF_ERR_INVALID_ARG`, the chain
-/// unchanged: NULL arguments, a bad struct_size or kind, a parameter outside its range (a
+/// Appends the sampler `spec` describes. Statuses: `RF_OK`; `RF_ERR_INVALID_ARG`, the chain
+/// unchanged, for NULL arguments, a bad struct_size or kind, a parameter outside its range (a
 /// probability outside 0..1, a NaN, a repeat penalty of 0 or below, a negative window or
 /// token), or any sampler after a selector (greedy, dist).
+/// One thread at a time per chain (a concurrent call fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `chain` must be NULL or a live handle; `spec` NULL or a valid `rf_sampler_spec` whose
@@ -444,6 +458,7 @@ pub unsafe extern "C" fn rf_sampler_chain_add(
 /// to `*out_token`. Does not accept it: call `rf_sampler_accept` with every token kept.
 /// Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL arguments, no such row, a chain without a
 /// final selector, every candidate excluded: all logits -inf or NaN).
+/// One thread at a time per chain (a concurrent call fails with `RF_ERR_INVALID_ARG`). The context is locked for the call too.
 ///
 /// # Safety
 /// `chain` and `ctx` must be NULL or live handles; `out_token` NULL or writable.
@@ -467,6 +482,9 @@ pub unsafe extern "C" fn rf_sampler_sample(
 }
 
 /// Samples a caller's row of `n` logits (one per vocabulary token), as `rf_sampler_sample`.
+/// Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL arguments, `n` 0 or over `INT32_MAX`, a chain
+/// without a final selector, every candidate excluded).
+/// One thread at a time per chain (a concurrent call fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `chain` must be NULL or a live handle; `logits` NULL or `n` readable floats; `out_token`
@@ -496,6 +514,7 @@ pub unsafe extern "C" fn rf_sampler_sample_logits(
 
 /// Records a token the caller keeps (generated or from the prompt), for the penalties.
 /// Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, a negative token).
+/// One thread at a time per chain (a concurrent call fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `chain` must be NULL or a live handle.
@@ -513,6 +532,7 @@ pub unsafe extern "C" fn rf_sampler_accept(chain: *mut rf_sampler_t, token: i32)
 
 /// Returns the chain to its state after the last `rf_sampler_chain_add`: the generator at its
 /// seed, no accepted tokens. Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+/// One thread at a time per chain (a concurrent call fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `chain` must be NULL or a live handle.
@@ -527,6 +547,7 @@ pub unsafe extern "C" fn rf_sampler_reset(chain: *mut rf_sampler_t) -> rf_status
 
 /// The seed in use (the drawn one for `RF_SEED_RANDOM`), so a run can be replayed.
 /// Statuses: `RF_OK`, `RF_ERR_INVALID_ARG`.
+/// One thread at a time per chain (a concurrent call fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety
 /// `chain` must be NULL or a live handle; `out_seed` NULL or writable.

@@ -60,7 +60,9 @@ fn token_id(model: &Model, token: i32) -> Result<TokenId, Error> {
 /// Tokenizes `text_len` bytes of `text` (UTF-8; NULL only with length 0). `add_special`: add
 /// BOS/EOS as the model asks; `parse_special`: turn control-token texts such as
 /// `<|im_start|>` into their tokens. Two-call protocol: `*out_len` receives the token count;
-/// the tokens are written only when `cap >= *out_len`, else `RF_ERR_BUFFER_TOO_SMALL`.
+/// the tokens are written only when `cap >= *out_len`. Statuses: `RF_OK`;
+/// `RF_ERR_BUFFER_TOO_SMALL`; `RF_ERR_INVALID_ARG` (NULL model or out_len, NULL text with a
+/// length). Bytes that are not UTF-8 are tokenized byte by byte (docs/TOKENIZER.md).
 /// Thread-safe.
 ///
 /// # Safety
@@ -93,8 +95,8 @@ pub unsafe extern "C" fn rf_vocab_tokenize(
 
 /// The bytes of one token (not NUL-terminated; a piece can be part of a UTF-8 character).
 /// `special`: render control tokens as their text (otherwise they give no bytes). Two-call
-/// protocol as `rf_vocab_tokenize`, counted in bytes. `RF_ERR_INVALID_ARG` for an
-/// out-of-range token. Thread-safe.
+/// protocol as `rf_vocab_tokenize`, counted in bytes. Statuses: `RF_OK`;
+/// `RF_ERR_BUFFER_TOO_SMALL`; `RF_ERR_INVALID_ARG` (NULL, an out-of-range token). Thread-safe.
 ///
 /// # Safety
 /// `model` NULL or live; `buf` NULL or `cap` writable bytes; `out_len` NULL or writable.
@@ -122,7 +124,8 @@ pub unsafe extern "C" fn rf_token_to_piece(
 
 /// Detokenizes `n` tokens into bytes (not NUL-terminated). `remove_special`: drop a leading
 /// BOS and trailing EOS the model adds; `unparse_special`: render control tokens as text.
-/// Two-call protocol in bytes. `RF_ERR_INVALID_ARG` for an out-of-range token. Thread-safe.
+/// Two-call protocol in bytes. Statuses: `RF_OK`; `RF_ERR_BUFFER_TOO_SMALL`;
+/// `RF_ERR_INVALID_ARG` (NULL, an out-of-range token). Thread-safe.
 ///
 /// # Safety
 /// `model` NULL or live; `tokens` NULL or `n` readable int32s; `buf` NULL or `cap` writable
@@ -156,6 +159,7 @@ pub unsafe extern "C" fn rf_detokenize(
 }
 
 /// Fills `*out` with the vocabulary's size, special tokens and flags. Thread-safe.
+/// Statuses: `RF_OK`, `RF_ERR_INVALID_ARG` (NULL, bad struct_size).
 ///
 /// # Safety
 /// `model` NULL or live; `out` NULL or a writable `rf_vocab_info` of `out->struct_size` bytes.
@@ -203,9 +207,10 @@ pub unsafe extern "C" fn rf_vocab_is_eog(model: *const rf_model_t, token: i32) -
 
 /// Renders a chat with the template `tmpl` (NUL-terminated Jinja; NULL = the model's own) into
 /// `buf` as NUL-terminated UTF-8 (two-call text protocol, as `rf_model_meta_str`).
-/// `add_generation_prompt`: open the assistant's turn. `RF_ERR_NOT_FOUND` when `tmpl` is NULL
-/// and the model has no template; `RF_ERR_INVALID_ARG` when the template fails (the message
-/// says why) or a message has a NULL field. Thread-safe.
+/// `add_generation_prompt`: open the assistant's turn. Statuses: `RF_OK`;
+/// `RF_ERR_BUFFER_TOO_SMALL`; `RF_ERR_NOT_FOUND` when `tmpl` is NULL and the model has no
+/// template; `RF_ERR_INVALID_ARG` when the template fails (the message says why), a message
+/// has a NULL field or text that is not UTF-8. Thread-safe.
 ///
 /// # Safety
 /// `model` NULL or live; `tmpl` NULL or NUL-terminated; `msgs` NULL or `n` readable messages

@@ -38,8 +38,9 @@ class RocmforgeError(Exception):
         self.call = call
         self.status = status
         self.message = message
+        # The library's messages begin with the status's description already.
         name = _ffi.lib.rf_status_str(status).decode()
-        super().__init__(f"{call}: {name}: {message}" if message else f"{call}: {name}")
+        super().__init__(f"{call}: {message or name}")
 
 
 class Outcome(RocmforgeError):
