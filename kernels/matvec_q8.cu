@@ -88,9 +88,34 @@ __device__ __forceinline__ void rf_q5_words(const u8* q, u32 qh, int s, int* w) 
     w[3] |= (int)rf_spread4(qh >> (20 + 8 * s));
 }
 
+// A whole nibble block: byte k holds code k (low nibble) and code 16 + k (high nibble), so
+// word i's low nibbles are activation word i and its high nibbles activation word 4 + i.
+__device__ __forceinline__ void rf_nibble_block(const u32* c, int* w) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        w[i] = (int)rf_nib_lo(c[i]);
+        w[4 + i] = (int)rf_nib_hi(c[i]);
+    }
+}
+
+// The same with a Q5 block's fifth bits (bit k of qh belongs to code k).
+__device__ __forceinline__ void rf_q5_block(const u32* c, u32 qh, int* w) {
+    rf_nibble_block(c, w);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        w[i] |= (int)rf_spread4(qh >> (4 * i));
+        w[4 + i] |= (int)rf_spread4(qh >> (16 + 4 * i));
+    }
+}
+
 struct DotQ4_0 {
     static const int QS = 2, HB = 2, QB = 16, OFF = 8;
     static const bool MIN = false;
+    // A whole block: c = its sixteen code bytes as four words; w = eight words of codes in
+    // the order of the block's eight activation words.
+    static __device__ __forceinline__ void block(const u8*, const u32* c, int* w) {
+        rf_nibble_block(c, w);
+    }
     template <bool AL>
     static __device__ __forceinline__ void words(const u8*, const u8* q, int s, int* w) {
         rf_nibble_words<AL>(q, s, w);
@@ -103,6 +128,9 @@ struct DotQ4_0 {
 struct DotQ4_1 {
     static const int QS = 2, HB = 4, QB = 16, OFF = 0;
     static const bool MIN = true;
+    static __device__ __forceinline__ void block(const u8*, const u32* c, int* w) {
+        rf_nibble_block(c, w);
+    }
     template <bool AL>
     static __device__ __forceinline__ void words(const u8*, const u8* q, int s, int* w) {
         rf_nibble_words<AL>(q, s, w);
@@ -115,6 +143,9 @@ struct DotQ4_1 {
 struct DotQ5_0 {
     static const int QS = 2, HB = 6, QB = 16, OFF = 16;
     static const bool MIN = false;
+    static __device__ __forceinline__ void block(const u8* h, const u32* c, int* w) {
+        rf_q5_block(c, rf_ld32h(h + 2), w);
+    }
     template <bool AL>
     static __device__ __forceinline__ void words(const u8* h, const u8* q, int s, int* w) {
         rf_q5_words<AL>(q, rf_ld32h(h + 2), s, w);
@@ -127,6 +158,9 @@ struct DotQ5_0 {
 struct DotQ5_1 {
     static const int QS = 2, HB = 8, QB = 16, OFF = 0;
     static const bool MIN = true;
+    static __device__ __forceinline__ void block(const u8* h, const u32* c, int* w) {
+        rf_q5_block(c, rf_ld32h(h + 4), w);
+    }
     template <bool AL>
     static __device__ __forceinline__ void words(const u8* h, const u8* q, int s, int* w) {
         rf_q5_words<AL>(q, rf_ld32h(h + 4), s, w);
@@ -163,6 +197,11 @@ __device__ __forceinline__ int rf_iq4_word(u32 n) {
 struct DotIQ4_NL {
     static const int QS = 2, HB = 2, QB = 16, OFF = 0;
     static const bool MIN = false;
+    static __device__ __forceinline__ void block(const u8*, const u32* c, int* w) {
+        rf_nibble_block(c, w);
+#pragma unroll
+        for (int j = 0; j < 8; j++) w[j] = rf_iq4_word((u32)w[j]);
+    }
     template <bool AL>
     static __device__ __forceinline__ void words(const u8*, const u8* q, int s, int* w) {
         rf_nibble_words<AL>(q, s, w);
@@ -350,3 +389,122 @@ RF_MMVQ_KERNELS(q5_0, DotQ5_0, FmtQ5_0)
 RF_MMVQ_KERNELS(q5_1, DotQ5_1, FmtQ5_1)
 RF_MMVQ_KERNELS(q8_0, DotQ8_0, FmtQ8_0)
 RF_MMVQ_KERNELS(iq4_nl, DotIQ4_NL, FmtIQ4_NL)
+
+// Whole-block products (mmvqb) for the formats of sixteen code bytes a block in the split
+// layout: 32 lanes a row, each lane taking whole blocks (one 16-byte load of codes), two
+// blocks' loads in flight before any arithmetic; the sums meet in a 32-lane shuffle. One
+// launch takes up to three matrices of the same format and K (the rows of matrix 0, then of
+// 1, then of 2, each into its own output; N = 0 for an absent one): a layer's Q, K and V, or
+// gate and up, cost one launch instead of three or two. Measured on an H100
+// (scripts/gpu/mmvq_bench.cu, 2026-12-07), Q4_0 8B shapes, one token: q 5.70 us against
+// 6.44 for mmvqs; q+k+v in one launch 7.67 against 14.78 in three; gate+up 26.3 against
+// 34.2; four tokens 9.1 against 11.6. Q8_0 (32 code bytes a block) stays on mmvqs, which
+// was as fast or faster there.
+template <class F, int NT>
+__device__ __forceinline__ void mmvqb(const u8* __restrict__ C0, const u8* __restrict__ H0,
+                                      float* __restrict__ y0, int N0,
+                                      const u8* __restrict__ C1, const u8* __restrict__ H1,
+                                      float* __restrict__ y1, int N1,
+                                      const u8* __restrict__ C2, const u8* __restrict__ H2,
+                                      float* __restrict__ y2, int N2, const i8* __restrict__ xq,
+                                      const float2* __restrict__ xds, int K) {
+    const int lane = threadIdx.x % 32;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const u8* C = C0;
+    const u8* H = H0;
+    float* y = y0;
+    int N = N0;
+    if (row >= N0) {
+        row -= N0;
+        C = C1;
+        H = H1;
+        y = y1;
+        N = N1;
+        if (row >= N1) {
+            row -= N1;
+            C = C2;
+            H = H2;
+            y = y2;
+            N = N2;
+        }
+    }
+    // Every lane reaches the shuffles (a row past the end computes nothing and stores
+    // nothing): a warp never splits around them.
+    const bool live = row < N;
+    const int nb = K / 32;
+    float acc[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++) acc[j] = 0.0f;
+    if (live) {
+        const u64 first = (u64)row * nb;
+        for (int b0 = lane; b0 < nb; b0 += 2 * 32) {
+            u32 c[2][4];
+            float dw[2], mw[2];
+            int bs[2];
+            const u8* hs[2];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                // A block past the end repeats the last one, weighted 0.
+                const bool on = b0 + 32 * u < nb;
+                const int b = on ? b0 + 32 * u : nb - 1;
+                const uint4 v = *(const uint4*)(C + (first + b) * 16);
+                c[u][0] = v.x;
+                c[u][1] = v.y;
+                c[u][2] = v.z;
+                c[u][3] = v.w;
+                const u8* h = H + (first + b) * F::HB;
+                hs[u] = h;
+                dw[u] = on ? rf_f16_to_f32(*(const u16*)h) : 0.0f;
+                mw[u] = on && F::MIN ? rf_f16_to_f32(*(const u16*)(h + 2)) : 0.0f;
+                bs[u] = b;
+            }
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                int w[8];
+                F::block(hs[u], c[u], w);
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    const int4* xa = (const int4*)(xq + (u64)j * K + (u64)bs[u] * 32);
+                    const int4 a0 = xa[0], a1 = xa[1];
+                    const int a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+                    int sumi = 0, sumx = 0;
+#pragma unroll
+                    for (int l = 0; l < 8; l++) {
+                        sumi = rf_dp4a(w[l], a[l], sumi);
+                        if (F::OFF) sumx = rf_dp4a(0x01010101, a[l], sumx);
+                    }
+                    sumi -= F::OFF * sumx;
+                    const float2 ds = xds[(u64)j * nb + bs[u]];
+                    acc[j] += (dw[u] * ds.x) * (float)sumi;
+                    if (F::MIN) acc[j] += mw[u] * ds.y;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        float v = acc[j];
+#pragma unroll
+        for (int m = 16; m > 0; m >>= 1) v += rf_shfl_xor(v, m);
+        if (live && lane == 0) y[(u64)j * N + row] = v;
+    }
+}
+
+#define RF_MMVQB_ONE(name, F, NT)                                                            \
+    extern "C" __global__ void mmvqb##NT##_##name(                                           \
+        const u8* C0, const u8* H0, float* y0, int N0, const u8* C1, const u8* H1, float* y1, \
+        int N1, const u8* C2, const u8* H2, float* y2, int N2, const i8* xq,                  \
+        const float2* xds, int K) {                                                          \
+        mmvqb<F, NT>(C0, H0, y0, N0, C1, H1, y1, N1, C2, H2, y2, N2, xq, xds, K);            \
+    }
+
+#define RF_MMVQB_KERNELS(name, F)                                                            \
+    RF_MMVQB_ONE(name, F, 1) RF_MMVQB_ONE(name, F, 2) RF_MMVQB_ONE(name, F, 3)                \
+    RF_MMVQB_ONE(name, F, 4) RF_MMVQB_ONE(name, F, 5) RF_MMVQB_ONE(name, F, 6)                \
+    RF_MMVQB_ONE(name, F, 7) RF_MMVQB_ONE(name, F, 8)
+
+RF_MMVQB_KERNELS(q4_0, DotQ4_0)
+RF_MMVQB_KERNELS(q4_1, DotQ4_1)
+RF_MMVQB_KERNELS(q5_0, DotQ5_0)
+RF_MMVQB_KERNELS(q5_1, DotQ5_1)
+RF_MMVQB_KERNELS(iq4_nl, DotIQ4_NL)

@@ -3,11 +3,14 @@
 # here. scripts/gpu/pack.sh fills .dev/ (git-ignored) with what this needs; docs/GPU.md says
 # how a run is made. Usage: scripts/gpu/device.sh STAGE... with stages:
 #   tests   the GPU test binary (zoo parity, leak, device errors; SmolLM2/Gemma when present)
+#   tests-mmvqb   the same with RF_GPU_MMVQB=1 (the whole-block, grouped products)
 #   synth   random-weight models of benchmark shapes into /tmp/rfm (needs .dev/whl/gguf)
 #   bench   rocmforge bench on the synthetic models (and SmolLM2 when present) on the GPU
 #   bench-nographs   the same generation with RF_GPU_GRAPHS=0
 #   bench-ab generation (tg128) of .dev/rocmforge-old and .dev/rocmforge, alternating, on the
 #           synthetic models: a change's effect on one machine
+#   bench-mmvqb   generation (tg128) with RF_GPU_MMVQB=0 and =1, alternating, on the
+#           synthetic models
 #   mmvq    the decode-product microbenchmark (scripts/gpu/mmvq_bench.cu, built there by nvcc)
 # Logs go to $OUT when set.
 set -uo pipefail
@@ -31,6 +34,16 @@ for stage in "$@"; do
   case $stage in
     tests)
       $B/gpu --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu-tests.log" | grep -a -v "^  greedy\|^ *gpu \[\|^| llama\|^| qwen\|^| phi" | tail -60 ;;
+    tests-mmvqb)
+      RF_GPU_MMVQB=1 $B/gpu --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu-tests-mmvqb.log" | grep -a -v "^  greedy\|^ *gpu \[\|^| llama\|^| qwen\|^| phi" | tail -40 ;;
+    bench-mmvqb)
+      models=$(ls /tmp/rfm/*.gguf | paste -sd,)
+      for round in 1 2; do
+        for on in 0 1; do
+          echo "--- RF_GPU_MMVQB=$on (round $round)"
+          RF_GPU_MMVQB=$on $B/rocmforge bench -m "$models" -p 0 -n 128 -r 3 --backend cuda 2>&1 | grep -a "tg128" | tee -a "$OUT/bench-mmvqb.md"
+        done
+      done ;;
     realtests)
       $B/gpu --test-threads 1 --nocapture matches_the_cpu --skip zoo 2>&1 | tee "$OUT/gpu-real.log" | tail -30 ;;
     synth)

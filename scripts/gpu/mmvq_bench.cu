@@ -1,9 +1,12 @@
 // Microbenchmark of the decode products (kernels/matvec_q8.cu) on the GPU machine: the
-// library's split-layout `mmvqs` (tasks of sixteen codes) against candidates that take whole
-// blocks (one 16-byte load of codes for the nibble formats, U blocks' loads in flight), on the matrix shapes of a
-// Llama-3-8B and a SmolLM2 layer, with random weights and activations, each matrix taken from
-// a rotation large enough that L2 (50 MB) holds none of them from one call to the next.
-// Every candidate's output is checked against the library kernel's before it is timed.
+// library's split-layout kernels, `mmvqs` (tasks of sixteen codes) and `mmvqb` (whole blocks,
+// 32 lanes a row, up to three matrices a launch), on the matrix shapes of a Llama-3-8B and a
+// SmolLM2 layer (the `qkv` and `gate+up` rows: what one launch over Q, K and V, or gate and
+// up, costs), with random weights and activations, each matrix taken from a rotation large
+// enough that L2 (50 MB) holds none of them from one call to the next. mmvqb's output is
+// checked against mmvqs's before it is timed. On 2026-12-07 this bench chose mmvqb for the
+// sixteen-byte formats (docs/GPU.md has the numbers); add a candidate kernel here to try the
+// next idea against both.
 //
 // Build and run there (scripts/gpu/device.sh mmvq):
 //   nvcc -arch=sm_90 -O3 -std=c++17 -o /tmp/mmvq_bench scripts/gpu/mmvq_bench.cu && /tmp/mmvq_bench
@@ -26,114 +29,6 @@
             exit(1);                                                                \
         }                                                                           \
     } while (0)
-
-// ---------------------------------------------------------------------------------------
-// Candidate: whole blocks per task. Each task is one weight block: its codes in one or two
-// 16-byte loads, U tasks' loads issued before any arithmetic; a row's tpr threads stride over
-// its blocks; BS threads a CTA.
-// ---------------------------------------------------------------------------------------
-struct WQ4_0 {
-    static const int HB = 2, QB = 16, OFF = 8;
-    static const bool MIN = false;
-    // w: 8 words of signed codes matching the block's 8 activation words.
-    static __device__ __forceinline__ void decode(const u32* c, const u8*, int* w) {
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            w[i] = (int)rf_nib_lo(c[i]);
-            w[4 + i] = (int)rf_nib_hi(c[i]);
-        }
-    }
-};
-struct WQ4_1 : WQ4_0 {
-    static const int HB = 4, OFF = 0;
-    static const bool MIN = true;
-};
-struct WQ8_0 {
-    static const int HB = 2, QB = 32, OFF = 0;
-    static const bool MIN = false;
-    static __device__ __forceinline__ void decode(const u32* c, const u8*, int* w) {
-#pragma unroll
-        for (int i = 0; i < 8; i++) w[i] = (int)c[i];
-    }
-};
-
-template <class F, int NT, int U, int BS>
-__global__ void __launch_bounds__(BS) mmvq_blk(const u8* __restrict__ C, const u8* __restrict__ H,
-                                                const i8* __restrict__ xq,
-                                                const float2* __restrict__ xds, int K,
-                                                float* __restrict__ y, int N, int tpr) {
-    __shared__ float part[NT][BS / 32];
-    const int r_in = threadIdx.x / tpr, t = threadIdx.x % tpr;
-    const int row = blockIdx.x * (BS / tpr) + r_in;
-    const int nb = K / 32;
-    float acc[NT];
-#pragma unroll
-    for (int j = 0; j < NT; j++) acc[j] = 0.0f;
-    if (row < N) {
-        const u64 first = (u64)row * nb;
-        for (int b0 = t; b0 < nb; b0 += U * tpr) {
-            u32 c[U][F::QB / 4];
-            float dw[U], mw[U];
-            int bs[U];
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const bool live = b0 + u * tpr < nb;
-                const int b = live ? b0 + u * tpr : nb - 1;
-                const uint4* q = (const uint4*)(C + (first + b) * F::QB);
-#pragma unroll
-                for (int v = 0; v < F::QB / 16; v++) {
-                    const uint4 x = q[v];
-                    c[u][4 * v] = x.x;
-                    c[u][4 * v + 1] = x.y;
-                    c[u][4 * v + 2] = x.z;
-                    c[u][4 * v + 3] = x.w;
-                }
-                const u8* h = H + (first + b) * F::HB;
-                dw[u] = live ? rf_f16_to_f32(*(const u16*)h) : 0.0f;
-                mw[u] = live && F::MIN ? rf_f16_to_f32(*(const u16*)(h + 2)) : 0.0f;
-                bs[u] = b;
-            }
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                int w[8];
-                F::decode(c[u], nullptr, w);
-#pragma unroll
-                for (int j = 0; j < NT; j++) {
-                    const int4* xa = (const int4*)(xq + (u64)j * K + (u64)bs[u] * 32);
-                    const int4 a0 = xa[0], a1 = xa[1];
-                    const int a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-                    int sumi = 0, sumx = 0;
-#pragma unroll
-                    for (int l = 0; l < 8; l++) {
-                        sumi = rf_dp4a(w[l], a[l], sumi);
-                        if (F::OFF) sumx = rf_dp4a(0x01010101, a[l], sumx);
-                    }
-                    sumi -= F::OFF * sumx;
-                    const float2 ds = xds[(u64)j * nb + bs[u]];
-                    acc[j] += (dw[u] * ds.x) * (float)sumi;
-                    if (F::MIN) acc[j] += mw[u] * ds.y;
-                }
-            }
-        }
-    }
-    const int width = tpr < 32 ? tpr : 32;
-    const int group = threadIdx.x / width, per_row = tpr / width;
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-        float v = acc[j];
-        for (int m = width / 2; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-        if (threadIdx.x % width == 0) part[j][group] = v;
-    }
-    __syncthreads();
-    if (t == 0 && row < N) {
-#pragma unroll
-        for (int j = 0; j < NT; j++) {
-            float v = 0.0f;
-            for (int g = 0; g < per_row; g++) v += part[j][r_in * per_row + g];
-            y[(u64)j * N + row] = v;
-        }
-    }
-}
 
 __global__ void fill_bytes(u8* p, u64 n, u64 seed) {
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
@@ -170,13 +65,8 @@ struct Shape {
 };
 
 typedef void (*Base)(const u8*, const u8*, const i8*, const float2*, int, float*, int, int);
-typedef void (*Cand)(const u8*, const u8*, const i8*, const float2*, int, float*, int, int);
-
-struct Variant {
-    const char* name;
-    Cand f;
-    int bs, tpr;  // tpr 0: the most of 128/64/32 leaving each thread >= 2 blocks
-};
+typedef void (*Whole)(const u8*, const u8*, float*, int, const u8*, const u8*, float*, int,
+                      const u8*, const u8*, float*, int, const i8*, const float2*, int);
 
 // The library's rule (src/backend/gpu/kernels.rs `mmvq`: the most threads a row leaving
 // each at least four slices of sixteen codes).
@@ -187,11 +77,10 @@ static int lib_tpr(int k) {
 }
 
 template <class W, int NT>
-static void run_format(const char* fmt, Base base, const std::vector<Variant>& vars,
-                       const std::vector<Shape>& shapes) {
+static void run_format(const char* fmt, Base base, Whole whole, const std::vector<Shape>& shapes) {
     printf("\n== %s, %d token(s): us per product (GB/s of weights)\n", fmt, NT);
-    printf("%-22s %8s", "shape", "library");
-    for (auto& v : vars) printf(" %14s", v.name);
+    printf("%-22s %8s", "shape", "mmvqs");
+    if (whole) printf(" %14s", "mmvqb");
     printf("\n");
     for (auto& sh : shapes) {
         const int N = sh.n, K = sh.k, nb = K / 32;
@@ -218,26 +107,20 @@ static void run_format(const char* fmt, Base base, const std::vector<Variant>& v
         quantize_q8<<<(NT * nb + 127) / 128, 128>>>(x, xq, xds, (u64)NT * nb);
         CK(cudaDeviceSynchronize());
         const int tpr = lib_tpr(K);
-        auto lib = [&](int r, float* y) {
-            base<<<(N + 128 / tpr - 1) / (128 / tpr), 128>>>(C + cbytes * r, H + hbytes * r, xq, xds,
-                                                             K, y, N, tpr);
-        };
-        auto cand = [&](const Variant& v, int r, float* y) {
-            int t = v.tpr;
-            if (t == 0) {
-                t = 32;
-                for (int c : {128, 64})
-                    if (nb >= c * 2) {
-                        t = c;
-                        break;
-                    }
-            }
-            const int rows = v.bs / t;
-            v.f<<<(N + rows - 1) / rows, v.bs>>>(C + cbytes * r, H + hbytes * r, xq, xds, K, y, N, t);
-        };
-        // Time `calls` launches rotating over the R matrices, captured as one graph.
+        // Every launch goes to `st`: a launch on the legacy default stream while `st` is
+        // being captured breaks the capture.
         cudaStream_t st;
         CK(cudaStreamCreate(&st));
+        auto lib = [&](int r, float* y) {
+            base<<<(N + 128 / tpr - 1) / (128 / tpr), 128, 0, st>>>(C + cbytes * r, H + hbytes * r, xq, xds,
+                                                             K, y, N, tpr);
+        };
+        auto cand = [&](int r, float* y) {
+            whole<<<(N + 3) / 4, 128, 0, st>>>(C + cbytes * r, H + hbytes * r, y, N, nullptr,
+                                                 nullptr, nullptr, 0, nullptr, nullptr, nullptr,
+                                                 0, xq, xds, K);
+        };
+        // Time `calls` launches rotating over the R matrices, captured as one graph.
         auto timeit = [&](auto&& one) {
             const int calls = 200;
             cudaGraph_t g;
@@ -271,12 +154,13 @@ static void run_format(const char* fmt, Base base, const std::vector<Variant>& v
         const float tb = timeit([&](int r) { lib(r, y0); });
         printf("%-22s %8.2f", label, tb);
         std::vector<float> h0((u64)NT * N), h1((u64)NT * N);
-        for (auto& v : vars) {
+        if (whole) {
             // Check on matrix 1 (poisoned output first).
             lib(1, y0);
             CK(cudaMemset(y1, 0xff, (u64)NT * N * 4));
-            cand(v, 1, y1);
+            cand(1, y1);
             CK(cudaGetLastError());
+            CK(cudaStreamSynchronize(st));
             CK(cudaDeviceSynchronize());
             CK(cudaMemcpy(h0.data(), y0, h0.size() * 4, cudaMemcpyDeviceToHost));
             CK(cudaMemcpy(h1.data(), y1, h1.size() * 4, cudaMemcpyDeviceToHost));
@@ -290,13 +174,13 @@ static void run_format(const char* fmt, Base base, const std::vector<Variant>& v
             const double rel = std::sqrt(num / (den > 0 ? den : 1));
             if (nan || rel > 1e-5) {
                 printf(" %14s", nan ? "NaN!" : "WRONG");
-                fprintf(stderr, "%s %s: rel %.3g\n", label, v.name, rel);
-                continue;
+                fprintf(stderr, "%s mmvqb: rel %.3g\n", label, rel);
+            } else {
+                const float tv = timeit([&](int r) { cand(r, y1); });
+                printf(" %7.2f(%4.0f)", tv, mat / (tv * 1e3));
             }
-            const float tv = timeit([&](int r) { cand(v, r, y1); });
-            printf(" %7.2f(%4.0f)", tv, mat / (tv * 1e3));
         }
-        printf("   [library %4.0f GB/s]\n", mat / (tb * 1e3));
+        printf("   [mmvqs %4.0f GB/s]\n", mat / (tb * 1e3));
         CK(cudaStreamDestroy(st));
         cudaFree(C);
         cudaFree(H);
@@ -307,14 +191,6 @@ static void run_format(const char* fmt, Base base, const std::vector<Variant>& v
         cudaFree(y1);
     }
 }
-
-#define VARS(W, NT)                                                                    \
-    std::vector<Variant>{{"t32u2", mmvq_blk<W, NT, 2, 128>, 128, 32},                  \
-                         {"t32u4", mmvq_blk<W, NT, 4, 128>, 128, 32},                  \
-                         {"t32u8", mmvq_blk<W, NT, 8, 128>, 128, 32},                  \
-                         {"t64u4", mmvq_blk<W, NT, 4, 128>, 128, 64},                  \
-                         {"auto-u2", mmvq_blk<W, NT, 2, 128>, 128, 0},                 \
-                         {"auto-u4b256", mmvq_blk<W, NT, 4, 256>, 256, 0}}
 
 int main() {
     cudaDeviceProp p;
@@ -328,9 +204,11 @@ int main() {
                                       {"qkv", 960, 576},   {"gate/up", 1536, 576},
                                       {"gate+up", 3072, 576}, {"down", 576, 1536},
                                       {"head", 49152, 576}};
-    run_format<WQ4_0, 1>("Q4_0 (8B)", mmvqs1_q4_0, VARS(WQ4_0, 1), big);
-    run_format<WQ4_1, 1>("Q4_1 (SmolLM2)", mmvqs1_q4_1, VARS(WQ4_1, 1), small);
-    run_format<WQ8_0, 1>("Q8_0 (8B)", mmvqs1_q8_0, VARS(WQ8_0, 1), big);
-    run_format<WQ4_0, 4>("Q4_0 (8B)", mmvqs4_q4_0, VARS(WQ4_0, 4), big);
+    run_format<DotQ4_0, 1>("Q4_0 (8B)", mmvqs1_q4_0, mmvqb1_q4_0, big);
+    run_format<DotQ4_1, 1>("Q4_1 (SmolLM2)", mmvqs1_q4_1, mmvqb1_q4_1, small);
+    run_format<DotQ5_0, 1>("Q5_0 (8B)", mmvqs1_q5_0, mmvqb1_q5_0, big);
+    run_format<DotIQ4_NL, 1>("IQ4_NL (8B)", mmvqs1_iq4_nl, mmvqb1_iq4_nl, big);
+    run_format<DotQ8_0, 1>("Q8_0 (8B)", mmvqs1_q8_0, nullptr, big);
+    run_format<DotQ4_0, 4>("Q4_0 (8B)", mmvqs4_q4_0, mmvqb4_q4_0, big);
     return 0;
 }

@@ -5,11 +5,15 @@
 //! Per decode: block copies that copy-on-write asked for, one upload of the tables, the
 //! layers as a stream of kernel launches, then one download: the logits (all layers on the
 //! GPU) or the hidden states that the CPU takes on from (partial offload). Matrices of up to
-//! `MMV_CHUNKS * MMV_MAX` tokens go through the fused dequantize-dot kernels; larger
-//! batches dequantize the matrix to f16 and use the vendor BLAS.
+//! `MMV_CHUNKS * MMV_MAX` tokens go through the matrix-vector kernels (integer-dot ones on
+//! Q8-quantized inputs where the format has them, grouping a layer's Q, K, V and its gate and
+//! up into one launch where `Kernels::groups` allows); larger batches dequantize the matrix to
+//! f16 and use the vendor BLAS.
 
 use super::fused::Fused;
-use super::kernels::{ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Q8Act, View, bytes_of};
+use super::kernels::{
+    ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, MatShape, Q8Act, View, bytes_of,
+};
 use super::weights::{GpuFfn, GpuMat, GpuQkv, GpuWeights};
 use super::{DevBuf, DevPtr, GpuStream, GraphId};
 use crate::backend::cpu::ThreadPool;
@@ -311,24 +315,44 @@ impl GpuForward {
         q8_ready: bool,
     ) -> Result<()> {
         let mut rounded: Option<ActRound> = None;
-        let mut quantized = q8_ready;
+        // The integer-dot products share one quantization of `x`, and one launch when the
+        // whole-block kernels take them together (Q, K and V; gate and up).
+        let q8: Vec<(&GpuMat, View)> = mats
+            .iter()
+            .copied()
+            .filter(|(m, _)| self.wants_q8(w, m, n))
+            .collect();
+        if let Some(&(first, _)) = q8.first() {
+            let q = self.q8();
+            if !q8_ready {
+                w.kernels
+                    .quantize_q8(self.stream.as_mut(), x, q, n, first.shape.n_in)?;
+            }
+            let shapes: Vec<MatShape> = q8.iter().map(|(m, _)| m.shape).collect();
+            let together = w.kernels.groups(&shapes);
+            let s = self.stream.as_mut();
+            let mut t0 = 0;
+            while t0 < n {
+                let nt = (n - t0).min(MMV_MAX);
+                let rows =
+                    |m: &GpuMat, y: View| y.sub(t0 * m.shape.n_out * 4, nt * m.shape.n_out * 4);
+                let xs = q.rows(t0, nt, first.shape.n_in)?;
+                if together {
+                    let group = q8
+                        .iter()
+                        .map(|&(m, y)| Ok((m.view(), m.shape, rows(m, y)?)))
+                        .collect::<Result<Vec<_>>>()?;
+                    w.kernels.mmvq_group(s, &group, xs, nt)?;
+                } else {
+                    for &(m, y) in &q8 {
+                        w.kernels.mmvq(s, m.view(), m.shape, xs, nt, rows(m, y)?)?;
+                    }
+                }
+                t0 += nt;
+            }
+        }
         for &(m, y) in mats {
             if self.wants_q8(w, m, n) {
-                let q = self.q8();
-                if !quantized {
-                    w.kernels
-                        .quantize_q8(self.stream.as_mut(), x, q, n, m.shape.n_in)?;
-                    quantized = true;
-                }
-                let s = self.stream.as_mut();
-                let mut t0 = 0;
-                while t0 < n {
-                    let nt = (n - t0).min(MMV_MAX);
-                    let ys = y.sub(t0 * m.shape.n_out * 4, nt * m.shape.n_out * 4)?;
-                    w.kernels
-                        .mmvq(s, m.view(), m.shape, q.rows(t0, nt, m.shape.n_in)?, nt, ys)?;
-                    t0 += nt;
-                }
                 continue;
             }
             let r = FORMATS[m.shape.format].2;

@@ -44,6 +44,9 @@ pub enum ActRound {
 /// The fewest weight slices (sixteen codes) one `mmvq` thread takes, where rows allow.
 const MMVQ_SLICES: usize = 4;
 
+/// The most matrices one `mmvq_group` launch takes (a layer's Q, K and V).
+pub const MMVQ_GROUP: usize = 3;
+
 /// The most tokens one `mmv` launch takes (kernels mmv1 .. mmv8).
 pub const MMV_MAX: usize = 8;
 
@@ -82,6 +85,9 @@ pub fn split_parts(format: usize) -> Option<(usize, usize)> {
 struct DotKernels {
     blocks: [Func; MMV_MAX],
     split: [Func; MMV_MAX],
+    /// Whole-block products over up to three split matrices (`mmvqb`), for the formats of
+    /// sixteen code bytes a block.
+    whole: Option<[Func; MMV_MAX]>,
     deq_f16_split: Func,
 }
 
@@ -128,6 +134,10 @@ pub struct Kernels {
     attend: Func,
     quantize_act: Func,
     quantize_q8: Func,
+    /// Whether the whole-block products (`mmvqb`) are used: only with RF_GPU_MMVQB=1 until
+    /// they have passed the GPU tests (written on 2026-12-07 when no GPU could be had;
+    /// docs/GPU.md).
+    whole_on: bool,
     /// Launches that do the work of several of the above (kernels/fused.cu).
     pub fused: Fused,
 }
@@ -300,10 +310,15 @@ impl Kernels {
         for (_, name, _) in FORMATS {
             formats.push(FormatKernels {
                 mmv: per_tokens("mmv", name)?,
-                mmvq: if Q8_DOT.iter().any(|(n, _, _)| *n == name) {
+                mmvq: if let Some(&(_, _, qb)) = Q8_DOT.iter().find(|(n, _, _)| *n == name) {
                     Some(DotKernels {
                         blocks: per_tokens("mmvq", name)?,
                         split: per_tokens("mmvqs", name)?,
+                        whole: if qb == 16 {
+                            Some(per_tokens("mmvqb", name)?)
+                        } else {
+                            None
+                        },
                         deq_f16_split: f(&format!("deqs_f16_{name}"))?,
                     })
                 } else {
@@ -328,6 +343,7 @@ impl Kernels {
             attend: f("attend_f16")?,
             quantize_act: f("quantize_act")?,
             quantize_q8: f("quantize_q8")?,
+            whole_on: std::env::var("RF_GPU_MMVQB").is_ok_and(|v| v == "1"),
             fused: Fused::load(dev)?,
         })
     }
@@ -365,6 +381,81 @@ impl Kernels {
         launch(s, self.quantize_q8, grid1(blocks, 128)?, &args)
     }
 
+    /// Whether `mmvq_group` can take these matrices in one launch: one to three of them, all
+    /// in the split layout of the same format with whole-block kernels, with the same inputs.
+    pub fn groups(&self, mats: &[MatShape]) -> bool {
+        let Some(first) = mats.first() else {
+            return false;
+        };
+        self.whole_on
+            && (1..=MMVQ_GROUP).contains(&mats.len())
+            && self.whole(first.format).is_some()
+            && mats
+                .iter()
+                .all(|m| m.heads.is_some() && m.format == first.format && m.n_in == first.n_in)
+    }
+
+    fn whole(&self, format: usize) -> Option<[Func; MMV_MAX]> {
+        self.formats.get(format)?.mmvq?.whole
+    }
+
+    /// `y_i[t] = W_i x[t]` for `n` tokens (at most `MMV_MAX`) and each `(W_i, shape_i, y_i)`
+    /// of `mats`, in one launch (`groups` must hold for their shapes).
+    pub fn mmvq_group(
+        &self,
+        s: &mut dyn GpuStream,
+        mats: &[(View, MatShape, View)],
+        x: Q8Act,
+        n: usize,
+    ) -> Result<()> {
+        let shapes: Vec<MatShape> = mats.iter().map(|m| m.1).collect();
+        if !self.groups(&shapes) || n == 0 || n > MMV_MAX || !shapes[0].n_in.is_multiple_of(32) {
+            return Err(Error::Internal(format!(
+                "mmvq group of {} matrices, {n} tokens",
+                mats.len()
+            )));
+        }
+        let k = shapes[0].n_in;
+        let f = self
+            .whole(shapes[0].format)
+            .ok_or_else(|| Error::Internal("no whole-block kernels".into()))?[n - 1];
+        need(x.codes, bytes_of(n, k)?, 1, "mmvq codes")?;
+        need(x.scales, bytes_of(n, k / 32)?, 8, "mmvq scales")?;
+        let mut args = Vec::with_capacity(4 * MMVQ_GROUP + 3);
+        let mut rows = 0usize;
+        for i in 0..MMVQ_GROUP {
+            match mats.get(i) {
+                Some(&(w, m, y)) => {
+                    need(w, m.n_out, m.row_bytes, "mmvq weights")?;
+                    let (codes, heads) = split_views(w, m)?;
+                    need(y, bytes_of(n, m.n_out)?, 4, "mmvq output")?;
+                    rows = rows
+                        .checked_add(m.n_out)
+                        .ok_or_else(|| Error::Overflow("mmvq rows".into()))?;
+                    args.extend([
+                        Arg::P(codes.ptr),
+                        Arg::P(heads.ptr),
+                        Arg::P(y.ptr),
+                        Arg::I(to_i32(m.n_out, "N")?),
+                    ]);
+                }
+                None => args.extend([Arg::P(0), Arg::P(0), Arg::P(0), Arg::I(0)]),
+            }
+        }
+        args.extend([
+            Arg::P(x.codes.ptr),
+            Arg::P(x.scales.ptr),
+            Arg::I(to_i32(k, "K")?),
+        ]);
+        // 32 lanes a row, four rows a block of 128 threads.
+        let dims = Dims {
+            grid: (to_u32(rows.div_ceil(4), "mmvq rows")?, 1, 1),
+            block: 128,
+            shared: 0,
+        };
+        launch(s, f, dims, &args)
+    }
+
     /// `y[t] = W x[t]` for `n` tokens (at most `MMV_MAX`) of quantized activations, W in a
     /// format that `has_mmvq`.
     pub fn mmvq(
@@ -376,6 +467,9 @@ impl Kernels {
         n: usize,
         y: View,
     ) -> Result<()> {
+        if self.groups(&[m]) {
+            return self.mmvq_group(s, &[(w, m, y)], x, n);
+        }
         let ks = self
             .formats
             .get(m.format)
