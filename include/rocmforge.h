@@ -657,10 +657,13 @@ typedef struct rf_vocab_info {
 #define RF_LOG_ERROR 3
 
 /**
- * A GPU when one works (CUDA, in builds with it), else the CPU (the default).
+ * A GPU when one works (CUDA, then HIP, in builds with them), else the CPU (the default).
  */
 #define RF_BACKEND_AUTO 0
 
+/**
+ * Every layer on the CPU.
+ */
 #define RF_BACKEND_CPU 1
 
 /**
@@ -670,7 +673,9 @@ typedef struct rf_vocab_info {
 #define RF_BACKEND_CUDA 2
 
 /**
- * AMD, through HIP (not yet available: `RF_ERR_DEVICE`).
+ * AMD, through HIP (builds with the `hip` feature; compiled and compile-tested, not yet run on
+ * AMD hardware): `RF_ERR_DEVICE` when the build has no HIP backend, the runtime or GPU is
+ * missing, or the kernels cannot be built.
  */
 #define RF_BACKEND_HIP 3
 

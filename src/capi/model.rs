@@ -11,13 +11,16 @@ use crate::{Backend, Error, Model, ModelParams};
 
 /// Where a model's layers run (`rf_model_params.backend`).
 pub type rf_backend = i32;
-/// A GPU when one works (CUDA, in builds with it), else the CPU (the default).
+/// A GPU when one works (CUDA, then HIP, in builds with them), else the CPU (the default).
 pub const RF_BACKEND_AUTO: rf_backend = 0;
+/// Every layer on the CPU.
 pub const RF_BACKEND_CPU: rf_backend = 1;
 /// NVIDIA, through CUDA: `rf_model_load` fails with `RF_ERR_DEVICE` when the build has no
 /// CUDA backend, the driver or GPU is missing, or the kernels cannot be built.
 pub const RF_BACKEND_CUDA: rf_backend = 2;
-/// AMD, through HIP (not yet available: `RF_ERR_DEVICE`).
+/// AMD, through HIP (builds with the `hip` feature; compiled and compile-tested, not yet run on
+/// AMD hardware): `RF_ERR_DEVICE` when the build has no HIP backend, the runtime or GPU is
+/// missing, or the kernels cannot be built.
 pub const RF_BACKEND_HIP: rf_backend = 3;
 
 /// Load progress: `progress` goes from 0.0 to 1.0. Return 1 to continue, 0 to cancel the load
