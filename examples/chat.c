@@ -282,6 +282,11 @@ int main(int argc, char **argv) {
         s = tokenize(model, rendered, &all, &n_all);
         free(rendered);
         if (s != RF_OK) { rc = fail("rf_vocab_tokenize", s); goto out; }
+        if (n_all == 0) {
+            free(all);
+            fprintf(stderr, "chat: the template rendered no tokens\n");
+            goto out;
+        }
         if (n_all + (size_t)n_predict > (size_t)n_ctx) {
             free(all);
             fprintf(stderr, "chat: the conversation no longer fits the context (raise -c)\n");
