@@ -11,6 +11,9 @@
 #           synthetic models: a change's effect on one machine
 #   bench-mmvqb   generation (tg128) with RF_GPU_MMVQB=0 and =1, alternating, on the
 #           synthetic models
+#   bench-engine   the continuous-batching engine with 16, 64 and 128 requests generating
+#           together (-p 128 -n 128, as llama-batched-bench's rows in bench-gpu.md), on the
+#           SmolLM2 shape (Q4_1) and an 8B shape in Q4_K (made here when missing)
 #   mmvq    the decode-product microbenchmark (scripts/gpu/mmvq_bench.cu, built there by nvcc)
 # Logs go to $OUT when set.
 set -uo pipefail
@@ -62,6 +65,17 @@ for stage in "$@"; do
         for b in rocmforge-old rocmforge; do
           echo "--- $b (round $round)"
           $B/$b bench -m "$models" -p 0 -n 128 -r 3 --backend cuda 2>&1 | grep -a "tg128\|model" | tee -a "$OUT/bench-ab.md"
+        done
+      done ;;
+    bench-engine)
+      python3 -m pip install -q --no-index --no-deps --target /tmp/site $B/whl/*.whl && export PYTHONPATH=/tmp/site
+      f=/tmp/rfm/synth-llama3-8b-Q4_K.gguf
+      [ -f "$f" ] || python3 $B/synth_gguf.py "$f" --shape llama3-8b --type Q4_K >/dev/null
+      for m in /tmp/rfm/synth-smollm2-135m-Q4_1.gguf "$f"; do
+        for par in 16 64 128; do
+          echo "--- $(basename "$m") parallel $par"
+          $B/rocmforge bench-engine -m "$m" --backend cuda --requests "$par" --parallel "$par" \
+            --serial 0 -p 128 -n 128 2>&1 | tail -5 | tee -a "$OUT/bench-engine.md"
         done
       done ;;
     bench-nographs)
