@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::request::{FinishReason, PieceFn, Shared};
 use super::schedule::{self, SeqView};
 use super::stop::{Scan, StopMatcher};
-use super::{EngineStats, Inner, Pending};
+use super::{EngineStats, Inner, Pending, Queue};
 use crate::sampling::SamplerChain;
 use crate::tokenizer::StreamDecoder;
 use crate::{Batch, Context, Error, Result};
@@ -171,10 +171,7 @@ impl Worker {
         loop {
             {
                 let mut q = inner.queue.lock();
-                q.stats = EngineStats {
-                    n_submitted: q.stats.n_submitted,
-                    ..self.stats
-                };
+                self.publish(&mut q);
                 while !q.shutdown
                     && q.incoming.is_empty()
                     && self.running.is_empty()
@@ -289,21 +286,19 @@ impl Worker {
 
     fn step(&mut self, inner: &Inner) {
         self.schedule_and_decode(inner);
-        self.count_holdings();
+        self.publish_blocks();
+        self.count_sequences();
         self.stats.n_steps += 1;
     }
 
-    /// Counts what runs, waits and holds blocks into `self.stats`.
-    fn count_holdings(&mut self) {
-        self.publish_blocks();
+    fn count_sequences(&mut self) {
         self.stats.n_running = self.running.len();
         self.stats.n_waiting = self.waiting.len();
     }
 
-    /// Makes the current counts what `Engine::stats` and `submit` see.
-    fn publish(&mut self, inner: &Inner) {
-        self.count_holdings();
-        let mut q = inner.queue.lock();
+    /// Makes the worker's counts what `Engine::stats` and `submit` see (`n_submitted` is
+    /// counted by `submit` itself).
+    fn publish(&self, q: &mut Queue) {
         q.stats = EngineStats {
             n_submitted: q.stats.n_submitted,
             ..self.stats
@@ -367,8 +362,10 @@ impl Worker {
         while self.admit_head() {}
         // Published before the decode emits text: a client that submits on its first piece
         // must not be refused `Busy` for a request that has already left the queue (or was
-        // cancelled in it), and must see it running.
-        self.publish(inner);
+        // cancelled in it), and must see it running. The block counts follow after the step
+        // (a stale count only makes a waiter wait one step longer).
+        self.count_sequences();
+        self.publish(&mut inner.queue.lock());
         if self.running.is_empty() {
             // Nothing fits even alone: cannot happen for a request `submit` accepted (it fits
             // the whole cache), so this is a bookkeeping bug; fail the head, never spin.
