@@ -11,9 +11,7 @@
 //! f16 and use the vendor BLAS.
 
 use super::fused::Fused;
-use super::kernels::{
-    ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, MatShape, Q8Act, View, bytes_of,
-};
+use super::kernels::{ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Q8Act, View, bytes_of};
 use super::weights::{GpuFfn, GpuMat, GpuQkv, GpuWeights};
 use super::{DevBuf, DevPtr, GpuStream, GraphId};
 use crate::backend::cpu::ThreadPool;
@@ -328,8 +326,7 @@ impl GpuForward {
                 w.kernels
                     .quantize_q8(self.stream.as_mut(), x, q, n, first.shape.n_in)?;
             }
-            let shapes: Vec<MatShape> = q8.iter().map(|(m, _)| m.shape).collect();
-            let together = w.kernels.groups(&shapes);
+            let together = w.kernels.groups(q8.iter().map(|(m, _)| &m.shape));
             let s = self.stream.as_mut();
             let mut t0 = 0;
             while t0 < n {

@@ -383,16 +383,21 @@ impl Kernels {
 
     /// Whether `mmvq_group` can take these matrices in one launch: one to three of them, all
     /// in the split layout of the same format with whole-block kernels, with the same inputs.
-    pub fn groups(&self, mats: &[MatShape]) -> bool {
-        let Some(first) = mats.first() else {
+    pub fn groups<'a>(&self, mut mats: impl Iterator<Item = &'a MatShape>) -> bool {
+        let Some(first) = mats.next() else {
             return false;
         };
+        let mut count = 1;
+        for m in mats {
+            if m.format != first.format || m.n_in != first.n_in || m.heads.is_none() {
+                return false;
+            }
+            count += 1;
+        }
         self.whole_on
-            && (1..=MMVQ_GROUP).contains(&mats.len())
+            && count <= MMVQ_GROUP
+            && first.heads.is_some()
             && self.whole(first.format).is_some()
-            && mats
-                .iter()
-                .all(|m| m.heads.is_some() && m.format == first.format && m.n_in == first.n_in)
     }
 
     fn whole(&self, format: usize) -> Option<[Func; MMV_MAX]> {
@@ -408,46 +413,53 @@ impl Kernels {
         x: Q8Act,
         n: usize,
     ) -> Result<()> {
-        let shapes: Vec<MatShape> = mats.iter().map(|m| m.1).collect();
-        if !self.groups(&shapes) || n == 0 || n > MMV_MAX || !shapes[0].n_in.is_multiple_of(32) {
+        let first = match mats.first() {
+            Some(m) if self.groups(mats.iter().map(|m| &m.1)) => m.1,
+            _ => {
+                return Err(Error::Internal(format!(
+                    "mmvq group of {} matrices",
+                    mats.len()
+                )));
+            }
+        };
+        let k = first.n_in;
+        if n == 0 || n > MMV_MAX || !k.is_multiple_of(32) {
             return Err(Error::Internal(format!(
-                "mmvq group of {} matrices, {n} tokens",
-                mats.len()
+                "mmvq group of {n} tokens, {k} inputs"
             )));
         }
-        let k = shapes[0].n_in;
         let f = self
-            .whole(shapes[0].format)
+            .whole(first.format)
             .ok_or_else(|| Error::Internal("no whole-block kernels".into()))?[n - 1];
         need(x.codes, bytes_of(n, k)?, 1, "mmvq codes")?;
         need(x.scales, bytes_of(n, k / 32)?, 8, "mmvq scales")?;
-        let mut args = Vec::with_capacity(4 * MMVQ_GROUP + 3);
+        // Four arguments a matrix (an absent one: NULLs and 0 rows), then the inputs.
+        let mut args = [Arg::I(0); 4 * MMVQ_GROUP + 3];
         let mut rows = 0usize;
-        for i in 0..MMVQ_GROUP {
-            match mats.get(i) {
-                Some(&(w, m, y)) => {
-                    need(w, m.n_out, m.row_bytes, "mmvq weights")?;
-                    let (codes, heads) = split_views(w, m)?;
-                    need(y, bytes_of(n, m.n_out)?, 4, "mmvq output")?;
-                    rows = rows
-                        .checked_add(m.n_out)
-                        .ok_or_else(|| Error::Overflow("mmvq rows".into()))?;
-                    args.extend([
-                        Arg::P(codes.ptr),
-                        Arg::P(heads.ptr),
-                        Arg::P(y.ptr),
-                        Arg::I(to_i32(m.n_out, "N")?),
-                    ]);
-                }
-                None => args.extend([Arg::P(0), Arg::P(0), Arg::P(0), Arg::I(0)]),
-            }
+        for (i, &(w, m, y)) in mats.iter().enumerate() {
+            need(w, m.n_out, m.row_bytes, "mmvq weights")?;
+            let (codes, heads) = split_views(w, m)?;
+            need(y, bytes_of(n, m.n_out)?, 4, "mmvq output")?;
+            rows = rows
+                .checked_add(m.n_out)
+                .ok_or_else(|| Error::Overflow("mmvq rows".into()))?;
+            args[4 * i..4 * i + 4].copy_from_slice(&[
+                Arg::P(codes.ptr),
+                Arg::P(heads.ptr),
+                Arg::P(y.ptr),
+                Arg::I(to_i32(m.n_out, "N")?),
+            ]);
         }
-        args.extend([
+        for i in mats.len()..MMVQ_GROUP {
+            args[4 * i..4 * i + 3].copy_from_slice(&[Arg::P(0); 3]);
+        }
+        args[4 * MMVQ_GROUP..].copy_from_slice(&[
             Arg::P(x.codes.ptr),
             Arg::P(x.scales.ptr),
             Arg::I(to_i32(k, "K")?),
         ]);
-        // 32 lanes a row, four rows a block of 128 threads.
+        // 32 lanes a row, four rows a block of 128 threads; the kernel counts rows in an int.
+        to_i32(rows, "mmvq rows")?;
         let dims = Dims {
             grid: (to_u32(rows.div_ceil(4), "mmvq rows")?, 1, 1),
             block: 128,
@@ -467,7 +479,7 @@ impl Kernels {
         n: usize,
         y: View,
     ) -> Result<()> {
-        if self.groups(&[m]) {
+        if self.groups([m].iter()) {
             return self.mmvq_group(s, &[(w, m, y)], x, n);
         }
         let ks = self
