@@ -3,7 +3,7 @@
 # here. scripts/gpu/pack.sh fills .dev/ (git-ignored) with what this needs; docs/GPU.md says
 # how a run is made. Usage: scripts/gpu/device.sh STAGE... with stages:
 #   tests   the GPU test binary (zoo parity, leak, device errors; SmolLM2/Gemma when present)
-#   tests-mmvqb   the same with RF_GPU_MMVQB=1 (the whole-block, grouped products)
+#   tests-mmvqs   the same with RF_GPU_MMVQB=0 (the sliced products instead of the whole-block ones)
 #   synth   random-weight models of benchmark shapes into /tmp/rfm (needs .dev/whl/gguf)
 #   bench   rocmforge bench on the synthetic models (and SmolLM2 when present) on the GPU
 #   bench-nographs   the same generation with RF_GPU_GRAPHS=0
@@ -37,8 +37,8 @@ for stage in "$@"; do
   case $stage in
     tests)
       $B/gpu --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu-tests.log" | grep -a -v "^  greedy\|^ *gpu \[\|^| llama\|^| qwen\|^| phi" | tail -60 ;;
-    tests-mmvqb)
-      RF_GPU_MMVQB=1 $B/gpu --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu-tests-mmvqb.log" | grep -a -v "^  greedy\|^ *gpu \[\|^| llama\|^| qwen\|^| phi" | tail -40 ;;
+    tests-mmvqs)
+      RF_GPU_MMVQB=0 $B/gpu --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu-tests-mmvqs.log" | grep -a -v "^  greedy\|^ *gpu \[\|^| llama\|^| qwen\|^| phi" | tail -40 ;;
     bench-mmvqb)
       models=$(ls /tmp/rfm/*.gguf | paste -sd,)
       for round in 1 2; do

@@ -134,9 +134,8 @@ pub struct Kernels {
     attend: Func,
     quantize_act: Func,
     quantize_q8: Func,
-    /// Whether the whole-block products (`mmvqb`) are used: only with RF_GPU_MMVQB=1 until
-    /// they have passed the GPU tests (written on 2026-12-07 when no GPU could be had;
-    /// docs/GPU.md).
+    /// Whether the whole-block products (`mmvqb`) are used: the default; RF_GPU_MMVQB=0
+    /// turns them off (to measure what they save against `mmvqs`).
     whole_on: bool,
     /// Launches that do the work of several of the above (kernels/fused.cu).
     pub fused: Fused,
@@ -343,7 +342,7 @@ impl Kernels {
             attend: f("attend_f16")?,
             quantize_act: f("quantize_act")?,
             quantize_q8: f("quantize_q8")?,
-            whole_on: std::env::var("RF_GPU_MMVQB").is_ok_and(|v| v == "1"),
+            whole_on: std::env::var("RF_GPU_MMVQB").map_or(true, |v| v != "0"),
             fused: Fused::load(dev)?,
         })
     }
