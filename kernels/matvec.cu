@@ -46,9 +46,7 @@ __device__ __forceinline__ void deq_f16(const u8* __restrict__ W, u64 row_bytes,
     const int c = (int)(id % nch), cpb = F::QK / 8;
     float v[8];
     F::deq8(W + row * row_bytes + (u64)(c / cpb) * F::BYTES, (c % cpb) * 8, v);
-    u16* o = out + row * (u64)K + (u64)c * 8;
-#pragma unroll
-    for (int l = 0; l < 8; l++) o[l] = rf_f32_to_f16(v[l]);
+    rf_store8_f16(out + row * (u64)K + (u64)c * 8, v);
 }
 
 template <class F>

@@ -357,9 +357,7 @@ __device__ __forceinline__ void deq_f16_split(const u8* __restrict__ C, const u8
     }
     float v[8];
     F::deq8((const u8*)b16, (c % 4) * 8, v);
-    u16* o = out + row * (u64)K + (u64)c * 8;
-#pragma unroll
-    for (int l = 0; l < 8; l++) o[l] = rf_f32_to_f16(v[l]);
+    rf_store8_f16(out + row * (u64)K + (u64)c * 8, v);
 }
 
 #define RF_MMVQ_ONE(name, F, NT)                                                             \

@@ -84,6 +84,17 @@ pub struct EngineStats {
     pub n_prefix_hits: u64,
     pub n_cached_tokens: u64,
     pub n_steps: u64,
+    /// Wall time the worker spent in decodes (the forward pass, logits included) and in
+    /// sampling their output rows and handing the tokens out, in microseconds: with
+    /// `n_steps`, where a step's time goes.
+    pub decode_us: u64,
+    pub sample_us: u64,
+    /// Steps that only generated (every row a sequence's next token, no prompt), their
+    /// tokens and their decode and sampling time in microseconds: the steady generation
+    /// rate, as llama-batched-bench's S_TG measures it.
+    pub gen_steps: u64,
+    pub gen_step_tokens: u64,
+    pub gen_step_us: u64,
 }
 
 /// A submitted request on its way to the worker.

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::request::{FinishReason, PieceFn, Shared};
 use super::schedule::{self, SeqView};
@@ -464,7 +465,14 @@ impl Worker {
                 }
             }
         }
-        match self.ctx.decode(&self.batch) {
+        let only_gen = plan
+            .iter()
+            .all(|&(i, n)| n == 1 && self.running[i].n_generated > 0);
+        let t0 = Instant::now();
+        let decoded = self.ctx.decode(&self.batch);
+        let decode_us = micros(t0);
+        self.stats.decode_us += decode_us;
+        match decoded {
             Ok(()) => {}
             Err(Error::KvFull(_)) => {
                 // The growth says it fits; if the cache disagrees, the newest gives way and
@@ -483,6 +491,7 @@ impl Worker {
             }
         }
         let mut done = Vec::new();
+        let t0 = Instant::now();
         for (row, &i) in outputs.iter().enumerate() {
             let logits = self.ctx.logits(row as i32)?;
             let s = &mut self.running[i];
@@ -493,6 +502,13 @@ impl Worker {
                 Ok(Some(f)) => done.push((i, f, None)),
                 Err(e) => done.push((i, FinishReason::Error, Some(e.to_string()))),
             }
+        }
+        let sample_us = micros(t0);
+        self.stats.sample_us += sample_us;
+        if only_gen {
+            self.stats.gen_steps += 1;
+            self.stats.gen_step_tokens += plan.len() as u64;
+            self.stats.gen_step_us += decode_us + sample_us;
         }
         done.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
         for (i, f, e) in done {
@@ -529,4 +545,9 @@ impl Worker {
         }
         Ok(None)
     }
+}
+
+/// Microseconds since `t0`.
+fn micros(t0: Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX)
 }

@@ -150,6 +150,7 @@ impl Transformer {
     /// and values, and returns the logits of `plan.outputs`, `n_vocab` each, in that order.
     /// `abort` is asked between layers; when it says stop the pass ends with `Aborted`.
     /// On any error the caller rolls the reservation back.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &self,
         file: &GgufFile,
@@ -158,7 +159,8 @@ impl Transformer {
         kv: &mut KvCache,
         abort: &mut dyn FnMut() -> bool,
         s: &mut ForwardScratch,
-    ) -> Result<Vec<f32>> {
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let d = self.params.n_embd;
         let scale = if self.spec.embed_scale {
             (d as f32).sqrt()
@@ -166,7 +168,7 @@ impl Transformer {
             1.0
         };
         embed(file, &self.token_embd, &plan.tokens, d, scale, &mut s.x)?;
-        self.forward_layers(file, pool, plan, kv, abort, s, 0)
+        self.forward_layers(file, pool, plan, kv, abort, s, 0, logits)
     }
 
     /// `forward` from layer `first` on, with the hidden states entering it in `x` (n_embd
@@ -182,13 +184,14 @@ impl Transformer {
         s: &mut ForwardScratch,
         first: usize,
         x: &[f32],
-    ) -> Result<Vec<f32>> {
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         if x.len() != plan.len() * self.params.n_embd {
             return Err(Error::Internal("hidden states of the wrong size".into()));
         }
         s.x.clear();
         s.x.extend_from_slice(x);
-        self.forward_layers(file, pool, plan, kv, abort, s, first)
+        self.forward_layers(file, pool, plan, kv, abort, s, first, logits)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -201,7 +204,8 @@ impl Transformer {
         abort: &mut dyn FnMut() -> bool,
         s: &mut ForwardScratch,
         first: usize,
-    ) -> Result<Vec<f32>> {
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let p = &self.params;
         let n = plan.len();
         let (d, hd) = (p.n_embd, p.head_dim);
@@ -351,7 +355,7 @@ impl Transformer {
                 &mut s.tmp,
             );
         }
-        self.logits(file, pool, plan, s)
+        self.logits(file, pool, plan, s, logits)
     }
 
     /// Names the weights of the next jobs, from job `job` of layer `li` on (past the last
@@ -425,11 +429,13 @@ impl Transformer {
         pool: &ThreadPool,
         plan: &Plan,
         s: &mut ForwardScratch,
-    ) -> Result<Vec<f32>> {
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let d = self.params.n_embd;
         let m = plan.outputs.len();
         if m == 0 {
-            return Ok(Vec::new());
+            logits.clear();
+            return Ok(());
         }
         s.tmp.clear();
         for &r in &plan.outputs {
@@ -438,17 +444,30 @@ impl Transformer {
         s.h.resize(m * d, 0.0);
         ops::rms_norm(&s.tmp, &self.output_norm, self.params.eps, &mut s.h);
         let w = weights(file, &self.output)?;
-        let mut logits = Vec::new();
-        logits
-            .try_reserve_exact(m * w.n_out())
-            .map_err(|_| Error::Oom(format!("logits for {m} rows")))?;
-        logits.resize(m * w.n_out(), 0.0);
-        matmul(pool, &w, &s.h, m, &mut logits, &mut s.mm)?;
+        resize_logits(logits, m, w.n_out())?;
+        matmul(pool, &w, &s.h, m, logits, &mut s.mm)?;
         if let Some(cap) = self.params.final_softcap {
             logits.iter_mut().for_each(|x| *x = cap * (*x / cap).tanh());
         }
-        Ok(logits)
+        Ok(())
     }
+}
+
+/// Makes `logits` hold `m` rows of `n_vocab`, keeping its memory from the last decode: it
+/// grows (and zero-fills) only when there are more rows than before, and its contents are
+/// left for the caller to overwrite.
+pub(crate) fn resize_logits(logits: &mut Vec<f32>, m: usize, n_vocab: usize) -> Result<()> {
+    let count = m
+        .checked_mul(n_vocab)
+        .ok_or_else(|| Error::Overflow(format!("logits for {m} rows")))?;
+    if logits.len() != count {
+        logits.truncate(count);
+        logits
+            .try_reserve_exact(count - logits.len())
+            .map_err(|_| Error::Oom(format!("logits for {m} rows")))?;
+        logits.resize(count, 0.0);
+    }
+    Ok(())
 }
 
 /// Binds layer `i`'s tensors, each checked against the hyperparameters.

@@ -21,7 +21,7 @@ use crate::gguf::GgufFile;
 use crate::kv::{KvCache, KvType};
 use crate::model::arch::{FfnAct, RopeStyle};
 use crate::model::attention::first_visible;
-use crate::model::transformer::{ForwardScratch, Transformer};
+use crate::model::transformer::{ForwardScratch, Transformer, resize_logits};
 use crate::{Error, Result};
 
 /// Batches of up to this many mmv launches (of `MMV_MAX` tokens) skip the f16 GEMM.
@@ -403,8 +403,9 @@ impl GpuForward {
         unsafe { s.gemm_f16(n_out, n, n_in, wh.ptr, xh.ptr, y.ptr) }
     }
 
-    /// Runs the offloaded part of a checked, reserved batch; returns the logits of
-    /// `plan.outputs`, finishing on the CPU when layers remain there.
+    /// Runs the offloaded part of a checked, reserved batch and writes the logits of
+    /// `plan.outputs` into `logits` (reusing its memory), finishing on the CPU when layers
+    /// remain there.
     ///
     /// With every layer and the head on the GPU and at most `MMV_CHUNKS * MMV_MAX` rows, the
     /// launches run as a graph recorded the first time a decode of that layout is seen
@@ -420,7 +421,8 @@ impl GpuForward {
         kv: &mut KvCache,
         abort: &mut dyn FnMut() -> bool,
         cpu: &mut ForwardScratch,
-    ) -> Result<Vec<f32>> {
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let p = &t.params;
         let n = plan.len();
         if n > self.n_batch {
@@ -436,12 +438,13 @@ impl GpuForward {
             // SAFETY: x holds n * d floats (its size was checked by every kernel that wrote
             // it); the download synchronizes the stream first.
             unsafe { self.stream.download(as_bytes_mut(&mut xs), x.ptr)? };
-            return t.forward_from(file, pool, plan, kv, abort, cpu, w.n_layers(), &xs);
+            return t.forward_from(file, pool, plan, kv, abort, cpu, w.n_layers(), &xs, logits);
         };
         let m = plan.outputs.len();
         if m == 0 {
             self.layers(w, t, &tb, tv, n, abort)?;
-            return Ok(Vec::new());
+            logits.clear();
+            return Ok(());
         }
         let count = bytes_of(m, p.n_vocab)?;
         let lv = self.logits_view(w, count)?;
@@ -465,15 +468,10 @@ impl GpuForward {
             self.layers(w, t, &tb, tv, n, abort)?;
             self.head(w, t, plan, &tb, tv, norm, out, lv)?;
         }
-        let mut logits = Vec::new();
-        logits
-            .try_reserve_exact(count)
-            .map_err(|_| Error::Oom(format!("logits for {m} rows")))?;
-        logits.resize(count, 0.0);
+        resize_logits(logits, m, p.n_vocab)?;
         // SAFETY: lv holds at least `count` floats (logits_view); the download synchronizes
         // the stream before copying.
-        unsafe { self.stream.download(as_bytes_mut(&mut logits), lv.ptr)? };
-        Ok(logits)
+        unsafe { self.stream.download(as_bytes_mut(logits), lv.ptr) }
     }
 
     /// Replays the graph recorded for `key`, or records `body` as one and replays it. Where

@@ -577,6 +577,13 @@ impl Kernels {
             .checked_mul(m.n_in)
             .ok_or_else(|| Error::Overflow("matrix".into()))?;
         need(out, n, 2, "deq output")?;
+        // Each thread stores eight values with one 16-byte store.
+        if !m.n_in.is_multiple_of(8) || !out.ptr.is_multiple_of(16) {
+            return Err(Error::Internal(format!(
+                "f16 rows of {} at {:#x}: 16-byte stores need rows of a multiple of 8",
+                m.n_in, out.ptr
+            )));
+        }
         let fk = &self.formats[m.format];
         let (f, w1) = match (m.heads, fk.mmvq) {
             (Some(_), Some(ks)) => (ks.deq_f16_split, Arg::P(split_views(w, m)?.1.ptr)),

@@ -185,10 +185,24 @@ pub fn run(a: &Args) -> Result<()> {
     }
     let s = engine.stats();
     println!(
-        "\nengine: {} steps, {} preemptions, peak RSS {:.1} MiB",
+        "\nengine: {} steps, {} preemptions, peak RSS {:.1} MiB; per step {:.2} ms decoding, \
+         {:.2} ms sampling",
         s.n_steps,
         s.n_preemptions,
-        crate::load::peak_rss() as f64 / (1 << 20) as f64
+        crate::load::peak_rss() as f64 / (1 << 20) as f64,
+        s.decode_us as f64 / 1e3 / s.n_steps.max(1) as f64,
+        s.sample_us as f64 / 1e3 / s.n_steps.max(1) as f64,
     );
+    if s.gen_steps > 0 {
+        // The steady rate once every sequence is generating: what llama-batched-bench's
+        // S_TG measures (bench-gpu.md), here with sampling included.
+        println!(
+            "generation-only steps: {}, {:.1} rows each, {:.2} ms each, {:.1} t/s",
+            s.gen_steps,
+            s.gen_step_tokens as f64 / s.gen_steps as f64,
+            s.gen_step_us as f64 / 1e3 / s.gen_steps as f64,
+            s.gen_step_tokens as f64 / (s.gen_step_us.max(1) as f64 / 1e6),
+        );
+    }
     Ok(())
 }
