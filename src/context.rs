@@ -144,6 +144,11 @@ impl Context {
         })
     }
 
+    /// The context's CPU threads (idle between decodes: the engine samples on them).
+    pub(crate) fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
     pub fn model(&self) -> &Arc<Model> {
         &self.model
     }

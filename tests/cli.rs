@@ -176,6 +176,9 @@ fn info_tokenize_and_bench_on_a_small_model() {
         md.contains("| together | 4 |") && md.contains("| one at a time | 1 |"),
         "{md}"
     );
+    // The step timing of the requests run together, and their generation-only steps.
+    assert!(md.contains("engine, requests together: "), "{md}");
+    assert!(md.contains("generation-only steps: "), "{md}");
     let out = rocmforge(&["bench-engine", "-m", &zoo, "-n", "0"]);
     assert_eq!(out.status.code(), Some(1));
 }

@@ -151,7 +151,9 @@ pub fn run(a: &Args) -> Result<()> {
          tokens each, {threads} threads",
         a.requests, a.parallel, a.serial, a.n_prompt, a.n_gen
     );
+    let before = engine.stats();
     let together = run_batch(&engine, specs(a.requests, 0)?, false)?;
+    let after = engine.stats();
     let serial = if a.serial > 0 {
         Some(run_batch(&engine, specs(a.serial, a.requests)?, true)?)
     } else {
@@ -183,25 +185,30 @@ pub fn run(a: &Args) -> Result<()> {
             pct(&mut ttft, 0.99),
         );
     }
-    let s = engine.stats();
+    // The steps of the requests run together (not the warm-up's or the serial ones').
+    let steps = after.n_steps - before.n_steps;
+    let per_step = |us: u64| us as f64 / 1e3 / steps.max(1) as f64;
     println!(
-        "\nengine: {} steps, {} preemptions, peak RSS {:.1} MiB; per step {:.2} ms decoding, \
-         {:.2} ms sampling",
-        s.n_steps,
-        s.n_preemptions,
+        "\nengine, requests together: {steps} steps, {} preemptions, per step {:.2} ms \
+         decoding, {:.2} ms sampling; peak RSS {:.1} MiB",
+        after.n_preemptions - before.n_preemptions,
+        per_step(after.decode_us - before.decode_us),
+        per_step(after.sample_us - before.sample_us),
         crate::load::peak_rss() as f64 / (1 << 20) as f64,
-        s.decode_us as f64 / 1e3 / s.n_steps.max(1) as f64,
-        s.sample_us as f64 / 1e3 / s.n_steps.max(1) as f64,
     );
-    if s.gen_steps > 0 {
+    let gen_steps = after.gen_steps - before.gen_steps;
+    if gen_steps > 0 {
         // The steady rate once every sequence is generating: what llama-batched-bench's
         // S_TG measures (bench-gpu.md), here with sampling included.
+        let (tokens, us) = (
+            after.gen_step_tokens - before.gen_step_tokens,
+            after.gen_step_us - before.gen_step_us,
+        );
         println!(
-            "generation-only steps: {}, {:.1} rows each, {:.2} ms each, {:.1} t/s",
-            s.gen_steps,
-            s.gen_step_tokens as f64 / s.gen_steps as f64,
-            s.gen_step_us as f64 / 1e3 / s.gen_steps as f64,
-            s.gen_step_tokens as f64 / (s.gen_step_us.max(1) as f64 / 1e6),
+            "generation-only steps: {gen_steps}, {:.1} rows each, {:.2} ms each, {:.1} t/s",
+            tokens as f64 / gen_steps as f64,
+            us as f64 / 1e3 / gen_steps as f64,
+            tokens as f64 / (us.max(1) as f64 / 1e6),
         );
     }
     Ok(())
