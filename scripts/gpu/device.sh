@@ -132,7 +132,7 @@ PY
       # grid: the batched decode's products against everything else.
       f=/tmp/rfm/synth-llama3-8b-Q4_K.gguf
       [ -f "$f" ] || python3 $B/synth_gguf.py "$f" --shape llama3-8b --type Q4_K >/dev/null
-      for m in smollm2-135m-Q4_1 llama3-8b-Q4_K; do
+      for m in ${RF_ENGINE_MODELS:-smollm2-135m-Q4_1 llama3-8b-Q4_K}; do
       echo "--- $m"
       ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
         $B/rocmforge bench-engine -m /tmp/rfm/synth-$m.gguf --backend cuda --requests 128 \

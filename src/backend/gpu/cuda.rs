@@ -267,6 +267,8 @@ impl GpuDevice for CudaDevice {
             stream,
             blas,
             graphs: Graphs::default(),
+            pins: Vec::new(),
+            refused: Vec::new(),
         }))
     }
 }
@@ -276,6 +278,10 @@ pub struct CudaStream {
     stream: sys::CUstream,
     blas: blas_sys::cublasHandle_t,
     graphs: Graphs<sys::CUgraphExec>,
+    /// Host memory this stream pinned (`pin_host`), and memory the driver refused to pin
+    /// (not asked again until unpinned).
+    pins: Vec<usize>,
+    refused: Vec<usize>,
 }
 
 // SAFETY: a stream and a BLAS handle may move between threads; `&mut self` keeps their use
@@ -304,6 +310,9 @@ impl Drop for CudaStream {
                 for g in self.graphs.drain() {
                     let _ = sys::cuGraphExecDestroy(g);
                 }
+                for p in self.pins.drain(..) {
+                    let _ = sys::cuMemHostUnregister(p as *mut c_void);
+                }
                 let _ = blas::destroy_handle(self.blas);
                 let _ = cu::stream::destroy(self.stream);
             }
@@ -312,6 +321,36 @@ impl Drop for CudaStream {
 }
 
 impl GpuStream for CudaStream {
+    unsafe fn pin_host(&mut self, ptr: *mut u8, bytes: usize) -> bool {
+        let p = ptr as usize;
+        if bytes == 0 || self.pins.contains(&p) || self.refused.contains(&p) || self.bind().is_err()
+        {
+            return false;
+        }
+        // SAFETY: the caller keeps the range allocated until it is unpinned; the driver only
+        // locks its pages.
+        let r = unsafe { sys::cuMemHostRegister_v2(ptr as *mut c_void, bytes, 0) };
+        let ok = r == sys::CUresult::CUDA_SUCCESS;
+        if ok {
+            self.pins.push(p);
+        } else {
+            self.refused.push(p);
+        }
+        ok
+    }
+
+    fn unpin_host(&mut self, ptr: *mut u8) {
+        self.refused.retain(|&p| p != ptr as usize);
+        if let Some(i) = self.pins.iter().position(|&p| p == ptr as usize) {
+            self.pins.swap_remove(i);
+            if self.bind().is_ok() {
+                // SAFETY: `ptr` was pinned by this stream and is still allocated (the
+                // caller's contract on `pin_host`).
+                let _ = unsafe { sys::cuMemHostUnregister(ptr as *mut c_void) };
+            }
+        }
+    }
+
     unsafe fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<()> {
         if src.is_empty() {
             return Ok(());

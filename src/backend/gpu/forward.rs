@@ -438,6 +438,8 @@ impl GpuForward {
             // SAFETY: x holds n * d floats (its size was checked by every kernel that wrote
             // it); the download synchronizes the stream first.
             unsafe { self.stream.download(as_bytes_mut(&mut xs), x.ptr)? };
+            // The CPU may reallocate `logits`: unpinned first.
+            self.stream.unpin_host(logits.as_mut_ptr().cast());
             return t.forward_from(file, pool, plan, kv, abort, cpu, w.n_layers(), &xs, logits);
         };
         let m = plan.outputs.len();
@@ -468,7 +470,21 @@ impl GpuForward {
             self.layers(w, t, &tb, tv, n, abort)?;
             self.head(w, t, plan, &tb, tv, norm, out, lv)?;
         }
+        if logits.capacity() < count {
+            // About to be reallocated: unpinned first.
+            self.stream.unpin_host(logits.as_mut_ptr().cast());
+        }
         resize_logits(logits, m, p.n_vocab)?;
+        // Pinned, the download lands there directly instead of through the driver's
+        // staging copy: with 128 rows of a 128k vocabulary that is 65 MB a step. Only the
+        // first decode into each of the context's two buffers pins it (a no-op after).
+        // SAFETY: the buffer stays allocated until unpinned: it is only reallocated above
+        // and before the CPU's part of a partial offload, both after unpinning it, and the
+        // context drops this stream (which unpins all) before its logit buffers.
+        unsafe {
+            self.stream
+                .pin_host(logits.as_mut_ptr().cast(), logits.capacity() * 4)
+        };
         // SAFETY: lv holds at least `count` floats (logits_view); the download synchronizes
         // the stream before copying.
         unsafe { self.stream.download(as_bytes_mut(logits), lv.ptr) }

@@ -361,6 +361,8 @@ impl GpuDevice for HipDevice {
             index: self.index,
             stream,
             graphs: Graphs::default(),
+            pins: Vec::new(),
+            refused: Vec::new(),
         }))
     }
 
@@ -373,6 +375,10 @@ pub struct HipStream {
     index: c_int,
     stream: hip::hipStream_t,
     graphs: Graphs<hip::hipGraphExec_t>,
+    /// Host memory this stream pinned (`pin_host`), and memory the driver refused to pin
+    /// (not asked again until unpinned).
+    pins: Vec<usize>,
+    refused: Vec<usize>,
 }
 
 // SAFETY: a stream may move between threads; `&mut self` keeps its use to one thread at a
@@ -395,6 +401,9 @@ impl Drop for HipStream {
                 for g in self.graphs.drain() {
                     let _ = hip::hipGraphExecDestroy(g);
                 }
+                for p in self.pins.drain(..) {
+                    let _ = hip::hipHostUnregister(p as *mut libc::c_void);
+                }
                 let _ = hip::hipStreamDestroy(self.stream);
             }
         }
@@ -402,6 +411,36 @@ impl Drop for HipStream {
 }
 
 impl GpuStream for HipStream {
+    unsafe fn pin_host(&mut self, ptr: *mut u8, bytes: usize) -> bool {
+        let p = ptr as usize;
+        if bytes == 0 || self.pins.contains(&p) || self.refused.contains(&p) || self.bind().is_err()
+        {
+            return false;
+        }
+        // SAFETY: the caller keeps the range allocated until it is unpinned; the runtime
+        // only locks its pages (flags 0: hipHostRegisterDefault).
+        let r = unsafe { hip::hipHostRegister(ptr as *mut libc::c_void, bytes, 0) };
+        let ok = r == hip::hipError_t::hipSuccess;
+        if ok {
+            self.pins.push(p);
+        } else {
+            self.refused.push(p);
+        }
+        ok
+    }
+
+    fn unpin_host(&mut self, ptr: *mut u8) {
+        self.refused.retain(|&p| p != ptr as usize);
+        if let Some(i) = self.pins.iter().position(|&p| p == ptr as usize) {
+            self.pins.swap_remove(i);
+            if self.bind().is_ok() {
+                // SAFETY: `ptr` was pinned by this stream and is still allocated (the
+                // caller's contract on `pin_host`).
+                let _ = unsafe { hip::hipHostUnregister(ptr as *mut libc::c_void) };
+            }
+        }
+    }
+
     unsafe fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<()> {
         if src.is_empty() {
             return Ok(());

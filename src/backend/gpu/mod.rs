@@ -109,6 +109,16 @@ pub trait GpuStream: Send {
         b: DevPtr,
         c: DevPtr,
     ) -> Result<()>;
+    /// Page-locks `bytes` of host memory at `ptr`, so that downloads into it go straight
+    /// there instead of through the driver's staging copy; returns whether the driver did
+    /// (best effort: where it refuses, downloads work as before). It stays pinned until
+    /// `unpin_host` or the stream's drop.
+    ///
+    /// # Safety
+    /// The memory stays allocated until it is unpinned.
+    unsafe fn pin_host(&mut self, ptr: *mut u8, bytes: usize) -> bool;
+    /// Undoes `pin_host` at `ptr` (nothing when this stream did not pin it).
+    fn unpin_host(&mut self, ptr: *mut u8);
     /// Waits for everything queued.
     fn synchronize(&mut self) -> Result<()>;
     /// Starts recording this stream's launches and device copies into a graph instead of
