@@ -4,11 +4,12 @@
 //!
 //! Per decode: block copies that copy-on-write asked for, one upload of the tables, the
 //! layers as a stream of kernel launches, then one download: the logits (all layers on the
-//! GPU) or the hidden states that the CPU takes on from (partial offload). Matrices of up to
-//! `MMV_CHUNKS * MMV_MAX` tokens go through the matrix-vector kernels (integer-dot ones on
-//! Q8-quantized inputs where the format has them, grouping a layer's Q, K, V and its gate and
-//! up into one launch where `Kernels::groups` allows); larger batches dequantize the matrix to
-//! f16 and use the vendor BLAS.
+//! GPU) or the hidden states that the CPU takes on from (partial offload). Products of up to
+//! `few_rows` tokens go through the matrix-vector kernels (integer-dot ones on Q8-quantized
+//! inputs where the format has them, up to 32 tokens, grouping a layer's Q, K, V and its
+//! gate and up into one launch where `Kernels::groups` allows; the fused dequantize-dot ones
+//! up to 8 tokens for the other formats); larger batches dequantize the matrix to f16 and
+//! use the vendor BLAS.
 
 use super::fused::Fused;
 use super::kernels::{ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Q8Act, View, bytes_of};
@@ -24,8 +25,31 @@ use crate::model::attention::first_visible;
 use crate::model::transformer::{ForwardScratch, Transformer, resize_logits};
 use crate::{Error, Result};
 
-/// Batches of up to this many mmv launches (of `MMV_MAX` tokens) skip the f16 GEMM.
+/// Batches of up to this many launches of the integer-dot matrix-vector kernels (of
+/// `MMV_MAX` tokens) skip the f16 GEMM.
 const MMV_CHUNKS: usize = 4;
+
+/// The most rows a product with a matrix of `format` takes through the matrix-vector
+/// kernels before the f16 GEMM: four launches of the integer-dot ones, or one of the fused
+/// dequantize-dot `mmv` (f32 activations, which each thread reloads per token: on an H100,
+/// a 14336x4096 Q4_K matrix took 147 us for 8 tokens with `mmv`, and about 110 us for 16
+/// tokens dequantized to f16 through cuBLAS).
+fn few_rows(w: &GpuWeights, format: usize) -> usize {
+    if w.kernels.has_mmvq(format) {
+        MMV_CHUNKS * MMV_MAX
+    } else {
+        MMV_MAX
+    }
+}
+
+/// `few_rows` of the model's matrix that takes the fewest.
+fn fewest_rows(w: &GpuWeights) -> usize {
+    (0..FORMATS.len())
+        .filter(|&f| w.mat_formats >> f & 1 == 1)
+        .map(|f| few_rows(w, f))
+        .min()
+        .unwrap_or(MMV_CHUNKS * MMV_MAX)
+}
 
 /// The most recorded graphs a context keeps (one per decode layout, oldest out first).
 const GRAPHS_KEPT: usize = 8;
@@ -152,7 +176,7 @@ impl GpuForward {
         let q_dim = p.n_head * p.head_dim;
         let fused = (q_dim + kd + vd).max(2 * p.n_ff);
         let max_in = p.n_embd.max(p.n_ff).max(p.n_head * p.v_head_dim);
-        let gemm = nb > MMV_CHUNKS * MMV_MAX && w.dev.has_gemm();
+        let gemm = nb > fewest_rows(w) && w.dev.has_gemm();
         let acts = Acts {
             x: f32_buf(w, rows(p.n_embd)?, "activations")?,
             h: f32_buf(w, rows(p.n_embd)?, "activations")?,
@@ -373,7 +397,7 @@ impl GpuForward {
     /// `y = W x` for `n` rows of already rounded inputs.
     fn product(&mut self, w: &GpuWeights, m: &GpuMat, x: View, n: usize, y: View) -> Result<()> {
         let k = &w.kernels;
-        let few = self.few(n);
+        let few = self.few(w, m.shape.format, n);
         let s = self.stream.as_mut();
         if few {
             let mut t0 = 0;
@@ -407,7 +431,7 @@ impl GpuForward {
     /// `plan.outputs` into `logits` (reusing its memory), finishing on the CPU when layers
     /// remain there.
     ///
-    /// With every layer and the head on the GPU and at most `MMV_CHUNKS * MMV_MAX` rows, the
+    /// With every layer and the head on the GPU and no GEMM (at most `graph_rows` rows), the
     /// launches run as a graph recorded the first time a decode of that layout is seen
     /// (`GraphKey`) and replayed after: the abort callback is then asked once, before.
     #[allow(clippy::too_many_arguments)]
@@ -451,7 +475,7 @@ impl GpuForward {
         let count = bytes_of(m, p.n_vocab)?;
         let lv = self.logits_view(w, count)?;
         let (norm, out) = (norm.view(), out.as_ref());
-        if self.graphs_on && n <= MMV_CHUNKS * MMV_MAX {
+        if self.graphs_on && n <= self.graph_rows(w) {
             if abort() {
                 return Err(aborted());
             }
@@ -745,12 +769,22 @@ impl GpuForward {
 
     /// Whether a product with `m` over `n` rows takes Q8-quantized inputs (`matmul`).
     fn wants_q8(&self, w: &GpuWeights, m: &GpuMat, n: usize) -> bool {
-        self.few(n) && w.kernels.has_mmvq(m.shape.format)
+        w.kernels.has_mmvq(m.shape.format) && self.few(w, m.shape.format, n)
     }
 
-    /// Whether `n` rows go through the matrix-vector kernels rather than the GEMM.
-    fn few(&self, n: usize) -> bool {
-        n <= MMV_CHUNKS * MMV_MAX || self.acts.wh.is_none()
+    /// Whether `n` rows of a product with a matrix of `format` go through the matrix-vector
+    /// kernels rather than the GEMM (`few_rows`).
+    fn few(&self, w: &GpuWeights, format: usize, n: usize) -> bool {
+        self.acts.wh.is_none() || n <= few_rows(w, format)
+    }
+
+    /// The most rows of any decode that involves no GEMM (and can be a recorded graph).
+    fn graph_rows(&self, w: &GpuWeights) -> usize {
+        if self.acts.wh.is_none() {
+            MMV_CHUNKS * MMV_MAX
+        } else {
+            fewest_rows(w)
+        }
     }
 
     /// `h = rms_norm(x) * nw` for `n` rows, after `x += residual` when one is given, and

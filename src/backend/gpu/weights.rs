@@ -74,6 +74,8 @@ pub struct GpuWeights {
     pub head: Option<(GpuVec, Option<GpuMat>)>,
     /// The most weights of any matrix on the device (the f16 scratch of prefill GEMMs).
     pub max_mat_elems: usize,
+    /// The formats of the matrices on the device, one bit per index into `FORMATS`.
+    pub mat_formats: u32,
     /// Device bytes the weights take.
     pub bytes: usize,
 }
@@ -83,6 +85,7 @@ struct Uploader<'a> {
     stream: Box<dyn GpuStream>,
     file: &'a GgufFile,
     max_mat_elems: usize,
+    mat_formats: u32,
     bytes: usize,
 }
 
@@ -120,6 +123,7 @@ impl Uploader<'_> {
             return Err(Error::Internal(format!("{}: data size", t.name)));
         }
         self.max_mat_elems = self.max_mat_elems.max(n_in * n_out);
+        self.mat_formats |= 1u32.checked_shl(format as u32).unwrap_or(0);
         let parts = split_parts(format).filter(|_| split && n_in.is_multiple_of(32));
         let (buf, heads) = match parts {
             Some((hb, qb)) => {
@@ -243,6 +247,7 @@ impl GpuWeights {
             stream: dev.new_stream()?,
             file,
             max_mat_elems: 0,
+            mat_formats: 0,
             bytes: 0,
         };
         let token_embd = up.upload_mat(&t.token_embd, false)?;
@@ -261,7 +266,7 @@ impl GpuWeights {
             None
         };
         up.stream.synchronize()?;
-        let (max_mat_elems, bytes) = (up.max_mat_elems, up.bytes);
+        let (max_mat_elems, mat_formats, bytes) = (up.max_mat_elems, up.mat_formats, up.bytes);
         drop(up);
         Ok(GpuWeights {
             dev,
@@ -270,6 +275,7 @@ impl GpuWeights {
             layers,
             head,
             max_mat_elems,
+            mat_formats,
             bytes,
         })
     }
