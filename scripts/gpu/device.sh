@@ -14,6 +14,7 @@
 #   bench-engine   the continuous-batching engine with 16, 64 and 128 requests generating
 #           together (-p 128 -n 128, as llama-batched-bench's rows in bench-gpu.md), on the
 #           SmolLM2 shape (Q4_1) and an 8B shape in Q4_K (made here when missing)
+#   kernels-pp   time per kernel and grid over a 512-token prefill of the 8B shape
 #   kernels-engine   time per kernel and grid while the engine decodes 128 sequences
 #   mmvq    the decode-product microbenchmark (scripts/gpu/mmvq_bench.cu, built there by nvcc)
 # Logs go to $OUT when set.
@@ -126,6 +127,12 @@ for name, (n, us) in sorted(t.items(), key=lambda x: -x[1][1]):
     print(f"{name:28s} {n:6d} {us:10.1f} {us / n:8.2f}")
 PY
       done ;;
+    kernels-pp)
+      # Time per kernel and grid over a 512-token prefill of the 8B shape (Nsight Compute).
+      ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
+        $B/rocmforge bench -m /tmp/rfm/synth-llama3-8b-Q4_0.gguf -p 512 -n 0 -r 1 --backend cuda \
+        > "$OUT/ncu-pp512.csv" 2>/dev/null
+      python3 scripts/gpu/ncu_sum.py "$OUT/ncu-pp512.csv" ;;
     kernels-engine)
       # Time per kernel (Nsight Compute) while the engine decodes 128 sequences together
       # (short prompts and few tokens, to keep the launch count down), grouped by kernel and
@@ -137,19 +144,7 @@ PY
       ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
         $B/rocmforge bench-engine -m /tmp/rfm/synth-$m.gguf --backend cuda --requests 128 \
         --parallel 128 --serial 0 -p 16 -n 6 > "$OUT/ncu-engine-$m.csv" 2>/dev/null
-      python3 - "$OUT/ncu-engine-$m.csv" <<'PY'
-import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-head = rows[0]; rows = rows[1:]
-k, v, g = head.index("Kernel Name"), head.index("Metric Value"), head.index("Grid Size")
-t = collections.defaultdict(lambda: [0, 0.0])
-for r in rows:
-    e = t[r[k].split("(")[0][:40] + " " + r[g]]; e[0] += 1; e[1] += float(r[v].replace(",", "")) / 1000
-total = sum(e[1] for e in t.values())
-print(f"{len(rows)} launches, {total:.0f} us")
-for name, (n, us) in sorted(t.items(), key=lambda x: -x[1][1])[:40]:
-    print(f"{name:60s} {n:6d} {us:10.1f} {us / n:8.2f}")
-PY
+      python3 scripts/gpu/ncu_sum.py "$OUT/ncu-engine-$m.csv"
       done ;;
     *) echo "unknown stage $stage" ;;
   esac
