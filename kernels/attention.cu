@@ -76,3 +76,148 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
         op[i] = tl > 0.0f ? o / tl : 0.0f;
     }
 }
+
+// Attention for batches with many rows of one sequence (prefill): one block per KV head and
+// ATR_Q / G consecutive rows (G = n_head / n_head_kv query heads share a KV head), so up to
+// ATR_Q queries share every key and value the block loads. The rows of a block that share
+// one entry list (a group: consecutive rows, same meta.x and meta.y) are taken together:
+// tiles of ATR_KEYS entries go to shared memory (keys padded against bank conflicts), each
+// of the four 32-thread sub-warps takes ATR_Q / 4 queries, a lane scores one key of the
+// tile, and the tile's probabilities update an online softmax whose output dimensions are
+// spread over the lanes. Entries are in ascending position (`held_cells`), so a tile past
+// every row's position ends the list and a tile before every row's window is skipped.
+// Queries are f16 values already (rounded as the CPU rounds Q for an f16 cache), so they
+// sit in shared memory as f16 exactly. Head sizes even and up to ATT_MAX_D; G up to ATR_Q.
+// Works on wave64 too: the sub-warps' shuffles use lane masks under 32.
+
+#define ATR_Q 16
+#define ATR_KEYS 32
+
+__device__ __forceinline__ float att_max32(float v) {
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) v = fmaxf(v, rf_shfl_xor(v, m));
+    return v;
+}
+
+__device__ __forceinline__ float att_sum32(float v) {
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) v += rf_shfl_xor(v, m);
+    return v;
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+attend_rows_f16(const float* __restrict__ q, const u16* __restrict__ kc,
+                const u16* __restrict__ vc, float* __restrict__ out,
+                const int4* __restrict__ meta, const uint2* __restrict__ ent, int n_head,
+                int n_head_kv, int hd, int vhd, int n_rows, float scale, float softcap) {
+    __shared__ u32 Ks[ATR_KEYS][ATT_MAX_D / 2 + 1];
+    __shared__ u32 Vs[ATR_KEYS][ATT_MAX_D / 2];
+    __shared__ u32 Qs[ATR_Q][ATT_MAX_D / 2];
+    __shared__ float Ps[4][ATR_KEYS];
+    __shared__ int Pos[ATR_KEYS];
+    const int G = n_head / n_head_kv, kvh = blockIdx.x;
+    const int rows = ATR_Q / G;
+    const int r0 = blockIdx.y * rows, rend = min(r0 + rows, n_rows);
+    const int sw = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int kd = n_head_kv * hd, vd = n_head_kv * vhd, hw = hd / 2, vw = vhd / 2;
+    const int NR = ATT_MAX_D / 32, QW = ATR_Q / 4;
+    for (int rs = r0; rs < rend;) {
+        const int4 m0 = meta[rs];
+        int re = rs + 1;
+        int maxpos = m0.z, minlo = m0.w;
+        while (re < rend && meta[re].x == m0.x && meta[re].y == m0.y) {
+            maxpos = max(maxpos, meta[re].z);
+            minlo = min(minlo, meta[re].w);
+            re++;
+        }
+        const int nq = (re - rs) * G;
+        for (int i = threadIdx.x; i < nq * hw; i += blockDim.x) {
+            const int qi = i / hw, w = i % hw;
+            const float* qp =
+                q + ((u64)(rs + qi / G) * n_head + (u64)kvh * G + qi % G) * hd + 2 * w;
+            Qs[qi][w] = (u32)rf_f32_to_f16(qp[0]) | ((u32)rf_f32_to_f16(qp[1]) << 16);
+        }
+        float acc[QW][NR], mx[QW], l[QW];
+#pragma unroll
+        for (int k = 0; k < QW; k++) {
+            mx[k] = RF_NEG_INF;
+            l[k] = 0.0f;
+#pragma unroll
+            for (int i = 0; i < NR; i++) acc[k][i] = 0.0f;
+        }
+        for (int t0 = 0; t0 < m0.y; t0 += ATR_KEYS) {
+            const int nk = min(ATR_KEYS, m0.y - t0);
+            if ((int)ent[m0.x + t0].y > maxpos) break;
+            if ((int)ent[m0.x + t0 + nk - 1].y < minlo) continue;
+            __syncthreads();
+            for (int i = threadIdx.x; i < ATR_KEYS * hw; i += blockDim.x) {
+                const int j = i / hw, w = i % hw;
+                u32 kw = 0;
+                if (j < nk) kw = ((const u32*)(kc + (u64)ent[m0.x + t0 + j].x * kd + (u64)kvh * hd))[w];
+                Ks[j][w] = kw;
+            }
+            for (int i = threadIdx.x; i < ATR_KEYS * vw; i += blockDim.x) {
+                const int j = i / vw, w = i % vw;
+                u32 vv = 0;
+                if (j < nk) vv = ((const u32*)(vc + (u64)ent[m0.x + t0 + j].x * vd + (u64)kvh * vhd))[w];
+                Vs[j][w] = vv;
+            }
+            if (threadIdx.x < ATR_KEYS)
+                Pos[threadIdx.x] = threadIdx.x < nk ? (int)ent[m0.x + t0 + threadIdx.x].y : 0x7fffffff;
+            __syncthreads();
+#pragma unroll
+            for (int k = 0; k < QW; k++) {
+                const int qi = sw + 4 * k;
+                // Uniform over the sub-warp: qi, and the tile's maximum below.
+                if (qi < nq) {
+                    const int4 mr = meta[rs + qi / G];
+                    float s = 0.0f;
+                    for (int w = 0; w < hw; w++) {
+                        const u32 a = Qs[qi][w], b = Ks[lane][w];
+                        s += rf_f16_to_f32((u16)a) * rf_f16_to_f32((u16)b) +
+                             rf_f16_to_f32((u16)(a >> 16)) * rf_f16_to_f32((u16)(b >> 16));
+                    }
+                    s *= scale;
+                    if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+                    const int p = Pos[lane];
+                    const bool ok = p <= mr.z && p >= mr.w;
+                    s = ok ? s : RF_NEG_INF;
+                    const float nmx = fmaxf(mx[k], att_max32(s));
+                    if (nmx != RF_NEG_INF) {
+                        const float corr = expf(mx[k] - nmx), e = ok ? expf(s - nmx) : 0.0f;
+                        l[k] = l[k] * corr + att_sum32(e);
+                        mx[k] = nmx;
+                        Ps[sw][lane] = e;
+                        rf_syncwarp();
+#pragma unroll
+                        for (int i = 0; i < NR; i++) {
+                            const int d = lane + 32 * i;
+                            if (d < vhd) {
+                                float a = acc[k][i] * corr;
+                                const u16* vcol = (const u16*)&Vs[0][0] + d;
+                                for (int j = 0; j < ATR_KEYS; j++)
+                                    a += Ps[sw][j] * rf_f16_to_f32(vcol[j * ATT_MAX_D]);
+                                acc[k][i] = a;
+                            }
+                        }
+                        rf_syncwarp();
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < QW; k++) {
+            const int qi = sw + 4 * k;
+            if (qi < nq) {
+                float* op = out + ((u64)(rs + qi / G) * n_head + (u64)kvh * G + qi % G) * vhd;
+#pragma unroll
+                for (int i = 0; i < NR; i++) {
+                    const int d = lane + 32 * i;
+                    if (d < vhd) op[d] = l[k] > 0.0f ? acc[k][i] / l[k] : 0.0f;
+                }
+            }
+        }
+        __syncthreads();
+        rs = re;
+    }
+}

@@ -58,6 +58,14 @@ __device__ __forceinline__ void rf_store8_f16(u16* o, const float* v) {
 
 __device__ __forceinline__ float rf_bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
 
+// Orders shared-memory accesses among the lanes of one warp (a wavefront runs in lockstep on
+// AMD; the barrier keeps the compiler from reordering across it).
+#ifdef RF_HIP
+__device__ __forceinline__ void rf_syncwarp() { __builtin_amdgcn_wave_barrier(); }
+#else
+__device__ __forceinline__ void rf_syncwarp() { __syncwarp(); }
+#endif
+
 // Sum over the lanes of a warp (every lane gets the total).
 __device__ __forceinline__ float rf_warp_sum(float v) {
 #pragma unroll

@@ -108,6 +108,8 @@ struct Tables {
     outputs: usize,
     entries: usize,
     n_entries: usize,
+    /// Entry lists (one per group of rows of a sequence).
+    n_lists: usize,
 }
 
 pub struct GpuForward {
@@ -296,6 +298,7 @@ impl GpuForward {
         tb.outputs = w.len();
         w.extend(plan.outputs.iter().map(|&r| r as u32));
         tb.n_entries = self.pos.len();
+        tb.n_lists = plan.groups.len();
         align(w);
         tb.entries = w.len();
         w.extend(
@@ -697,6 +700,7 @@ impl GpuForward {
                 softcap: p.attn_softcap.unwrap_or(0.0),
                 n_entries: tb.n_entries,
                 n_cells: self.n_cells,
+                n_lists: tb.n_lists,
             };
             let io = AttnIo {
                 q,

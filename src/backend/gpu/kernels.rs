@@ -132,6 +132,10 @@ pub struct Kernels {
     copy_cols: Func,
     kv_store: Func,
     attend: Func,
+    /// Attention for many rows of one list (prefill), and whether it is on (the default;
+    /// RF_GPU_ATTN_ROWS=0 turns it off, to measure it against `attend`).
+    attend_rows: Func,
+    attend_rows_on: bool,
     quantize_act: Func,
     quantize_q8: Func,
     /// Whether the whole-block products (`mmvqb`) are used: the default; RF_GPU_MMVQB=0
@@ -340,6 +344,8 @@ impl Kernels {
             copy_cols: f("copy_cols")?,
             kv_store: f("kv_store_f16")?,
             attend: f("attend_f16")?,
+            attend_rows: f("attend_rows_f16")?,
+            attend_rows_on: std::env::var("RF_GPU_ATTN_ROWS").map_or(true, |v| v != "0"),
             quantize_act: f("quantize_act")?,
             quantize_q8: f("quantize_q8")?,
             whole_on: std::env::var("RF_GPU_MMVQB").map_or(true, |v| v != "0"),
@@ -901,10 +907,15 @@ pub struct AttnShape {
     /// Entries ({cell, position} pairs) of the attention lists; cache rows.
     pub n_entries: usize,
     pub n_cells: usize,
+    /// Distinct entry lists among the rows (sequences with rows in the batch).
+    pub n_lists: usize,
 }
 
 /// Head sizes the attention kernel takes (kernels/attention.cu: ATT_MAX_D).
 pub const ATTN_MAX_HEAD: usize = 256;
+
+/// Queries a block of `attend_rows_f16` takes (kernels/attention.cu: ATR_Q).
+const ATTN_ROWS_Q: usize = 16;
 
 /// The device views one attention launch reads and writes.
 pub struct AttnIo {
@@ -960,8 +971,33 @@ impl Kernels {
             4,
             "attention entries",
         )?;
+        // Many rows a list (prefill): blocks of ATTN_ROWS_Q queries of one KV head share
+        // every key and value they load. Otherwise (decode) one block per row and head.
+        let group = a.n_head / a.n_head_kv;
+        let rows = self.attend_rows_on
+            && a.n_rows >= 16
+            && a.n_rows >= 4 * a.n_lists
+            && group <= ATTN_ROWS_Q
+            && a.head_dim.is_multiple_of(2)
+            && a.v_head_dim.is_multiple_of(2);
+        let (f, grid) = if rows {
+            let per_block = ATTN_ROWS_Q / group;
+            (
+                self.attend_rows,
+                (
+                    to_u32(a.n_head_kv, "kv heads")?,
+                    to_u32(a.n_rows.div_ceil(per_block), "row blocks")?,
+                    1,
+                ),
+            )
+        } else {
+            (
+                self.attend,
+                (to_u32(a.n_head, "heads")?, to_u32(a.n_rows, "rows")?, 1),
+            )
+        };
         let dims = Dims {
-            grid: (to_u32(a.n_head, "heads")?, to_u32(a.n_rows, "rows")?, 1),
+            grid,
             block: 128,
             shared: 0,
         };
@@ -976,9 +1012,21 @@ impl Kernels {
             Arg::I(to_i32(a.n_head_kv, "kv heads")?),
             Arg::I(to_i32(a.head_dim, "head_dim")?),
             Arg::I(to_i32(a.v_head_dim, "v_head_dim")?),
+            // attend_rows_f16 only: the rows, which its last block may not fill.
+            Arg::I(to_i32(a.n_rows, "rows")?),
             Arg::F(a.scale),
             Arg::F(a.softcap),
         ];
-        launch(s, self.attend, dims, &args)
+        if rows {
+            launch(s, f, dims, &args)
+        } else {
+            let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, _, a11, a12] = args;
+            launch(
+                s,
+                f,
+                dims,
+                &[a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a11, a12],
+            )
+        }
     }
 }
