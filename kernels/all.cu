@@ -8,6 +8,7 @@
 #include "quant.cuh"
 #include "matvec.cu"
 #include "matvec_q8.cu"
+#include "matvec_q8k.cu"
 #include "ops.cu"
 #include "fused.cu"
 #include "attention.cu"

@@ -11,6 +11,7 @@
 #           synthetic models: a change's effect on one machine
 #   bench-mmvqb   generation (tg128) with RF_GPU_MMVQB=0 and =1, alternating, on the
 #           synthetic models
+#   bench-q4k   generation (tg128) of the 8B shape in Q4_K, RF_GPU_MMVQK=0 and =1 alternating
 #   bench-engine   the continuous-batching engine with 16, 64 and 128 requests generating
 #           together (-p 128 -n 128, as llama-batched-bench's rows in bench-gpu.md), on the
 #           SmolLM2 shape (Q4_1) and an 8B shape in Q4_K (made here when missing)
@@ -78,6 +79,18 @@ for stage in "$@"; do
           echo "--- $(basename "$m") parallel $par"
           $B/rocmforge bench-engine -m "$m" --backend cuda --requests "$par" --parallel "$par" \
             --serial 0 -p 128 -n 128 2>&1 | tail -5 | tee -a "$OUT/bench-engine.md"
+        done
+      done ;;
+    bench-q4k)
+      # Generation (tg128) on the 8B shape in Q4_K with the Q8_K integer-dot products off and
+      # on, alternating (the model is made here when missing).
+      python3 -m pip install -q --no-index --no-deps --target /tmp/site $B/whl/*.whl && export PYTHONPATH=/tmp/site
+      f=/tmp/rfm/synth-llama3-8b-Q4_K.gguf
+      [ -f "$f" ] || python3 $B/synth_gguf.py "$f" --shape llama3-8b --type Q4_K >/dev/null
+      for round in 1 2; do
+        for on in 0 1; do
+          echo "--- RF_GPU_MMVQK=$on (round $round)"
+          RF_GPU_MMVQK=$on $B/rocmforge bench -m "$f" -p 0 -n 128 -r 3 --backend cuda 2>&1 | grep -a "tg128" | tee -a "$OUT/bench-q4k.md"
         done
       done ;;
     bench-nographs)

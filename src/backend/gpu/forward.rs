@@ -30,12 +30,13 @@ use crate::{Error, Result};
 const MMV_CHUNKS: usize = 4;
 
 /// The most rows a product with a matrix of `format` takes through the matrix-vector
-/// kernels before the f16 GEMM: four launches of the integer-dot ones, or one of the fused
+/// kernels before the f16 GEMM: four launches of the integer-dot ones (Q8 or, for Q4_K,
+/// Q8_K activations), or one of the fused
 /// dequantize-dot `mmv` (f32 activations, which each thread reloads per token: on an H100,
 /// a 14336x4096 Q4_K matrix took 147 us for 8 tokens with `mmv`, and about 110 us for 16
 /// tokens dequantized to f16 through cuBLAS).
 fn few_rows(w: &GpuWeights, format: usize) -> usize {
-    if w.kernels.has_mmvq(format) {
+    if w.kernels.has_mmvq(format) || w.kernels.has_mmvqk(format) {
         MMV_CHUNKS * MMV_MAX
     } else {
         MMV_MAX
@@ -375,8 +376,31 @@ impl GpuForward {
                 t0 += nt;
             }
         }
+        // Q4_K on Q8_K activations: their own quantization of `x` (the Q8 scratch is free
+        // again: the launches above are queued before this overwrites it).
+        let q8k: Vec<(&GpuMat, View)> = mats
+            .iter()
+            .copied()
+            .filter(|(m, _)| self.wants_q8k(w, m, n))
+            .collect();
+        if let Some(&(first, _)) = q8k.first() {
+            let q = self.q8();
+            let k_in = first.shape.n_in;
+            let s = self.stream.as_mut();
+            w.kernels.quantize_q8k(s, x, q, n, k_in)?;
+            let mut t0 = 0;
+            while t0 < n {
+                let nt = (n - t0).min(MMV_MAX);
+                let xs = q.rows(t0, nt, k_in)?;
+                for &(m, y) in &q8k {
+                    let ys = y.sub(t0 * m.shape.n_out * 4, nt * m.shape.n_out * 4)?;
+                    w.kernels.mmvqk(s, m.view(), m.shape, xs, nt, ys)?;
+                }
+                t0 += nt;
+            }
+        }
         for &(m, y) in mats {
-            if self.wants_q8(w, m, n) {
+            if self.wants_q8(w, m, n) || self.wants_q8k(w, m, n) {
                 continue;
             }
             let r = FORMATS[m.shape.format].2;
@@ -774,6 +798,18 @@ impl GpuForward {
     /// Whether a product with `m` over `n` rows takes Q8-quantized inputs (`matmul`).
     fn wants_q8(&self, w: &GpuWeights, m: &GpuMat, n: usize) -> bool {
         w.kernels.has_mmvq(m.shape.format) && self.few(w, m.shape.format, n)
+    }
+
+    /// Whether a product with `m` over `n` rows takes Q8_K-quantized inputs and the Q8_K
+    /// integer-dot kernels (`matmul`).
+    fn wants_q8k(&self, w: &GpuWeights, m: &GpuMat, n: usize) -> bool {
+        let sh = &m.shape;
+        w.kernels.has_mmvqk(sh.format)
+            && self.few(w, sh.format, n)
+            && sh.heads.is_none()
+            && sh.n_in.is_multiple_of(256)
+            && sh.row_bytes.is_multiple_of(16)
+            && m.view().ptr.is_multiple_of(16)
     }
 
     /// Whether `n` rows of a product with a matrix of `format` go through the matrix-vector

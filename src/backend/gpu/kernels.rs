@@ -94,6 +94,8 @@ struct DotKernels {
 struct FormatKernels {
     mmv: [Func; MMV_MAX],
     mmvq: Option<DotKernels>,
+    /// Integer-dot kernels on Q8_K activations (kernels/matvec_q8k.cu), for Q4_K.
+    mmvqk: Option<[Func; MMV_MAX]>,
     deq_f16: Func,
     embed: Func,
 }
@@ -138,6 +140,10 @@ pub struct Kernels {
     attend_rows_on: bool,
     quantize_act: Func,
     quantize_q8: Func,
+    quantize_q8k: Func,
+    /// Whether Q4_K takes `mmvqk` (the default; RF_GPU_MMVQK=0 turns it off for the fused
+    /// dequantize-dot `mmv`, to measure it).
+    mmvqk_on: bool,
     /// Whether the whole-block products (`mmvqb`) are used: the default; RF_GPU_MMVQB=0
     /// turns them off (to measure what they save against `mmvqs`).
     whole_on: bool,
@@ -327,6 +333,11 @@ impl Kernels {
                 } else {
                     None
                 },
+                mmvqk: if name == "q4_k" {
+                    Some(per_tokens("mmvqk", name)?)
+                } else {
+                    None
+                },
                 deq_f16: f(&format!("deq_f16_{name}"))?,
                 embed: f(&format!("embed_{name}"))?,
             });
@@ -348,6 +359,8 @@ impl Kernels {
             attend_rows_on: std::env::var("RF_GPU_ATTN_ROWS").map_or(true, |v| v != "0"),
             quantize_act: f("quantize_act")?,
             quantize_q8: f("quantize_q8")?,
+            quantize_q8k: f("quantize_q8k")?,
+            mmvqk_on: std::env::var("RF_GPU_MMVQK").map_or(true, |v| v != "0"),
             whole_on: std::env::var("RF_GPU_MMVQB").map_or(true, |v| v != "0"),
             fused: Fused::load(dev)?,
         })
@@ -356,6 +369,91 @@ impl Kernels {
     /// Whether format `format` (an index into `FORMATS`) has `mmvq` kernels.
     pub fn has_mmvq(&self, format: usize) -> bool {
         self.formats.get(format).is_some_and(|f| f.mmvq.is_some())
+    }
+
+    /// Whether format `format` has integer-dot kernels on Q8_K activations (`mmvqk`).
+    pub fn has_mmvqk(&self, format: usize) -> bool {
+        self.mmvqk_on && self.formats.get(format).is_some_and(|f| f.mmvqk.is_some())
+    }
+
+    /// `n` rows of `k` floats of `x` to Q8_K codes and scales for `mmvqk` (`k` a multiple of
+    /// 256), rounded as the CPU rounds Q8_K activations.
+    pub fn quantize_q8k(
+        &self,
+        s: &mut dyn GpuStream,
+        x: View,
+        q: Q8Act,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        if !k.is_multiple_of(256) {
+            return Err(Error::Internal(format!(
+                "quantizing rows of {k} in blocks of 256"
+            )));
+        }
+        let count = bytes_of(n, k)?;
+        need(x, count, 4, "activations")?;
+        need(q.codes, count, 1, "activation codes")?;
+        need(q.scales, count / 32, 8, "activation scales")?;
+        let blocks = count / 256;
+        let args = [
+            Arg::P(x.ptr),
+            Arg::P(q.codes.ptr),
+            Arg::P(q.scales.ptr),
+            Arg::U64(blocks as u64),
+        ];
+        // Four 32-thread groups a block, one 256-value block each.
+        launch(s, self.quantize_q8k, grid1(blocks * 32, 128)?, &args)
+    }
+
+    /// `y[t] = W x[t]` for `n` tokens (at most `MMV_MAX`) of Q8_K activations `x`, with the
+    /// Q8_K integer-dot kernels (`has_mmvqk`; blocks layout, 16-byte aligned).
+    pub fn mmvqk(
+        &self,
+        s: &mut dyn GpuStream,
+        w: View,
+        m: MatShape,
+        x: Q8Act,
+        n: usize,
+        y: View,
+    ) -> Result<()> {
+        let fs = self
+            .formats
+            .get(m.format)
+            .and_then(|f| f.mmvqk)
+            .ok_or_else(|| Error::Internal("no Q8_K integer-dot kernels for this format".into()))?;
+        if n == 0
+            || n > MMV_MAX
+            || !m.n_in.is_multiple_of(256)
+            || m.heads.is_some()
+            || !w.ptr.is_multiple_of(16)
+            || !m.row_bytes.is_multiple_of(16)
+        {
+            return Err(Error::Internal(format!(
+                "mmvqk of {n} tokens, {} inputs",
+                m.n_in
+            )));
+        }
+        need(w, m.n_out, m.row_bytes, "mmvqk weights")?;
+        need(x.codes, bytes_of(n, m.n_in)?, 1, "mmvqk codes")?;
+        need(x.scales, bytes_of(n, m.n_in / 32)?, 8, "mmvqk scales")?;
+        need(y, bytes_of(n, m.n_out)?, 4, "mmvqk output")?;
+        // Four warps a block, one row each.
+        let dims = Dims {
+            grid: (to_u32(m.n_out.div_ceil(4), "mmvqk rows")?, 1, 1),
+            block: 128,
+            shared: 0,
+        };
+        let args = [
+            Arg::P(w.ptr),
+            Arg::U64(m.row_bytes as u64),
+            Arg::P(x.codes.ptr),
+            Arg::P(x.scales.ptr),
+            Arg::I(to_i32(m.n_in, "K")?),
+            Arg::P(y.ptr),
+            Arg::I(to_i32(m.n_out, "N")?),
+        ];
+        launch(s, fs[n - 1], dims, &args)
     }
 
     /// `n` rows of `k` floats of `x` to codes and scales for `mmvq` (`k` a multiple of 32).
