@@ -4,30 +4,30 @@
 // (causal, sliding window).
 //
 // meta: per query row {offset into the entries, count, pos, lo}. One block per (head, row),
-// ATT_WARPS warps each taking every ATT_WARPS-th entry with an online softmax, combined at
+// ATT_WARPS 32-thread groups (also on wave64) each taking every ATT_WARPS-th entry with an online softmax, combined at
 // the end. Head sizes up to 256; GQA: query head h reads KV head
 // h / (n_head / n_head_kv). Scores: q.k * scale, soft-capped when softcap > 0.
 
 #define ATT_WARPS 4
 #define ATT_MAX_D 256
 
-extern "C" __global__ void __launch_bounds__(ATT_WARPS * RF_WARP)
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32)
 attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
            const u16* __restrict__ vc, float* __restrict__ out,
            const int4* __restrict__ meta, const uint2* __restrict__ ent, int n_head, int n_head_kv, int hd, int vhd,
            float scale, float softcap) {
     const int h = blockIdx.x, r = blockIdx.y;
-    const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int kvh = h / (n_head / n_head_kv);
     const int kd = n_head_kv * hd, vd = n_head_kv * vhd;
     const int4 m = meta[r];
-    // Lane `lane` holds dimensions lane, lane + RF_WARP, ... of q and of the output.
-    const int NR = ATT_MAX_D / RF_WARP;
+    // Lane `lane` holds dimensions lane, lane + 32, ... of q and of the output.
+    const int NR = ATT_MAX_D / 32;
     float qr[NR], acc[NR];
     const float* qp = q + ((u64)r * n_head + h) * hd;
 #pragma unroll
     for (int i = 0; i < NR; i++) {
-        qr[i] = i * RF_WARP + lane < hd ? qp[i * RF_WARP + lane] : 0.0f;
+        qr[i] = i * 32 + lane < hd ? qp[i * 32 + lane] : 0.0f;
         acc[i] = 0.0f;
     }
     float mx = RF_NEG_INF, l = 0.0f;
@@ -40,8 +40,8 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
         float s = 0.0f;
 #pragma unroll
         for (int i = 0; i < NR; i++)
-            if (i * RF_WARP + lane < hd) s += qr[i] * rf_f16_to_f32(kp[i * RF_WARP + lane]);
-        s = rf_warp_sum(s) * scale;
+            if (i * 32 + lane < hd) s += qr[i] * rf_f16_to_f32(kp[i * 32 + lane]);
+        s = rf_sum32(s) * scale;
         if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
         const float nmx = fmaxf(mx, s);
         const float corr = expf(mx - nmx), e = expf(s - nmx);
@@ -49,8 +49,8 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
         const u16* vp = vc + cell * vd + (u64)kvh * vhd;
 #pragma unroll
         for (int i = 0; i < NR; i++)
-            if (i * RF_WARP + lane < vhd)
-                acc[i] = acc[i] * corr + e * rf_f16_to_f32(vp[i * RF_WARP + lane]);
+            if (i * 32 + lane < vhd)
+                acc[i] = acc[i] * corr + e * rf_f16_to_f32(vp[i * 32 + lane]);
         mx = nmx;
     }
     __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS];
@@ -61,7 +61,7 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
     }
 #pragma unroll
     for (int i = 0; i < NR; i++)
-        if (i * RF_WARP + lane < vhd) s_acc[warp][i * RF_WARP + lane] = acc[i];
+        if (i * 32 + lane < vhd) s_acc[warp][i * 32 + lane] = acc[i];
     __syncthreads();
     float gm = RF_NEG_INF;
     for (int w = 0; w < ATT_WARPS; w++) gm = fmaxf(gm, s_m[w]);
@@ -92,18 +92,6 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
 
 #define ATR_Q 16
 #define ATR_KEYS 32
-
-__device__ __forceinline__ float att_max32(float v) {
-#pragma unroll
-    for (int m = 16; m > 0; m >>= 1) v = fmaxf(v, rf_shfl_xor(v, m));
-    return v;
-}
-
-__device__ __forceinline__ float att_sum32(float v) {
-#pragma unroll
-    for (int m = 16; m > 0; m >>= 1) v += rf_shfl_xor(v, m);
-    return v;
-}
 
 extern "C" __global__ void __launch_bounds__(128)
 attend_rows_f16(const float* __restrict__ q, const u16* __restrict__ kc,
@@ -182,10 +170,10 @@ attend_rows_f16(const float* __restrict__ q, const u16* __restrict__ kc,
                     const int p = Pos[lane];
                     const bool ok = p <= mr.z && p >= mr.w;
                     s = ok ? s : RF_NEG_INF;
-                    const float nmx = fmaxf(mx[k], att_max32(s));
+                    const float nmx = fmaxf(mx[k], rf_max32(s));
                     if (nmx != RF_NEG_INF) {
                         const float corr = expf(mx[k] - nmx), e = ok ? expf(s - nmx) : 0.0f;
-                        l[k] = l[k] * corr + att_sum32(e);
+                        l[k] = l[k] * corr + rf_sum32(e);
                         mx[k] = nmx;
                         Ps[sw][lane] = e;
                         rf_syncwarp();

@@ -73,6 +73,21 @@ __device__ __forceinline__ float rf_warp_sum(float v) {
     return v;
 }
 
+// The same over 32-lane groups, whatever the hardware warp: on wave64 the lane masks under
+// 32 keep each half of the wave apart. Kernels whose host code counts 32 threads a row or
+// a block of values use these (and 32, not RF_WARP, in their lane arithmetic).
+__device__ __forceinline__ float rf_sum32(float v) {
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) v += rf_shfl_xor(v, m);
+    return v;
+}
+
+__device__ __forceinline__ float rf_max32(float v) {
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) v = fmaxf(v, rf_shfl_xor(v, m));
+    return v;
+}
+
 __device__ __forceinline__ float rf_warp_max(float v) {
 #pragma unroll
     for (int m = RF_WARP / 2; m > 0; m >>= 1) v = fmaxf(v, rf_shfl_xor(v, m));

@@ -1,7 +1,7 @@
 // Quantized matrix products. W is N rows of K weights in a ggml format (row_bytes apart);
 // x holds NT rows of K floats; y gets NT rows of N floats.
 //
-// mmv: one warp per output row, the lanes striding over the row eight elements at a time,
+// mmv: one 32-thread group per output row, the lanes striding over the row eight elements at a time,
 // every weight dequantized once and used for all NT tokens (decode and small batches).
 // deq_f16: the whole matrix to f16 for the vendor BLAS (prefill).
 // embed: the embedding rows of a batch's tokens.
@@ -10,15 +10,16 @@ template <class F, int NT>
 __device__ __forceinline__ void mmv(const u8* __restrict__ W, u64 row_bytes,
                                     const float* __restrict__ x, int K,
                                     float* __restrict__ y, int N) {
-    const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
-    const int row = blockIdx.x * (blockDim.x / RF_WARP) + warp;
+    // 32-thread groups (also on wave64: the host launches four rows a block of 128).
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row = blockIdx.x * (blockDim.x / 32) + warp;
     if (row >= N) return;
     const u8* w = W + (u64)row * row_bytes;
     const int nch = K / 8, cpb = F::QK / 8;
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
-    for (int c = lane; c < nch; c += RF_WARP) {
+    for (int c = lane; c < nch; c += 32) {
         float v[8];
         F::deq8(w + (u64)(c / cpb) * F::BYTES, (c % cpb) * 8, v);
 #pragma unroll
@@ -31,7 +32,7 @@ __device__ __forceinline__ void mmv(const u8* __restrict__ W, u64 row_bytes,
     }
 #pragma unroll
     for (int t = 0; t < NT; t++) {
-        float s = rf_warp_sum(acc[t]);
+        float s = rf_sum32(acc[t]);
         if (lane == 0) y[(u64)t * N + row] = s;
     }
 }

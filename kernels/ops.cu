@@ -135,15 +135,16 @@ extern "C" __global__ void kv_store_f16(const float* __restrict__ k,
 // (src/quant/dot.rs), so that GPU and CPU agree: y = the value the quantized block
 // represents. kind 1: Q8_0/Q8_1 (32 values, d = amax/127 stored as f16, q = rint(x*127/amax));
 // 2: Q8_K (256 values, d = -max/127 in f32 from the signed value of largest magnitude,
-// q = min(rint(-127/max * x), 127)); 3: f16; 4: bf16 (round to nearest even). One warp per
+// q = min(rint(-127/max * x), 127)); 3: f16; 4: bf16 (round to nearest even). One 32-thread group per
 // 256 values (n a multiple of 256 for kind 2, of 32 for kind 1).
 extern "C" __global__ void quantize_act(const float* __restrict__ x, float* __restrict__ y,
                                         u64 n, int kind) {
-    const int lane = threadIdx.x % RF_WARP;
-    const u64 base = ((u64)blockIdx.x * (blockDim.x / RF_WARP) + threadIdx.x / RF_WARP) * 256;
+    // 32-thread groups (also on wave64: the host launches four groups a block of 128).
+    const int lane = threadIdx.x % 32;
+    const u64 base = ((u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * 256;
     if (base >= n) return;
     if (kind == 3 || kind == 4) {
-        for (int i = lane; i < 256 && base + i < n; i += RF_WARP) {
+        for (int i = lane; i < 256 && base + i < n; i += 32) {
             const float v = x[base + i];
             if (kind == 3) {
                 y[base + i] = rf_f16_to_f32(rf_f32_to_f16(v));
@@ -160,18 +161,18 @@ extern "C" __global__ void quantize_act(const float* __restrict__ x, float* __re
         for (int blk = 0; blk < 8 && base + blk * 32 < n; blk++) {
             const u64 at = base + blk * 32;
             float amax = 0.0f;
-            for (int i = lane; i < 32; i += RF_WARP) amax = fmaxf(amax, fabsf(x[at + i]));
-            amax = rf_warp_max(amax);
+            for (int i = lane; i < 32; i += 32) amax = fmaxf(amax, fabsf(x[at + i]));
+            amax = rf_max32(amax);
             const float d = rf_f16_to_f32(rf_f32_to_f16(amax / 127.0f));
             const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-            for (int i = lane; i < 32; i += RF_WARP) y[at + i] = d * rf_rint(x[at + i] * id);
+            for (int i = lane; i < 32; i += 32) y[at + i] = d * rf_rint(x[at + i] * id);
         }
         return;
     }
     // kind 2: the first value of largest magnitude sets the sign.
     float amax = -1.0f, mx = 0.0f;
     int idx = 1 << 30;
-    for (int i = lane; i < 256; i += RF_WARP) {
+    for (int i = lane; i < 256; i += 32) {
         const float v = x[base + i];
         if (fabsf(v) > amax) {
             amax = fabsf(v);
@@ -179,7 +180,7 @@ extern "C" __global__ void quantize_act(const float* __restrict__ x, float* __re
             idx = i;
         }
     }
-    for (int m = RF_WARP / 2; m > 0; m >>= 1) {
+    for (int m = 16; m > 0; m >>= 1) {
         const float oa = rf_shfl_xor(amax, m), om = rf_shfl_xor(mx, m);
         const int oi = (int)rf_shfl_xor((float)idx, m);
         if (oa > amax || (oa == amax && oi < idx)) {
@@ -189,10 +190,10 @@ extern "C" __global__ void quantize_act(const float* __restrict__ x, float* __re
         }
     }
     if (amax == 0.0f) {
-        for (int i = lane; i < 256; i += RF_WARP) y[base + i] = 0.0f;
+        for (int i = lane; i < 256; i += 32) y[base + i] = 0.0f;
         return;
     }
     const float iscale = -127.0f / mx, d = 1.0f / iscale;
-    for (int i = lane; i < 256; i += RF_WARP)
+    for (int i = lane; i < 256; i += 32)
         y[base + i] = d * fminf(rf_rint(iscale * x[base + i]), 127.0f);
 }
