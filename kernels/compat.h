@@ -1,6 +1,8 @@
 // Portability header: the one place where the CUDA and HIP dialects differ. Everything
 // else in kernels/ is written against these names. Compiled by NVRTC (NVIDIA) or hipRTC /
 // hipcc (AMD); no system headers are needed, so the run-time compilers need no include path.
+// RF_EMU: the CPU emulator of `--features gpu-emulator` (src/backend/gpu/emulator/), which
+// defines the CUDA names this file leans on and a warp of RF_EMU_WARP lanes (32 or 64).
 
 
 #if defined(__HIPCC__) || defined(__HIP_DEVICE_COMPILE__) || defined(__HIP__)
@@ -14,7 +16,12 @@ typedef unsigned int u32;
 typedef int i32;
 typedef unsigned long long u64;
 
-#ifdef RF_HIP
+#if defined(RF_EMU)
+#define RF_WARP RF_EMU_WARP
+__device__ __forceinline__ float rf_shfl_xor(float v, int m) { return rfemu::shfl_xor(v, m); }
+__device__ __forceinline__ float rf_f16_to_f32(u16 h) { return rfemu::f16_to_f32(h); }
+__device__ __forceinline__ u16 rf_f32_to_f16(float x) { return rfemu::f32_to_f16(x); }
+#elif defined(RF_HIP)
 // AMD: wave64 on CDNA (gfx9), wave32 on RDNA; the compiler says which.
 #define RF_WARP __AMDGCN_WAVEFRONT_SIZE
 __device__ __forceinline__ float rf_shfl_xor(float v, int m) { return __shfl_xor(v, m); }
@@ -60,7 +67,9 @@ __device__ __forceinline__ float rf_bf16_to_f32(u16 h) { return __uint_as_float(
 
 // Orders shared-memory accesses among the lanes of one warp (a wavefront runs in lockstep on
 // AMD; the barrier keeps the compiler from reordering across it).
-#ifdef RF_HIP
+#if defined(RF_EMU)
+__device__ __forceinline__ void rf_syncwarp() { rfemu::sync_warp(); }
+#elif defined(RF_HIP)
 __device__ __forceinline__ void rf_syncwarp() { __builtin_amdgcn_wave_barrier(); }
 #else
 __device__ __forceinline__ void rf_syncwarp() { __syncwarp(); }
@@ -115,7 +124,7 @@ __device__ __forceinline__ float rf_rint(float v) {
 }
 
 // c + the dot product of the four signed bytes of a and of b.
-#ifdef RF_HIP
+#if defined(RF_HIP) || defined(RF_EMU)
 __device__ __forceinline__ int rf_dp4a(int a, int b, int c) {
 #pragma unroll
     for (int i = 0; i < 32; i += 8) c += (int)(i8)(a >> i) * (int)(i8)(b >> i);

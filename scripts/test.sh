@@ -16,8 +16,21 @@ cargo test --all-targets "$@"
 
 # The GPU backend: builds with CUDA support anywhere (CUDA is opened at run time); without a
 # GPU its tests skip with a message (docs/GPU.md says how they run on one).
-cargo clippy --features cuda --all-targets --quiet -- -D warnings
-cargo test --features cuda --lib --test gpu
+cargo clippy --features cuda,gpu-emulator --all-targets --quiet -- -D warnings
+cargo test --features cuda,gpu-emulator --lib --test gpu
+# The same GPU tests on an emulated GPU (x86-64 only): the library's kernels compiled for the
+# CPU with the host's C++ compiler, threads run as fibers with real barriers and shuffles,
+# guard pages behind every device buffer (docs/GPU.md, "The emulator"). Once with NVIDIA's
+# 32-lane warps, once with AMD CDNA's 64-lane wavefronts. The real models take minutes each
+# there and run on the GPU machine instead.
+if [ "$(uname -m)" = x86_64 ]; then
+  for warp in wave32 wave64; do
+    ROCMFORGE_GPU_EMULATOR=$warp RF_REQUIRE_GPU=1 cargo test --features cuda,gpu-emulator \
+      --test gpu -- --test-threads 1 --skip smollm2 --skip gemma3
+  done
+else
+  echo "SKIPPED: the GPU tests on the emulated GPU (it runs on x86-64 hosts)"
+fi
 # The same kernels in the AMD dialect, compiled with hipcc when it is installed; the HIP host
 # code against ROCm's headers and libamdhip64 (Debian's libamdhip64-dev, which hipcc pulls
 # in), and hipRTC compiling the library's kernel source for an AMD target (no GPU needed).

@@ -7,7 +7,9 @@
 //! that is absent.
 //!
 //! Without a usable GPU (no CUDA in the build, no driver, no device) every test prints
-//! `SKIPPED: ...` and passes: CI has no GPU. On the GPU machine:
+//! `SKIPPED: ...` and passes: CI has no GPU. CI runs them on the emulated GPU instead
+//! (`--features gpu-emulator`, `ROCMFORGE_GPU_EMULATOR=wave32` and `wave64`: the same kernels
+//! and host code on the CPU; scripts/test.sh). On the GPU machine:
 //! `RF_ZOO_DIR=... RF_MODELS_DIR=... ./gpu-<hash> --test-threads 1 --nocapture`
 //! (docs/GPU.md).
 

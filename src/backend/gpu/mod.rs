@@ -14,12 +14,14 @@
 
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "gpu-emulator")]
+mod emulator;
 mod forward;
 mod fused;
 #[cfg(feature = "hip")]
 mod hip;
 mod kernels;
-#[cfg(any(feature = "cuda", feature = "hip", test))]
+#[cfg(any(feature = "cuda", feature = "hip", feature = "gpu-emulator", test))]
 mod source;
 mod weights;
 
@@ -47,7 +49,10 @@ pub enum Backend {
 
 /// A compiled kernel of the loaded module (the driver's handle).
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(not(any(feature = "cuda", feature = "hip")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "cuda", feature = "hip", feature = "gpu-emulator")),
+    allow(dead_code)
+)]
 pub struct Func(pub(crate) u64);
 
 /// Grid and block sizes of a launch, and its dynamic shared memory.
@@ -242,6 +247,17 @@ impl Drop for DevBuf {
 /// with no GPU that works). A GPU asked for by name that cannot be used is `Error::Device`
 /// saying why.
 pub fn open(backend: Backend, index: usize) -> Result<Option<Arc<dyn GpuDevice>>> {
+    #[cfg(feature = "gpu-emulator")]
+    if let (Backend::Cuda | Backend::Auto, Some(warp)) = (backend, emulator::requested()) {
+        return match emulator::EmuDevice::open(index, warp) {
+            Ok(d) => Ok(Some(Arc::new(d) as Arc<dyn GpuDevice>)),
+            Err(e) if backend == Backend::Auto => {
+                crate::log::debug(&format!("no emulated GPU, using the CPU: {e}"));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        };
+    }
     match backend {
         Backend::Cpu => Ok(None),
         Backend::Cuda => open_cuda(index).map(Some),

@@ -59,6 +59,7 @@ pub fn cache_path(src: &str, arch: &str, compiler: &str, ext: &str) -> Option<Pa
 }
 
 /// A cached module, when there is one.
+#[cfg_attr(not(any(feature = "cuda", feature = "hip")), allow(dead_code))]
 pub fn load_cached(path: &Option<PathBuf>) -> Option<Vec<u8>> {
     std::fs::read(path.as_ref()?).ok().filter(|b| !b.is_empty())
 }
