@@ -12,3 +12,4 @@
 #include "ops.cu"
 #include "fused.cu"
 #include "attention.cu"
+#include "moe.cu"

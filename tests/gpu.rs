@@ -192,10 +192,6 @@ fn zoo_models_match_the_cpu() {
                         failed.push(format!("{name} ngl {ngl:?}"));
                     }
                 }
-                Err(Error::Unsupported(why)) if name.contains("moe") => {
-                    println!("| {name} | - | unsupported on the GPU: {why} | - |");
-                    break;
-                }
                 Err(e) => failed.push(format!("{name}: {e}")),
             }
         }

@@ -11,14 +11,14 @@ use crate::{Error, Result};
 
 /// One layer's experts.
 pub(crate) struct Moe {
-    router: TensorInfo,
+    pub(crate) router: TensorInfo,
     /// `[n_embd, n_ff_exp, n_expert]` (gate, up) and `[n_ff_exp, n_embd, n_expert]` (down).
-    gate: TensorInfo,
-    up: TensorInfo,
-    down: TensorInfo,
-    n_expert: usize,
-    n_used: usize,
-    n_ff: usize,
+    pub(crate) gate: TensorInfo,
+    pub(crate) up: TensorInfo,
+    pub(crate) down: TensorInfo,
+    pub(crate) n_expert: usize,
+    pub(crate) n_used: usize,
+    pub(crate) n_ff: usize,
 }
 
 /// Buffers reused between layers.

@@ -13,6 +13,7 @@
 
 use super::fused::Fused;
 use super::kernels::{ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Q8Act, View, bytes_of};
+use super::moe::{self, MoeBufs};
 use super::weights::{GpuFfn, GpuMat, GpuQkv, GpuWeights};
 use super::{DevBuf, DevPtr, GpuStream, GraphId};
 use crate::backend::cpu::ThreadPool;
@@ -121,6 +122,8 @@ pub struct GpuForward {
     n_cells: usize,
     n_batch: usize,
     acts: Acts,
+    /// Scratch of the mixture-of-experts layers, when the model has any on the GPU.
+    moe: Option<MoeBufs>,
     /// The uploaded tables, and the logits of the output rows (grown on demand).
     words: Vec<u32>,
     table_buf: Option<DevBuf>,
@@ -206,6 +209,11 @@ impl GpuForward {
                 None
             },
         };
+        let experts = w.layers.iter().filter_map(|l| match &l.ffn {
+            GpuFfn::Experts(m) => Some(m),
+            _ => None,
+        });
+        let moe = MoeBufs::new(&w.dev, experts, nb, p.n_embd)?;
         Ok(GpuForward {
             stream: w.dev.new_stream()?,
             kc,
@@ -213,6 +221,7 @@ impl GpuForward {
             n_cells,
             n_batch,
             acts,
+            moe,
             words: Vec::new(),
             table_buf: None,
             logits_buf: None,
@@ -749,8 +758,9 @@ impl GpuForward {
                 None => pending = Some(o),
             }
             let (first, down) = match &l.ffn {
-                GpuFfn::Split { gate, down, .. } => (gate, down),
-                GpuFfn::Fused { up, down } => (up, down),
+                GpuFfn::Split { gate, down, .. } => (gate, Some(down)),
+                GpuFfn::Fused { up, down } => (up, Some(down)),
+                GpuFfn::Experts(m) => (&m.router, None),
             };
             let ready = self.norm_in(w, pending.take(), l.ffn_norm.view(), first, n, d, p.eps)?;
             match &l.ffn {
@@ -763,18 +773,32 @@ impl GpuForward {
                     k.copy_cols(s, fused, 2 * p.n_ff, 0, n, g, p.n_ff)?;
                     k.copy_cols(s, fused, 2 * p.n_ff, p.n_ff, n, u, p.n_ff)?;
                 }
+                GpuFfn::Experts(m) => {
+                    let logits = self
+                        .moe
+                        .as_ref()
+                        .ok_or_else(|| Error::Internal("no expert scratch".into()))?
+                        .logits
+                        .view();
+                    self.matmul(w, &[(&m.router, logits)], h, n, ready)?;
+                    if let Some(b) = &self.moe {
+                        moe::experts(k, self.stream.as_mut(), m, h, n, d, b, o)?;
+                    }
+                }
             }
-            let gelu = t.spec.act == FfnAct::GeluTanh;
-            let count = bytes_of(n, p.n_ff)?;
-            let ready = self.wants_q8(w, down, n) && Fused::fits(p.n_ff);
-            let q8 = self.q8();
-            let s = self.stream.as_mut();
-            if ready {
-                k.fused.glu_q8(s, gelu, g, u, act, q8, count)?;
-            } else {
-                k.glu(s, gelu, g, u, act, count)?;
+            if let Some(down) = down {
+                let gelu = t.spec.act == FfnAct::GeluTanh;
+                let count = bytes_of(n, p.n_ff)?;
+                let ready = self.wants_q8(w, down, n) && Fused::fits(p.n_ff);
+                let q8 = self.q8();
+                let s = self.stream.as_mut();
+                if ready {
+                    k.fused.glu_q8(s, gelu, g, u, act, q8, count)?;
+                } else {
+                    k.glu(s, gelu, g, u, act, count)?;
+                }
+                self.matmul(w, &[(down, o)], act, n, ready)?;
             }
-            self.matmul(w, &[(down, o)], act, n, ready)?;
             let s = self.stream.as_mut();
             match &l.post_ffn_norm {
                 Some(nw) => k.rms_norm(s, o, d, nw.view(), x, d, n, d, p.eps, true)?,

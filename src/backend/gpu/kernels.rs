@@ -5,6 +5,7 @@
 use std::ffi::c_void;
 
 use super::fused::Fused;
+use super::moe::MoeKernels;
 use super::{DevBuf, DevPtr, Dims, Func, GpuDevice, GpuStream};
 use crate::gguf::GgmlType;
 use crate::{Error, Result};
@@ -149,6 +150,8 @@ pub struct Kernels {
     whole_on: bool,
     /// Launches that do the work of several of the above (kernels/fused.cu).
     pub fused: Fused,
+    /// Mixture-of-experts routing and products (kernels/moe.cu).
+    pub moe: MoeKernels,
 }
 
 /// A range of device memory: what a kernel argument may touch.
@@ -363,6 +366,7 @@ impl Kernels {
             mmvqk_on: std::env::var("RF_GPU_MMVQK").map_or(true, |v| v != "0"),
             whole_on: std::env::var("RF_GPU_MMVQB").map_or(true, |v| v != "0"),
             fused: Fused::load(dev)?,
+            moe: MoeKernels::load(dev)?,
         })
     }
 

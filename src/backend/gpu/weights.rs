@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::kernels::{Kernels, MatShape, View, format_index, split_parts};
+use super::moe::{GpuExperts, GpuMoe};
 use super::{DevBuf, GpuDevice, GpuStream};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::transformer::{Ffn, Layer, Qkv, Transformer};
@@ -49,6 +50,7 @@ pub enum GpuFfn {
         up: GpuMat,
         down: GpuMat,
     },
+    Experts(GpuMoe),
 }
 
 pub struct GpuLayer {
@@ -106,8 +108,43 @@ impl Uploader<'_> {
     /// `split`: the integer-dot kernels' split layout where the format has one; else (the
     /// embedding, which the lookup kernels read by rows) the file's blocks.
     fn upload_mat(&mut self, t: &TensorInfo, split: bool) -> Result<GpuMat> {
-        let format = format_index(t.ty, &t.name)?;
         let (n_in, n_out) = (t.dims[0] as usize, t.dims[1] as usize);
+        let m = self.upload_rows(t, n_in, n_out, split)?;
+        self.max_mat_elems = self.max_mat_elems.max(n_in * n_out);
+        self.mat_formats |= 1u32.checked_shl(m.shape.format as u32).unwrap_or(0);
+        Ok(m)
+    }
+
+    /// A stacked expert tensor `[n_in, rows, n_expert]` of layer `layer`, in the file's
+    /// blocks (the expert products are fused dequantize-dot ones; they never take the GEMM,
+    /// so the tensor counts towards neither `max_mat_elems` nor `mat_formats`).
+    fn experts(&mut self, t: &TensorInfo, layer: usize) -> Result<GpuExperts> {
+        let dim = |i: usize| t.dims.get(i).map(|&v| v as usize);
+        let (Some(n_in), Some(rows), Some(n_expert)) = (dim(0), dim(1), dim(2)) else {
+            return Err(Error::Internal(format!(
+                "layer {layer}: {} is not a stack of experts",
+                t.name
+            )));
+        };
+        let n_out = rows
+            .checked_mul(n_expert)
+            .ok_or_else(|| Error::Overflow(format!("{}: experts", t.name)))?;
+        Ok(GpuExperts {
+            mat: self.upload_rows(t, n_in, n_out, false)?,
+            rows,
+            n_expert,
+        })
+    }
+
+    /// `n_out` rows of `n_in` weights of `t` to the device.
+    fn upload_rows(
+        &mut self,
+        t: &TensorInfo,
+        n_in: usize,
+        n_out: usize,
+        split: bool,
+    ) -> Result<GpuMat> {
+        let format = format_index(t.ty, &t.name)?;
         if !n_in.is_multiple_of(8) {
             return Err(Error::Unsupported(format!(
                 "{}: rows of {n_in} weights (the GPU kernels take multiples of 8)",
@@ -122,8 +159,6 @@ impl Uploader<'_> {
         if data.len() != row_bytes.saturating_mul(n_out) {
             return Err(Error::Internal(format!("{}: data size", t.name)));
         }
-        self.max_mat_elems = self.max_mat_elems.max(n_in * n_out);
-        self.mat_formats |= 1u32.checked_shl(format as u32).unwrap_or(0);
         let parts = split_parts(format).filter(|_| split && n_in.is_multiple_of(32));
         let (buf, heads) = match parts {
             Some((hb, qb)) => {
@@ -175,11 +210,13 @@ impl Uploader<'_> {
                 up: self.mat(up)?,
                 down: self.mat(down)?,
             },
-            Ffn::Experts(_) => {
-                return Err(Error::Unsupported(format!(
-                    "layer {i}: mixture-of-experts layers have no GPU kernels yet"
-                )));
-            }
+            Ffn::Experts(m) => GpuFfn::Experts(GpuMoe {
+                router: self.mat(&m.router)?,
+                gate: self.experts(&m.gate, i)?,
+                up: self.experts(&m.up, i)?,
+                down: self.experts(&m.down, i)?,
+                n_used: m.n_used,
+            }),
         };
         Ok(GpuLayer {
             attn_norm: self.vec(&l.attn_norm)?,
