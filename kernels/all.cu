@@ -9,6 +9,7 @@
 #include "matvec.cu"
 #include "matvec_q8.cu"
 #include "matvec_q8k.cu"
+#include "mmq.cu"
 #include "ops.cu"
 #include "fused.cu"
 #include "attention.cu"

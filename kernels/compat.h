@@ -139,3 +139,59 @@ __device__ __forceinline__ int rf_dp4a(int a, int b, int c) {
 #endif
 
 #define RF_NEG_INF __int_as_float(0xff800000)
+
+// Lane `src` of the calling thread's 32-lane group's value of v (src < 32).
+#if defined(RF_EMU)
+__device__ __forceinline__ int rf_shfl_idx32(int v, int src) { return rfemu::shfl_idx32(v, src); }
+#elif defined(RF_HIP)
+__device__ __forceinline__ int rf_shfl_idx32(int v, int src) {
+    return __shfl(v, (int)(threadIdx.x % RF_WARP) - (int)(threadIdx.x % 32) + src);
+}
+#else
+__device__ __forceinline__ int rf_shfl_idx32(int v, int src) {
+    return __shfl_sync(0xffffffffu, v, src);
+}
+#endif
+
+// c += A * B for one 32-lane group's fragments of a 16x32 int8 A (row-major), a 32x8 int8 B
+// (column-major) and the 16x8 int32 sums, in the register layout of PTX's
+// mma.m16n8k32.s8 (lane = 4 * g + t): a[0] = A[g][4t..4t+3], a[1] = A[g+8][4t..],
+// a[2] = A[g][16+4t..], a[3] = A[g+8][16+4t..]; b[0] = B[4t..4t+3][g], b[1] = B[16+4t..][g];
+// c[0] = C[g][2t], c[1] = C[g][2t+1], c[2] = C[g+8][2t], c[3] = C[g+8][2t+1].
+// The tensor-core instruction on NVIDIA sm_80 and later; elsewhere the same sums from
+// shuffles and dp4a (the emulator runs it, as AMD would: RF_EMU_GENERIC_MMA compiles the
+// emulator's build with this portable version instead of its model of the instruction).
+__device__ __forceinline__ void rf_mma_s8_portable(int* c, const u32* a, const u32* b) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        // Row g's words q and 4 + q are lane 4g + q's a[0] and a[2] (row g + 8: a[1], a[3]);
+        // column n's words q and 4 + q are lane 4n + q's b[0] and b[1].
+        const int sa = 4 * g + q, sb0 = 8 * t + q, sb1 = 8 * t + 4 + q;
+        const int a0 = rf_shfl_idx32((int)a[0], sa), a1 = rf_shfl_idx32((int)a[1], sa);
+        const int a2 = rf_shfl_idx32((int)a[2], sa), a3 = rf_shfl_idx32((int)a[3], sa);
+        const int b00 = rf_shfl_idx32((int)b[0], sb0), b01 = rf_shfl_idx32((int)b[1], sb0);
+        const int b10 = rf_shfl_idx32((int)b[0], sb1), b11 = rf_shfl_idx32((int)b[1], sb1);
+        c[0] = rf_dp4a(a2, b01, rf_dp4a(a0, b00, c[0]));
+        c[1] = rf_dp4a(a2, b11, rf_dp4a(a0, b10, c[1]));
+        c[2] = rf_dp4a(a3, b01, rf_dp4a(a1, b00, c[2]));
+        c[3] = rf_dp4a(a3, b11, rf_dp4a(a1, b10, c[3]));
+    }
+}
+
+#if defined(RF_EMU) && !defined(RF_EMU_GENERIC_MMA)
+__device__ __forceinline__ void rf_mma_s8(int* c, const u32* a, const u32* b) {
+    rfemu::mma_s8(c, a, b);
+}
+#elif !defined(RF_HIP) && !defined(RF_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+__device__ __forceinline__ void rf_mma_s8(int* c, const u32* a, const u32* b) {
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#else
+__device__ __forceinline__ void rf_mma_s8(int* c, const u32* a, const u32* b) {
+    rf_mma_s8_portable(c, a, b);
+}
+#endif

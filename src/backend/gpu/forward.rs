@@ -364,8 +364,16 @@ impl GpuForward {
                     .quantize_q8(self.stream.as_mut(), x, q, n, first.shape.n_in)?;
             }
             let together = w.kernels.groups(q8.iter().map(|(m, _)| &m.shape));
+            let tiled = self.tiled(w, first, n);
             let s = self.stream.as_mut();
-            let mut t0 = 0;
+            if tiled {
+                // Too many rows for the matrix-vector kernels: the tiled int8 products.
+                let xs = q.rows(0, n, first.shape.n_in)?;
+                for &(m, y) in &q8 {
+                    w.kernels.mmq.run(s, m.view(), m.shape, xs, n, y)?;
+                }
+            }
+            let mut t0 = if tiled { n } else { 0 };
             while t0 < n {
                 let nt = (n - t0).min(MMV_MAX);
                 let rows =
@@ -819,9 +827,17 @@ impl GpuForward {
         }
     }
 
-    /// Whether a product with `m` over `n` rows takes Q8-quantized inputs (`matmul`).
+    /// Whether a product with `m` over `n` rows takes Q8-quantized inputs (`matmul`): the
+    /// matrix-vector kernels up to `few_rows`, the tiled ones (`mmq`, where on) above.
     fn wants_q8(&self, w: &GpuWeights, m: &GpuMat, n: usize) -> bool {
-        w.kernels.has_mmvq(m.shape.format) && self.few(w, m.shape.format, n)
+        w.kernels.has_mmvq(m.shape.format)
+            && (self.few(w, m.shape.format, n) || self.tiled(w, m, n))
+    }
+
+    /// Whether `n` rows of a product with `m` take the tiled int8 kernels (`mmq`): more rows
+    /// than the matrix-vector kernels' `few_rows`, also where there is no GEMM (HIP).
+    fn tiled(&self, w: &GpuWeights, m: &GpuMat, n: usize) -> bool {
+        n > few_rows(w, m.shape.format) && w.kernels.mmq.takes(&m.shape)
     }
 
     /// Whether a product with `m` over `n` rows takes Q8_K-quantized inputs and the Q8_K

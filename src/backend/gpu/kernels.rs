@@ -5,6 +5,7 @@
 use std::ffi::c_void;
 
 use super::fused::Fused;
+use super::mmq::Mmq;
 use super::moe::MoeKernels;
 use super::{DevBuf, DevPtr, Dims, Func, GpuDevice, GpuStream};
 use crate::gguf::GgmlType;
@@ -152,6 +153,8 @@ pub struct Kernels {
     pub fused: Fused,
     /// Mixture-of-experts routing and products (kernels/moe.cu).
     pub moe: MoeKernels,
+    /// Tiled int8 products of the split layout for larger batches (kernels/mmq.cu).
+    pub mmq: Mmq,
 }
 
 /// A range of device memory: what a kernel argument may touch.
@@ -283,7 +286,7 @@ pub(super) fn rows(n: usize, block: u32) -> Result<Dims> {
 
 /// The codes and the headers of a matrix in the split layout, each checked to hold its
 /// `n_out * n_in / 32` blocks' parts.
-fn split_views(w: View, m: MatShape) -> Result<(View, View)> {
+pub(super) fn split_views(w: View, m: MatShape) -> Result<(View, View)> {
     let (hb, qb) = split_parts(m.format)
         .ok_or_else(|| Error::Internal("split layout of a format without one".into()))?;
     let at = m
@@ -367,6 +370,7 @@ impl Kernels {
             whole_on: std::env::var("RF_GPU_MMVQB").map_or(true, |v| v != "0"),
             fused: Fused::load(dev)?,
             moe: MoeKernels::load(dev)?,
+            mmq: Mmq::load(dev)?,
         })
     }
 

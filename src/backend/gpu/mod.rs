@@ -21,6 +21,7 @@ mod fused;
 #[cfg(feature = "hip")]
 mod hip;
 mod kernels;
+mod mmq;
 mod moe;
 #[cfg(any(feature = "cuda", feature = "hip", feature = "gpu-emulator", test))]
 mod source;

@@ -157,6 +157,7 @@ struct Fiber {
     unsigned gen;
     bool done;
     uint32_t slot;  // a shuffle's value
+    uint32_t frag[6];  // an mma's A and B registers
 };
 
 constexpr size_t STACK = 256 * 1024;
@@ -225,6 +226,51 @@ inline float shfl_xor(float v, int m) {
     const float r = src < s->n ? rfemu_bits<float>(s->fibers[src].slot) : v;
     arrive(w);
     return r;
+}
+
+// __shfl_sync over the thread's 32-lane group: lane src's value of v.
+inline int shfl_idx32(int v, int src) {
+    Sched* s = t_sched;
+    Fiber* f = s->cur;
+    f->slot = (uint32_t)v;
+    arrive(GROUP);
+    const int at = f->group * 32 + src;
+    const int r = at < s->n ? (int)s->fibers[at].slot : v;
+    arrive(GROUP);
+    return r;
+}
+
+// mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 over the thread's 32-lane group, as the
+// PTX ISA lays out the fragments (compat.h, rf_mma_s8): every lane publishes its A and B
+// registers, then sums its four outputs from everyone's.
+inline int8_t byte_of(uint32_t w, int i) { return (int8_t)(w >> (8 * i)); }
+
+inline void mma_s8(int* c, const uint32_t* a, const uint32_t* b) {
+    Sched* s = t_sched;
+    Fiber* f = s->cur;
+    for (int i = 0; i < 4; i++) f->frag[i] = a[i];
+    f->frag[4] = b[0];
+    f->frag[5] = b[1];
+    arrive(GROUP);
+    const int lane = f->lane % 32, g = lane / 4, t = lane % 4;
+    const Fiber* grp = &s->fibers[f->group * 32];
+    // A[r][k] and B[k][n] from the owning lanes' registers.
+    auto A = [&](int r, int k) {
+        const int reg = (r >= 8 ? 1 : 0) + (k >= 16 ? 2 : 0);
+        return (int)byte_of(grp[4 * (r % 8) + (k % 16) / 4].frag[reg], k % 4);
+    };
+    auto B = [&](int k, int n) {
+        return (int)byte_of(grp[4 * n + (k % 16) / 4].frag[4 + (k >= 16 ? 1 : 0)], k % 4);
+    };
+    int out[4];
+    for (int e = 0; e < 4; e++) {
+        const int r = g + (e >= 2 ? 8 : 0), n = 2 * t + (e & 1);
+        int sum = c[e];
+        for (int k = 0; k < 32; k++) sum += A(r, k) * B(k, n);
+        out[e] = sum;
+    }
+    arrive(GROUP);
+    for (int e = 0; e < 4; e++) c[e] = out[e];
 }
 
 // IEEE binary16 conversions, rounding to nearest even (as cvt.rn.f16.f32).

@@ -1,0 +1,176 @@
+// Tiled products of the 32-element formats (split layout, matvec_q8.cu) with Q8-quantized
+// activations on int8 tensor cores: what mmvq computes, for batches too large for it
+// (prefill, many sequences), without dequantizing the weights to f16. Per block of 32 weights
+// and 32 activation codes the exact integer sum (mma m16n8k32: a quant block is one k step),
+// then, in block order as the CPU adds them, acc += (d_w * d_x) * sum, and for the formats
+// with a minimum acc += m_w * s_x.
+//
+// A block of 128 threads takes MMQ_ROWS weight rows x MMQ_TOKS tokens; each 32-thread group a
+// 32 x 32 corner of it (2 x 4 mma tiles). Stages of MMQ_KB quant blocks go through shared
+// memory: the weights unpacked to signed bytes (code - OFF, so the sums need no correction),
+// the activation codes as they are, and both blocks' scales.
+
+#define MMQ_ROWS 64
+#define MMQ_TOKS 64
+#define MMQ_KB 4
+// Row stride of the staged words: 8 a block, padded so that a fragment's 32 loads fall in
+// 32 different banks.
+#define MMQ_LD (MMQ_KB * 8 + 4)
+
+// Subtracts `off` (> 0) from each of the four bytes of w (values 0 .. 2 * off - 1): signed
+// bytes. The high bit set first keeps a byte's borrow from reaching the next one.
+__device__ __forceinline__ u32 rf_sub_bytes(u32 w, u32 off) {
+    return ((w | 0x80808080u) - off * 0x01010101u) ^ 0x80808080u;
+}
+
+// A whole block's codes as eight words in activation order, signed: sixteen code bytes
+// through the format's `block`, minus OFF (IQ4_NL's table values are signed already, OFF 0).
+template <class F>
+struct MmqBlock {
+    static __device__ __forceinline__ void unpack(const u8* h, const u8* q, u32* w) {
+        const uint4 v = *(const uint4*)q;
+        const u32 c[4] = {v.x, v.y, v.z, v.w};
+        F::block(h, c, (int*)w);
+        if (F::OFF != 0)
+#pragma unroll
+            for (int i = 0; i < 8; i++) w[i] = rf_sub_bytes(w[i], F::OFF);
+    }
+};
+
+// Q8_0: 32 signed code bytes, as they are.
+template <>
+struct MmqBlock<DotQ8_0> {
+    static __device__ __forceinline__ void unpack(const u8*, const u8* q, u32* w) {
+        const uint4 v0 = ((const uint4*)q)[0], v1 = ((const uint4*)q)[1];
+        w[0] = v0.x;
+        w[1] = v0.y;
+        w[2] = v0.z;
+        w[3] = v0.w;
+        w[4] = v1.x;
+        w[5] = v1.y;
+        w[6] = v1.z;
+        w[7] = v1.w;
+    }
+};
+
+template <class F>
+__device__ __forceinline__ void mmq(const u8* __restrict__ C, const u8* __restrict__ H,
+                                    const i8* __restrict__ xq, const float2* __restrict__ xds,
+                                    int K, int n, float* __restrict__ y, int N) {
+    __shared__ u32 Ws[MMQ_ROWS][MMQ_LD];
+    __shared__ float Wd[MMQ_ROWS][MMQ_KB], Wm[MMQ_ROWS][MMQ_KB];
+    __shared__ u32 Xs[MMQ_TOKS][MMQ_LD];
+    __shared__ float2 Xd[MMQ_TOKS][MMQ_KB];
+    const int nb = K / 32;
+    const int row0 = blockIdx.x * MMQ_ROWS, tok0 = blockIdx.y * MMQ_TOKS;
+    const int grp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int wr = (grp / 2) * 32, wt = (grp % 2) * 32;
+    float acc[2][4][4];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+    for (int kb0 = 0; kb0 < nb; kb0 += MMQ_KB) {
+        for (int u = threadIdx.x; u < MMQ_ROWS * MMQ_KB; u += blockDim.x) {
+            const int r = u / MMQ_KB, kb = u % MMQ_KB, b = kb0 + kb;
+            u32 w[8];
+            float d = 0.0f, m = 0.0f;
+            if (b < nb && row0 + r < N) {
+                const u64 blk = (u64)(row0 + r) * nb + b;
+                const u8* h = H + blk * F::HB;
+                MmqBlock<F>::unpack(h, C + blk * F::QB, w);
+                d = rf_f16_to_f32(*(const u16*)h);
+                if (F::MIN) m = rf_f16_to_f32(*(const u16*)(h + 2));
+            } else {
+#pragma unroll
+                for (int i = 0; i < 8; i++) w[i] = 0;
+            }
+#pragma unroll
+            for (int i = 0; i < 8; i++) Ws[r][kb * 8 + i] = w[i];
+            Wd[r][kb] = d;
+            Wm[r][kb] = m;
+        }
+        for (int u = threadIdx.x; u < MMQ_TOKS * MMQ_KB; u += blockDim.x) {
+            const int tk = u / MMQ_KB, kb = u % MMQ_KB, b = kb0 + kb, tok = tok0 + tk;
+            uint4 v0 = make_uint4(0, 0, 0, 0), v1 = v0;
+            float2 ds = make_float2(0.0f, 0.0f);
+            if (b < nb && tok < n) {
+                const uint4* p = (const uint4*)(xq + (u64)tok * K + (u64)b * 32);
+                v0 = p[0];
+                v1 = p[1];
+                ds = xds[(u64)tok * nb + b];
+            }
+            u32* o = &Xs[tk][kb * 8];
+            o[0] = v0.x;
+            o[1] = v0.y;
+            o[2] = v0.z;
+            o[3] = v0.w;
+            o[4] = v1.x;
+            o[5] = v1.y;
+            o[6] = v1.z;
+            o[7] = v1.w;
+            Xd[tk][kb] = ds;
+        }
+        __syncthreads();
+        const int kbs = nb - kb0 < MMQ_KB ? nb - kb0 : MMQ_KB;
+        for (int kb = 0; kb < kbs; kb++) {
+            u32 a[2][4], bf[4][2];
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int r = wr + 16 * i + g;
+                a[i][0] = Ws[r][kb * 8 + t];
+                a[i][1] = Ws[r + 8][kb * 8 + t];
+                a[i][2] = Ws[r][kb * 8 + 4 + t];
+                a[i][3] = Ws[r + 8][kb * 8 + 4 + t];
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int tk = wt + 8 * j + g;
+                bf[j][0] = Xs[tk][kb * 8 + t];
+                bf[j][1] = Xs[tk][kb * 8 + 4 + t];
+            }
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    int c[4] = {0, 0, 0, 0};
+                    rf_mma_s8(c, a[i], bf[j]);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int r = wr + 16 * i + g + (e >= 2 ? 8 : 0);
+                        const int tk = wt + 8 * j + 2 * t + (e & 1);
+                        const float2 ds = Xd[tk][kb];
+                        acc[i][j][e] += (Wd[r][kb] * ds.x) * (float)c[e];
+                        if (F::MIN) acc[i][j][e] += Wm[r][kb] * ds.y;
+                    }
+                }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int row = row0 + wr + 16 * i + g + (e >= 2 ? 8 : 0);
+                const int tok = tok0 + wt + 8 * j + 2 * t + (e & 1);
+                if (row < N && tok < n) y[(u64)tok * N + row] = acc[i][j][e];
+            }
+}
+
+#define RF_MMQ_KERNEL(name, F)                                                               \
+    extern "C" __global__ void __launch_bounds__(128)                                        \
+    mmq_##name(const u8* C, const u8* H, const i8* xq, const float2* xds, int K, int n,      \
+               float* y, int N) {                                                            \
+        mmq<F>(C, H, xq, xds, K, n, y, N);                                                   \
+    }
+
+RF_MMQ_KERNEL(q4_0, DotQ4_0)
+RF_MMQ_KERNEL(q4_1, DotQ4_1)
+RF_MMQ_KERNEL(q5_0, DotQ5_0)
+RF_MMQ_KERNEL(q5_1, DotQ5_1)
+RF_MMQ_KERNEL(q8_0, DotQ8_0)
+RF_MMQ_KERNEL(iq4_nl, DotIQ4_NL)
