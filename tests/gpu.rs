@@ -399,3 +399,77 @@ fn c_api_checks_the_backend_fields() {
         unsafe { rf_model_free(m) };
     }
 }
+
+/// f32 to f16 on the device (`to_f16`: PTX's cvt.rn, hipRTC's _Float16, or the emulator's
+/// own conversion) rounds as the `half` crate does, on every f16 value, the midpoints
+/// between neighbours (ties to even), the subnormal range, overflow, infinities and NaN.
+#[test]
+fn f16_rounding_matches_the_cpu() {
+    use rocmforge::backend::gpu::{DevBuf, Dims};
+    let Some(dev) = gpu() else { return };
+    let mut xs: Vec<f32> = Vec::new();
+    for h in 0..=u16::MAX {
+        let v = half::f16::from_bits(h).to_f32();
+        let next = half::f16::from_bits(h.wrapping_add(1)).to_f32();
+        xs.push(v);
+        if v.is_finite() && next.is_finite() && (h & 0x7fff) != 0x7bff {
+            // The exact midpoint, and a hair to either side of it.
+            let mid = (v as f64 + next as f64) / 2.0;
+            xs.extend([mid as f32, f32::from_bits((mid as f32).to_bits() + 1)]);
+        }
+    }
+    xs.extend([
+        65504.0,
+        65519.99,
+        65520.0,
+        1e9,
+        -1e9,
+        f32::INFINITY,
+        f32::NAN,
+        1e-10,
+    ]);
+    let n = xs.len();
+    let x = DevBuf::new(&dev, n * 4).unwrap();
+    let y = DevBuf::new(&dev, n * 2).unwrap();
+    let mut s = dev.new_stream().unwrap();
+    let bytes: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f = dev.function("to_f16").unwrap();
+    let (mut px, mut py, mut pn) = (x.ptr(), y.ptr(), n as u64);
+    let mut args = [
+        &mut px as *mut u64 as *mut std::ffi::c_void,
+        &mut py as *mut u64 as *mut std::ffi::c_void,
+        &mut pn as *mut u64 as *mut std::ffi::c_void,
+    ];
+    let dims = Dims {
+        grid: (n.div_ceil(256) as u32, 1, 1),
+        block: 256,
+        shared: 0,
+    };
+    let mut out = vec![0u8; n * 2];
+    // SAFETY: both buffers hold n elements; the arguments are to_f16's (two pointers, a
+    // u64 count) in order.
+    unsafe {
+        s.upload(x.ptr(), &bytes).unwrap();
+        s.launch(f, dims, &mut args).unwrap();
+        s.download(&mut out, y.ptr()).unwrap();
+    }
+    let mut wrong = 0;
+    for (i, &v) in xs.iter().enumerate() {
+        let got = u16::from_le_bytes([out[2 * i], out[2 * i + 1]]);
+        let want = half::f16::from_f32(v);
+        let same = if want.is_nan() {
+            half::f16::from_bits(got).is_nan()
+        } else {
+            got == want.to_bits()
+        };
+        if !same && wrong < 10 {
+            eprintln!("{v:e}: device {got:#06x}, half {:#06x}", want.to_bits());
+        }
+        wrong += usize::from(!same);
+    }
+    println!(
+        "{n} values rounded to f16 on {}: {wrong} differ",
+        dev.describe()
+    );
+    assert_eq!(wrong, 0);
+}
