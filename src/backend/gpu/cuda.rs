@@ -117,7 +117,8 @@ impl CudaDevice {
 
     fn load_module(&self) -> Result<sys::CUmodule> {
         let src = source::full_source();
-        let cache = source::cache_path(&src, &self.arch, &Self::nvrtc_version(), "cubin");
+        let arch = source::variant(&self.arch);
+        let cache = source::cache_path(&src, &arch, &Self::nvrtc_version(), "cubin");
         let image = match source::load_cached(&cache) {
             Some(image) => image,
             None => {
@@ -155,6 +156,7 @@ impl CudaDevice {
             format!("--gpu-architecture={}", self.arch),
             "--std=c++17".into(),
             "-default-device".into(),
+            format!("--fmad={}", source::contract()),
         ];
         // SAFETY: `prog` is a live program; the options are valid strings.
         let compiled = unsafe { nvrtc::compile_program(prog, &opts) };

@@ -121,6 +121,11 @@ pub fn compile_for(src: &str, arch: &str) -> Result<Vec<u8>> {
         format!("--offload-arch={arch}"),
         "-O3".into(),
         "-std=c++17".into(),
+        // Fused multiply-adds only where the source asks (source::contract).
+        format!(
+            "-ffp-contract={}",
+            if source::contract() { "fast" } else { "off" }
+        ),
     ]
     .into_iter()
     .map(|o| CString::new(o).map_err(|_| Error::Internal("NUL in an option".into())))
@@ -262,7 +267,8 @@ impl HipDevice {
     fn load_module(&self) -> Result<hip::hipModule_t> {
         self.bind()?;
         let src = source::full_source();
-        let cache = source::cache_path(&src, &self.arch, &Self::runtime_version(), "co");
+        let arch = source::variant(&self.arch);
+        let cache = source::cache_path(&src, &arch, &Self::runtime_version(), "co");
         let image = match source::load_cached(&cache) {
             Some(image) => image,
             None => {

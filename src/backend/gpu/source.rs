@@ -28,6 +28,24 @@ pub fn full_source() -> String {
     SOURCE.concat()
 }
 
+/// Whether the run-time compilers may contract `a * b + c` into one fused multiply-add.
+/// Off by default: the CPU backend's float arithmetic is not contracted (explicit `fmaf`
+/// calls stay fused either way), and the models amplify the difference: SmolLM2's
+/// last-position logits moved by 0.14 to 0.26 in the emulator when the same kernels were
+/// compiled with contraction (docs/GPU.md). RF_GPU_FMAD=1 turns it on (to measure its cost).
+pub fn contract() -> bool {
+    std::env::var("RF_GPU_FMAD").is_ok_and(|v| v == "1")
+}
+
+/// The part of a module's cache key that the compile options make (`cache_path`'s `arch`).
+pub fn variant(arch: &str) -> String {
+    if contract() {
+        format!("{arch}-fmad")
+    } else {
+        arch.to_string()
+    }
+}
+
 /// FNV-1a, 64 bits: stable across builds and Rust versions (a cache key, not a defence).
 pub fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

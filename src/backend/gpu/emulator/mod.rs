@@ -233,7 +233,7 @@ fn load_module(warp: u32) -> Result<Module> {
     // Extra compiler flags for debugging the emulator or a kernel (`-O0 -g`), part of the key.
     let extra = std::env::var("ROCMFORGE_GPU_EMULATOR_CFLAGS").unwrap_or_default();
     let keyed = format!("{RUNTIME}{src}{extra}");
-    let arch = format!("emu-wave{warp}");
+    let arch = source::variant(&format!("emu-wave{warp}"));
     let cache = source::cache_path(&keyed, &arch, version, "so");
     let dir = scratch()?;
     let result = (|| {
@@ -255,6 +255,12 @@ fn load_module(warp: u32) -> Result<Module> {
                             "-fPIC",
                             "-shared",
                             "-fno-strict-aliasing",
+                            // As the GPU compilers are told (source::contract).
+                            if source::contract() {
+                                "-ffp-contract=fast"
+                            } else {
+                                "-ffp-contract=off"
+                            },
                             "-fvisibility=hidden",
                             "-w",
                             "-o",
