@@ -1,8 +1,8 @@
-// Integer-dot products for Q4_K on Q8_K activations, as the CPU computes them
-// (src/quant/dot.rs dot_q4_k_q8_k): per 256-element block the integer sums
-// isum = sum_j sc_j * sum(q4 * q8) and msum = sum_j m_j * sum(q8) over its eight sub-blocks,
-// then dy * d * isum - dy * dmin * msum in f32. Only the sum over a row's blocks is in
-// another order.
+// Integer-dot products for Q4_K, Q5_K and Q6_K on Q8_K activations, as the CPU computes them
+// (src/quant/dot.rs dot_q4_k_q8_k, dot_q5_k_q8_k, dot_q6_k_q8_k): per 256-element block the
+// integer sums isum = sum_j sc_j * sum(q * q8) and (Q4_K, Q5_K) msum = sum_j m_j * sum(q8)
+// over its sub-blocks, then dy * d * isum - dy * dmin * msum in f32 (Q6_K: d * dy * isum).
+// Only the sum over a row's blocks is in another order.
 //
 // quantize_q8k: x (rows of K floats, nblk = rows * K / 256 blocks) to int8 codes and, per
 // 32 codes, {dy, 0} (so the buffers are those of quantize_q8); rounding as the CPU's Q8_K
@@ -10,8 +10,8 @@
 // q = min(rint(x * -127 / max), 127). One warp a block.
 //
 // mmvqk: one warp a row (four rows a block of 128 threads); eight lanes a 256-block, lane j
-// of the eight taking sub-block j (32 codes: two 16-byte loads, nibbles j % 2 of the block's
-// codes 32 * (j / 2) ...), four blocks a step. The eight lanes' integer sums meet by
+// of the eight taking values 32j .. 32j + 31 (Q4_K, Q5_K: sub-block j, two 16-byte loads,
+// nibbles j % 2 of the block's codes 32 * (j / 2) ...), four blocks a step. The eight lanes' integer sums meet by
 // shuffles before the block's two float products.
 
 extern "C" __global__ void quantize_q8k(const float* __restrict__ x, i8* __restrict__ xq,
@@ -52,11 +52,44 @@ __device__ __forceinline__ int rf_shfl_xor_i(int v, int m) {
     return __float_as_int(rf_shfl_xor(__int_as_float(v), m));
 }
 
-template <int NT>
-__device__ __forceinline__ void mmvqk_q4k(const u8* __restrict__ W, u64 row_bytes,
-                                          const i8* __restrict__ xq,
-                                          const float2* __restrict__ xds, int K,
-                                          float* __restrict__ y, int N) {
+// The codes of sub-block j (32 values) of a Q4_K / Q5_K block as eight words of bytes, and
+// the block's layout (16-byte aligned blocks: whole-line loads).
+struct KQ4_K {
+    static const int BYTES = 144;
+    static __device__ __forceinline__ void codes(const u8* blk, int j, int* wq) {
+        const uint4* qp = (const uint4*)(blk + 16 + (j / 2) * 32);
+        const uint4 c0 = qp[0], c1 = qp[1];
+        const int sh = 4 * (j & 1);
+        const u32 cw[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+#pragma unroll
+        for (int i = 0; i < 8; i++) wq[i] = (int)((cw[i] >> sh) & 0x0f0f0f0fu);
+    }
+};
+
+// Q5_K: d dmin scales[12] qh[32] qs[128]; the fifth bit of value l of sub-block j is bit j of
+// qh[l].
+struct KQ5_K {
+    static const int BYTES = 176;
+    static __device__ __forceinline__ void codes(const u8* blk, int j, int* wq) {
+        const uint4* qp = (const uint4*)(blk + 48 + (j / 2) * 32);
+        const uint4* hp = (const uint4*)(blk + 16);
+        const uint4 c0 = qp[0], c1 = qp[1], h0 = hp[0], h1 = hp[1];
+        const int sh = 4 * (j & 1);
+        const u32 cw[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+        const u32 hw[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            wq[i] = (int)(((cw[i] >> sh) & 0x0f0f0f0fu) | (((hw[i] >> j) & 0x01010101u) << 4));
+    }
+};
+
+// Q4_K and Q5_K: per block isum = sum_j sc_j * dot_j and msum = sum_j m_j * (sum of the
+// sub-block's activation codes), then dy * d * isum - dy * dmin * msum (dot_k_scale_min).
+template <class KF, int NT>
+__device__ __forceinline__ void mmvqk_km(const u8* __restrict__ W, u64 row_bytes,
+                                         const i8* __restrict__ xq,
+                                         const float2* __restrict__ xds, int K,
+                                         float* __restrict__ y, int N) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row = blockIdx.x * (blockDim.x / 32) + warp;
     // Every lane stays to the end (shuffles); rows past N compute nothing.
@@ -72,18 +105,13 @@ __device__ __forceinline__ void mmvqk_q4k(const u8* __restrict__ W, u64 row_byte
         int isum[NT], msum[NT];
         float d = 0.0f, dmin = 0.0f;
         if (on) {
-            const u8* blk = w + (u64)b * 144;
+            const u8* blk = w + (u64)b * KF::BYTES;
             int sc, m;
             rf_k_scale_min(blk + 4, j, sc, m);
             d = rf_ldh(blk);
             dmin = rf_ldh(blk + 2);
-            const uint4* qp = (const uint4*)(blk + 16 + (j / 2) * 32);
-            const uint4 c0 = qp[0], c1 = qp[1];
-            const int sh = 4 * (j & 1);
-            const u32 cw[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
             int wq[8];
-#pragma unroll
-            for (int i = 0; i < 8; i++) wq[i] = (int)((cw[i] >> sh) & 0x0f0f0f0fu);
+            KF::codes(blk, j, wq);
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 const uint4* ap = (const uint4*)(xq + (u64)t * K + (u64)b * 256 + j * 32);
@@ -125,11 +153,99 @@ __device__ __forceinline__ void mmvqk_q4k(const u8* __restrict__ W, u64 row_byte
     }
 }
 
+// Q6_K: ql[128] qh[64] scales[16] (signed) d, 210 bytes (2-byte aligned only: 16-bit loads).
+// Value i = 128 h + 32 q + l (h half, q quarter) is the nibble q / 2 of ql[64 h + 32 (q % 2)
+// + l] joined to bits 2q, 2q + 1 of qh[32 h + l], minus 32; sub-block i / 16 has its own
+// scale. Lane j of a block's eight takes h = j / 4, q = j % 4: sub-blocks 2j and 2j + 1.
+// Per block isum = sum_g sc_g * dot_g, then (d * dy) * isum (dot_q6_k_q8_k).
+__device__ __forceinline__ u32 rf_sub32_bytes(u32 w) {
+    return ((w | 0x80808080u) - 0x20202020u) ^ 0x80808080u;
+}
+
+template <int NT>
+__device__ __forceinline__ void mmvqk_q6k(const u8* __restrict__ W, u64 row_bytes,
+                                          const i8* __restrict__ xq,
+                                          const float2* __restrict__ xds, int K,
+                                          float* __restrict__ y, int N) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row = blockIdx.x * (blockDim.x / 32) + warp;
+    const bool live = row < N;
+    const u8* w = W + (u64)(live ? row : 0) * row_bytes;
+    const int j = lane & 7, h = j / 4, q = j % 4, nb = K / 256;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+    for (int b0 = 0; b0 < nb; b0 += 4) {
+        const int b = b0 + (lane >> 3);
+        const bool on = live && b < nb;
+        int isum[NT];
+        float d = 0.0f;
+        if (on) {
+            const u8* blk = w + (u64)b * 210;
+            const u8* ql = blk + 64 * h + 32 * (q % 2);
+            const u8* qh = blk + 128 + 32 * h;
+            const int sh = 4 * (q / 2), hs = 2 * q;
+            int wq[8];
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const u32 lo = (rf_ld32h(ql + 4 * i) >> sh) & 0x0f0f0f0fu;
+                const u32 hi = ((rf_ld32h(qh + 4 * i) >> hs) & 0x03030303u) << 4;
+                wq[i] = (int)rf_sub32_bytes(lo | hi);
+            }
+            const int sc0 = (int)(i8)blk[192 + 2 * j], sc1 = (int)(i8)blk[193 + 2 * j];
+            d = rf_ldh(blk + 208);
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                const uint4* ap = (const uint4*)(xq + (u64)t * K + (u64)b * 256 + j * 32);
+                const uint4 a0 = ap[0], a1 = ap[1];
+                const int aw[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w,
+                                   (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
+                int s0 = 0, s1 = 0;
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    s0 = rf_dp4a(wq[i], aw[i], s0);
+                    s1 = rf_dp4a(wq[4 + i], aw[4 + i], s1);
+                }
+                isum[t] = sc0 * s0 + sc1 * s1;
+            }
+        } else {
+#pragma unroll
+            for (int t = 0; t < NT; t++) isum[t] = 0;
+        }
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+#pragma unroll
+            for (int o = 4; o > 0; o >>= 1) isum[t] += rf_shfl_xor_i(isum[t], o);
+            if (on && j == 0) {
+                const float dy = xds[((u64)t * K + (u64)b * 256) / 32].x;
+                acc[t] += d * dy * (float)isum[t];
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float s = acc[t];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) s += rf_shfl_xor(s, o);
+        if (live && lane == 0) y[(u64)t * N + row] = s;
+    }
+}
+
 #define RF_MMVQK_ONE(NT)                                                                     \
     extern "C" __global__ void __launch_bounds__(128)                                        \
         mmvqk##NT##_q4_k(const u8* W, u64 row_bytes, const i8* xq, const float2* xds, int K, \
                          float* y, int N) {                                                  \
-        mmvqk_q4k<NT>(W, row_bytes, xq, xds, K, y, N);                                       \
+        mmvqk_km<KQ4_K, NT>(W, row_bytes, xq, xds, K, y, N);                                 \
+    }                                                                                        \
+    extern "C" __global__ void __launch_bounds__(128)                                        \
+        mmvqk##NT##_q5_k(const u8* W, u64 row_bytes, const i8* xq, const float2* xds, int K, \
+                         float* y, int N) {                                                  \
+        mmvqk_km<KQ5_K, NT>(W, row_bytes, xq, xds, K, y, N);                                 \
+    }                                                                                        \
+    extern "C" __global__ void __launch_bounds__(128)                                        \
+        mmvqk##NT##_q6_k(const u8* W, u64 row_bytes, const i8* xq, const float2* xds, int K, \
+                         float* y, int N) {                                                  \
+        mmvqk_q6k<NT>(W, row_bytes, xq, xds, K, y, N);                                       \
     }
 RF_MMVQK_ONE(1)
 RF_MMVQK_ONE(2)

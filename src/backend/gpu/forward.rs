@@ -12,7 +12,9 @@
 //! use the vendor BLAS.
 
 use super::fused::Fused;
-use super::kernels::{ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Q8Act, View, bytes_of};
+use super::kernels::{
+    ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Q8Act, View, bytes_of, mmvqk_fits,
+};
 use super::moe::{self, MoeBufs};
 use super::weights::{GpuFfn, GpuMat, GpuQkv, GpuWeights};
 use super::{DevBuf, DevPtr, GpuStream, GraphId};
@@ -848,8 +850,7 @@ impl GpuForward {
             && self.few(w, sh.format, n)
             && sh.heads.is_none()
             && sh.n_in.is_multiple_of(256)
-            && sh.row_bytes.is_multiple_of(16)
-            && m.view().ptr.is_multiple_of(16)
+            && mmvqk_fits(sh.format, m.view().ptr, sh.row_bytes)
     }
 
     /// Whether `n` rows of a product with a matrix of `format` go through the matrix-vector

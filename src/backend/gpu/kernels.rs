@@ -52,6 +52,20 @@ pub const MMVQ_GROUP: usize = 3;
 /// The most tokens one `mmv` launch takes (kernels mmv1 .. mmv8).
 pub const MMV_MAX: usize = 8;
 
+/// The formats with integer-dot kernels on Q8_K activations (kernels/matvec_q8k.cu
+/// `mmvqk`), and whether theirs load whole 16-byte lines (rows and matrix 16-byte aligned).
+const MMVQK: [(&str, bool); 3] = [("q4_k", true), ("q5_k", true), ("q6_k", false)];
+
+/// Whether `mmvqk` can take a matrix of `format` at `ptr` with rows of `row_bytes`.
+pub fn mmvqk_fits(format: usize, ptr: DevPtr, row_bytes: usize) -> bool {
+    let Some(name) = FORMATS.get(format).map(|f| f.1) else {
+        return false;
+    };
+    MMVQK.iter().any(|&(n, lines)| {
+        n == name && (!lines || (ptr.is_multiple_of(16) && row_bytes.is_multiple_of(16)))
+    })
+}
+
 /// The index of `ty` in `FORMATS`, or `Unsupported`.
 pub fn format_index(ty: GgmlType, what: &str) -> Result<usize> {
     FORMATS
@@ -143,7 +157,7 @@ pub struct Kernels {
     quantize_act: Func,
     quantize_q8: Func,
     quantize_q8k: Func,
-    /// Whether Q4_K takes `mmvqk` (the default; RF_GPU_MMVQK=0 turns it off for the fused
+    /// Whether Q4_K, Q5_K and Q6_K take `mmvqk` (the default; RF_GPU_MMVQK=0 turns it off for the fused
     /// dequantize-dot `mmv`, to measure it).
     mmvqk_on: bool,
     /// Whether the whole-block products (`mmvqb`) are used: the default; RF_GPU_MMVQB=0
@@ -339,7 +353,7 @@ impl Kernels {
                 } else {
                     None
                 },
-                mmvqk: if name == "q4_k" {
+                mmvqk: if MMVQK.iter().any(|&(n, _)| n == name) {
                     Some(per_tokens("mmvqk", name)?)
                 } else {
                     None
@@ -415,7 +429,7 @@ impl Kernels {
     }
 
     /// `y[t] = W x[t]` for `n` tokens (at most `MMV_MAX`) of Q8_K activations `x`, with the
-    /// Q8_K integer-dot kernels (`has_mmvqk`; blocks layout, 16-byte aligned).
+    /// Q8_K integer-dot kernels (`has_mmvqk`; blocks layout, aligned as `mmvqk_fits` says).
     pub fn mmvqk(
         &self,
         s: &mut dyn GpuStream,
@@ -434,8 +448,8 @@ impl Kernels {
             || n > MMV_MAX
             || !m.n_in.is_multiple_of(256)
             || m.heads.is_some()
-            || !w.ptr.is_multiple_of(16)
-            || !m.row_bytes.is_multiple_of(16)
+            || !mmvqk_fits(m.format, w.ptr, m.row_bytes)
+            || !x.codes.ptr.is_multiple_of(16)
         {
             return Err(Error::Internal(format!(
                 "mmvqk of {n} tokens, {} inputs",
