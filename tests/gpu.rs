@@ -473,3 +473,135 @@ fn f16_rounding_matches_the_cpu() {
     );
     assert_eq!(wrong, 0);
 }
+
+/// A few pseudo-random bytes (xorshift), reproducible.
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+/// The tiled int8 products (`mmq_*`, kernels/mmq.cu) equal, bit for bit, the CPU's order of
+/// the same arithmetic: per block of 32 the exact integer sum, then
+/// `acc += (d_w * d_x) * sum` (and `+= m_w * s_x` for Q4_1), block after block. Shapes that
+/// leave partial tiles everywhere: rows not a multiple of 64, several token tiles with a
+/// ragged last one, K of 3 and 9 blocks (a partial shared-memory stage).
+#[test]
+fn mmq_tiles_equal_the_block_order_sums() {
+    use rocmforge::backend::gpu::{DevBuf, Dims};
+    let Some(dev) = gpu() else { return };
+    let f16 = |b: &[u8], i: usize| half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+    // (format, header bytes, code bytes): Q4_0 (codes minus 8), Q4_1 (with a minimum), Q8_0.
+    for (name, hb, qb) in [("q4_0", 2, 16), ("q4_1", 4, 16), ("q8_0", 2, 32)] {
+        let f = dev.function(&format!("mmq_{name}")).unwrap();
+        for (rows, n, k) in [(100, 130, 96), (64, 33, 288), (130, 64, 256)] {
+            let nb = k / 32;
+            let blocks = rows * nb;
+            let codes = noise(k as u64 * 7 + rows as u64, blocks * qb);
+            // Headers: small positive f16 scales and minimums.
+            let mut heads = Vec::with_capacity(blocks * hb);
+            for i in 0..blocks * hb / 2 {
+                let v = half::f16::from_f32(0.01 + (i % 13) as f32 * 0.003);
+                heads.extend(v.to_le_bytes());
+            }
+            let xq = noise(n as u64 * 31 + k as u64, n * k);
+            let mut xds: Vec<f32> = Vec::with_capacity(n * nb * 2);
+            for t in 0..n {
+                for b in 0..nb {
+                    let d = 0.02 + ((t * 7 + b) % 11) as f32 * 0.001;
+                    let sum: i32 = xq[t * k + b * 32..t * k + b * 32 + 32]
+                        .iter()
+                        .map(|&q| i32::from(q as i8))
+                        .sum();
+                    xds.extend([d, d * sum as f32]);
+                }
+            }
+            // The weight code of row r, value e.
+            let code = |r: usize, e: usize| -> i32 {
+                let (b, l) = (e / 32, e % 32);
+                let c = &codes[(r * nb + b) * qb..(r * nb + b + 1) * qb];
+                match name {
+                    "q8_0" => i32::from(c[l] as i8),
+                    _ => {
+                        let q = if l < 16 { c[l] & 15 } else { c[l - 16] >> 4 };
+                        i32::from(q) - if name == "q4_0" { 8 } else { 0 }
+                    }
+                }
+            };
+            let mut want = vec![0f32; n * rows];
+            for t in 0..n {
+                for r in 0..rows {
+                    let mut acc = 0f32;
+                    for b in 0..nb {
+                        let isum: i32 = (b * 32..b * 32 + 32)
+                            .map(|e| code(r, e) * i32::from(xq[t * k + e] as i8))
+                            .sum();
+                        let h = (r * nb + b) * hb;
+                        let (dx, sx) = (xds[2 * (t * nb + b)], xds[2 * (t * nb + b) + 1]);
+                        acc += (f16(&heads, h) * dx) * isum as f32;
+                        if name == "q4_1" {
+                            acc += f16(&heads, h + 2) * sx;
+                        }
+                    }
+                    want[t * rows + r] = acc;
+                }
+            }
+            let up = |bytes: &[u8]| {
+                let b = DevBuf::new(&dev, bytes.len()).unwrap();
+                (b, bytes.to_vec())
+            };
+            let xds_bytes: Vec<u8> = xds.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let bufs = [up(&codes), up(&heads), up(&xq), up(&xds_bytes)];
+            let y = DevBuf::new(&dev, n * rows * 4).unwrap();
+            let mut s = dev.new_stream().unwrap();
+            let mut ptrs: Vec<u64> = bufs.iter().map(|(b, _)| b.ptr()).collect();
+            let (mut ki, mut ni, mut yp, mut ri) = (k as i32, n as i32, y.ptr(), rows as i32);
+            let mut args: Vec<*mut std::ffi::c_void> = ptrs
+                .iter_mut()
+                .map(|p| p as *mut u64 as *mut std::ffi::c_void)
+                .collect();
+            args.extend([
+                &mut ki as *mut i32 as *mut std::ffi::c_void,
+                &mut ni as *mut i32 as *mut std::ffi::c_void,
+                &mut yp as *mut u64 as *mut std::ffi::c_void,
+                &mut ri as *mut i32 as *mut std::ffi::c_void,
+            ]);
+            let dims = Dims {
+                grid: (rows.div_ceil(64) as u32, n.div_ceil(64) as u32, 1),
+                block: 128,
+                shared: 0,
+            };
+            let mut out = vec![0u8; n * rows * 4];
+            // SAFETY: the buffers hold what mmq reads and writes at these sizes (codes and
+            // headers of rows x nb blocks, n rows of K codes and nb scale pairs, n x rows
+            // outputs); the arguments are in the kernel's order and sizes.
+            unsafe {
+                for (b, bytes) in &bufs {
+                    s.upload(b.ptr(), bytes).unwrap();
+                }
+                s.launch(f, dims, &mut args).unwrap();
+                s.download(&mut out, y.ptr()).unwrap();
+            }
+            let got: Vec<f32> = out
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let differ = got
+                .iter()
+                .zip(&want)
+                .filter(|(g, w)| g.to_bits() != w.to_bits())
+                .count();
+            println!(
+                "mmq_{name} {rows} rows x {n} tokens, K {k}: {differ} of {} differ",
+                n * rows
+            );
+            assert_eq!(differ, 0, "mmq_{name} {rows}x{n}x{k}");
+        }
+    }
+}
