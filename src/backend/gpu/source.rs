@@ -33,11 +33,19 @@ pub fn full_source() -> String {
 /// calls stay fused either way), and the models amplify the difference: SmolLM2's
 /// last-position logits moved by 0.14 to 0.26 in the emulator when the same kernels were
 /// compiled with contraction (docs/GPU.md). RF_GPU_FMAD=1 turns it on (to measure its cost).
+#[cfg_attr(
+    not(any(feature = "cuda", feature = "hip", feature = "gpu-emulator")),
+    allow(dead_code)
+)]
 pub fn contract() -> bool {
     std::env::var("RF_GPU_FMAD").is_ok_and(|v| v == "1")
 }
 
 /// The part of a module's cache key that the compile options make (`cache_path`'s `arch`).
+#[cfg_attr(
+    not(any(feature = "cuda", feature = "hip", feature = "gpu-emulator")),
+    allow(dead_code)
+)]
 pub fn variant(arch: &str) -> String {
     if contract() {
         format!("{arch}-fmad")
