@@ -371,10 +371,25 @@ inline int run_block(Sched* s, char* err, size_t errlen) {
     return 0;
 }
 
+constexpr size_t STACKS_BYTES = (size_t)MAX_THREADS * (STACK + GUARD) + GUARD;
+
+// Frees a host thread's scheduler and stacks when the thread ends (the module is never
+// unloaded, so the destructor is still there then).
+struct SchedOwner {
+    ~SchedOwner() {
+        if (!t_sched) return;
+        munmap(t_sched->stacks - GUARD, STACKS_BYTES);
+        delete t_sched;
+        t_sched = nullptr;
+    }
+};
+static thread_local SchedOwner t_owner;
+
 inline Sched* sched(char* err, size_t errlen) {
     if (t_sched) return t_sched;
+    (void)&t_owner;  // constructs it on this thread, so that its destructor runs
     Sched* s = new (std::nothrow) Sched();
-    const size_t bytes = (size_t)MAX_THREADS * (STACK + GUARD) + GUARD;
+    const size_t bytes = STACKS_BYTES;
     void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
     if (!s || m == MAP_FAILED) {
