@@ -9,6 +9,9 @@
 #   bench-nographs   the same generation with RF_GPU_GRAPHS=0
 #   bench-ab generation (tg128) of .dev/rocmforge-old and .dev/rocmforge, alternating, on the
 #           synthetic models: a change's effect on one machine
+#   ab:VAR   a switch's effect on one machine: pp512 and tg128 of the synthetic models with
+#           the environment variable VAR (RF_GPU_MMQ, RF_GPU_FMAD, ...) 0 and 1, alternating
+#   ab-engine:VAR   the same for the engine (64 and 128 sequences, -p 128 -n 128)
 #   bench-mmvqb   generation (tg128) with RF_GPU_MMVQB=0 and =1, alternating, on the
 #           synthetic models
 #   bench-q4k   generation (tg128) of the 8B shape in Q4_K, RF_GPU_MMVQK=0 and =1 alternating
@@ -68,6 +71,27 @@ for stage in "$@"; do
         for b in rocmforge-old rocmforge; do
           echo "--- $b (round $round)"
           $B/$b bench -m "$models" -p 0 -n 128 -r 3 --backend cuda 2>&1 | grep -a "tg128\|model" | tee -a "$OUT/bench-ab.md"
+        done
+      done ;;
+    ab:*)
+      var=${stage#ab:}
+      models=$(ls /tmp/rfm/*.gguf | paste -sd,)
+      for round in 1 2; do
+        for on in 0 1; do
+          echo "--- $var=$on (round $round)"
+          env "$var=$on" $B/rocmforge bench -m "$models" -p 512 -n 128 -r 3 --backend cuda 2>&1 \
+            | grep -a "pp512\|tg128" | tee -a "$OUT/ab-$var.md"
+        done
+      done ;;
+    ab-engine:*)
+      var=${stage#ab-engine:}
+      for m in /tmp/rfm/*.gguf; do
+        for par in 64 128; do
+          for on in 0 1; do
+            echo "--- $(basename "$m") parallel $par $var=$on"
+            env "$var=$on" $B/rocmforge bench-engine -m "$m" --backend cuda --requests "$par" \
+              --parallel "$par" --serial 0 -p 128 -n 128 2>&1 | tail -3 | tee -a "$OUT/ab-engine-$var.md"
+          done
         done
       done ;;
     bench-engine)
