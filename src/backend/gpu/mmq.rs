@@ -2,8 +2,10 @@
 //! in the split layout with Q8 activations, for batches above the matrix-vector kernels'
 //! `few_rows`. They compute what `mmvq` and the CPU's dot products compute (exact integer
 //! block sums, scaled and added in block order), where the f16 GEMM rounds the weights and
-//! activations to f16. Off unless RF_GPU_MMQ=1 until it has been measured on a GPU against
-//! dequantize + cuBLAS (docs/GPU.md).
+//! activations to f16. Where there is a BLAS (CUDA) it is off unless RF_GPU_MMQ=1 until it
+//! has been measured against dequantize + cuBLAS (docs/GPU.md); where there is none (HIP)
+//! it is on unless RF_GPU_MMQ=0, since the alternative there reads the whole matrix again
+//! for every eight rows (the matrix-vector kernels), and mmq once per 64.
 
 use super::kernels::{Arg, FORMATS, MatShape, Q8Act, View, bytes_of, launch, need, split_views};
 use super::kernels::{to_i32, to_u32};
@@ -34,10 +36,12 @@ impl Mmq {
                     .transpose()
             })
             .collect::<Result<_>>()?;
-        Ok(Mmq {
-            kernels,
-            on: std::env::var("RF_GPU_MMQ").is_ok_and(|v| v == "1"),
-        })
+        let on = match std::env::var("RF_GPU_MMQ").as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            _ => !dev.has_gemm(),
+        };
+        Ok(Mmq { kernels, on })
     }
 
     /// Whether products with a matrix of this shape take `mmq` (switched on, a format with

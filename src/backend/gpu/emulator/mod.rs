@@ -11,7 +11,7 @@
 //! per-kernel buffer checks, the decode's tables, partial offload, graph capture and replay,
 //! the KV cache's device copies — runs exactly as on a GPU, so `tests/gpu.rs` runs in CI.
 //! `wave64` runs the kernels with AMD CDNA's 64-lane warps (`RF_WARP` 64), the one
-//! configuration no machine here has.
+//! configuration no machine here has, and without a BLAS, as the HIP backend runs.
 //!
 //! What it checks beyond the arithmetic: every allocation ends just below an inaccessible
 //! page (a kernel that writes or reads past a buffer's end by more than its 256-byte
@@ -412,6 +412,13 @@ impl GpuDevice for EmuDevice {
             .position(|n| n == name)
             .map(|i| Func(i as u64))
             .ok_or_else(|| Error::Device(format!("kernel {name}: not in the module")))
+    }
+
+    /// wave32 stands for an NVIDIA GPU (cuBLAS's GEMM, emulated), wave64 for an AMD CDNA one
+    /// as the HIP backend drives it today: no BLAS, so batches take the matrix-vector and
+    /// tiled int8 kernels.
+    fn has_gemm(&self) -> bool {
+        self.warp == 32
     }
 
     fn new_stream(&self) -> Result<Box<dyn GpuStream>> {
