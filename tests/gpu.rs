@@ -101,9 +101,24 @@ fn prompt(m: &Model, n: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + 11) % v) as u32).collect()
 }
 
+/// KL(softmax(p) || softmax(q)) of two logit rows, in nats.
+fn kl(p: &[f32], q: &[f32]) -> f64 {
+    let log_softmax = |x: &[f32]| -> Vec<f64> {
+        let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let lse = x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
+        x.iter().map(|&v| v as f64 - lse).collect()
+    };
+    let (lp, lq) = (log_softmax(p), log_softmax(q));
+    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum()
+}
+
 struct Parity {
     /// Largest |GPU - CPU| of the logits after the prompts.
     max_diff: f32,
+    /// The largest KL divergence of the GPU's distribution after a prompt from the CPU's,
+    /// and the same between the CPU's two orders (reported, not asserted).
+    kl: f64,
+    cpu_kl: f64,
     /// The same between the CPU's own two float orders (batch-invariant, llama.cpp's).
     cpu_spread: f32,
     /// Greedy tokens compared, and whether they were all equal.
@@ -121,6 +136,8 @@ fn parity(path: &Path, ngl: Option<usize>, tie: f32) -> rocmforge::Result<Parity
     assert_ne!(dev.backend_name(), "cpu");
     let mut r = Parity {
         max_diff: 0.0,
+        kl: 0.0,
+        cpu_kl: 0.0,
         cpu_spread: 0.0,
         compared: 0,
         same_greedy: true,
@@ -132,6 +149,8 @@ fn parity(path: &Path, ngl: Option<usize>, tie: f32) -> rocmforge::Result<Parity
         let g = greedy(&dev, &p, 16, Numerics::BatchInvariant);
         r.max_diff = r.max_diff.max(max_abs_diff(&c.first, &g.first));
         r.cpu_spread = r.cpu_spread.max(max_abs_diff(&c.first, &c2.first));
+        r.kl = r.kl.max(kl(&c.first, &g.first));
+        r.cpu_kl = r.cpu_kl.max(kl(&c.first, &c2.first));
         for (&(ct, lead), &(gt, _)) in c.tokens.iter().zip(&g.tokens) {
             if lead < tie {
                 break;
@@ -208,8 +227,9 @@ fn real_model_parity(file: &str) {
     for ngl in [None, Some(10)] {
         let r = parity(&path, ngl, 0.2).expect("load");
         println!(
-            "{file} ngl {ngl:?}: max |dlogit| {:.4} (CPU orders {:.4}), greedy {}/32 compared, same {}",
-            r.max_diff, r.cpu_spread, r.compared, r.same_greedy
+            "{file} ngl {ngl:?}: max |dlogit| {:.4} (CPU orders {:.4}), KL {:.2e} (CPU orders \
+             {:.2e}), greedy {}/32 compared, same {}",
+            r.max_diff, r.cpu_spread, r.kl, r.cpu_kl, r.compared, r.same_greedy
         );
         // SmolLM2 amplifies last-bit differences (docs/INFERENCE-NOTES.md): the CPU's own
         // two float orders differ by 0.7 there. The bound is the zoo's.
