@@ -23,6 +23,25 @@
 // eight). OFF: the constant the CPU subtracts from every code (applied as OFF * the sum of
 // the activation codes).
 __device__ __forceinline__ u32 rf_nib_lo(u32 q) { return q & 0x0f0f0f0fu; }
+
+// Subtracts `off` (> 0) from each of the four bytes of w (values 0 .. 2 * off - 1): signed
+// bytes. The high bit set first keeps a byte's borrow from reaching the next one.
+__device__ __forceinline__ u32 rf_sub_bytes(u32 w, u32 off) {
+    return ((w | 0x80808080u) - off * 0x01010101u) ^ 0x80808080u;
+}
+
+// Eight words from two 16-byte loads at p (16-byte aligned).
+__device__ __forceinline__ void rf_words8(const void* p, u32* w) {
+    const uint4 v0 = ((const uint4*)p)[0], v1 = ((const uint4*)p)[1];
+    w[0] = v0.x;
+    w[1] = v0.y;
+    w[2] = v0.z;
+    w[3] = v0.w;
+    w[4] = v1.x;
+    w[5] = v1.y;
+    w[6] = v1.z;
+    w[7] = v1.w;
+}
 __device__ __forceinline__ u32 rf_nib_hi(u32 q) { return (q >> 4) & 0x0f0f0f0fu; }
 
 // Bits 0..3 of h to bit 4 of bytes 0..3.

@@ -52,15 +52,27 @@ __device__ __forceinline__ int rf_shfl_xor_i(int v, int m) {
     return __float_as_int(rf_shfl_xor(__int_as_float(v), m));
 }
 
+// A row's NT sums (one partial a lane) to y: the 32 lanes' total, written by lane 0.
+template <int NT>
+__device__ __forceinline__ void rf_row_out(const float* acc, bool live, int lane,
+                                           float* __restrict__ y, int N, int row) {
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float s = acc[t];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) s += rf_shfl_xor(s, o);
+        if (live && lane == 0) y[(u64)t * N + row] = s;
+    }
+}
+
 // The codes of sub-block j (32 values) of a Q4_K / Q5_K block as eight words of bytes, and
 // the block's layout (16-byte aligned blocks: whole-line loads).
 struct KQ4_K {
     static const int BYTES = 144;
     static __device__ __forceinline__ void codes(const u8* blk, int j, int* wq) {
-        const uint4* qp = (const uint4*)(blk + 16 + (j / 2) * 32);
-        const uint4 c0 = qp[0], c1 = qp[1];
+        u32 cw[8];
+        rf_words8(blk + 16 + (j / 2) * 32, cw);
         const int sh = 4 * (j & 1);
-        const u32 cw[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
 #pragma unroll
         for (int i = 0; i < 8; i++) wq[i] = (int)((cw[i] >> sh) & 0x0f0f0f0fu);
     }
@@ -71,12 +83,10 @@ struct KQ4_K {
 struct KQ5_K {
     static const int BYTES = 176;
     static __device__ __forceinline__ void codes(const u8* blk, int j, int* wq) {
-        const uint4* qp = (const uint4*)(blk + 48 + (j / 2) * 32);
-        const uint4* hp = (const uint4*)(blk + 16);
-        const uint4 c0 = qp[0], c1 = qp[1], h0 = hp[0], h1 = hp[1];
+        u32 cw[8], hw[8];
+        rf_words8(blk + 48 + (j / 2) * 32, cw);
+        rf_words8(blk + 16, hw);
         const int sh = 4 * (j & 1);
-        const u32 cw[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
-        const u32 hw[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
 #pragma unroll
         for (int i = 0; i < 8; i++)
             wq[i] = (int)(((cw[i] >> sh) & 0x0f0f0f0fu) | (((hw[i] >> j) & 0x01010101u) << 4));
@@ -114,10 +124,8 @@ __device__ __forceinline__ void mmvqk_km(const u8* __restrict__ W, u64 row_bytes
             KF::codes(blk, j, wq);
 #pragma unroll
             for (int t = 0; t < NT; t++) {
-                const uint4* ap = (const uint4*)(xq + (u64)t * K + (u64)b * 256 + j * 32);
-                const uint4 a0 = ap[0], a1 = ap[1];
-                const int aw[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w,
-                                   (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
+                int aw[8];
+                rf_words8(xq + (u64)t * K + (u64)b * 256 + j * 32, (u32*)aw);
                 int s = 0, bs = 0;
 #pragma unroll
                 for (int i = 0; i < 8; i++) {
@@ -144,13 +152,7 @@ __device__ __forceinline__ void mmvqk_km(const u8* __restrict__ W, u64 row_bytes
             }
         }
     }
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        float s = acc[t];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) s += rf_shfl_xor(s, o);
-        if (live && lane == 0) y[(u64)t * N + row] = s;
-    }
+    rf_row_out<NT>(acc, live, lane, y, N, row);
 }
 
 // Q6_K: ql[128] qh[64] scales[16] (signed) d, 210 bytes (2-byte aligned only: 16-bit loads).
@@ -158,10 +160,6 @@ __device__ __forceinline__ void mmvqk_km(const u8* __restrict__ W, u64 row_bytes
 // + l] joined to bits 2q, 2q + 1 of qh[32 h + l], minus 32; sub-block i / 16 has its own
 // scale. Lane j of a block's eight takes h = j / 4, q = j % 4: sub-blocks 2j and 2j + 1.
 // Per block isum = sum_g sc_g * dot_g, then (d * dy) * isum (dot_q6_k_q8_k).
-__device__ __forceinline__ u32 rf_sub32_bytes(u32 w) {
-    return ((w | 0x80808080u) - 0x20202020u) ^ 0x80808080u;
-}
-
 template <int NT>
 __device__ __forceinline__ void mmvqk_q6k(const u8* __restrict__ W, u64 row_bytes,
                                           const i8* __restrict__ xq,
@@ -190,16 +188,14 @@ __device__ __forceinline__ void mmvqk_q6k(const u8* __restrict__ W, u64 row_byte
             for (int i = 0; i < 8; i++) {
                 const u32 lo = (rf_ld32h(ql + 4 * i) >> sh) & 0x0f0f0f0fu;
                 const u32 hi = ((rf_ld32h(qh + 4 * i) >> hs) & 0x03030303u) << 4;
-                wq[i] = (int)rf_sub32_bytes(lo | hi);
+                wq[i] = (int)rf_sub_bytes(lo | hi, 32);
             }
             const int sc0 = (int)(i8)blk[192 + 2 * j], sc1 = (int)(i8)blk[193 + 2 * j];
             d = rf_ldh(blk + 208);
 #pragma unroll
             for (int t = 0; t < NT; t++) {
-                const uint4* ap = (const uint4*)(xq + (u64)t * K + (u64)b * 256 + j * 32);
-                const uint4 a0 = ap[0], a1 = ap[1];
-                const int aw[8] = {(int)a0.x, (int)a0.y, (int)a0.z, (int)a0.w,
-                                   (int)a1.x, (int)a1.y, (int)a1.z, (int)a1.w};
+                int aw[8];
+                rf_words8(xq + (u64)t * K + (u64)b * 256 + j * 32, (u32*)aw);
                 int s0 = 0, s1 = 0;
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
@@ -222,13 +218,7 @@ __device__ __forceinline__ void mmvqk_q6k(const u8* __restrict__ W, u64 row_byte
             }
         }
     }
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        float s = acc[t];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) s += rf_shfl_xor(s, o);
-        if (live && lane == 0) y[(u64)t * N + row] = s;
-    }
+    rf_row_out<NT>(acc, live, lane, y, N, row);
 }
 
 #define RF_MMVQK_ONE(NT)                                                                     \

@@ -17,12 +17,6 @@
 // 32 different banks.
 #define MMQ_LD (MMQ_KB * 8 + 4)
 
-// Subtracts `off` (> 0) from each of the four bytes of w (values 0 .. 2 * off - 1): signed
-// bytes. The high bit set first keeps a byte's borrow from reaching the next one.
-__device__ __forceinline__ u32 rf_sub_bytes(u32 w, u32 off) {
-    return ((w | 0x80808080u) - off * 0x01010101u) ^ 0x80808080u;
-}
-
 // A whole block's codes as eight words in activation order, signed: sixteen code bytes
 // through the format's `block`, minus OFF (IQ4_NL's table values are signed already, OFF 0).
 template <class F>
@@ -41,15 +35,7 @@ struct MmqBlock {
 template <>
 struct MmqBlock<DotQ8_0> {
     static __device__ __forceinline__ void unpack(const u8*, const u8* q, u32* w) {
-        const uint4 v0 = ((const uint4*)q)[0], v1 = ((const uint4*)q)[1];
-        w[0] = v0.x;
-        w[1] = v0.y;
-        w[2] = v0.z;
-        w[3] = v0.w;
-        w[4] = v1.x;
-        w[5] = v1.y;
-        w[6] = v1.z;
-        w[7] = v1.w;
+        rf_words8(q, w);
     }
 };
 
@@ -94,23 +80,15 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ C, const u8* __restri
         }
         for (int u = threadIdx.x; u < MMQ_TOKS * MMQ_KB; u += blockDim.x) {
             const int tk = u / MMQ_KB, kb = u % MMQ_KB, b = kb0 + kb, tok = tok0 + tk;
-            uint4 v0 = make_uint4(0, 0, 0, 0), v1 = v0;
+            u32* o = &Xs[tk][kb * 8];
             float2 ds = make_float2(0.0f, 0.0f);
             if (b < nb && tok < n) {
-                const uint4* p = (const uint4*)(xq + (u64)tok * K + (u64)b * 32);
-                v0 = p[0];
-                v1 = p[1];
+                rf_words8(xq + (u64)tok * K + (u64)b * 32, o);
                 ds = xds[(u64)tok * nb + b];
+            } else {
+#pragma unroll
+                for (int i = 0; i < 8; i++) o[i] = 0;
             }
-            u32* o = &Xs[tk][kb * 8];
-            o[0] = v0.x;
-            o[1] = v0.y;
-            o[2] = v0.z;
-            o[3] = v0.w;
-            o[4] = v1.x;
-            o[5] = v1.y;
-            o[6] = v1.z;
-            o[7] = v1.w;
             Xd[tk][kb] = ds;
         }
         __syncthreads();

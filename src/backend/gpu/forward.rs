@@ -784,16 +784,10 @@ impl GpuForward {
                     k.copy_cols(s, fused, 2 * p.n_ff, p.n_ff, n, u, p.n_ff)?;
                 }
                 GpuFfn::Experts(m) => {
-                    let logits = self
-                        .moe
-                        .as_ref()
-                        .ok_or_else(|| Error::Internal("no expert scratch".into()))?
-                        .logits
-                        .view();
+                    let logits = moe_bufs(&self.moe)?.logits.view();
                     self.matmul(w, &[(&m.router, logits)], h, n, ready)?;
-                    if let Some(b) = &self.moe {
-                        moe::experts(k, self.stream.as_mut(), m, h, n, d, b, o)?;
-                    }
+                    let b = moe_bufs(&self.moe)?;
+                    moe::experts(k, self.stream.as_mut(), m, h, n, d, b, o)?;
                 }
             }
             if let Some(down) = down {
@@ -947,6 +941,12 @@ impl GpuForward {
         }
         Ok(())
     }
+}
+
+/// A context's expert scratch (made for every model with experts on the GPU).
+fn moe_bufs(b: &Option<MoeBufs>) -> Result<&MoeBufs> {
+    b.as_ref()
+        .ok_or_else(|| Error::Internal("no expert scratch".into()))
 }
 
 /// Pads the tables to a 16-byte boundary: kernels read them as float2 and int4.

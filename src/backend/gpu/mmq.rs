@@ -7,7 +7,9 @@
 //! it is on unless RF_GPU_MMQ=0, since the alternative there reads the whole matrix again
 //! for every eight rows (the matrix-vector kernels), and mmq once per 64.
 
-use super::kernels::{Arg, FORMATS, MatShape, Q8Act, View, bytes_of, launch, need, split_views};
+use super::kernels::{
+    Arg, FORMATS, MatShape, Q8Act, View, bytes_of, launch, need, split_parts, split_views,
+};
 use super::kernels::{to_i32, to_u32};
 use super::{Dims, Func, GpuDevice, GpuStream};
 use crate::{Error, Result};
@@ -15,9 +17,6 @@ use crate::{Error, Result};
 /// Weight rows and tokens of one block's tile (kernels/mmq.cu MMQ_ROWS, MMQ_TOKS).
 const ROWS: usize = 64;
 const TOKS: usize = 64;
-
-/// The formats with `mmq_*` kernels: those of `Q8_DOT` (kernels.rs).
-const NAMES: [&str; 6] = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl"];
 
 pub struct Mmq {
     /// Per entry of `FORMATS`: its kernel, where it has one.
@@ -27,12 +26,13 @@ pub struct Mmq {
 
 impl Mmq {
     pub fn load(dev: &dyn GpuDevice) -> Result<Mmq> {
+        // The formats of the split layout (kernels.rs `Q8_DOT`) have one.
         let kernels = FORMATS
             .iter()
-            .map(|(_, name, _)| {
-                NAMES
-                    .contains(name)
-                    .then(|| dev.function(&format!("mmq_{name}")))
+            .enumerate()
+            .map(|(i, (_, name, _))| {
+                split_parts(i)
+                    .map(|_| dev.function(&format!("mmq_{name}")))
                     .transpose()
             })
             .collect::<Result<_>>()?;

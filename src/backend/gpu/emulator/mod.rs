@@ -108,7 +108,6 @@ impl Bound {
 struct Mapping {
     base: usize,
     len: usize,
-    bytes: usize,
 }
 
 /// The emulated device's allocations, by address. One device: every `EmuDevice` opened in
@@ -385,20 +384,12 @@ impl GpuDevice for EmuDevice {
         let ptr = base + len - PAGE - rounded;
         // SAFETY: `rounded` bytes at `ptr` lie inside the accessible part of the mapping.
         unsafe { std::ptr::write_bytes(ptr as *mut u8, 0xff, rounded) };
-        LIVE.lock().insert(
-            ptr as u64,
-            Mapping {
-                base,
-                len,
-                bytes: rounded,
-            },
-        );
+        LIVE.lock().insert(ptr as u64, Mapping { base, len });
         Ok(ptr as u64)
     }
 
     unsafe fn free(&self, p: DevPtr) {
         if let Some(m) = LIVE.lock().remove(&p) {
-            debug_assert!(m.bytes <= m.len);
             // SAFETY: the mapping was made by `alloc` and is unmapped once (removed from
             // `live`); the caller's contract says nothing uses it any more.
             unsafe { libc::munmap(m.base as *mut c_void, m.len) };
