@@ -10,6 +10,7 @@
 #include "matvec_q8.cu"
 #include "matvec_q8k.cu"
 #include "mmq.cu"
+#include "mmq_k.cu"
 #include "ops.cu"
 #include "fused.cu"
 #include "attention.cu"

@@ -158,8 +158,30 @@ __device__ __forceinline__ void mmvqk_km(const u8* __restrict__ W, u64 row_bytes
 // Q6_K: ql[128] qh[64] scales[16] (signed) d, 210 bytes (2-byte aligned only: 16-bit loads).
 // Value i = 128 h + 32 q + l (h half, q quarter) is the nibble q / 2 of ql[64 h + 32 (q % 2)
 // + l] joined to bits 2q, 2q + 1 of qh[32 h + l], minus 32; sub-block i / 16 has its own
-// scale. Lane j of a block's eight takes h = j / 4, q = j % 4: sub-blocks 2j and 2j + 1.
-// Per block isum = sum_g sc_g * dot_g, then (d * dy) * isum (dot_q6_k_q8_k).
+// scale. Values 32j .. 32j + 31 (h = j / 4, q = j % 4) are sub-blocks 2j and 2j + 1.
+struct KQ6_K {
+    static const int BYTES = 210;
+    static __device__ __forceinline__ void codes(const u8* blk, int j, int* wq) {
+        const int h = j / 4, q = j % 4;
+        const u8* ql = blk + 64 * h + 32 * (q % 2);
+        const u8* qh = blk + 128 + 32 * h;
+        const int sh = 4 * (q / 2), hs = 2 * q;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const u32 lo = (rf_ld32h(ql + 4 * i) >> sh) & 0x0f0f0f0fu;
+            const u32 hi = ((rf_ld32h(qh + 4 * i) >> hs) & 0x03030303u) << 4;
+            wq[i] = (int)rf_sub_bytes(lo | hi, 32);
+        }
+    }
+    // The signed scales of sub-blocks 2j and 2j + 1.
+    static __device__ __forceinline__ void scales(const u8* blk, int j, int& s0, int& s1) {
+        s0 = (int)(i8)blk[192 + 2 * j];
+        s1 = (int)(i8)blk[193 + 2 * j];
+    }
+};
+
+// Q6_K: lane j of a block's eight takes values 32j .. 32j + 31. Per block isum = sum_g sc_g *
+// dot_g, then (d * dy) * isum (dot_q6_k_q8_k).
 template <int NT>
 __device__ __forceinline__ void mmvqk_q6k(const u8* __restrict__ W, u64 row_bytes,
                                           const i8* __restrict__ xq,
@@ -169,7 +191,7 @@ __device__ __forceinline__ void mmvqk_q6k(const u8* __restrict__ W, u64 row_byte
     const int row = blockIdx.x * (blockDim.x / 32) + warp;
     const bool live = row < N;
     const u8* w = W + (u64)(live ? row : 0) * row_bytes;
-    const int j = lane & 7, h = j / 4, q = j % 4, nb = K / 256;
+    const int j = lane & 7, nb = K / 256;
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
@@ -179,18 +201,10 @@ __device__ __forceinline__ void mmvqk_q6k(const u8* __restrict__ W, u64 row_byte
         int isum[NT];
         float d = 0.0f;
         if (on) {
-            const u8* blk = w + (u64)b * 210;
-            const u8* ql = blk + 64 * h + 32 * (q % 2);
-            const u8* qh = blk + 128 + 32 * h;
-            const int sh = 4 * (q / 2), hs = 2 * q;
-            int wq[8];
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const u32 lo = (rf_ld32h(ql + 4 * i) >> sh) & 0x0f0f0f0fu;
-                const u32 hi = ((rf_ld32h(qh + 4 * i) >> hs) & 0x03030303u) << 4;
-                wq[i] = (int)rf_sub_bytes(lo | hi, 32);
-            }
-            const int sc0 = (int)(i8)blk[192 + 2 * j], sc1 = (int)(i8)blk[193 + 2 * j];
+            const u8* blk = w + (u64)b * KQ6_K::BYTES;
+            int wq[8], sc0, sc1;
+            KQ6_K::codes(blk, j, wq);
+            KQ6_K::scales(blk, j, sc0, sc1);
             d = rf_ldh(blk + 208);
 #pragma unroll
             for (int t = 0; t < NT; t++) {

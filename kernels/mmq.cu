@@ -39,6 +39,52 @@ struct MmqBlock<DotQ8_0> {
     }
 };
 
+// The fragments of the 32 x 32 corner (rows wr.., tokens wt..) of one k step (eight words
+// from word w0 of each staged row): a[i] rows wr + 16 i .. (m16n8k32's A: rows g and g + 8,
+// words t and 4 + t), bf[j] tokens wt + 8 j .. (B: token g, words t and 4 + t).
+template <int LD>
+__device__ __forceinline__ void mmq_frags(const u32 (*Ws)[LD], const u32 (*Xs)[LD], int w0,
+                                          int wr, int wt, u32 a[2][4], u32 bf[4][2]) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int r = wr + 16 * i + g;
+        a[i][0] = Ws[r][w0 + t];
+        a[i][1] = Ws[r + 8][w0 + t];
+        a[i][2] = Ws[r][w0 + 4 + t];
+        a[i][3] = Ws[r + 8][w0 + 4 + t];
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int tk = wt + 8 * j + g;
+        bf[j][0] = Xs[tk][w0 + t];
+        bf[j][1] = Xs[tk][w0 + 4 + t];
+    }
+}
+
+// The row and token of a lane's result e of tile (i, j) (m16n8's C: rows g, g + 8, tokens
+// 2t, 2t + 1).
+__device__ __forceinline__ int mmq_row(int wr, int i, int e) {
+    return wr + 16 * i + (threadIdx.x % 32) / 4 + (e >= 2 ? 8 : 0);
+}
+__device__ __forceinline__ int mmq_tok(int wt, int j, int e) {
+    return wt + 8 * j + 2 * (threadIdx.x % 4) + (e & 1);
+}
+
+// A 32 x 32 corner's sums to y (token-major rows of N), inside the n x N result.
+__device__ __forceinline__ void mmq_store(const float (*acc)[4][4], int r0, int t0,
+                                          float* __restrict__ y, int N, int n) {
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int row = mmq_row(r0, i, e), tok = mmq_tok(t0, j, e);
+                if (row < N && tok < n) y[(u64)tok * N + row] = acc[i][j][e];
+            }
+}
+
 template <class F>
 __device__ __forceinline__ void mmq(const u8* __restrict__ C, const u8* __restrict__ H,
                                     const i8* __restrict__ xq, const float2* __restrict__ xds,
@@ -49,7 +95,7 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ C, const u8* __restri
     __shared__ float2 Xd[MMQ_TOKS][MMQ_KB];
     const int nb = K / 32;
     const int row0 = blockIdx.x * MMQ_ROWS, tok0 = blockIdx.y * MMQ_TOKS;
-    const int grp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int grp = threadIdx.x / 32;
     const int wr = (grp / 2) * 32, wt = (grp % 2) * 32;
     float acc[2][4][4];
 #pragma unroll
@@ -95,20 +141,7 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ C, const u8* __restri
         const int kbs = nb - kb0 < MMQ_KB ? nb - kb0 : MMQ_KB;
         for (int kb = 0; kb < kbs; kb++) {
             u32 a[2][4], bf[4][2];
-#pragma unroll
-            for (int i = 0; i < 2; i++) {
-                const int r = wr + 16 * i + g;
-                a[i][0] = Ws[r][kb * 8 + t];
-                a[i][1] = Ws[r + 8][kb * 8 + t];
-                a[i][2] = Ws[r][kb * 8 + 4 + t];
-                a[i][3] = Ws[r + 8][kb * 8 + 4 + t];
-            }
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int tk = wt + 8 * j + g;
-                bf[j][0] = Xs[tk][kb * 8 + t];
-                bf[j][1] = Xs[tk][kb * 8 + 4 + t];
-            }
+            mmq_frags<MMQ_LD>(Ws, Xs, kb * 8, wr, wt, a, bf);
 #pragma unroll
             for (int i = 0; i < 2; i++)
 #pragma unroll
@@ -117,8 +150,7 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ C, const u8* __restri
                     rf_mma_s8(c, a[i], bf[j]);
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        const int r = wr + 16 * i + g + (e >= 2 ? 8 : 0);
-                        const int tk = wt + 8 * j + 2 * t + (e & 1);
+                        const int r = mmq_row(wr, i, e), tk = mmq_tok(wt, j, e);
                         const float2 ds = Xd[tk][kb];
                         acc[i][j][e] += (Wd[r][kb] * ds.x) * (float)c[e];
                         if (F::MIN) acc[i][j][e] += Wm[r][kb] * ds.y;
@@ -127,16 +159,7 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ C, const u8* __restri
         }
         __syncthreads();
     }
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int row = row0 + wr + 16 * i + g + (e >= 2 ? 8 : 0);
-                const int tok = tok0 + wt + 8 * j + 2 * t + (e & 1);
-                if (row < N && tok < n) y[(u64)tok * N + row] = acc[i][j][e];
-            }
+    mmq_store(acc, row0 + wr, tok0 + wt, y, N, n);
 }
 
 #define RF_MMQ_KERNEL(name, F)                                                               \

@@ -507,6 +507,143 @@ fn noise(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The second argument of an `mmq` kernel: the split layout's headers, or the row stride of
+/// the 256-element formats' plain rows.
+enum MmqSecond<'a> {
+    Buf(&'a [u8]),
+    RowBytes(u64),
+}
+
+/// Runs the tiled product `kernel` (kernels/mmq.cu, mmq_k.cu) on weights `w` and `n` rows of
+/// Q8 activations (`x`: codes and {d, s} pairs per 32) for `rows` outputs of `k` inputs, and
+/// returns the n x rows results.
+fn run_mmq(
+    dev: &Arc<dyn GpuDevice>,
+    kernel: &str,
+    w: &[u8],
+    second: MmqSecond,
+    x: (&[u8], &[u8]),
+    (rows, n, k): (usize, usize, usize),
+) -> Vec<f32> {
+    use rocmforge::backend::gpu::{DevBuf, Dims};
+    use std::ffi::c_void;
+    let f = dev.function(kernel).unwrap();
+    let up = |bytes: &[u8]| (DevBuf::new(dev, bytes.len()).unwrap(), bytes.to_vec());
+    let mut bufs = vec![up(w), up(x.0), up(x.1)];
+    let mut second = match second {
+        MmqSecond::Buf(h) => {
+            bufs.push(up(h));
+            bufs[3].0.ptr()
+        }
+        MmqSecond::RowBytes(r) => r,
+    };
+    let y = DevBuf::new(dev, n * rows * 4).unwrap();
+    let mut s = dev.new_stream().unwrap();
+    let (mut wp, mut xq, mut xds) = (bufs[0].0.ptr(), bufs[1].0.ptr(), bufs[2].0.ptr());
+    let (mut ki, mut ni, mut yp, mut ri) = (k as i32, n as i32, y.ptr(), rows as i32);
+    let mut args: Vec<*mut c_void> = vec![
+        &mut wp as *mut u64 as *mut c_void,
+        &mut second as *mut u64 as *mut c_void,
+        &mut xq as *mut u64 as *mut c_void,
+        &mut xds as *mut u64 as *mut c_void,
+        &mut ki as *mut i32 as *mut c_void,
+        &mut ni as *mut i32 as *mut c_void,
+        &mut yp as *mut u64 as *mut c_void,
+        &mut ri as *mut i32 as *mut c_void,
+    ];
+    let dims = Dims {
+        grid: (rows.div_ceil(64) as u32, n.div_ceil(64) as u32, 1),
+        block: 128,
+        shared: 0,
+    };
+    let mut out = vec![0u8; n * rows * 4];
+    // SAFETY: the buffers hold what the kernel reads and writes at these sizes (weights of
+    // `rows` rows of `k` values, n rows of k codes and k / 32 scale pairs, n x rows outputs);
+    // the arguments are in the kernel's order and sizes (the second a pointer or a u64).
+    unsafe {
+        for (b, bytes) in &bufs {
+            s.upload(b.ptr(), bytes).unwrap();
+        }
+        s.launch(f, dims, &mut args).unwrap();
+        s.download(&mut out, y.ptr()).unwrap();
+    }
+    out.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The tiled products of Q4_K, Q5_K and Q6_K (`mmqk_*`, kernels/mmq_k.cu) on Q8_K
+/// activations equal the CPU's scalar dot products bit for bit (per 256-block the exact
+/// integer sums, then the block's float products added block after block). Weights and
+/// activations quantized by the library from noise; ragged row and token tiles, 1 to 3
+/// blocks a row.
+#[test]
+fn mmqk_tiles_equal_the_cpu_dot_products() {
+    use rocmforge::gguf::GgmlType;
+    use rocmforge::quant::{Dot, activation_quantizer, lookup, quantize_row, row_bytes};
+    let Some(dev) = gpu() else { return };
+    let floats = |seed: u64, n: usize| -> Vec<f32> {
+        noise(seed, n)
+            .iter()
+            .map(|&b| (f32::from(b) - 127.5) / 64.0)
+            .collect()
+    };
+    for (name, ty) in [
+        ("q4_k", GgmlType::Q4K),
+        ("q5_k", GgmlType::Q5K),
+        ("q6_k", GgmlType::Q6K),
+    ] {
+        let Some(Dot::Quant { act, f, .. }) = lookup(ty).and_then(|q| q.dot) else {
+            panic!("{ty} has no quantized dot product");
+        };
+        assert_eq!(act, GgmlType::Q8K);
+        let quant_act = activation_quantizer(act).unwrap();
+        for (rows, n, k) in [(100, 130, 256), (64, 33, 768), (130, 64, 512)] {
+            let rb = row_bytes(ty, k).unwrap();
+            let ab = row_bytes(act, k).unwrap();
+            let wf = floats(k as u64 * 5 + rows as u64, rows * k);
+            let mut w = vec![0u8; rows * rb];
+            for (src, dst) in wf.chunks_exact(k).zip(w.chunks_exact_mut(rb)) {
+                quantize_row(ty, src, dst).unwrap();
+            }
+            let xf = floats(n as u64 * 17 + k as u64, n * k);
+            let mut a = vec![0u8; n * ab];
+            for (src, dst) in xf.chunks_exact(k).zip(a.chunks_exact_mut(ab)) {
+                quant_act(src, dst);
+            }
+            // The GPU's Q8_K activations: the codes, and {d, 0} per 32 values.
+            let (mut xq, mut xds) = (Vec::with_capacity(n * k), Vec::new());
+            for blk in a.chunks_exact(292) {
+                xq.extend_from_slice(&blk[4..260]);
+                for _ in 0..8 {
+                    xds.extend_from_slice(&blk[0..4]);
+                    xds.extend(0f32.to_le_bytes());
+                }
+            }
+            let got = run_mmq(
+                &dev,
+                &format!("mmqk_{name}"),
+                &w,
+                MmqSecond::RowBytes(rb as u64),
+                (&xq, &xds),
+                (rows, n, k),
+            );
+            let mut differ = 0;
+            for t in 0..n {
+                for r in 0..rows {
+                    let want = f(&w[r * rb..(r + 1) * rb], &a[t * ab..(t + 1) * ab]);
+                    differ += usize::from(got[t * rows + r] != want);
+                }
+            }
+            println!(
+                "mmqk_{name} {rows} rows x {n} tokens, K {k}: {differ} of {} differ",
+                n * rows
+            );
+            assert_eq!(differ, 0, "mmqk_{name} {rows}x{n}x{k}");
+        }
+    }
+}
+
 /// The tiled int8 products (`mmq_*`, kernels/mmq.cu) equal, bit for bit, the CPU's order of
 /// the same arithmetic: per block of 32 the exact integer sum, then
 /// `acc += (d_w * d_x) * sum` (and `+= m_w * s_x` for Q4_1), block after block. Shapes that
@@ -514,12 +651,10 @@ fn noise(seed: u64, n: usize) -> Vec<u8> {
 /// ragged last one, K of 3 and 9 blocks (a partial shared-memory stage).
 #[test]
 fn mmq_tiles_equal_the_block_order_sums() {
-    use rocmforge::backend::gpu::{DevBuf, Dims};
     let Some(dev) = gpu() else { return };
     let f16 = |b: &[u8], i: usize| half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
     // (format, header bytes, code bytes): Q4_0 (codes minus 8), Q4_1 (with a minimum), Q8_0.
     for (name, hb, qb) in [("q4_0", 2, 16), ("q4_1", 4, 16), ("q8_0", 2, 32)] {
-        let f = dev.function(&format!("mmq_{name}")).unwrap();
         for (rows, n, k) in [(100, 130, 96), (64, 33, 288), (130, 64, 256)] {
             let nb = k / 32;
             let blocks = rows * nb;
@@ -572,46 +707,15 @@ fn mmq_tiles_equal_the_block_order_sums() {
                     want[t * rows + r] = acc;
                 }
             }
-            let up = |bytes: &[u8]| {
-                let b = DevBuf::new(&dev, bytes.len()).unwrap();
-                (b, bytes.to_vec())
-            };
             let xds_bytes: Vec<u8> = xds.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let bufs = [up(&codes), up(&heads), up(&xq), up(&xds_bytes)];
-            let y = DevBuf::new(&dev, n * rows * 4).unwrap();
-            let mut s = dev.new_stream().unwrap();
-            let mut ptrs: Vec<u64> = bufs.iter().map(|(b, _)| b.ptr()).collect();
-            let (mut ki, mut ni, mut yp, mut ri) = (k as i32, n as i32, y.ptr(), rows as i32);
-            let mut args: Vec<*mut std::ffi::c_void> = ptrs
-                .iter_mut()
-                .map(|p| p as *mut u64 as *mut std::ffi::c_void)
-                .collect();
-            args.extend([
-                &mut ki as *mut i32 as *mut std::ffi::c_void,
-                &mut ni as *mut i32 as *mut std::ffi::c_void,
-                &mut yp as *mut u64 as *mut std::ffi::c_void,
-                &mut ri as *mut i32 as *mut std::ffi::c_void,
-            ]);
-            let dims = Dims {
-                grid: (rows.div_ceil(64) as u32, n.div_ceil(64) as u32, 1),
-                block: 128,
-                shared: 0,
-            };
-            let mut out = vec![0u8; n * rows * 4];
-            // SAFETY: the buffers hold what mmq reads and writes at these sizes (codes and
-            // headers of rows x nb blocks, n rows of K codes and nb scale pairs, n x rows
-            // outputs); the arguments are in the kernel's order and sizes.
-            unsafe {
-                for (b, bytes) in &bufs {
-                    s.upload(b.ptr(), bytes).unwrap();
-                }
-                s.launch(f, dims, &mut args).unwrap();
-                s.download(&mut out, y.ptr()).unwrap();
-            }
-            let got: Vec<f32> = out
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let got = run_mmq(
+                &dev,
+                &format!("mmq_{name}"),
+                &codes,
+                MmqSecond::Buf(&heads),
+                (&xq, &xds_bytes),
+                (rows, n, k),
+            );
             let differ = got
                 .iter()
                 .zip(&want)

@@ -395,8 +395,8 @@ impl GpuForward {
                 t0 += nt;
             }
         }
-        // Q4_K on Q8_K activations: their own quantization of `x` (the Q8 scratch is free
-        // again: the launches above are queued before this overwrites it).
+        // Q4_K, Q5_K and Q6_K on Q8_K activations: their own quantization of `x` (the Q8
+        // scratch is free again: the launches above are queued before this overwrites it).
         let q8k: Vec<(&GpuMat, View)> = mats
             .iter()
             .copied()
@@ -405,17 +405,25 @@ impl GpuForward {
         if let Some(&(first, _)) = q8k.first() {
             let q = self.q8();
             let k_in = first.shape.n_in;
-            let s = self.stream.as_mut();
-            w.kernels.quantize_q8k(s, x, q, n, k_in)?;
-            let mut t0 = 0;
-            while t0 < n {
-                let nt = (n - t0).min(MMV_MAX);
-                let xs = q.rows(t0, nt, k_in)?;
-                for &(m, y) in &q8k {
-                    let ys = y.sub(t0 * m.shape.n_out * 4, nt * m.shape.n_out * 4)?;
-                    w.kernels.mmvqk(s, m.view(), m.shape, xs, nt, ys)?;
+            w.kernels
+                .quantize_q8k(self.stream.as_mut(), x, q, n, k_in)?;
+            for &(m, y) in &q8k {
+                let tiled = self.tiled(w, m, n);
+                let s = self.stream.as_mut();
+                if tiled {
+                    w.kernels
+                        .mmq
+                        .run(s, m.view(), m.shape, q.rows(0, n, k_in)?, n, y)?;
+                    continue;
                 }
-                t0 += nt;
+                let mut t0 = 0;
+                while t0 < n {
+                    let nt = (n - t0).min(MMV_MAX);
+                    let ys = y.sub(t0 * m.shape.n_out * 4, nt * m.shape.n_out * 4)?;
+                    w.kernels
+                        .mmvqk(s, m.view(), m.shape, q.rows(t0, nt, k_in)?, nt, ys)?;
+                    t0 += nt;
+                }
             }
         }
         for &(m, y) in mats {
@@ -833,15 +841,16 @@ impl GpuForward {
     /// Whether `n` rows of a product with `m` take the tiled int8 kernels (`mmq`): more rows
     /// than the matrix-vector kernels' `few_rows`, also where there is no GEMM (HIP).
     fn tiled(&self, w: &GpuWeights, m: &GpuMat, n: usize) -> bool {
-        n > few_rows(w, m.shape.format) && w.kernels.mmq.takes(&m.shape)
+        n > few_rows(w, m.shape.format) && w.kernels.mmq.takes(&m.shape, m.view().ptr)
     }
 
-    /// Whether a product with `m` over `n` rows takes Q8_K-quantized inputs and the Q8_K
-    /// integer-dot kernels (`matmul`).
+    /// Whether a product with `m` over `n` rows takes Q8_K-quantized inputs (`matmul`): the
+    /// Q8_K integer-dot matrix-vector kernels up to `few_rows`, the tiled ones (`mmq`, where
+    /// on) above.
     fn wants_q8k(&self, w: &GpuWeights, m: &GpuMat, n: usize) -> bool {
         let sh = &m.shape;
         w.kernels.has_mmvqk(sh.format)
-            && self.few(w, sh.format, n)
+            && (self.few(w, sh.format, n) || self.tiled(w, m, n))
             && sh.heads.is_none()
             && sh.n_in.is_multiple_of(256)
             && mmvqk_fits(sh.format, m.view().ptr, sh.row_bytes)

@@ -54,7 +54,7 @@ pub const MMV_MAX: usize = 8;
 
 /// The formats with integer-dot kernels on Q8_K activations (kernels/matvec_q8k.cu
 /// `mmvqk`), and whether theirs load whole 16-byte lines (rows and matrix 16-byte aligned).
-const MMVQK: [(&str, bool); 3] = [("q4_k", true), ("q5_k", true), ("q6_k", false)];
+pub(super) const MMVQK: [(&str, bool); 3] = [("q4_k", true), ("q5_k", true), ("q6_k", false)];
 
 /// Whether `mmvqk` can take a matrix of `format` at `ptr` with rows of `row_bytes`.
 pub fn mmvqk_fits(format: usize, ptr: DevPtr, row_bytes: usize) -> bool {

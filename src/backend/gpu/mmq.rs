@@ -1,17 +1,19 @@
-//! Host wrapper of kernels/mmq.cu: tiled int8 tensor-core products of the 32-element formats
-//! in the split layout with Q8 activations, for batches above the matrix-vector kernels'
-//! `few_rows`. They compute what `mmvq` and the CPU's dot products compute (exact integer
-//! block sums, scaled and added in block order), where the f16 GEMM rounds the weights and
-//! activations to f16. Where there is a BLAS (CUDA) it is off unless RF_GPU_MMQ=1 until it
+//! Host wrapper of kernels/mmq.cu and mmq_k.cu: tiled int8 tensor-core products of the
+//! 32-element formats in the split layout with Q8 activations, and of Q4_K, Q5_K and Q6_K
+//! (plain rows) with Q8_K activations, for batches above the matrix-vector kernels'
+//! `few_rows`. They compute what `mmvq` / `mmvqk` and the CPU's dot products compute (exact
+//! integer block sums, scaled and added in block order), where the f16 GEMM rounds the
+//! weights and activations to f16. Where there is a BLAS (CUDA) it is off unless RF_GPU_MMQ=1 until it
 //! has been measured against dequantize + cuBLAS (docs/GPU.md); where there is none (HIP)
 //! it is on unless RF_GPU_MMQ=0, since the alternative there reads the whole matrix again
 //! for every eight rows (the matrix-vector kernels), and mmq once per 64.
 
 use super::kernels::{
-    Arg, FORMATS, MatShape, Q8Act, View, bytes_of, launch, need, split_parts, split_views,
+    Arg, FORMATS, MMVQK, MatShape, Q8Act, View, bytes_of, launch, mmvqk_fits, need, split_parts,
+    split_views,
 };
 use super::kernels::{to_i32, to_u32};
-use super::{Dims, Func, GpuDevice, GpuStream};
+use super::{DevPtr, Dims, Func, GpuDevice, GpuStream};
 use crate::{Error, Result};
 
 /// Weight rows and tokens of one block's tile (kernels/mmq.cu MMQ_ROWS, MMQ_TOKS).
@@ -19,21 +21,26 @@ const ROWS: usize = 64;
 const TOKS: usize = 64;
 
 pub struct Mmq {
-    /// Per entry of `FORMATS`: its kernel, where it has one.
+    /// Per entry of `FORMATS`: its kernel, where it has one (`mmq_*` for the split layout,
+    /// `mmqk_*` for the 256-element formats of `MMVQK`).
     kernels: Vec<Option<Func>>,
     on: bool,
 }
 
 impl Mmq {
     pub fn load(dev: &dyn GpuDevice) -> Result<Mmq> {
-        // The formats of the split layout (kernels.rs `Q8_DOT`) have one.
+        // The formats of the split layout (kernels.rs `Q8_DOT`) and those of `mmvqk` have one.
         let kernels = FORMATS
             .iter()
             .enumerate()
             .map(|(i, (_, name, _))| {
-                split_parts(i)
-                    .map(|_| dev.function(&format!("mmq_{name}")))
-                    .transpose()
+                if split_parts(i).is_some() {
+                    dev.function(&format!("mmq_{name}")).map(Some)
+                } else if MMVQK.iter().any(|&(n, _)| n == *name) {
+                    dev.function(&format!("mmqk_{name}")).map(Some)
+                } else {
+                    Ok(None)
+                }
             })
             .collect::<Result<_>>()?;
         let on = match std::env::var("RF_GPU_MMQ").as_deref() {
@@ -44,13 +51,10 @@ impl Mmq {
         Ok(Mmq { kernels, on })
     }
 
-    /// Whether products with a matrix of this shape take `mmq` (switched on, a format with
-    /// the kernel, the split layout).
-    pub fn takes(&self, m: &MatShape) -> bool {
-        self.on
-            && m.heads.is_some()
-            && m.n_in.is_multiple_of(32)
-            && self.kernels.get(m.format).is_some_and(Option::is_some)
+    /// Whether products with a matrix of this shape at `ptr` take `mmq` (switched on, a
+    /// format with the kernel, in its layout and alignment).
+    pub fn takes(&self, m: &MatShape, ptr: DevPtr) -> bool {
+        self.on && self.kernels.get(m.format).is_some_and(Option::is_some) && fits(m, ptr)
     }
 
     /// `y[t] = W x[t]` for `n` tokens of Q8 activations `x` (rows of `m.n_in` codes).
@@ -68,9 +72,8 @@ impl Mmq {
             .get(m.format)
             .copied()
             .flatten()
-            .filter(|_| m.n_in.is_multiple_of(32) && n > 0)
+            .filter(|_| fits(&m, w.ptr) && n > 0)
             .ok_or_else(|| Error::Internal(format!("mmq of format {}, {n} rows", m.format)))?;
-        let (codes, heads) = split_views(w, m)?;
         need(x.codes, bytes_of(n, m.n_in)?, 1, "mmq codes")?;
         need(x.scales, bytes_of(n, m.n_in / 32)?, 8, "mmq scales")?;
         need(y, bytes_of(n, m.n_out)?, 4, "mmq output")?;
@@ -91,9 +94,17 @@ impl Mmq {
             block: 128,
             shared: 0,
         };
+        // The split layout's kernels take the codes and the headers, the others the rows.
+        let (first, second) = if m.heads.is_some() {
+            let (codes, heads) = split_views(w, m)?;
+            (Arg::P(codes.ptr), Arg::P(heads.ptr))
+        } else {
+            need(w, m.n_out, m.row_bytes, "mmqk weights")?;
+            (Arg::P(w.ptr), Arg::U64(m.row_bytes as u64))
+        };
         let args = [
-            Arg::P(codes.ptr),
-            Arg::P(heads.ptr),
+            first,
+            second,
             Arg::P(x.codes.ptr),
             Arg::P(x.scales.ptr),
             Arg::I(to_i32(m.n_in, "K")?),
@@ -102,5 +113,16 @@ impl Mmq {
             Arg::I(to_i32(m.n_out, "N")?),
         ];
         launch(s, f, dims, &args)
+    }
+}
+
+/// Whether a matrix of this shape at `ptr` is in the layout its format's kernel reads: the
+/// split layout with whole 32-blocks, or plain rows of whole 256-blocks aligned as `mmvqk`
+/// needs (the same loads).
+fn fits(m: &MatShape, ptr: DevPtr) -> bool {
+    if m.heads.is_some() {
+        split_parts(m.format).is_some() && m.n_in.is_multiple_of(32)
+    } else {
+        m.n_in.is_multiple_of(256) && mmvqk_fits(m.format, ptr, m.row_bytes)
     }
 }

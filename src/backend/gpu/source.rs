@@ -18,6 +18,7 @@ pub const SOURCE: &[&str] = &[
     include_str!("../../../kernels/matvec_q8.cu"),
     include_str!("../../../kernels/matvec_q8k.cu"),
     include_str!("../../../kernels/mmq.cu"),
+    include_str!("../../../kernels/mmq_k.cu"),
     include_str!("../../../kernels/ops.cu"),
     include_str!("../../../kernels/fused.cu"),
     include_str!("../../../kernels/attention.cu"),
