@@ -1,9 +1,9 @@
-// Tiled products of the 32-element formats (split layout, matvec_q8.cu) with Q8-quantized
-// activations on int8 tensor cores: what mmvq computes, for batches too large for it
-// (prefill, many sequences), without dequantizing the weights to f16. Per block of 32 weights
-// and 32 activation codes the exact integer sum (mma m16n8k32: a quant block is one k step),
-// then, in block order as the CPU adds them, acc += (d_w * d_x) * sum, and for the formats
-// with a minimum acc += m_w * s_x.
+// Tiled products of the 32-element formats (split layout, matvec_q8.cu, or the file's
+// blocks) with Q8-quantized activations on int8 tensor cores: what mmvq computes, for
+// batches too large for it (prefill, many sequences), without dequantizing the weights to
+// f16. Per block of 32 weights and 32 activation codes the exact integer sum (mma
+// m16n8k32: a quant block is one k step), then, in block order as the CPU adds them,
+// acc += (d_w * d_x) * sum, and for the formats with a minimum acc += m_w * s_x.
 //
 // A block of 128 threads takes MMQ_ROWS weight rows x MMQ_TOKS tokens; each 32-thread group a
 // 32 x 32 corner of it (2 x 4 mma tiles). Stages of MMQ_KB quant blocks go through shared
@@ -19,11 +19,28 @@
 
 // A whole block's codes as eight words in activation order, signed: sixteen code bytes
 // through the format's `block`, minus OFF (IQ4_NL's table values are signed already, OFF 0).
+// AL: the codes are 16-byte aligned (split layout); else 2-byte (the file's blocks).
+template <bool AL>
+__device__ __forceinline__ void mmq_words(const u8* q, u32* w, int n) {
+    if (AL) {
+        for (int i = 0; i < n; i += 4) {
+            const uint4 v = *(const uint4*)(q + 4 * i);
+            w[i] = v.x;
+            w[i + 1] = v.y;
+            w[i + 2] = v.z;
+            w[i + 3] = v.w;
+        }
+    } else {
+        for (int i = 0; i < n; i++) w[i] = rf_ld32h(q + 4 * i);
+    }
+}
+
 template <class F>
 struct MmqBlock {
+    template <bool AL>
     static __device__ __forceinline__ void unpack(const u8* h, const u8* q, u32* w) {
-        const uint4 v = *(const uint4*)q;
-        const u32 c[4] = {v.x, v.y, v.z, v.w};
+        u32 c[4];
+        mmq_words<AL>(q, c, 4);
         F::block(h, c, (int*)w);
         if (F::OFF != 0)
 #pragma unroll
@@ -34,8 +51,34 @@ struct MmqBlock {
 // Q8_0: 32 signed code bytes, as they are.
 template <>
 struct MmqBlock<DotQ8_0> {
+    template <bool AL>
     static __device__ __forceinline__ void unpack(const u8*, const u8* q, u32* w) {
-        rf_words8(q, w);
+        mmq_words<AL>(q, w, 8);
+    }
+};
+
+// Where block b of row r sits: the split layout (codes C, headers H, nb blocks a row) or
+// the file's blocks (rows of row_bytes from W, each block its HB header bytes, then codes).
+template <class F>
+struct MmqSplit {
+    static const bool AL = true;
+    const u8* C;
+    const u8* H;
+    int nb;
+    __device__ __forceinline__ void at(int r, int b, const u8*& h, const u8*& q) const {
+        const u64 blk = (u64)r * nb + b;
+        h = H + blk * F::HB;
+        q = C + blk * F::QB;
+    }
+};
+template <class F>
+struct MmqRows {
+    static const bool AL = false;
+    const u8* W;
+    u64 row_bytes;
+    __device__ __forceinline__ void at(int r, int b, const u8*& h, const u8*& q) const {
+        h = W + (u64)r * row_bytes + (u64)b * (F::HB + F::QB);
+        q = h + F::HB;
     }
 };
 
@@ -85,10 +128,10 @@ __device__ __forceinline__ void mmq_store(const float (*acc)[4][4], int r0, int 
             }
 }
 
-template <class F>
-__device__ __forceinline__ void mmq(const u8* __restrict__ C, const u8* __restrict__ H,
-                                    const i8* __restrict__ xq, const float2* __restrict__ xds,
-                                    int K, int n, float* __restrict__ y, int N) {
+template <class F, class L>
+__device__ __forceinline__ void mmq(const L lay, const i8* __restrict__ xq,
+                                    const float2* __restrict__ xds, int K, int n,
+                                    float* __restrict__ y, int N) {
     __shared__ u32 Ws[MMQ_ROWS][MMQ_LD];
     __shared__ float Wd[MMQ_ROWS][MMQ_KB], Wm[MMQ_ROWS][MMQ_KB];
     __shared__ u32 Xs[MMQ_TOKS][MMQ_LD];
@@ -110,9 +153,9 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ C, const u8* __restri
             u32 w[8];
             float d = 0.0f, m = 0.0f;
             if (b < nb && row0 + r < N) {
-                const u64 blk = (u64)(row0 + r) * nb + b;
-                const u8* h = H + blk * F::HB;
-                MmqBlock<F>::unpack(h, C + blk * F::QB, w);
+                const u8 *h, *q;
+                lay.at(row0 + r, b, h, q);
+                MmqBlock<F>::template unpack<L::AL>(h, q, w);
                 d = rf_f16_to_f32(*(const u16*)h);
                 if (F::MIN) m = rf_f16_to_f32(*(const u16*)(h + 2));
             } else {
@@ -162,11 +205,18 @@ __device__ __forceinline__ void mmq(const u8* __restrict__ C, const u8* __restri
     mmq_store(acc, row0 + wr, tok0 + wt, y, N, n);
 }
 
+// mmq_*: the split layout; mmqr_*: the file's blocks (a tied output matrix, which the
+// embedding lookup reads in that layout).
 #define RF_MMQ_KERNEL(name, F)                                                               \
     extern "C" __global__ void __launch_bounds__(128)                                        \
     mmq_##name(const u8* C, const u8* H, const i8* xq, const float2* xds, int K, int n,      \
                float* y, int N) {                                                            \
-        mmq<F>(C, H, xq, xds, K, n, y, N);                                                   \
+        mmq<F>(MmqSplit<F>{C, H, K / 32}, xq, xds, K, n, y, N);                              \
+    }                                                                                        \
+    extern "C" __global__ void __launch_bounds__(128)                                        \
+    mmqr_##name(const u8* W, u64 row_bytes, const i8* xq, const float2* xds, int K, int n,   \
+                float* y, int N) {                                                           \
+        mmq<F>(MmqRows<F>{W, row_bytes}, xq, xds, K, n, y, N);                               \
     }
 
 RF_MMQ_KERNEL(q4_0, DotQ4_0)

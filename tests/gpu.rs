@@ -324,6 +324,69 @@ fn changing_batch_layouts_match_the_cpu() {
     }
 }
 
+/// Many sequences generating together (the engine's steps: one row per sequence, more rows
+/// than the matrix-vector kernels take) give the CPU's logits, step after step and after a
+/// sequence leaves. Where every product takes the tiled int8 kernels (mmq on: the HIP path,
+/// RF_GPU_MMQ=1 on CUDA) such steps run as recorded graphs, replayed with other attention
+/// lengths; otherwise through the f16 GEMM. Bounds as `changing_batch_layouts_match_the_cpu`
+/// and the zoo's.
+#[test]
+fn many_sequences_match_the_cpu() {
+    let Some(_dev) = gpu() else { return };
+    for (name, bound) in [("llama.Q4_0.gguf", 0.25f32), ("llama-k.Q4_K_S.gguf", 0.255)] {
+        let Some(path) = common::zoo_model(name) else {
+            return;
+        };
+        let cpu = load(&path, Backend::Cpu, None).unwrap();
+        let dev = load(&path, Backend::Cuda, None).unwrap();
+        let n_seq = 40usize;
+        let params = || ContextParams {
+            n_ctx: 1024,
+            n_batch: 128,
+            n_seq_max: n_seq,
+            numerics: Numerics::BatchInvariant,
+            ..ContextParams::default()
+        };
+        let mut cc = Context::new(cpu.clone(), params()).unwrap();
+        let mut gc = Context::new(dev.clone(), params()).unwrap();
+        let toks = prompt(&cpu, 97);
+        let tok = |s: usize, at: usize| toks[(at * 7 + s * 3) % toks.len()] as i32;
+        let mut worst = 0f32;
+        let mut run = |b: &Batch, cc: &mut Context, gc: &mut Context| {
+            cc.decode(b).unwrap();
+            gc.decode(b).unwrap();
+            assert_eq!(cc.n_outputs(), gc.n_outputs());
+            for r in 0..cc.n_outputs() as i32 {
+                let d = max_abs_diff(cc.logits(r).unwrap(), gc.logits(r).unwrap());
+                worst = worst.max(d);
+            }
+        };
+        // A 3-token prompt each (120 rows, the last of each an output), then generation;
+        // sequence 7 leaves after four steps.
+        let mut b = Batch::new();
+        for s in 0..n_seq {
+            for at in 0..3 {
+                b.add(tok(s, at), at as i32, &[s as i32], at == 2).unwrap();
+            }
+        }
+        run(&b, &mut cc, &mut gc);
+        for step in 0..6 {
+            if step == 4 {
+                cc.kv_free(7).unwrap();
+                gc.kv_free(7).unwrap();
+            }
+            let mut b = Batch::new();
+            for s in (0..n_seq).filter(|&s| step < 4 || s != 7) {
+                b.add(tok(s, 3 + step), (3 + step) as i32, &[s as i32], true)
+                    .unwrap();
+            }
+            run(&b, &mut cc, &mut gc);
+        }
+        println!("{name}: {n_seq} sequences, max |dlogit| {worst:.4} (bound {bound})");
+        assert!(worst <= bound, "{name}: {worst}");
+    }
+}
+
 #[test]
 fn device_memory_returns_after_free() {
     let Some(dev) = gpu() else { return };
@@ -644,7 +707,8 @@ fn mmqk_tiles_equal_the_cpu_dot_products() {
     }
 }
 
-/// The tiled int8 products (`mmq_*`, kernels/mmq.cu) equal, bit for bit, the CPU's order of
+/// The tiled int8 products (`mmq_*` on the split layout, `mmqr_*` on the file's blocks,
+/// kernels/mmq.cu) equal, bit for bit, the CPU's order of
 /// the same arithmetic: per block of 32 the exact integer sum, then
 /// `acc += (d_w * d_x) * sum` (and `+= m_w * s_x` for Q4_1), block after block. Shapes that
 /// leave partial tiles everywhere: rows not a multiple of 64, several token tiles with a
@@ -708,24 +772,37 @@ fn mmq_tiles_equal_the_block_order_sums() {
                 }
             }
             let xds_bytes: Vec<u8> = xds.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let got = run_mmq(
-                &dev,
-                &format!("mmq_{name}"),
-                &codes,
-                MmqSecond::Buf(&heads),
-                (&xq, &xds_bytes),
-                (rows, n, k),
-            );
-            let differ = got
-                .iter()
-                .zip(&want)
-                .filter(|(g, w)| g.to_bits() != w.to_bits())
-                .count();
-            println!(
-                "mmq_{name} {rows} rows x {n} tokens, K {k}: {differ} of {} differ",
-                n * rows
-            );
-            assert_eq!(differ, 0, "mmq_{name} {rows}x{n}x{k}");
+            // The same blocks in the file's layout (each its header, then its codes).
+            let file: Vec<u8> = (0..blocks)
+                .flat_map(|b| {
+                    let h = &heads[b * hb..(b + 1) * hb];
+                    h.iter().chain(&codes[b * qb..(b + 1) * qb]).copied()
+                })
+                .collect();
+            let layouts = [
+                ("mmq", &codes, MmqSecond::Buf(&heads)),
+                ("mmqr", &file, MmqSecond::RowBytes((nb * (hb + qb)) as u64)),
+            ];
+            for (kernel, w, second) in layouts {
+                let got = run_mmq(
+                    &dev,
+                    &format!("{kernel}_{name}"),
+                    w,
+                    second,
+                    (&xq, &xds_bytes),
+                    (rows, n, k),
+                );
+                let differ = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(g, w)| g.to_bits() != w.to_bits())
+                    .count();
+                println!(
+                    "{kernel}_{name} {rows} rows x {n} tokens, K {k}: {differ} of {} differ",
+                    n * rows
+                );
+                assert_eq!(differ, 0, "{kernel}_{name} {rows}x{n}x{k}");
+            }
         }
     }
 }

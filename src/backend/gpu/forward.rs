@@ -139,6 +139,10 @@ pub struct GpuForward {
     /// fails.
     graphs: Vec<(GraphKey, GraphId)>,
     graphs_on: bool,
+    /// Every product takes the tiled int8 kernels above the matrix-vector kernels' rows
+    /// (`GpuWeights::all_tiled`): no f16 GEMM scratch, and decodes of one row per sequence
+    /// (the engine's generation steps) of any size run as graphs.
+    all_tiled: bool,
 }
 
 fn f32_buf(w: &GpuWeights, n: usize, what: &str) -> Result<DevBuf> {
@@ -184,7 +188,8 @@ impl GpuForward {
         let q_dim = p.n_head * p.head_dim;
         let fused = (q_dim + kd + vd).max(2 * p.n_ff);
         let max_in = p.n_embd.max(p.n_ff).max(p.n_head * p.v_head_dim);
-        let gemm = nb > fewest_rows(w) && w.dev.has_gemm();
+        let all_tiled = w.all_tiled();
+        let gemm = nb > fewest_rows(w) && w.dev.has_gemm() && !all_tiled;
         let acts = Acts {
             x: f32_buf(w, rows(p.n_embd)?, "activations")?,
             h: f32_buf(w, rows(p.n_embd)?, "activations")?,
@@ -233,6 +238,7 @@ impl GpuForward {
             cells: Vec::new(),
             graphs: Vec::new(),
             graphs_on: std::env::var("RF_GPU_GRAPHS").map_or(true, |v| v != "0"),
+            all_tiled,
         })
     }
 
@@ -485,7 +491,8 @@ impl GpuForward {
     /// `plan.outputs` into `logits` (reusing its memory), finishing on the CPU when layers
     /// remain there.
     ///
-    /// With every layer and the head on the GPU and no GEMM (at most `graph_rows` rows), the
+    /// With every layer and the head on the GPU and no GEMM (at most `graph_rows` rows, or
+    /// any number of rows of one token per sequence where every product is tiled), the
     /// launches run as a graph recorded the first time a decode of that layout is seen
     /// (`GraphKey`) and replayed after: the abort callback is then asked once, before.
     #[allow(clippy::too_many_arguments)]
@@ -529,7 +536,7 @@ impl GpuForward {
         let count = bytes_of(m, p.n_vocab)?;
         let lv = self.logits_view(w, count)?;
         let (norm, out) = (norm.view(), out.as_ref());
-        if self.graphs_on && n <= self.graph_rows(w) {
+        if self.graphs_on && (n <= self.graph_rows(w) || self.all_tiled && tb.n_lists == n) {
             if abort() {
                 return Err(aborted());
             }

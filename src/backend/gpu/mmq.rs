@@ -1,10 +1,10 @@
 //! Host wrapper of kernels/mmq.cu and mmq_k.cu: tiled int8 tensor-core products of the
-//! 32-element formats in the split layout with Q8 activations, and of Q4_K, Q5_K and Q6_K
-//! (plain rows) with Q8_K activations, for batches above the matrix-vector kernels'
-//! `few_rows`. They compute what `mmvq` / `mmvqk` and the CPU's dot products compute (exact
-//! integer block sums, scaled and added in block order), where the f16 GEMM rounds the
-//! weights and activations to f16. Where there is a BLAS (CUDA) it is off unless RF_GPU_MMQ=1 until it
-//! has been measured against dequantize + cuBLAS (docs/GPU.md); where there is none (HIP)
+//! 32-element formats (split layout, or the file's blocks: a tied output matrix) with Q8
+//! activations, and of Q4_K, Q5_K and Q6_K (plain rows) with Q8_K activations, for batches
+//! above the matrix-vector kernels' `few_rows`. They compute what `mmvq` / `mmvqk` and the
+//! CPU's dot products compute (exact integer block sums, scaled and added in block order),
+//! where the f16 GEMM rounds the weights and activations to f16. Where there is a BLAS
+//! (CUDA) it is off unless RF_GPU_MMQ=1 until it has been measured against dequantize + cuBLAS (docs/GPU.md); where there is none (HIP)
 //! it is on unless RF_GPU_MMQ=0, since the alternative there reads the whole matrix again
 //! for every eight rows (the matrix-vector kernels), and mmq once per 64.
 
@@ -21,9 +21,10 @@ const ROWS: usize = 64;
 const TOKS: usize = 64;
 
 pub struct Mmq {
-    /// Per entry of `FORMATS`: its kernel, where it has one (`mmq_*` for the split layout,
-    /// `mmqk_*` for the 256-element formats of `MMVQK`).
-    kernels: Vec<Option<Func>>,
+    /// Per entry of `FORMATS`: its kernels, where it has them: for the split layout
+    /// (`mmq_*`) and for rows of the file's blocks (`mmqr_*`, or `mmqk_*` for the
+    /// 256-element formats of `MMVQK`).
+    kernels: Vec<(Option<Func>, Option<Func>)>,
     on: bool,
 }
 
@@ -34,12 +35,13 @@ impl Mmq {
             .iter()
             .enumerate()
             .map(|(i, (_, name, _))| {
+                let f = |prefix: &str| dev.function(&format!("{prefix}_{name}")).map(Some);
                 if split_parts(i).is_some() {
-                    dev.function(&format!("mmq_{name}")).map(Some)
+                    Ok((f("mmq")?, f("mmqr")?))
                 } else if MMVQK.iter().any(|&(n, _)| n == *name) {
-                    dev.function(&format!("mmqk_{name}")).map(Some)
+                    Ok((None, f("mmqk")?))
                 } else {
-                    Ok(None)
+                    Ok((None, None))
                 }
             })
             .collect::<Result<_>>()?;
@@ -54,7 +56,21 @@ impl Mmq {
     /// Whether products with a matrix of this shape at `ptr` take `mmq` (switched on, a
     /// format with the kernel, in its layout and alignment).
     pub fn takes(&self, m: &MatShape, ptr: DevPtr) -> bool {
-        self.on && self.kernels.get(m.format).is_some_and(Option::is_some) && fits(m, ptr)
+        self.on && self.kernel(m, ptr).is_some()
+    }
+
+    /// The kernel for a matrix of this shape at `ptr`: the one of its format and layout,
+    /// where the shape and alignment are what it reads (whole blocks a row; the 256-element
+    /// formats aligned as `mmvqk` needs, the same loads).
+    fn kernel(&self, m: &MatShape, ptr: DevPtr) -> Option<Func> {
+        let &(split, rows) = self.kernels.get(m.format)?;
+        if m.heads.is_some() {
+            split.filter(|_| m.n_in.is_multiple_of(32))
+        } else if split.is_some() {
+            rows.filter(|_| m.n_in.is_multiple_of(32))
+        } else {
+            rows.filter(|_| m.n_in.is_multiple_of(256) && mmvqk_fits(m.format, ptr, m.row_bytes))
+        }
     }
 
     /// `y[t] = W x[t]` for `n` tokens of Q8 activations `x` (rows of `m.n_in` codes).
@@ -68,11 +84,8 @@ impl Mmq {
         y: View,
     ) -> Result<()> {
         let f = self
-            .kernels
-            .get(m.format)
-            .copied()
-            .flatten()
-            .filter(|_| fits(&m, w.ptr) && n > 0)
+            .kernel(&m, w.ptr)
+            .filter(|_| n > 0)
             .ok_or_else(|| Error::Internal(format!("mmq of format {}, {n} rows", m.format)))?;
         need(x.codes, bytes_of(n, m.n_in)?, 1, "mmq codes")?;
         need(x.scales, bytes_of(n, m.n_in / 32)?, 8, "mmq scales")?;
@@ -113,16 +126,5 @@ impl Mmq {
             Arg::I(to_i32(m.n_out, "N")?),
         ];
         launch(s, f, dims, &args)
-    }
-}
-
-/// Whether a matrix of this shape at `ptr` is in the layout its format's kernel reads: the
-/// split layout with whole 32-blocks, or plain rows of whole 256-blocks aligned as `mmvqk`
-/// needs (the same loads).
-fn fits(m: &MatShape, ptr: DevPtr) -> bool {
-    if m.heads.is_some() {
-        split_parts(m.format).is_some() && m.n_in.is_multiple_of(32)
-    } else {
-        m.n_in.is_multiple_of(256) && mmvqk_fits(m.format, ptr, m.row_bytes)
     }
 }

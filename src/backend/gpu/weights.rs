@@ -321,6 +321,31 @@ impl GpuWeights {
     pub fn n_layers(&self) -> usize {
         self.layers.len()
     }
+
+    /// Whether every product of a decode (the layers' matrices, the routers of
+    /// mixture-of-experts layers, the head's when it is here) takes the tiled int8 kernels
+    /// above the matrix-vector kernels' rows (`Mmq::takes`): then no batch needs the f16
+    /// GEMM. The experts' own products never do.
+    pub fn all_tiled(&self) -> bool {
+        let mut mats: Vec<&GpuMat> = Vec::new();
+        for l in &self.layers {
+            match &l.qkv {
+                GpuQkv::Split { q, k, v } => mats.extend([q, k, v]),
+                GpuQkv::Fused(m) => mats.push(m),
+            }
+            mats.push(&l.wo);
+            match &l.ffn {
+                GpuFfn::Split { gate, up, down } => mats.extend([gate, up, down]),
+                GpuFfn::Fused { up, down } => mats.extend([up, down]),
+                GpuFfn::Experts(m) => mats.push(&m.router),
+            }
+        }
+        if let Some((_, out)) = &self.head {
+            mats.push(out.as_ref().unwrap_or(&self.token_embd));
+        }
+        mats.iter()
+            .all(|m| self.kernels.mmq.takes(&m.shape, m.view().ptr))
+    }
 }
 
 #[cfg(test)]
