@@ -6,16 +6,27 @@
 // meta: per query row {offset into the entries, count, pos, lo}. One block per (head, row),
 // ATT_WARPS 32-thread groups (also on wave64) each taking every ATT_WARPS-th entry with an online softmax, combined at
 // the end. Head sizes up to 256; GQA: query head h reads KV head
-// h / (n_head / n_head_kv). Scores: q.k * scale, soft-capped when softcap > 0.
+// h / (n_head / n_head_kv). Scores: q.k * scale, soft-capped when softcap > 0. With xq, the
+// output is also quantized to Q8 blocks (codes xq, scales xds) for the next product.
 
 #define ATT_WARPS 4
 #define ATT_MAX_D 256
+
+// Output dimension i of a block's attention: its groups' partial sums, each rescaled to the
+// common maximum gm, over the total weight tl.
+__device__ __forceinline__ float att_out(const float (*s_acc)[ATT_MAX_D], const float* s_m,
+                                         float gm, float tl, int i) {
+    float o = 0.0f;
+    for (int w = 0; w < ATT_WARPS; w++)
+        if (s_m[w] > RF_NEG_INF) o += s_acc[w][i] * expf(s_m[w] - gm);
+    return tl > 0.0f ? o / tl : 0.0f;
+}
 
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32)
 attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
            const u16* __restrict__ vc, float* __restrict__ out,
            const int4* __restrict__ meta, const uint2* __restrict__ ent, int n_head, int n_head_kv, int hd, int vhd,
-           float scale, float softcap) {
+           float scale, float softcap, int* __restrict__ xq, float2* __restrict__ xds) {
     const int h = blockIdx.x, r = blockIdx.y;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int kvh = h / (n_head / n_head_kv);
@@ -69,11 +80,29 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
     for (int w = 0; w < ATT_WARPS; w++)
         if (s_m[w] > RF_NEG_INF) tl += s_l[w] * expf(s_m[w] - gm);
     float* op = out + ((u64)r * n_head + h) * vhd;
-    for (int i = threadIdx.x; i < vhd; i += blockDim.x) {
-        float o = 0.0f;
-        for (int w = 0; w < ATT_WARPS; w++)
-            if (s_m[w] > RF_NEG_INF) o += s_acc[w][i] * expf(s_m[w] - gm);
-        op[i] = tl > 0.0f ? o / tl : 0.0f;
+    if (xq == nullptr) {
+        for (int i = threadIdx.x; i < vhd; i += blockDim.x)
+            op[i] = att_out(s_acc, s_m, gm, tl, i);
+        return;
+    }
+    // Also quantized for the output projection's integer-dot products, as quantize_q8 would
+    // (vhd a multiple of 32): four outputs a lane, eight lanes a block of 32.
+    const u64 row4 = ((u64)r * n_head + h) * vhd / 4;
+    for (int base = warp * 32; base < vhd / 4; base += blockDim.x) {
+        const int i4 = base + lane;
+        const bool ok = i4 < vhd / 4;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (ok) {
+            v = make_float4(att_out(s_acc, s_m, gm, tl, 4 * i4),
+                            att_out(s_acc, s_m, gm, tl, 4 * i4 + 1),
+                            att_out(s_acc, s_m, gm, tl, 4 * i4 + 2),
+                            att_out(s_acc, s_m, gm, tl, 4 * i4 + 3));
+            op[4 * i4] = v.x;
+            op[4 * i4 + 1] = v.y;
+            op[4 * i4 + 2] = v.z;
+            op[4 * i4 + 3] = v.w;
+        }
+        rf_q8_group(v, xq, xds, row4 + i4, ok);
     }
 }
 

@@ -775,8 +775,10 @@ impl GpuForward {
                 )?,
                 entries: words(tb.entries, 2 * tb.n_entries)?,
             };
-            k.attend(s, shape, &io)?;
-            self.matmul(w, &[(&l.wo, o)], attn, n, false)?;
+            // The output projection's Q8 input, made by the attention kernel where it can.
+            let q8 = self.wants_q8(w, &l.wo, n).then(|| self.q8());
+            let ready = k.attend(self.stream.as_mut(), shape, &io, q8)?;
+            self.matmul(w, &[(&l.wo, o)], attn, n, ready)?;
             let s = self.stream.as_mut();
             match &l.post_attn_norm {
                 Some(nw) => k.rms_norm(s, o, d, nw.view(), x, d, n, d, p.eps, true)?,

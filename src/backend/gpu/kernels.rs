@@ -1052,7 +1052,16 @@ impl Kernels {
     /// Attention of `a.n_rows` query rows over the cache (see kernels/attention.cu). The
     /// host built `meta` (per row: offset, count, pos, lo) with offset + count within
     /// `n_entries` and cells below `n_cells`.
-    pub fn attend(&self, s: &mut dyn GpuStream, a: AttnShape, io: &AttnIo) -> Result<()> {
+    /// Attention of `io.q` over the cache into `io.out`. With `q8`, the one-block-a-row
+    /// kernel (decode) also quantizes the output into it for the next integer-dot product,
+    /// where the value heads are whole Q8 blocks; returns whether it did.
+    pub fn attend(
+        &self,
+        s: &mut dyn GpuStream,
+        a: AttnShape,
+        io: &AttnIo,
+        q8: Option<Q8Act>,
+    ) -> Result<bool> {
         if a.head_dim > ATTN_MAX_HEAD
             || a.v_head_dim > ATTN_MAX_HEAD
             || a.n_head_kv == 0
@@ -1138,15 +1147,37 @@ impl Kernels {
             Arg::F(a.softcap),
         ];
         if rows {
-            launch(s, f, dims, &args)
-        } else {
-            let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, _, a11, a12] = args;
-            launch(
-                s,
-                f,
-                dims,
-                &[a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a11, a12],
-            )
+            launch(s, f, dims, &args)?;
+            return Ok(false);
         }
+        let q8 = q8.filter(|_| a.v_head_dim.is_multiple_of(32));
+        let (xq, xds) = match q8 {
+            Some(x) => {
+                let values = count(&[a.n_rows, a.n_head, a.v_head_dim])?;
+                need(x.codes, values, 1, "attention output codes")?;
+                need(x.scales, values / 32, 8, "attention output scales")?;
+                (x.codes.ptr, x.scales.ptr)
+            }
+            None => (0, 0),
+        };
+        let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, _, a11, a12] = args;
+        let args = [
+            a0,
+            a1,
+            a2,
+            a3,
+            a4,
+            a5,
+            a6,
+            a7,
+            a8,
+            a9,
+            a11,
+            a12,
+            Arg::P(xq),
+            Arg::P(xds),
+        ];
+        launch(s, f, dims, &args)?;
+        Ok(q8.is_some())
     }
 }
