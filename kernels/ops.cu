@@ -74,11 +74,6 @@ extern "C" __global__ void softcap_inplace(float* x, float cap, u64 n) {
     if (i < n) x[i] = cap * tanhf(x[i] / cap);
 }
 
-extern "C" __global__ void to_f16(const float* __restrict__ x, u16* __restrict__ y, u64 n) {
-    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = rf_f32_to_f16(x[i]);
-}
-
 // silu(g) * u.
 __device__ __forceinline__ float rf_swiglu(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
@@ -133,26 +128,36 @@ extern "C" __global__ void kv_store_f16(const float* __restrict__ k,
 
 // Activations rounded as the CPU backend's dot products quantize them for each weight format
 // (src/quant/dot.rs), so that GPU and CPU agree: y = the value the quantized block
-// represents. kind 1: Q8_0/Q8_1 (32 values, d = amax/127 stored as f16, q = rint(x*127/amax));
-// 2: Q8_K (256 values, d = -max/127 in f32 from the signed value of largest magnitude,
-// q = min(rint(-127/max * x), 127)); 3: f16; 4: bf16 (round to nearest even). One 32-thread group per
-// 256 values (n a multiple of 256 for kind 2, of 32 for kind 1).
+// represents. kind 0: as they are; 1: Q8_0/Q8_1 (32 values, d = amax/127 stored as f16,
+// q = rint(x*127/amax)); 2: Q8_K (256 values, d = -max/127 in f32 from the signed value of
+// largest magnitude, q = min(rint(-127/max * x), 127)); 3: f16; 4: bf16 (round to nearest
+// even). Into y as f32, or with yh as f16 (the f16 GEMM's input: what to_f16 would make of
+// y). One 32-thread group per 256 values (n a multiple of 256 for kind 2, of 32 for kind 1).
+__device__ __forceinline__ void rf_act_out(float* __restrict__ y, u16* __restrict__ yh, u64 i,
+                                           float v) {
+    if (yh != nullptr)
+        yh[i] = rf_f32_to_f16(v);
+    else
+        y[i] = v;
+}
+
 extern "C" __global__ void quantize_act(const float* __restrict__ x, float* __restrict__ y,
-                                        u64 n, int kind) {
+                                        u16* __restrict__ yh, u64 n, int kind) {
     // 32-thread groups (also on wave64: the host launches four groups a block of 128).
     const int lane = threadIdx.x % 32;
     const u64 base = ((u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * 256;
     if (base >= n) return;
-    if (kind == 3 || kind == 4) {
+    if (kind == 0 || kind == 3 || kind == 4) {
         for (int i = lane; i < 256 && base + i < n; i += 32) {
-            const float v = x[base + i];
+            float v = x[base + i];
             if (kind == 3) {
-                y[base + i] = rf_f16_to_f32(rf_f32_to_f16(v));
-            } else {
+                v = rf_f16_to_f32(rf_f32_to_f16(v));
+            } else if (kind == 4) {
                 u32 b = __float_as_uint(v);
                 b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;
-                y[base + i] = __uint_as_float(b);
+                v = __uint_as_float(b);
             }
+            rf_act_out(y, yh, base + i, v);
         }
         return;
     }
@@ -165,7 +170,8 @@ extern "C" __global__ void quantize_act(const float* __restrict__ x, float* __re
             amax = rf_max32(amax);
             const float d = rf_f16_to_f32(rf_f32_to_f16(amax / 127.0f));
             const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-            for (int i = lane; i < 32; i += 32) y[at + i] = d * rf_rint(x[at + i] * id);
+            for (int i = lane; i < 32; i += 32)
+                rf_act_out(y, yh, at + i, d * rf_rint(x[at + i] * id));
         }
         return;
     }
@@ -190,10 +196,10 @@ extern "C" __global__ void quantize_act(const float* __restrict__ x, float* __re
         }
     }
     if (amax == 0.0f) {
-        for (int i = lane; i < 256; i += 32) y[base + i] = 0.0f;
+        for (int i = lane; i < 256; i += 32) rf_act_out(y, yh, base + i, 0.0f);
         return;
     }
     const float iscale = -127.0f / mx, d = 1.0f / iscale;
     for (int i = lane; i < 256; i += 32)
-        y[base + i] = d * fminf(rf_rint(iscale * x[base + i]), 127.0f);
+        rf_act_out(y, yh, base + i, d * fminf(rf_rint(iscale * x[base + i]), 127.0f));
 }

@@ -483,7 +483,7 @@ fn c_api_checks_the_backend_fields() {
     }
 }
 
-/// f32 to f16 on the device (`to_f16`: PTX's cvt.rn, hipRTC's _Float16, or the emulator's
+/// f32 to f16 on the device (`quantize_act`'s f16 output: PTX's cvt.rn, hipRTC's _Float16, or the emulator's
 /// own conversion) rounds as the `half` crate does, on every f16 value, the midpoints
 /// between neighbours (ties to even), the subnormal range, overflow, infinities and NaN.
 #[test]
@@ -516,21 +516,25 @@ fn f16_rounding_matches_the_cpu() {
     let y = DevBuf::new(&dev, n * 2).unwrap();
     let mut s = dev.new_stream().unwrap();
     let bytes: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let f = dev.function("to_f16").unwrap();
-    let (mut px, mut py, mut pn) = (x.ptr(), y.ptr(), n as u64);
+    // quantize_act kind 0 (as they are) with an f16 output: the f16 GEMM's input.
+    let f = dev.function("quantize_act").unwrap();
+    let (mut px, mut none, mut py, mut pn, mut kind) = (x.ptr(), 0u64, y.ptr(), n as u64, 0i32);
     let mut args = [
         &mut px as *mut u64 as *mut std::ffi::c_void,
+        &mut none as *mut u64 as *mut std::ffi::c_void,
         &mut py as *mut u64 as *mut std::ffi::c_void,
         &mut pn as *mut u64 as *mut std::ffi::c_void,
+        &mut kind as *mut i32 as *mut std::ffi::c_void,
     ];
+    // A 32-thread group per 256 values, four a block.
     let dims = Dims {
-        grid: (n.div_ceil(256) as u32, 1, 1),
-        block: 256,
+        grid: (n.div_ceil(256).div_ceil(4) as u32, 1, 1),
+        block: 128,
         shared: 0,
     };
     let mut out = vec![0u8; n * 2];
-    // SAFETY: both buffers hold n elements; the arguments are to_f16's (two pointers, a
-    // u64 count) in order.
+    // SAFETY: x holds n f32 and y n f16; the arguments are quantize_act's (x, no f32
+    // output, the f16 output, a u64 count, the kind) in order.
     unsafe {
         s.upload(x.ptr(), &bytes).unwrap();
         s.launch(f, dims, &mut args).unwrap();

@@ -432,51 +432,68 @@ impl GpuForward {
                 }
             }
         }
+        // The rest: the fused dequantize-dot kernels (`mmv`) on f32 inputs rounded as each
+        // format asks (in `xq`), or the f16 GEMM on those values in f16 (in `xh`), each
+        // rounding made once for all the matrices that share it.
+        let mut halved: Option<ActRound> = None;
         for &(m, y) in mats {
             if self.wants_q8(w, m, n) || self.wants_q8k(w, m, n) {
                 continue;
             }
             let r = FORMATS[m.shape.format].2;
-            let input = if r == ActRound::None {
-                x
+            let count = bytes_of(n, m.shape.n_in)?;
+            if self.few(w, m.shape.format, n) {
+                let input = if r == ActRound::None {
+                    x
+                } else {
+                    let xq = self.acts.xq.view();
+                    if rounded != Some(r) {
+                        w.kernels
+                            .quantize_act(self.stream.as_mut(), x, xq, count, r, false)?;
+                        rounded = Some(r);
+                    }
+                    xq
+                };
+                self.mmv_rows(w, m, input, n, y)?;
             } else {
-                let xq = self.acts.xq.view();
-                if rounded != Some(r) {
-                    let count = bytes_of(n, m.shape.n_in)?;
+                let xh = self.acts.xh.as_ref().map(DevBuf::view);
+                let xh = xh.ok_or_else(|| Error::Internal("no f16 scratch".into()))?;
+                if halved != Some(r) {
                     w.kernels
-                        .quantize_act(self.stream.as_mut(), x, xq, count, r)?;
-                    rounded = Some(r);
+                        .quantize_act(self.stream.as_mut(), x, xh, count, r, true)?;
+                    halved = Some(r);
                 }
-                xq
-            };
-            self.product(w, m, input, n, y)?;
+                self.gemm(w, m, n, y)?;
+            }
         }
         Ok(())
     }
 
-    /// `y = W x` for `n` rows of already rounded inputs.
-    fn product(&mut self, w: &GpuWeights, m: &GpuMat, x: View, n: usize, y: View) -> Result<()> {
-        let k = &w.kernels;
-        let few = self.few(w, m.shape.format, n);
+    /// `y = W x` for `n` rows of already rounded f32 inputs, through the fused
+    /// dequantize-dot kernels.
+    fn mmv_rows(&mut self, w: &GpuWeights, m: &GpuMat, x: View, n: usize, y: View) -> Result<()> {
         let s = self.stream.as_mut();
-        if few {
-            let mut t0 = 0;
-            while t0 < n {
-                let nt = (n - t0).min(MMV_MAX);
-                let xs = x.sub(t0 * m.shape.n_in * 4, nt * m.shape.n_in * 4)?;
-                let ys = y.sub(t0 * m.shape.n_out * 4, nt * m.shape.n_out * 4)?;
-                k.mmv(s, m.view(), m.shape, xs, nt, ys)?;
-                t0 += nt;
-            }
-            return Ok(());
+        let mut t0 = 0;
+        while t0 < n {
+            let nt = (n - t0).min(MMV_MAX);
+            let xs = x.sub(t0 * m.shape.n_in * 4, nt * m.shape.n_in * 4)?;
+            let ys = y.sub(t0 * m.shape.n_out * 4, nt * m.shape.n_out * 4)?;
+            w.kernels.mmv(s, m.view(), m.shape, xs, nt, ys)?;
+            t0 += nt;
         }
+        Ok(())
+    }
+
+    /// `y = W x` for `n` rows whose f16 inputs are in `xh`: `W` dequantized to f16, then the
+    /// BLAS GEMM (f32 accumulation).
+    fn gemm(&mut self, w: &GpuWeights, m: &GpuMat, n: usize, y: View) -> Result<()> {
         let (Some(xh), Some(wh)) = (&self.acts.xh, &self.acts.wh) else {
             return Err(Error::Internal("no f16 scratch".into()));
         };
         let (xh, wh) = (xh.view(), wh.view());
         let (n_in, n_out) = (m.shape.n_in, m.shape.n_out);
-        k.deq_f16(s, m.view(), m.shape, wh)?;
-        k.to_f16(s, x, xh, bytes_of(n, n_in)?)?;
+        let s = self.stream.as_mut();
+        w.kernels.deq_f16(s, m.view(), m.shape, wh)?;
         if xh.bytes < bytes_of(bytes_of(n, n_in)?, 2)?
             || y.bytes < bytes_of(bytes_of(n, n_out)?, 4)?
         {

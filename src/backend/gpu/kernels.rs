@@ -143,7 +143,6 @@ pub struct Kernels {
     add: Func,
     add_bias: Func,
     softcap: Func,
-    to_f16: Func,
     swiglu: Func,
     geglu: Func,
     gather_rows: Func,
@@ -368,7 +367,6 @@ impl Kernels {
             add: f("add_inplace")?,
             add_bias: f("add_bias")?,
             softcap: f("softcap_inplace")?,
-            to_f16: f("to_f16")?,
             swiglu: f("swiglu")?,
             geglu: f("geglu")?,
             gather_rows: f("gather_rows")?,
@@ -795,8 +793,9 @@ impl Kernels {
         launch(s, self.rms_norm, rows(n, norm_block(d))?, &args)
     }
 
-    /// `y` = `n` floats of `x` rounded as `r` says (`r` is not `None`; `n` a multiple of 256
-    /// for `Q8K`, of 32 for `Q8_0`).
+    /// `y` = `n` floats of `x` rounded as `r` says (`n` a multiple of 256 for `Q8K`, of 32
+    /// for `Q8_0`): f32 where `f16` is false (`r` is not `None` then), else f16, the f16
+    /// GEMM's input (`None`: only converted).
     pub fn quantize_act(
         &self,
         s: &mut dyn GpuStream,
@@ -804,9 +803,10 @@ impl Kernels {
         y: View,
         n: usize,
         r: ActRound,
+        f16: bool,
     ) -> Result<()> {
         let unit = match r {
-            ActRound::None => return Err(Error::Internal("nothing to round".into())),
+            ActRound::None if !f16 => return Err(Error::Internal("nothing to round".into())),
             ActRound::Q8K => 256,
             ActRound::Q8_0 => 32,
             _ => 1,
@@ -817,11 +817,18 @@ impl Kernels {
             )));
         }
         need(x, n, 4, "activations")?;
-        need(y, n, 4, "rounded activations")?;
+        let (y32, y16) = if f16 {
+            need(y, n, 2, "f16 activations")?;
+            (0, y.ptr)
+        } else {
+            need(y, n, 4, "rounded activations")?;
+            (y.ptr, 0)
+        };
         // Four warps a block, 256 values a warp.
         let args = [
             Arg::P(x.ptr),
-            Arg::P(y.ptr),
+            Arg::P(y32),
+            Arg::P(y16),
             Arg::U64(n as u64),
             Arg::I(r as i32),
         ];
@@ -873,17 +880,6 @@ impl Kernels {
             self.softcap,
             grid1(n, 256)?,
             &[Arg::P(x.ptr), Arg::F(cap), Arg::U64(n as u64)],
-        )
-    }
-
-    pub fn to_f16(&self, s: &mut dyn GpuStream, x: View, y: View, n: usize) -> Result<()> {
-        need(x, n, 4, "to_f16 input")?;
-        need(y, n, 2, "to_f16 output")?;
-        launch(
-            s,
-            self.to_f16,
-            grid1(n, 256)?,
-            &[Arg::P(x.ptr), Arg::P(y.ptr), Arg::U64(n as u64)],
         )
     }
 

@@ -244,7 +244,7 @@ fn rounded(
     if r == ActRound::None {
         return Ok(x);
     }
-    k.quantize_act(s, x, scratch, n, r)?;
+    k.quantize_act(s, x, scratch, n, r, false)?;
     scratch.sub(0, bytes_of(n, 4)?)
 }
 
