@@ -92,7 +92,8 @@ struct Acts {
     /// A product's input quantized for the integer-dot kernels: codes and scales.
     x8: DevBuf,
     x8s: DevBuf,
-    /// f16 copies of a GEMM's activations and weights (prefill only).
+    /// f16 copies of a GEMM's activations and weights, where batches take the GEMM (`xh`
+    /// is there exactly then; `wh` unless the weights keep f16 copies).
     xh: Option<DevBuf>,
     wh: Option<DevBuf>,
 }
@@ -210,7 +211,7 @@ impl GpuForward {
             } else {
                 None
             },
-            wh: if gemm {
+            wh: if gemm && !w.has_f16() {
                 Some(DevBuf::array(&w.dev, w.max_mat_elems, 2, "f16 weights")?)
             } else {
                 None
@@ -484,23 +485,32 @@ impl GpuForward {
         Ok(())
     }
 
-    /// `y = W x` for `n` rows whose f16 inputs are in `xh`: `W` dequantized to f16, then the
-    /// BLAS GEMM (f32 accumulation).
+    /// `y = W x` for `n` rows whose f16 inputs are in `xh`: `W` in f16 (its copy, or
+    /// dequantized now), then the BLAS GEMM (f32 accumulation).
     fn gemm(&mut self, w: &GpuWeights, m: &GpuMat, n: usize, y: View) -> Result<()> {
-        let (Some(xh), Some(wh)) = (&self.acts.xh, &self.acts.wh) else {
-            return Err(Error::Internal("no f16 scratch".into()));
-        };
-        let (xh, wh) = (xh.view(), wh.view());
+        let xh = self.acts.xh.as_ref().map(DevBuf::view);
+        let xh = xh.ok_or_else(|| Error::Internal("no f16 scratch".into()))?;
         let (n_in, n_out) = (m.shape.n_in, m.shape.n_out);
         let s = self.stream.as_mut();
-        w.kernels.deq_f16(s, m.view(), m.shape, wh)?;
+        // The weights' f16 copy, or `W` dequantized into the scratch now.
+        let wh = match (w.f16_of(m), &self.acts.wh) {
+            (Some(copy), _) => copy,
+            (None, Some(wh)) => {
+                w.kernels.deq_f16(s, m.view(), m.shape, wh.view())?;
+                wh.view()
+            }
+            (None, None) => return Err(Error::Internal("no f16 weights".into())),
+        };
+        if wh.bytes < bytes_of(bytes_of(n_out, n_in)?, 2)? {
+            return Err(Error::Internal("f16 weights too small".into()));
+        }
         if xh.bytes < bytes_of(bytes_of(n, n_in)?, 2)?
             || y.bytes < bytes_of(bytes_of(n, n_out)?, 4)?
         {
             return Err(Error::Internal("GEMM buffers too small".into()));
         }
-        // SAFETY: wh holds n_out x n_in f16 (deq_f16 checked), xh n x n_in f16 and y n x
-        // n_out f32 (checked just above).
+        // SAFETY: wh holds n_out x n_in f16, xh n x n_in f16 and y n x n_out f32 (checked
+        // above).
         unsafe { s.gemm_f16(n_out, n, n_in, wh.ptr, xh.ptr, y.ptr) }
     }
 
@@ -885,12 +895,12 @@ impl GpuForward {
     /// Whether `n` rows of a product with a matrix of `format` go through the matrix-vector
     /// kernels rather than the GEMM (`few_rows`).
     fn few(&self, w: &GpuWeights, format: usize, n: usize) -> bool {
-        self.acts.wh.is_none() || n <= few_rows(w, format)
+        self.acts.xh.is_none() || n <= few_rows(w, format)
     }
 
     /// The most rows of any decode that involves no GEMM (and can be a recorded graph).
     fn graph_rows(&self, w: &GpuWeights) -> usize {
-        if self.acts.wh.is_none() {
+        if self.acts.xh.is_none() {
             MMV_CHUNKS * MMV_MAX
         } else {
             fewest_rows(w)

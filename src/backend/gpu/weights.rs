@@ -3,11 +3,12 @@
 //! `n_gpu_layers` on stay on the CPU (partial offload); the output norm and matrix go to the
 //! GPU only when every layer does.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::kernels::{Kernels, MatShape, View, format_index, split_parts};
 use super::moe::{GpuExperts, GpuMoe};
-use super::{DevBuf, GpuDevice, GpuStream};
+use super::{DevBuf, DevPtr, GpuDevice, GpuStream};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::transformer::{Ffn, Layer, Qkv, Transformer};
 use crate::{Error, Result, quant};
@@ -78,8 +79,10 @@ pub struct GpuWeights {
     pub max_mat_elems: usize,
     /// The formats of the matrices on the device, one bit per index into `FORMATS`.
     pub mat_formats: u32,
-    /// Device bytes the weights take.
+    /// Device bytes the weights take (with their f16 copies).
     pub bytes: usize,
+    /// f16 copies of the product matrices by device address (`keep_f16`), or none.
+    f16: HashMap<DevPtr, DevBuf>,
 }
 
 struct Uploader<'a> {
@@ -305,7 +308,7 @@ impl GpuWeights {
         up.stream.synchronize()?;
         let (max_mat_elems, mat_formats, bytes) = (up.max_mat_elems, up.mat_formats, up.bytes);
         drop(up);
-        Ok(GpuWeights {
+        let mut w = GpuWeights {
             dev,
             kernels,
             token_embd,
@@ -314,7 +317,10 @@ impl GpuWeights {
             max_mat_elems,
             mat_formats,
             bytes,
-        })
+            f16: HashMap::new(),
+        };
+        w.keep_f16()?;
+        Ok(w)
     }
 
     /// Layers on the GPU.
@@ -322,11 +328,9 @@ impl GpuWeights {
         self.layers.len()
     }
 
-    /// Whether every product of a decode (the layers' matrices, the routers of
-    /// mixture-of-experts layers, the head's when it is here) takes the tiled int8 kernels
-    /// above the matrix-vector kernels' rows (`Mmq::takes`): then no batch needs the f16
-    /// GEMM. The experts' own products never do.
-    pub fn all_tiled(&self) -> bool {
+    /// The matrices of a decode's products: the layers' (the routers of mixture-of-experts
+    /// layers; the experts' own products never take a GEMM), the head's when it is here.
+    fn product_mats(&self) -> Vec<&GpuMat> {
         let mut mats: Vec<&GpuMat> = Vec::new();
         for l in &self.layers {
             match &l.qkv {
@@ -343,8 +347,72 @@ impl GpuWeights {
         if let Some((_, out)) = &self.head {
             mats.push(out.as_ref().unwrap_or(&self.token_embd));
         }
-        mats.iter()
+        mats
+    }
+
+    /// Whether every product of a decode takes the tiled int8 kernels above the
+    /// matrix-vector kernels' rows (`Mmq::takes`): then no batch needs the f16 GEMM.
+    pub fn all_tiled(&self) -> bool {
+        self.product_mats()
+            .iter()
             .all(|m| self.kernels.mmq.takes(&m.shape, m.view().ptr))
+    }
+
+    /// Makes f16 copies of the product matrices, so that batches through the f16 GEMM skip
+    /// dequantizing each matrix every time: where there is a GEMM that some product takes,
+    /// and RF_GPU_F16_WEIGHTS=1, or it is unset and the copies take at most a quarter of
+    /// the device's free memory (RF_GPU_F16_WEIGHTS=0: never).
+    fn keep_f16(&mut self) -> Result<()> {
+        if !self.dev.has_gemm() || self.all_tiled() {
+            return Ok(());
+        }
+        let copies = {
+            let mats = self.product_mats();
+            let mut bytes = 0usize;
+            for m in &mats {
+                let elems = m.shape.n_in.checked_mul(m.shape.n_out);
+                bytes = elems
+                    .and_then(|e| e.checked_mul(2))
+                    .and_then(|b| b.checked_add(bytes))
+                    .ok_or_else(|| Error::Overflow("f16 weight copies".into()))?;
+            }
+            let keep = match std::env::var("RF_GPU_F16_WEIGHTS").as_deref() {
+                Ok("1") => true,
+                Ok("0") => false,
+                _ => bytes <= self.dev.mem_info()?.0 / 4,
+            };
+            if !keep {
+                return Ok(());
+            }
+            let mut s = self.dev.new_stream()?;
+            let mut copies = HashMap::new();
+            for m in mats {
+                let at = m.view().ptr;
+                if copies.contains_key(&at) {
+                    continue;
+                }
+                let (n_in, n_out) = (m.shape.n_in, m.shape.n_out);
+                let buf = DevBuf::array(&self.dev, n_in * n_out, 2, "f16 weights")?;
+                self.kernels
+                    .deq_f16(s.as_mut(), m.view(), m.shape, buf.view())?;
+                copies.insert(at, buf);
+            }
+            s.synchronize()?;
+            copies
+        };
+        self.bytes += copies.values().map(DevBuf::bytes).sum::<usize>();
+        self.f16 = copies;
+        Ok(())
+    }
+
+    /// The f16 copy of `m` (`keep_f16`), where there is one.
+    pub fn f16_of(&self, m: &GpuMat) -> Option<View> {
+        self.f16.get(&m.view().ptr).map(DevBuf::view)
+    }
+
+    /// Whether the product matrices have f16 copies (then no f16 scratch is needed).
+    pub fn has_f16(&self) -> bool {
+        !self.f16.is_empty()
     }
 }
 
