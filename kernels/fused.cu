@@ -97,13 +97,26 @@ extern "C" __global__ void glu_q8(const float* __restrict__ g, const float* __re
 // before an f16 cache. Rows of q and k contiguous (n_head and n_head_kv heads of hd). Grid:
 // x one per row, y over the row's (n_head + n_head_kv) * hd / 2 pairs of values, one pair
 // per thread: the rotated pairs first in each head, then the pairs past n_rot, which only
-// the queries change.
+// the queries change. With kc, the keys are not written back but stored (f16) into the
+// cache row pairs[2 r + 1] of row r, and threads past the pairs store the row's vd values
+// of v, two a thread, into vc (what kv_store_f16 does, where every row has one cell).
 extern "C" __global__ void rope_qk(float* __restrict__ q, float* __restrict__ k,
                                    const float2* __restrict__ cs, int n_head, int n_head_kv,
-                                   int hd, int n_rot, int neox, float q_scale) {
+                                   int hd, int n_rot, int neox, float q_scale,
+                                   const float* __restrict__ v, const u32* __restrict__ pairs,
+                                   u16* __restrict__ kc, u16* __restrict__ vc, int vd) {
     const int per = hd / 2, half = n_rot / 2;
     const int j = blockIdx.y * blockDim.x + threadIdx.x;
-    if (j >= (n_head + n_head_kv) * per) return;
+    const int nqk = (n_head + n_head_kv) * per;
+    if (j >= nqk) {
+        const int e = 2 * (j - nqk);
+        if (kc == nullptr || e >= vd) return;
+        const u64 cell = pairs[2 * blockIdx.x + 1];
+        const float* vp = v + (u64)blockIdx.x * vd;
+        vc[cell * vd + e] = rf_f32_to_f16(vp[e]);
+        if (e + 1 < vd) vc[cell * vd + e + 1] = rf_f32_to_f16(vp[e + 1]);
+        return;
+    }
     const int head = j / per, i = j % per;
     const bool is_q = head < n_head;
     float* hp = is_q ? q + ((u64)blockIdx.x * n_head + head) * hd
@@ -118,7 +131,7 @@ extern "C" __global__ void rope_qk(float* __restrict__ q, float* __restrict__ k,
         a = fmaf(xa, c.x, -(xb * c.y));
         b = fmaf(xa, c.y, xb * c.x);
     } else {
-        if (!is_q) return;
+        if (!is_q && kc == nullptr) return;
         ia = n_rot + 2 * (i - half);
         ib = ia + 1;
         a = hp[ia];
@@ -131,6 +144,12 @@ extern "C" __global__ void rope_qk(float* __restrict__ q, float* __restrict__ k,
         }
         a = rf_f16_to_f32(rf_f32_to_f16(a));
         b = rf_f16_to_f32(rf_f32_to_f16(b));
+    } else if (kc != nullptr) {
+        const u64 cell = pairs[2 * blockIdx.x + 1];
+        u16* kp = kc + cell * (u64)(n_head_kv * hd) + (u64)(head - n_head) * hd;
+        kp[ia] = rf_f32_to_f16(a);
+        kp[ib] = rf_f32_to_f16(b);
+        return;
     }
     hp[ia] = a;
     hp[ib] = b;

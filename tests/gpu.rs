@@ -361,11 +361,16 @@ fn many_sequences_match_the_cpu() {
                 worst = worst.max(d);
             }
         };
-        // A 3-token prompt each (120 rows, the last of each an output), then generation;
-        // sequence 7 leaves after four steps.
+        // A 3-token prompt each (the last of each an output; the first token one row shared
+        // by sequences 2i and 2i + 1, so that rows write one or two cache cells), then
+        // generation; sequence 7 leaves after four steps.
         let mut b = Batch::new();
+        for s in (0..n_seq).step_by(2) {
+            b.add(tok(s, 0), 0, &[s as i32, s as i32 + 1], false)
+                .unwrap();
+        }
         for s in 0..n_seq {
-            for at in 0..3 {
+            for at in 1..3 {
                 b.add(tok(s, at), at as i32, &[s as i32], at == 2).unwrap();
             }
         }

@@ -11,7 +11,7 @@
 //! up to 8 tokens for the other formats); larger batches dequantize the matrix to f16 and
 //! use the vendor BLAS.
 
-use super::fused::Fused;
+use super::fused::{Fused, RopeStore};
 use super::kernels::{
     ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Q8Act, View, bytes_of, mmvqk_fits,
 };
@@ -115,6 +115,9 @@ struct Tables {
     n_entries: usize,
     /// Entry lists (one per group of rows of a sequence).
     n_lists: usize,
+    /// Every row writes one cache cell: pair r is (r, cell), and RoPE stores the keys and
+    /// values (`Fused::rope_qk`).
+    one_cell_each: bool,
 }
 
 pub struct GpuForward {
@@ -278,8 +281,11 @@ impl GpuForward {
         }
         align(w);
         tb.pairs = w.len();
+        tb.one_cell_each = true;
         for r in 0..n {
-            for &seq in plan.row_seqs(r) {
+            let seqs = plan.row_seqs(r);
+            tb.one_cell_each &= seqs.len() == 1;
+            for &seq in seqs {
                 w.push(r as u32);
                 w.push(kv.write_cell(seq, plan.positions[r])?);
                 tb.n_pairs += 1;
@@ -759,22 +765,37 @@ impl GpuForward {
             )?;
             let neox = t.spec.rope == RopeStyle::Neox;
             let heads = (p.n_head, p.n_head_kv);
-            k.fused
-                .rope_qk(s, q, kk, cs, n, heads, hd, p.n_rot, neox, q_scale)?;
             let (kc, vc) = (self.kc[li].view(), self.vc[li].view());
-            k.kv_store(
-                s,
-                kk,
-                v,
-                n,
-                words(tb.pairs, 2 * tb.n_pairs)?,
-                tb.n_pairs,
-                kc,
-                vc,
-                self.n_cells,
-                kd,
-                vd,
-            )?;
+            let pairs = words(tb.pairs, 2 * tb.n_pairs)?;
+            // One cell a row (pairs in row order, build_tables): RoPE stores the keys and
+            // values itself. Otherwise (a row in several sequences) kv_store does.
+            if tb.one_cell_each && kd == p.n_head_kv * hd {
+                let store = RopeStore {
+                    v,
+                    pairs,
+                    kc,
+                    vc,
+                    n_cells: self.n_cells,
+                    vd,
+                };
+                k.fused.rope_qk(
+                    s,
+                    q,
+                    kk,
+                    cs,
+                    n,
+                    heads,
+                    hd,
+                    p.n_rot,
+                    neox,
+                    q_scale,
+                    Some(&store),
+                )?;
+            } else {
+                k.fused
+                    .rope_qk(s, q, kk, cs, n, heads, hd, p.n_rot, neox, q_scale, None)?;
+                k.kv_store(s, kk, v, n, pairs, tb.n_pairs, kc, vc, self.n_cells, kd, vd)?;
+            }
             let shape = AttnShape {
                 n_rows: n,
                 n_head: p.n_head,

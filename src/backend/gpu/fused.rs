@@ -1,6 +1,6 @@
 //! Host wrappers of kernels/fused.cu: one launch for what the decode otherwise does in
 //! several (residual add + RMSNorm + Q8 quantization; SwiGLU/GeGLU + Q8 quantization; RoPE of
-//! queries and keys + query scale and f16 rounding), with the same bits.
+//! queries and keys + query scale and f16 rounding + the KV cache store), with the same bits.
 
 use super::kernels::{
     Arg, Q8Act, View, bytes_of, count, grid1, launch, need, norm_block, rows, to_i32, to_u32,
@@ -125,7 +125,9 @@ impl Fused {
 
     /// RoPE on `n` contiguous rows of queries (`n_head` heads of `hd`) and keys
     /// (`n_head_kv`), angles `cs` (n_rot / 2 pairs per row); then the queries times
-    /// `q_scale` and rounded through f16.
+    /// `q_scale` and rounded through f16. With `store`, the keys and the values go into the
+    /// cache (what `Kernels::kv_store` does) instead of the keys back into `k`: for batches
+    /// whose every row has one cell, pair r being (r, cell).
     #[allow(clippy::too_many_arguments)]
     pub fn rope_qk(
         &self,
@@ -139,6 +141,7 @@ impl Fused {
         n_rot: usize,
         neox: bool,
         q_scale: f32,
+        store: Option<&RopeStore>,
     ) -> Result<()> {
         let (n_head, n_head_kv) = heads;
         if n == 0 {
@@ -152,11 +155,20 @@ impl Fused {
         need(q, count(&[n, n_head, hd])?, 4, "rope queries")?;
         need(k, count(&[n, n_head_kv, hd])?, 4, "rope keys")?;
         need(cs, bytes_of(n, n_rot / 2)?, 8, "rope angles")?;
-        let pairs = (n_head + n_head_kv) * (hd / 2);
+        let mut threads = (n_head + n_head_kv) * (hd / 2);
+        let (mut v, mut pairs, mut kc, mut vc, mut vd) = (0, 0, 0, 0, 0);
+        if let Some(st) = store {
+            need(st.v, count(&[n, st.vd])?, 4, "rope values")?;
+            need(st.pairs, count(&[n, 2])?, 4, "rope store pairs")?;
+            need(st.kc, count(&[st.n_cells, n_head_kv, hd])?, 2, "key cache")?;
+            need(st.vc, count(&[st.n_cells, st.vd])?, 2, "value cache")?;
+            threads += st.vd.div_ceil(2);
+            (v, pairs, kc, vc, vd) = (st.v.ptr, st.pairs.ptr, st.kc.ptr, st.vc.ptr, st.vd);
+        }
         let dims = Dims {
             grid: (
                 to_u32(n, "rope rows")?,
-                to_u32(pairs.div_ceil(128).max(1), "rope pairs")?,
+                to_u32(threads.div_ceil(128).max(1), "rope pairs")?,
                 1,
             ),
             block: 128,
@@ -172,7 +184,23 @@ impl Fused {
             Arg::I(to_i32(n_rot, "n_rot")?),
             Arg::I(i32::from(neox)),
             Arg::F(q_scale),
+            Arg::P(v),
+            Arg::P(pairs),
+            Arg::P(kc),
+            Arg::P(vc),
+            Arg::I(to_i32(vd, "vd")?),
         ];
         launch(s, self.rope_qk, dims, &args)
     }
+}
+
+/// Where `Fused::rope_qk` stores a batch's keys and values: `v` (rows of `vd`), the
+/// (row, cell) pairs, one a row in row order, and the f16 caches of `n_cells` rows.
+pub struct RopeStore {
+    pub v: View,
+    pub pairs: View,
+    pub kc: View,
+    pub vc: View,
+    pub n_cells: usize,
+    pub vd: usize,
 }

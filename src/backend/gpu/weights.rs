@@ -376,12 +376,12 @@ impl GpuWeights {
                     .and_then(|b| b.checked_add(bytes))
                     .ok_or_else(|| Error::Overflow("f16 weight copies".into()))?;
             }
-            let keep = match std::env::var("RF_GPU_F16_WEIGHTS").as_deref() {
+            let forced = match std::env::var("RF_GPU_F16_WEIGHTS").as_deref() {
                 Ok("1") => true,
-                Ok("0") => false,
-                _ => bytes <= self.dev.mem_info()?.0 / 4,
+                Ok("0") => return Ok(()),
+                _ => false,
             };
-            if !keep {
+            if !forced && bytes > self.dev.mem_info()?.0 / 4 {
                 return Ok(());
             }
             let mut s = self.dev.new_stream()?;
@@ -392,7 +392,17 @@ impl GpuWeights {
                     continue;
                 }
                 let (n_in, n_out) = (m.shape.n_in, m.shape.n_out);
-                let buf = DevBuf::array(&self.dev, n_in * n_out, 2, "f16 weights")?;
+                let buf = match DevBuf::array(&self.dev, n_in * n_out, 2, "f16 weights") {
+                    Ok(b) => b,
+                    // Asked for: the error says why. Otherwise the copies were only an
+                    // optimization (memory may have gone to another process meanwhile).
+                    Err(e) if forced => return Err(e),
+                    Err(_) => {
+                        // The copies made so far are written before they are freed.
+                        s.synchronize()?;
+                        return Ok(());
+                    }
+                };
                 self.kernels
                     .deq_f16(s.as_mut(), m.view(), m.shape, buf.view())?;
                 copies.insert(at, buf);
