@@ -42,27 +42,49 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
         acc[i] = 0.0f;
     }
     float mx = RF_NEG_INF, l = 0.0f;
-    for (int j = warp; j < m.y; j += ATT_WARPS) {
-        const uint2 en = ent[m.x + j];
-        const int p = (int)en.y;
-        if (p > m.z || p < m.w) continue;
-        const u64 cell = en.x;
-        const u16* kp = kc + cell * kd + (u64)kvh * hd;
-        float s = 0.0f;
+    // A group's entries j, j + ATT_WARPS, ... in order, two a step: both entries' keys and
+    // values are loaded before either is taken (two chains of dependent loads in flight,
+    // not one: a decode of few rows has few blocks, and each waits on its loads).
+    for (int j0 = warp; j0 < m.y; j0 += 2 * ATT_WARPS) {
+        u16 kh[2][NR], vh[2][NR];
+        bool live[2];
 #pragma unroll
-        for (int i = 0; i < NR; i++)
-            if (i * 32 + lane < hd) s += qr[i] * rf_f16_to_f32(kp[i * 32 + lane]);
-        s = rf_sum32(s) * scale;
-        if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
-        const float nmx = fmaxf(mx, s);
-        const float corr = expf(mx - nmx), e = expf(s - nmx);
-        l = l * corr + e;
-        const u16* vp = vc + cell * vd + (u64)kvh * vhd;
+        for (int t = 0; t < 2; t++) {
+            const int j = j0 + t * ATT_WARPS;
+            live[t] = false;
+            u64 cell = 0;
+            if (j < m.y) {
+                const uint2 en = ent[m.x + j];
+                const int p = (int)en.y;
+                live[t] = p <= m.z && p >= m.w;
+                cell = live[t] ? en.x : 0;
+            }
+            const u16* kp = kc + cell * kd + (u64)kvh * hd;
+            const u16* vp = vc + cell * vd + (u64)kvh * vhd;
 #pragma unroll
-        for (int i = 0; i < NR; i++)
-            if (i * 32 + lane < vhd)
-                acc[i] = acc[i] * corr + e * rf_f16_to_f32(vp[i * 32 + lane]);
-        mx = nmx;
+            for (int i = 0; i < NR; i++) {
+                kh[t][i] = live[t] && i * 32 + lane < hd ? kp[i * 32 + lane] : (u16)0;
+                vh[t][i] = live[t] && i * 32 + lane < vhd ? vp[i * 32 + lane] : (u16)0;
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < 2; t++) {
+            if (!live[t]) continue;
+            float s = 0.0f;
+#pragma unroll
+            for (int i = 0; i < NR; i++)
+                if (i * 32 + lane < hd) s += qr[i] * rf_f16_to_f32(kh[t][i]);
+            s = rf_sum32(s) * scale;
+            if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+            const float nmx = fmaxf(mx, s);
+            const float corr = expf(mx - nmx), e = expf(s - nmx);
+            l = l * corr + e;
+#pragma unroll
+            for (int i = 0; i < NR; i++)
+                if (i * 32 + lane < vhd)
+                    acc[i] = acc[i] * corr + e * rf_f16_to_f32(vh[t][i]);
+            mx = nmx;
+        }
     }
     __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][ATT_MAX_D];
