@@ -8,8 +8,9 @@
 //! `few_rows` tokens go through the matrix-vector kernels (integer-dot ones on Q8-quantized
 //! inputs where the format has them, up to 32 tokens, grouping a layer's Q, K, V and its
 //! gate and up into one launch where `Kernels::groups` allows; the fused dequantize-dot ones
-//! up to 8 tokens for the other formats); larger batches dequantize the matrix to f16 and
-//! use the vendor BLAS.
+//! up to 8 tokens for the other formats); larger batches take the tiled int8 kernels
+//! (`mmq`, where switched on and the format has them) or the vendor BLAS on f16 (the
+//! weights' f16 copies where the weights keep them, else each matrix dequantized first).
 
 use super::fused::{Fused, RopeStore};
 use super::kernels::{
