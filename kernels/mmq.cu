@@ -114,6 +114,17 @@ __device__ __forceinline__ int mmq_tok(int wt, int j, int e) {
     return wt + 8 * j + 2 * (threadIdx.x % 4) + (e & 1);
 }
 
+// A 32 x 32 corner's 2 x 4 tiles of four values a lane, zeroed.
+template <class T>
+__device__ __forceinline__ void mmq_zero(T (&a)[2][4][4]) {
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) a[i][j][e] = T(0);
+}
+
 // A 32 x 32 corner's sums to y (token-major rows of N), inside the n x N result.
 __device__ __forceinline__ void mmq_store(const float (*acc)[4][4], int r0, int t0,
                                           float* __restrict__ y, int N, int n) {
@@ -141,12 +152,7 @@ __device__ __forceinline__ void mmq(const L lay, const i8* __restrict__ xq,
     const int grp = threadIdx.x / 32;
     const int wr = (grp / 2) * 32, wt = (grp % 2) * 32;
     float acc[2][4][4];
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+    mmq_zero(acc);
     for (int kb0 = 0; kb0 < nb; kb0 += MMQ_KB) {
         for (int u = threadIdx.x; u < MMQ_ROWS * MMQ_KB; u += blockDim.x) {
             const int r = u / MMQ_KB, kb = u % MMQ_KB, b = kb0 + kb;

@@ -54,12 +54,7 @@ __device__ __forceinline__ void mmqk(const u8* __restrict__ W, u64 row_bytes,
     const int grp = threadIdx.x / 32;
     const int wr = (grp / 2) * 32, wt = (grp % 2) * 32;
     float acc[2][4][4];
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+    mmq_zero(acc);
     for (int b = 0; b < nb; b++) {
         for (int u = threadIdx.x; u < MMQ_ROWS * 8; u += blockDim.x) {
             const int r = u / 8, j = u % 8;
@@ -105,12 +100,7 @@ __device__ __forceinline__ void mmqk(const u8* __restrict__ W, u64 row_bytes,
         }
         __syncthreads();
         int isum[2][4][4];
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) isum[i][j][e] = 0;
+        mmq_zero(isum);
         for (int ks = 0; ks < 8; ks++) {
             u32 a[2][4], bf[4][2];
             mmq_frags<MMQK_LD>(Ws, Xs, ks * 8, wr, wt, a, bf);

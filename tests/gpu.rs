@@ -51,6 +51,27 @@ fn load(
     Model::load(path, params).map(Arc::new)
 }
 
+/// A CPU context and a GPU context of the model at `path` (full offload) with the same
+/// parameters, and the CPU model (for prompts).
+fn cpu_and_gpu(path: &Path, params: impl Fn() -> ContextParams) -> (Arc<Model>, Context, Context) {
+    let cpu = load(path, Backend::Cpu, None).unwrap();
+    let dev = load(path, Backend::Cuda, None).unwrap();
+    let cc = Context::new(cpu.clone(), params()).unwrap();
+    let gc = Context::new(dev, params()).unwrap();
+    (cpu, cc, gc)
+}
+
+/// Decodes `b` in both contexts and returns the largest |dlogit| over its output rows (the
+/// two agreeing on how many there are).
+fn decode_both(b: &Batch, cc: &mut Context, gc: &mut Context) -> f32 {
+    cc.decode(b).unwrap();
+    gc.decode(b).unwrap();
+    assert_eq!(cc.n_outputs(), gc.n_outputs());
+    (0..cc.n_outputs() as i32)
+        .map(|r| max_abs_diff(cc.logits(r).unwrap(), gc.logits(r).unwrap()))
+        .fold(0f32, f32::max)
+}
+
 fn context(m: &Arc<Model>, n_batch: usize, numerics: Numerics) -> Context {
     let params = ContextParams {
         n_ctx: 512,
@@ -261,8 +282,6 @@ fn changing_batch_layouts_match_the_cpu() {
         let Some(path) = common::zoo_model(name) else {
             return;
         };
-        let cpu = load(&path, Backend::Cpu, None).unwrap();
-        let dev = load(&path, Backend::Cuda, None).unwrap();
         let params = || ContextParams {
             n_ctx: 256,
             n_batch: 16,
@@ -270,8 +289,7 @@ fn changing_batch_layouts_match_the_cpu() {
             numerics: Numerics::BatchInvariant,
             ..ContextParams::default()
         };
-        let mut cc = Context::new(cpu.clone(), params()).unwrap();
-        let mut gc = Context::new(dev.clone(), params()).unwrap();
+        let (cpu, mut cc, mut gc) = cpu_and_gpu(&path, params);
         let toks = prompt(&cpu, 97);
         let mut pos = [0i32; 3];
         let mut worst = 0f32;
@@ -311,13 +329,7 @@ fn changing_batch_layouts_match_the_cpu() {
                 b.add(tok as i32, at, &[s], output).unwrap();
                 pos[s as usize] += 1;
             }
-            cc.decode(&b).unwrap();
-            gc.decode(&b).unwrap();
-            assert_eq!(cc.n_outputs(), gc.n_outputs());
-            for r in 0..cc.n_outputs() as i32 {
-                let d = max_abs_diff(cc.logits(r).unwrap(), gc.logits(r).unwrap());
-                worst = worst.max(d);
-            }
+            worst = worst.max(decode_both(&b, &mut cc, &mut gc));
         }
         println!("{name}: changing layouts, max |dlogit| {worst:.4} (bound {bound})");
         assert!(worst <= bound, "{name}: {worst}");
@@ -337,8 +349,6 @@ fn many_sequences_match_the_cpu() {
         let Some(path) = common::zoo_model(name) else {
             return;
         };
-        let cpu = load(&path, Backend::Cpu, None).unwrap();
-        let dev = load(&path, Backend::Cuda, None).unwrap();
         let n_seq = 40usize;
         let params = || ContextParams {
             n_ctx: 1024,
@@ -347,20 +357,9 @@ fn many_sequences_match_the_cpu() {
             numerics: Numerics::BatchInvariant,
             ..ContextParams::default()
         };
-        let mut cc = Context::new(cpu.clone(), params()).unwrap();
-        let mut gc = Context::new(dev.clone(), params()).unwrap();
+        let (cpu, mut cc, mut gc) = cpu_and_gpu(&path, params);
         let toks = prompt(&cpu, 97);
         let tok = |s: usize, at: usize| toks[(at * 7 + s * 3) % toks.len()] as i32;
-        let mut worst = 0f32;
-        let mut run = |b: &Batch, cc: &mut Context, gc: &mut Context| {
-            cc.decode(b).unwrap();
-            gc.decode(b).unwrap();
-            assert_eq!(cc.n_outputs(), gc.n_outputs());
-            for r in 0..cc.n_outputs() as i32 {
-                let d = max_abs_diff(cc.logits(r).unwrap(), gc.logits(r).unwrap());
-                worst = worst.max(d);
-            }
-        };
         // A 3-token prompt each (the last of each an output; the first token one row shared
         // by sequences 2i and 2i + 1, so that rows write one or two cache cells), then
         // generation; sequence 7 leaves after four steps.
@@ -374,7 +373,7 @@ fn many_sequences_match_the_cpu() {
                 b.add(tok(s, at), at as i32, &[s as i32], at == 2).unwrap();
             }
         }
-        run(&b, &mut cc, &mut gc);
+        let mut worst = decode_both(&b, &mut cc, &mut gc);
         for step in 0..6 {
             if step == 4 {
                 cc.kv_free(7).unwrap();
@@ -385,7 +384,7 @@ fn many_sequences_match_the_cpu() {
                 b.add(tok(s, 3 + step), (3 + step) as i32, &[s as i32], true)
                     .unwrap();
             }
-            run(&b, &mut cc, &mut gc);
+            worst = worst.max(decode_both(&b, &mut cc, &mut gc));
         }
         println!("{name}: {n_seq} sequences, max |dlogit| {worst:.4} (bound {bound})");
         assert!(worst <= bound, "{name}: {worst}");

@@ -1126,7 +1126,7 @@ impl Kernels {
             block: 128,
             shared: 0,
         };
-        let args = [
+        let head = [
             Arg::P(io.q.ptr),
             Arg::P(io.kc.ptr),
             Arg::P(io.vc.ptr),
@@ -1137,16 +1137,10 @@ impl Kernels {
             Arg::I(to_i32(a.n_head_kv, "kv heads")?),
             Arg::I(to_i32(a.head_dim, "head_dim")?),
             Arg::I(to_i32(a.v_head_dim, "v_head_dim")?),
-            // attend_rows_f16 only: the rows, which its last block may not fill.
-            Arg::I(to_i32(a.n_rows, "rows")?),
-            Arg::F(a.scale),
-            Arg::F(a.softcap),
         ];
-        if rows {
-            launch(s, f, dims, &args)?;
-            return Ok(false);
-        }
-        let q8 = q8.filter(|_| a.v_head_dim.is_multiple_of(32));
+        // attend_rows_f16 then takes the rows (its last block may not fill), attend_f16 the
+        // Q8 outputs (null for none) after the scales.
+        let q8 = q8.filter(|_| !rows && a.v_head_dim.is_multiple_of(32));
         let (xq, xds) = match q8 {
             Some(x) => {
                 let values = count(&[a.n_rows, a.n_head, a.v_head_dim])?;
@@ -1156,24 +1150,17 @@ impl Kernels {
             }
             None => (0, 0),
         };
-        let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, _, a11, a12] = args;
-        let args = [
-            a0,
-            a1,
-            a2,
-            a3,
-            a4,
-            a5,
-            a6,
-            a7,
-            a8,
-            a9,
-            a11,
-            a12,
-            Arg::P(xq),
-            Arg::P(xds),
+        let rows_tail = [
+            Arg::I(to_i32(a.n_rows, "rows")?),
+            Arg::F(a.scale),
+            Arg::F(a.softcap),
         ];
-        launch(s, f, dims, &args)?;
+        let one_tail = [Arg::F(a.scale), Arg::F(a.softcap), Arg::P(xq), Arg::P(xds)];
+        let tail: &[Arg] = if rows { &rows_tail } else { &one_tail };
+        let mut args = [Arg::I(0); 14];
+        args[..head.len()].copy_from_slice(&head);
+        args[head.len()..head.len() + tail.len()].copy_from_slice(tail);
+        launch(s, f, dims, &args[..head.len() + tail.len()])?;
         Ok(q8.is_some())
     }
 }

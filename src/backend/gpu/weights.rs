@@ -367,14 +367,26 @@ impl GpuWeights {
             return Ok(());
         }
         let copies = {
-            let mats = self.product_mats();
+            let overflow = || Error::Overflow("f16 weight copies".into());
+            let mats = self
+                .product_mats()
+                .into_iter()
+                .map(|m| {
+                    Ok((
+                        m,
+                        m.shape
+                            .n_in
+                            .checked_mul(m.shape.n_out)
+                            .ok_or_else(overflow)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let mut bytes = 0usize;
-            for m in &mats {
-                let elems = m.shape.n_in.checked_mul(m.shape.n_out);
+            for &(_, elems) in &mats {
                 bytes = elems
-                    .and_then(|e| e.checked_mul(2))
+                    .checked_mul(2)
                     .and_then(|b| b.checked_add(bytes))
-                    .ok_or_else(|| Error::Overflow("f16 weight copies".into()))?;
+                    .ok_or_else(overflow)?;
             }
             let forced = match std::env::var("RF_GPU_F16_WEIGHTS").as_deref() {
                 Ok("1") => true,
@@ -386,13 +398,12 @@ impl GpuWeights {
             }
             let mut s = self.dev.new_stream()?;
             let mut copies = HashMap::new();
-            for m in mats {
+            for (m, elems) in mats {
                 let at = m.view().ptr;
                 if copies.contains_key(&at) {
                     continue;
                 }
-                let (n_in, n_out) = (m.shape.n_in, m.shape.n_out);
-                let buf = match DevBuf::array(&self.dev, n_in * n_out, 2, "f16 weights") {
+                let buf = match DevBuf::array(&self.dev, elems, 2, "f16 weights") {
                     Ok(b) => b,
                     // Asked for: the error says why. Otherwise the copies were only an
                     // optimization (memory may have gone to another process meanwhile).
