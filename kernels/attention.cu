@@ -27,6 +27,7 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
            const u16* __restrict__ vc, float* __restrict__ out,
            const int4* __restrict__ meta, const uint2* __restrict__ ent, int n_head, int n_head_kv, int hd, int vhd,
            float scale, float softcap, int* __restrict__ xq, float2* __restrict__ xds) {
+    rf_grid_start();
     const int h = blockIdx.x, r = blockIdx.y;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int kvh = h / (n_head / n_head_kv);
@@ -149,6 +150,7 @@ attend_rows_f16(const float* __restrict__ q, const u16* __restrict__ kc,
                 const u16* __restrict__ vc, float* __restrict__ out,
                 const int4* __restrict__ meta, const uint2* __restrict__ ent, int n_head,
                 int n_head_kv, int hd, int vhd, int n_rows, float scale, float softcap) {
+    rf_grid_start();
     __shared__ u32 Ks[ATR_KEYS][ATT_MAX_D / 2 + 1];
     __shared__ u32 Vs[ATR_KEYS][ATT_MAX_D / 2];
     __shared__ u32 Qs[ATR_Q][ATT_MAX_D / 2];

@@ -140,6 +140,41 @@ __device__ __forceinline__ int rf_dp4a(int a, int b, int c) {
 
 #define RF_NEG_INF __int_as_float(0xff800000)
 
+// Programmatic dependent launch (NVIDIA sm_90 and later; the host launches every kernel with
+// the attribute that allows it, docs/GPU.md "Overlapped launches"). rf_grid_go() lets the
+// stream's next kernel be scheduled now: its blocks start and wait in rf_grid_wait(), which
+// returns once every earlier kernel of the stream has finished and its writes are visible.
+// Every kernel begins with rf_grid_start() (both), before it reads or writes any buffer; a
+// matrix-vector product calls rf_grid_go(), asks L2 for its weight rows (rf_prefetch_l2: a
+// hint, which reads nothing back), then rf_grid_wait(), so that the weights stream in while
+// the kernels before it finish. Elsewhere (AMD, the emulator, older NVIDIA) all three do
+// nothing and kernels run one after another as usual.
+#if !defined(RF_HIP) && !defined(RF_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void rf_grid_go() {
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+__device__ __forceinline__ void rf_grid_wait() {
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+__device__ __forceinline__ void rf_prefetch_line(const u8* p) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+#else
+__device__ __forceinline__ void rf_grid_go() {}
+__device__ __forceinline__ void rf_grid_wait() {}
+__device__ __forceinline__ void rf_prefetch_line(const u8*) {}
+#endif
+__device__ __forceinline__ void rf_grid_start() {
+    rf_grid_go();
+    rf_grid_wait();
+}
+
+// Asks L2 for the 128-byte lines that begin in [p, p + bytes): lane `lane` of a 32-lane
+// group every 32nd line (a line that begins before p, when p is not aligned, is left out).
+__device__ __forceinline__ void rf_prefetch_l2(const u8* p, u64 bytes, int lane) {
+    for (u64 o = (u64)lane * 128; o < bytes; o += 32 * 128) rf_prefetch_line(p + o);
+}
+
 // Lane `src` of the calling thread's 32-lane group's value of v (src < 32).
 #if defined(RF_EMU)
 __device__ __forceinline__ int rf_shfl_idx32(int v, int src) { return rfemu::shfl_idx32(v, src); }

@@ -39,6 +39,7 @@ extern "C" __global__ void add_rms_norm_q8(float* __restrict__ x, const float* _
                                            const float* __restrict__ w, float* __restrict__ y,
                                            int* __restrict__ xq, float2* __restrict__ xds,
                                            int d, float eps) {
+    rf_grid_start();
     __shared__ float shared[32];
     const int d4 = d / 4;
     float4* x4 = (float4*)(x + (u64)blockIdx.x * d);
@@ -76,6 +77,7 @@ extern "C" __global__ void add_rms_norm_q8(float* __restrict__ x, const float* _
 extern "C" __global__ void glu_q8(const float* __restrict__ g, const float* __restrict__ u,
                                   float* __restrict__ a, int* __restrict__ xq,
                                   float2* __restrict__ xds, u64 n4, int gelu) {
+    rf_grid_start();
     const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     const bool ok = i < n4;
     float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -105,6 +107,7 @@ extern "C" __global__ void rope_qk(float* __restrict__ q, float* __restrict__ k,
                                    int hd, int n_rot, int neox, float q_scale,
                                    const float* __restrict__ v, const u32* __restrict__ pairs,
                                    u16* __restrict__ kc, u16* __restrict__ vc, int vd) {
+    rf_grid_start();
     const int per = hd / 2, half = n_rot / 2;
     const int j = blockIdx.y * blockDim.x + threadIdx.x;
     const int nqk = (n_head + n_head_kv) * per;

@@ -88,6 +88,7 @@ __device__ __forceinline__ void embed(const u8* __restrict__ W, u64 row_bytes,
 #define RF_MMV_ONE(name, F, NT)                                                          \
     extern "C" __global__ void mmv##NT##_##name(const u8* W, u64 row_bytes,             \
                                                 const float* x, int K, float* y, int N) { \
+        rf_grid_start();                                                                  \
         mmv<F, NT>(W, row_bytes, x, K, y, N, blockIdx.x);                               \
     }
 
@@ -98,14 +99,17 @@ __device__ __forceinline__ void embed(const u8* __restrict__ W, u64 row_bytes,
     extern "C" __global__ void mmv_id_##name(const u8* W, u64 row_bytes, u64 expert_bytes,\
                                              int n_expert, const int* ids, const float* x,\
                                              int x_div, int K, float* y, int N) {        \
+        rf_grid_start();                                                                 \
         mmv_id<F>(W, row_bytes, expert_bytes, n_expert, ids, x, x_div, K, y, N);         \
     }                                                                                   \
     extern "C" __global__ void deq_f16_##name(const u8* W, u64 row_bytes, u16* out,     \
                                               int N, int K) {                           \
+        rf_grid_start();                                                                \
         deq_f16<F>(W, row_bytes, out, N, K);                                            \
     }                                                                                   \
     extern "C" __global__ void embed_##name(const u8* W, u64 row_bytes, const u32* tok, \
                                             float* x, int d, float scale) {             \
+        rf_grid_start();                                                                \
         embed<F>(W, row_bytes, tok, x, d, scale);                                       \
     }
 

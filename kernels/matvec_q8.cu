@@ -236,6 +236,7 @@ struct DotIQ4_NL {
 // block, as src/quant/legacy.rs q8_block_runtime (id = 127 / amax, round half to even).
 extern "C" __global__ void quantize_q8(const float* __restrict__ x, i8* __restrict__ xq,
                                        float2* __restrict__ xds, u64 nblk) {
+    rf_grid_start();
     const u64 b = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= nblk) return;
     const float4* xp = (const float4*)(x + b * 32);
@@ -383,11 +384,13 @@ __device__ __forceinline__ void deq_f16_split(const u8* __restrict__ C, const u8
     extern "C" __global__ void mmvq##NT##_##name(const u8* W, u64 row_bytes, const i8* xq,  \
                                                  const float2* xds, int K, float* y, int N, \
                                                  int tpr) {                                 \
+        rf_grid_start();                                                                    \
         mmvq<F, NT, false>(W, row_bytes, nullptr, xq, xds, K, y, N, tpr);                   \
     }                                                                                        \
     extern "C" __global__ void mmvqs##NT##_##name(const u8* C, const u8* H, const i8* xq,   \
                                                   const float2* xds, int K, float* y, int N, \
                                                   int tpr) {                                 \
+        rf_grid_start();                                                                     \
         mmvq<F, NT, true>(C, 0, H, xq, xds, K, y, N, tpr);                                   \
     }
 
@@ -397,6 +400,7 @@ __device__ __forceinline__ void deq_f16_split(const u8* __restrict__ C, const u8
     RF_MMVQ_ONE(name, F, 7) RF_MMVQ_ONE(name, F, 8)                                           \
     extern "C" __global__ void deqs_f16_##name(const u8* C, const u8* H, u16* out, int N,   \
                                                int K) {                                      \
+        rf_grid_start();                                                                     \
         deq_f16_split<FMT, F>(C, H, out, N, K);                                              \
     }
 
@@ -449,6 +453,13 @@ __device__ __forceinline__ void mmvqb(const u8* __restrict__ C0, const u8* __res
     // nothing): a warp never splits around them.
     const bool live = row < N;
     const int nb = K / 32;
+    // The kernel began with rf_grid_go(): the row's codes and headers are asked for while
+    // the kernels before this one finish (no kernel writes weights), then the wait.
+    if (live) {
+        rf_prefetch_l2(C + (u64)row * nb * 16, (u64)nb * 16, lane);
+        rf_prefetch_l2(H + (u64)row * nb * F::HB, (u64)nb * F::HB, lane);
+    }
+    rf_grid_wait();
     float acc[NT];
 #pragma unroll
     for (int j = 0; j < NT; j++) acc[j] = 0.0f;
@@ -512,6 +523,7 @@ __device__ __forceinline__ void mmvqb(const u8* __restrict__ C0, const u8* __res
         const u8* C0, const u8* H0, float* y0, int N0, const u8* C1, const u8* H1, float* y1, \
         int N1, const u8* C2, const u8* H2, float* y2, int N2, const i8* xq,                  \
         const float2* xds, int K) {                                                          \
+        rf_grid_go();                                                                        \
         mmvqb<F, NT>(C0, H0, y0, N0, C1, H1, y1, N1, C2, H2, y2, N2, xq, xds, K);            \
     }
 

@@ -16,6 +16,7 @@
 
 extern "C" __global__ void quantize_q8k(const float* __restrict__ x, i8* __restrict__ xq,
                                         float2* __restrict__ xds, u64 nblk) {
+    rf_grid_start();
     // 32-thread groups (also on wave64: the shuffles' lane masks stay under 32).
     const int lane = threadIdx.x % 32;
     const u64 b = (u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
@@ -106,6 +107,9 @@ __device__ __forceinline__ void mmvqk_km(const u8* __restrict__ W, u64 row_bytes
     const bool live = row < N;
     const u8* w = W + (u64)(live ? row : 0) * row_bytes;
     const int j = lane & 7, nb = K / 256;
+    // Begun with rf_grid_go(): the row is asked for, then the wait (see mmvqb).
+    if (live) rf_prefetch_l2(w, row_bytes, lane);
+    rf_grid_wait();
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
@@ -192,6 +196,9 @@ __device__ __forceinline__ void mmvqk_q6k(const u8* __restrict__ W, u64 row_byte
     const bool live = row < N;
     const u8* w = W + (u64)(live ? row : 0) * row_bytes;
     const int j = lane & 7, nb = K / 256;
+    // Begun with rf_grid_go(): the row is asked for, then the wait (see mmvqb).
+    if (live) rf_prefetch_l2(w, row_bytes, lane);
+    rf_grid_wait();
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
@@ -239,16 +246,19 @@ __device__ __forceinline__ void mmvqk_q6k(const u8* __restrict__ W, u64 row_byte
     extern "C" __global__ void __launch_bounds__(128)                                        \
         mmvqk##NT##_q4_k(const u8* W, u64 row_bytes, const i8* xq, const float2* xds, int K, \
                          float* y, int N) {                                                  \
+        rf_grid_go();                                                                        \
         mmvqk_km<KQ4_K, NT>(W, row_bytes, xq, xds, K, y, N);                                 \
     }                                                                                        \
     extern "C" __global__ void __launch_bounds__(128)                                        \
         mmvqk##NT##_q5_k(const u8* W, u64 row_bytes, const i8* xq, const float2* xds, int K, \
                          float* y, int N) {                                                  \
+        rf_grid_go();                                                                        \
         mmvqk_km<KQ5_K, NT>(W, row_bytes, xq, xds, K, y, N);                                 \
     }                                                                                        \
     extern "C" __global__ void __launch_bounds__(128)                                        \
         mmvqk##NT##_q6_k(const u8* W, u64 row_bytes, const i8* xq, const float2* xds, int K, \
                          float* y, int N) {                                                  \
+        rf_grid_go();                                                                        \
         mmvqk_q6k<NT>(W, row_bytes, xq, xds, K, y, N);                                       \
     }
 RF_MMVQK_ONE(1)

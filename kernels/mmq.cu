@@ -217,11 +217,13 @@ __device__ __forceinline__ void mmq(const L lay, const i8* __restrict__ xq,
     extern "C" __global__ void __launch_bounds__(128)                                        \
     mmq_##name(const u8* C, const u8* H, const i8* xq, const float2* xds, int K, int n,      \
                float* y, int N) {                                                            \
+        rf_grid_start();                                                                     \
         mmq<F>(MmqSplit<F>{C, H, K / 32}, xq, xds, K, n, y, N);                              \
     }                                                                                        \
     extern "C" __global__ void __launch_bounds__(128)                                        \
     mmqr_##name(const u8* W, u64 row_bytes, const i8* xq, const float2* xds, int K, int n,   \
                 float* y, int N) {                                                           \
+        rf_grid_start();                                                                     \
         mmq<F>(MmqRows<F>{W, row_bytes}, xq, xds, K, n, y, N);                               \
     }
 

@@ -153,6 +153,7 @@ __device__ __forceinline__ void mmqk(const u8* __restrict__ W, u64 row_bytes,
     extern "C" __global__ void __launch_bounds__(128)                                        \
     mmqk_##name(const u8* W, u64 row_bytes, const i8* xq, const float2* xds, int K, int n,   \
                 float* y, int N) {                                                           \
+        rf_grid_start();                                                                     \
         mmqk<KF, U>(W, row_bytes, xq, xds, K, n, y, N);                                      \
     }
 

@@ -9,6 +9,7 @@
 // ids/wts: n_rows x k, each row's pairs in ascending expert id.
 extern "C" __global__ void moe_route(const float* __restrict__ logits, int n_rows, int ne, int k,
                                      int* __restrict__ ids, float* __restrict__ wts) {
+    rf_grid_start();
     const int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= n_rows) return;
     const float* l = logits + (u64)r * ne;
@@ -57,6 +58,7 @@ extern "C" __global__ void moe_route(const float* __restrict__ logits, int n_row
 // out[r] = sum over the row's k pairs, in order, of wts[pair] * y[pair] (rows of d).
 extern "C" __global__ void moe_combine(const float* __restrict__ y, const float* __restrict__ wts,
                                        float* __restrict__ out, int k, int d, u64 n) {
+    rf_grid_start();
     const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const u64 r = i / d, c = i % d;

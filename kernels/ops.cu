@@ -20,6 +20,7 @@ __device__ __forceinline__ float rf_block_sum(float v, float* shared) {
 extern "C" __global__ void rms_norm(const float* __restrict__ x, int ldx,
                                     const float* __restrict__ w, float* y, int ldy, int d,
                                     float eps, int add) {
+    rf_grid_start();
     __shared__ float shared[32];
     const float* xr = x + (u64)blockIdx.x * ldx;
     float* yr = y + (u64)blockIdx.x * ldy;
@@ -59,17 +60,20 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, int ldx,
 }
 
 extern "C" __global__ void add_inplace(float* x, const float* __restrict__ o, u64 n) {
+    rf_grid_start();
     u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += o[i];
 }
 
 // x[r][c] += b[c] for n rows of width d.
 extern "C" __global__ void add_bias(float* x, const float* __restrict__ b, int d, u64 n) {
+    rf_grid_start();
     u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += b[i % d];
 }
 
 extern "C" __global__ void softcap_inplace(float* x, float cap, u64 n) {
+    rf_grid_start();
     u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = cap * tanhf(x[i] / cap);
 }
@@ -86,12 +90,14 @@ __device__ __forceinline__ float rf_geglu(float g, float u) {
 
 extern "C" __global__ void swiglu(const float* __restrict__ g, const float* __restrict__ u,
                                   float* __restrict__ a, u64 n) {
+    rf_grid_start();
     u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) a[i] = rf_swiglu(g[i], u[i]);
 }
 
 extern "C" __global__ void geglu(const float* __restrict__ g, const float* __restrict__ u,
                                  float* __restrict__ a, u64 n) {
+    rf_grid_start();
     u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) a[i] = rf_geglu(g[i], u[i]);
 }
@@ -100,6 +106,7 @@ extern "C" __global__ void geglu(const float* __restrict__ g, const float* __res
 extern "C" __global__ void gather_rows(const float* __restrict__ src,
                                        const u32* __restrict__ idx, float* __restrict__ dst,
                                        int d) {
+    rf_grid_start();
     const float* s = src + (u64)idx[blockIdx.x] * d;
     float* o = dst + (u64)blockIdx.x * d;
     for (int i = threadIdx.x; i < d; i += blockDim.x) o[i] = s[i];
@@ -108,6 +115,7 @@ extern "C" __global__ void gather_rows(const float* __restrict__ src,
 // dst (rows x width) = columns col0..col0+width of src (rows of ld): splits fused outputs.
 extern "C" __global__ void copy_cols(const float* __restrict__ src, int ld, int col0,
                                      float* __restrict__ dst, int width) {
+    rf_grid_start();
     const float* s = src + (u64)blockIdx.x * ld + col0;
     float* o = dst + (u64)blockIdx.x * width;
     for (int i = threadIdx.x; i < width; i += blockDim.x) o[i] = s[i];
@@ -120,6 +128,7 @@ extern "C" __global__ void kv_store_f16(const float* __restrict__ k,
                                         const float* __restrict__ v,
                                         const u32* __restrict__ pairs, u16* kc, u16* vc,
                                         int kd, int vd) {
+    rf_grid_start();
     const u32 row = pairs[2 * blockIdx.x], cell = pairs[2 * blockIdx.x + 1];
     const int i = blockIdx.y * blockDim.x + threadIdx.x;
     if (i < kd) kc[(u64)cell * kd + i] = rf_f32_to_f16(k[(u64)row * kd + i]);
@@ -143,6 +152,7 @@ __device__ __forceinline__ void rf_act_out(float* __restrict__ y, u16* __restric
 
 extern "C" __global__ void quantize_act(const float* __restrict__ x, float* __restrict__ y,
                                         u16* __restrict__ yh, u64 n, int kind) {
+    rf_grid_start();
     // 32-thread groups (also on wave64: the host launches four groups a block of 128).
     const int lane = threadIdx.x % 32;
     const u64 base = ((u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * 256;

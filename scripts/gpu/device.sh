@@ -19,6 +19,10 @@
 #   bench-engine   the continuous-batching engine with 16, 64 and 128 requests generating
 #           together (-p 128 -n 128, as llama-batched-bench's rows in bench-gpu.md), on the
 #           SmolLM2 shape (Q4_1) and an 8B shape in Q4_K (made here when missing)
+#   engine-timing   the engine (64 and 128 sequences, -p 128 -n 128) with RF_GPU_TIMING=1: a
+#           decode's wall time by phase (tables, launches, GPU wait, logits download)
+#   kernels-engine-late   time per kernel and grid of two generation steps late in that run
+#           (128 sequences, the cache about 230 cells long), per step
 #   kernels-pp   time per kernel and grid over a 512-token prefill of the 8B shape
 #   kernels-engine   time per kernel and grid while the engine decodes 128 sequences
 #   mmvq    the decode-product microbenchmark (scripts/gpu/mmvq_bench.cu, built there by nvcc)
@@ -164,6 +168,25 @@ print(f"{len(rows)} launches, {total:.0f} us")
 for name, (n, us) in sorted(t.items(), key=lambda x: -x[1][1]):
     print(f"{name:28s} {n:6d} {us:10.1f} {us / n:8.2f}")
 PY
+      done ;;
+    engine-timing)
+      for m in ${RF_ENGINE_MODELS:-smollm2-135m-Q4_1 llama3-8b-Q4_K}; do
+        for par in 64 128; do
+          echo "--- $m parallel $par"
+          RF_GPU_TIMING=1 $B/rocmforge bench-engine -m /tmp/rfm/synth-$m.gguf --backend cuda \
+            --requests "$par" --parallel "$par" --serial 0 -p 128 -n 128 2>&1 | tail -4 | tee -a "$OUT/engine-timing.md"
+        done
+      done ;;
+    kernels-engine-late)
+      # 128 sequences of -p 128 -n 128 are about 164 steps; the launches of the first 150
+      # steps are skipped (about 75,000 launches; RF_SKIP_LAUNCHES overrides the count).
+      for m in ${RF_ENGINE_MODELS:-smollm2-135m-Q4_1 llama3-8b-Q4_K}; do
+        echo "--- $m"
+        ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
+          --launch-skip "${RF_SKIP_LAUNCHES:-75000}" --launch-count 1400 \
+          $B/rocmforge bench-engine -m /tmp/rfm/synth-$m.gguf --backend cuda --requests 128 \
+          --parallel 128 --serial 0 -p 128 -n 128 > "$OUT/ncu-late-$m.csv" 2>/dev/null
+        python3 scripts/gpu/ncu_steps.py "$OUT/ncu-late-$m.csv"
       done ;;
     kernels-pp)
       # Time per kernel and grid over a 512-token prefill of the 8B shape (Nsight Compute).

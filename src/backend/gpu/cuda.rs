@@ -29,6 +29,8 @@ pub struct CudaDevice {
     module: sys::CUmodule,
     name: String,
     arch: String,
+    /// Kernels launch with programmatic dependent launch (`CudaStream::pdl`).
+    pdl: bool,
 }
 
 // SAFETY: the handles are plain driver handles, valid from any thread once the context is
@@ -97,6 +99,9 @@ impl CudaDevice {
             module: std::ptr::null_mut(),
             name,
             arch: format!("sm_{major}{minor}"),
+            // griddepcontrol is sm_90 and later. Opt-in (RF_GPU_PDL=1) until measured on
+            // the GPU (docs/GPU.md, "Overlapped launches").
+            pdl: major >= 9 && std::env::var("RF_GPU_PDL").is_ok_and(|v| v == "1"),
         };
         d.bind()?;
         d.module = d.load_module()?;
@@ -271,6 +276,7 @@ impl GpuDevice for CudaDevice {
             graphs: Graphs::default(),
             pins: Vec::new(),
             refused: Vec::new(),
+            pdl: self.pdl,
         }))
     }
 }
@@ -284,6 +290,12 @@ pub struct CudaStream {
     /// (not asked again until unpinned).
     pins: Vec<usize>,
     refused: Vec<usize>,
+    /// Launch every kernel with programmatic stream serialization allowed: the next kernel's
+    /// blocks may start once every block of the one before has begun (each kernel calls
+    /// `rf_grid_go` first), and wait in `rf_grid_wait` until it has finished
+    /// (kernels/compat.h). What overlaps is the launch itself and the products' requests
+    /// for their weights; no kernel touches a buffer before its wait.
+    pdl: bool,
 }
 
 // SAFETY: a stream and a BLAS handle may move between threads; `&mut self` keeps their use
@@ -294,6 +306,44 @@ impl CudaStream {
     fn bind(&self) -> Result<()> {
         // SAFETY: the context outlives the stream (the device holds it).
         unsafe { cu::ctx::set_current(self.ctx) }.map_err(|e| dev_err("cuCtxSetCurrent", e))
+    }
+
+    /// `launch` with the programmatic-stream-serialization attribute (see `pdl`).
+    ///
+    /// # Safety
+    /// `launch`'s contract.
+    unsafe fn launch_pdl(&mut self, f: Func, d: Dims, args: &mut [*mut c_void]) -> Result<()> {
+        use sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION as PSS;
+        // SAFETY: an all-zero attribute value is a valid union value (every field is a plain
+        // integer or struct of them).
+        let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
+        value.programmaticStreamSerializationAllowed = 1;
+        let mut attr = sys::CUlaunchAttribute {
+            id: PSS,
+            pad: [0; 4],
+            value,
+        };
+        let cfg = sys::CUlaunchConfig {
+            gridDimX: d.grid.0,
+            gridDimY: d.grid.1,
+            gridDimZ: d.grid.2,
+            blockDimX: d.block,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: d.shared,
+            hStream: self.stream,
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        // SAFETY: the caller's contract on `f` and `args`; `cfg` and `attr` outlive the call.
+        cu_check("cuLaunchKernelEx", unsafe {
+            sys::cuLaunchKernelEx(
+                &cfg,
+                f.0 as sys::CUfunction,
+                args.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        })
     }
 
     /// The first error a launch left behind surfaces at the next synchronizing call; this
@@ -384,6 +434,10 @@ impl GpuStream for CudaStream {
     }
 
     unsafe fn launch(&mut self, f: Func, d: Dims, args: &mut [*mut c_void]) -> Result<()> {
+        if self.pdl {
+            // SAFETY: as below; the configuration and its one attribute live across the call.
+            return unsafe { self.launch_pdl(f, d, args) };
+        }
         // SAFETY: the caller's contract; `f` is a function of the loaded module.
         unsafe {
             cu::launch_kernel(

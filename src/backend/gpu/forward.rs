@@ -17,6 +17,7 @@ use super::kernels::{
     ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Q8Act, View, bytes_of, mmvqk_fits,
 };
 use super::moe::{self, MoeBufs};
+use super::timing::{Phase, PhaseClock};
 use super::weights::{GpuFfn, GpuMat, GpuQkv, GpuWeights};
 use super::{DevBuf, DevPtr, GpuStream, GraphId};
 use crate::backend::cpu::ThreadPool;
@@ -148,6 +149,8 @@ pub struct GpuForward {
     /// (`GpuWeights::all_tiled`): no f16 GEMM scratch, and decodes of one row per sequence
     /// (the engine's generation steps) of any size run as graphs.
     all_tiled: bool,
+    /// RF_GPU_TIMING=1: wall time by phase (`timing`).
+    clock: PhaseClock,
 }
 
 fn f32_buf(w: &GpuWeights, n: usize, what: &str) -> Result<DevBuf> {
@@ -244,6 +247,7 @@ impl GpuForward {
             graphs: Vec::new(),
             graphs_on: std::env::var("RF_GPU_GRAPHS").map_or(true, |v| v != "0"),
             all_tiled,
+            clock: PhaseClock::from_env(),
         })
     }
 
@@ -547,9 +551,11 @@ impl GpuForward {
         if n > self.n_batch {
             return Err(Error::Internal("batch larger than the GPU buffers".into()));
         }
+        self.clock.start();
         self.copy_blocks(kv, p.k_dim(), p.v_dim())?;
         let tb = self.build_tables(t, plan, kv)?;
         let tv = self.upload_tables(w)?;
+        self.clock.lap(Phase::Tables);
         let Some((norm, out)) = &w.head else {
             self.layers(w, t, &tb, tv, n, abort)?;
             let mut xs = vec![0f32; n * p.n_embd];
@@ -589,6 +595,11 @@ impl GpuForward {
             self.layers(w, t, &tb, tv, n, abort)?;
             self.head(w, t, plan, &tb, tv, norm, out, lv)?;
         }
+        self.clock.lap(Phase::Launches);
+        if self.clock.on() {
+            self.stream.synchronize()?;
+            self.clock.lap(Phase::Wait);
+        }
         if logits.capacity() < count {
             // About to be reallocated: unpinned first.
             self.stream.unpin_host(logits.as_mut_ptr().cast());
@@ -606,7 +617,9 @@ impl GpuForward {
         };
         // SAFETY: lv holds at least `count` floats (logits_view); the download synchronizes
         // the stream before copying.
-        unsafe { self.stream.download(as_bytes_mut(logits), lv.ptr) }
+        unsafe { self.stream.download(as_bytes_mut(logits), lv.ptr)? };
+        self.clock.done(n, count * 4);
+        Ok(())
     }
 
     /// Replays the graph recorded for `key`, or records `body` as one and replays it. Where

@@ -25,6 +25,7 @@ mod mmq;
 mod moe;
 #[cfg(any(feature = "cuda", feature = "hip", feature = "gpu-emulator", test))]
 mod source;
+mod timing;
 mod weights;
 
 use std::ffi::c_void;

@@ -121,6 +121,89 @@ mod tests {
         assert!(full_source().contains("attend_f16("));
     }
 
+    /// The body of each `__global__` function: the text between its parameter list's
+    /// closing parenthesis and the matching closing brace.
+    fn kernel_bodies(src: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut rest = src;
+        while let Some(at) = rest.find("__global__") {
+            rest = &rest[at..];
+            let open = rest.find('(').unwrap();
+            let mut depth = 0;
+            let mut close = open;
+            for (i, c) in rest[open..].char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' if depth == 1 => {
+                        close = open + i;
+                        break;
+                    }
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+            }
+            let body = &rest[close..];
+            let start = body.find('{').unwrap() + 1;
+            let mut depth = 1;
+            let mut end = start;
+            for (i, c) in body[start..].char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 1 => {
+                        end = start + i;
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            out.push(&body[start..end]);
+            rest = &body[end..];
+        }
+        out
+    }
+
+    /// Kernels launch with programmatic dependent launch on sm_90 (compat.h): one that
+    /// touched a buffer before `rf_grid_wait` could read what the kernel before it has not
+    /// written yet. So every kernel begins with `rf_grid_start()`, or with `rf_grid_go()`
+    /// and then a call to a product whose only work before its `rf_grid_wait()` is a
+    /// prefetch.
+    #[test]
+    fn every_kernel_waits_for_the_one_before() {
+        let src = full_source();
+        let bodies = kernel_bodies(&src);
+        assert!(bodies.len() >= 30, "{} kernels found", bodies.len());
+        for body in bodies {
+            let first = body
+                .trim_start_matches(|c: char| c.is_whitespace() || c == '\\')
+                .split(';')
+                .next()
+                .unwrap();
+            match first {
+                "rf_grid_start()" => {}
+                "rf_grid_go()" => {
+                    let callee = body
+                        .split(';')
+                        .nth(1)
+                        .unwrap()
+                        .trim_start_matches(|c: char| c.is_whitespace() || c == '\\');
+                    let name = callee.split('<').next().unwrap();
+                    let def = src
+                        .find(&format!("void {name}("))
+                        .unwrap_or_else(|| panic!("{name} is not defined"));
+                    let helper = &src[def..];
+                    let wait = helper.find("rf_grid_wait();").unwrap();
+                    let before = &helper[..wait];
+                    assert!(
+                        !before.contains("y[") && !before.contains("xq["),
+                        "{name} touches its activations or outputs before rf_grid_wait"
+                    );
+                }
+                other => panic!("a kernel begins with `{other}`, not rf_grid_start()"),
+            }
+        }
+    }
+
     #[test]
     fn cache_round_trip_and_keys() {
         let dir = tempfile::tempdir().unwrap();
