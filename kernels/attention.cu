@@ -129,6 +129,195 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
     }
 }
 
+// Attention for many rows that each have their own entry list (the decode steps of many
+// sequences): one block per (KV head, row), so the G = n_head / n_head_kv query heads that
+// read a KV head share every key and value the block loads (attend_f16 loads them once per
+// query head). The four 32-thread groups take tiles of 32 entries in turn (group w: tiles w,
+// w + 4, ...). In a tile a lane scores its own entry against the G queries (its key read
+// with 16-byte loads), the group's online softmax takes the whole tile at once (one max and
+// one sum per query instead of one per entry), and the values are accumulated with the
+// output dimensions spread over the lanes, four entries' loads in flight. An entry whose
+// weight is 0 for every query adds nothing and is not read (a masked entry's cell may hold
+// anything). The groups' results are combined at the end as attend_f16 combines its own.
+// Same arguments as attend_f16 (with xq, the outputs are also quantized to Q8 blocks).
+// G up to ATH_G, G * vhd up to ATH_OUT, hd a multiple of 8 and vhd of 2, both up to
+// ATT_MAX_D.
+
+#define ATH_G 8
+#define ATH_OUT 1024
+
+// Output i (of the block's G * vhd) from the groups' partial sums, over the total weight.
+__device__ __forceinline__ float ath_out(const float (*s_acc)[ATH_OUT],
+                                         const float (*s_m)[ATH_G], const float (*s_l)[ATH_G],
+                                         int g, int i) {
+    float gm = RF_NEG_INF;
+    for (int w = 0; w < 4; w++) gm = fmaxf(gm, s_m[w][g]);
+    float tl = 0.0f, o = 0.0f;
+    for (int w = 0; w < 4; w++)
+        if (s_m[w][g] > RF_NEG_INF) {
+            const float c = expf(s_m[w][g] - gm);
+            tl += s_l[w][g] * c;
+            o += s_acc[w][i] * c;
+        }
+    return tl > 0.0f ? o / tl : 0.0f;
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+attend_heads_f16(const float* __restrict__ q, const u16* __restrict__ kc,
+                 const u16* __restrict__ vc, float* __restrict__ out,
+                 const int4* __restrict__ meta, const uint2* __restrict__ ent, int n_head,
+                 int n_head_kv, int hd, int vhd, float scale, float softcap,
+                 int* __restrict__ xq, float2* __restrict__ xds) {
+    rf_grid_start();
+    __shared__ float Qs[ATH_G][ATT_MAX_D];
+    __shared__ float Ps[4][ATH_G][32];
+    __shared__ u32 Cs[4][32];
+    __shared__ float s_m[4][ATH_G], s_l[4][ATH_G];
+    __shared__ float s_acc[4][ATH_OUT];
+    const int kvh = blockIdx.x, r = blockIdx.y;
+    const int G = n_head / n_head_kv;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int kd = n_head_kv * hd, vd = n_head_kv * vhd, vw = vhd / 2;
+    const int4 m = meta[r];
+    const float* qp = q + ((u64)r * n_head + (u64)kvh * G) * hd;
+    for (int i = threadIdx.x; i < G * hd; i += blockDim.x) Qs[i / hd][i % hd] = qp[i];
+    __syncthreads();
+    // Lane `lane` holds value words lane + 32 i (dimensions 2w and 2w + 1) of each query.
+    const int VR = ATT_MAX_D / 64;
+    float acc[ATH_G][2 * VR], mx[ATH_G], l[ATH_G];
+#pragma unroll
+    for (int g = 0; g < ATH_G; g++) {
+        mx[g] = RF_NEG_INF;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 2 * VR; i++) acc[g][i] = 0.0f;
+    }
+    for (int t0 = warp * 32; t0 < m.y; t0 += 4 * 32) {
+        const int j = t0 + lane;
+        bool ok = false;
+        u32 cell = 0;
+        if (j < m.y) {
+            const uint2 en = ent[m.x + j];
+            const int p = (int)en.y;
+            ok = p <= m.z && p >= m.w;
+            cell = ok ? en.x : 0;
+        }
+        float s[ATH_G];
+#pragma unroll
+        for (int g = 0; g < ATH_G; g++) s[g] = 0.0f;
+        if (ok) {
+            const uint4* kp = (const uint4*)(kc + (u64)cell * kd + (u64)kvh * hd);
+            for (int c = 0; c < hd / 8; c++) {
+                const uint4 kv = kp[c];
+                const u32 kw[4] = {kv.x, kv.y, kv.z, kv.w};
+                float kf[8];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    kf[2 * e] = rf_f16_to_f32((u16)kw[e]);
+                    kf[2 * e + 1] = rf_f16_to_f32((u16)(kw[e] >> 16));
+                }
+#pragma unroll
+                for (int g = 0; g < ATH_G; g++)
+                    if (g < G)
+#pragma unroll
+                        for (int e = 0; e < 8; e++) s[g] += Qs[g][8 * c + e] * kf[e];
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < ATH_G; g++) {
+            if (g >= G) continue;
+            float sg = s[g] * scale;
+            if (softcap > 0.0f) sg = softcap * tanhf(sg / softcap);
+            sg = ok ? sg : RF_NEG_INF;
+            const float nmx = fmaxf(mx[g], rf_max32(sg));
+            float e = 0.0f;
+            if (nmx != RF_NEG_INF) {
+                const float corr = expf(mx[g] - nmx);
+                e = ok ? expf(sg - nmx) : 0.0f;
+                l[g] = l[g] * corr + rf_sum32(e);
+                mx[g] = nmx;
+#pragma unroll
+                for (int i = 0; i < 2 * VR; i++) acc[g][i] *= corr;
+            }
+            Ps[warp][g][lane] = e;
+        }
+        Cs[warp][lane] = cell;
+        rf_syncwarp();
+        const int nj = min(32, m.y - t0);
+        for (int j0 = 0; j0 < nj; j0 += 4) {
+            u32 vv[4][VR];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const u32* vp =
+                    (const u32*)(vc + (u64)(j0 + u < nj ? Cs[warp][j0 + u] : 0) * vd +
+                                 (u64)kvh * vhd);
+#pragma unroll
+                for (int i = 0; i < VR; i++) {
+                    const int w = lane + 32 * i;
+                    vv[u][i] = w < vw && j0 + u < nj ? vp[w] : 0u;
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+#pragma unroll
+                for (int g = 0; g < ATH_G; g++) {
+                    const float pw = g < G && j0 + u < nj ? Ps[warp][g][j0 + u] : 0.0f;
+                    if (pw == 0.0f) continue;
+#pragma unroll
+                    for (int i = 0; i < VR; i++) {
+                        acc[g][2 * i] += pw * rf_f16_to_f32((u16)vv[u][i]);
+                        acc[g][2 * i + 1] += pw * rf_f16_to_f32((u16)(vv[u][i] >> 16));
+                    }
+                }
+            }
+        }
+        rf_syncwarp();
+    }
+#pragma unroll
+    for (int g = 0; g < ATH_G; g++) {
+        if (g >= G) continue;
+        if (lane == 0) {
+            s_m[warp][g] = mx[g];
+            s_l[warp][g] = l[g];
+        }
+#pragma unroll
+        for (int i = 0; i < VR; i++) {
+            const int w = lane + 32 * i;
+            if (w < vw) {
+                s_acc[warp][g * vhd + 2 * w] = acc[g][2 * i];
+                s_acc[warp][g * vhd + 2 * w + 1] = acc[g][2 * i + 1];
+            }
+        }
+    }
+    __syncthreads();
+    const int n_out = G * vhd;
+    float* op = out + ((u64)r * n_head + (u64)kvh * G) * vhd;
+    if (xq == nullptr) {
+        for (int i = threadIdx.x; i < n_out; i += blockDim.x)
+            op[i] = ath_out(s_acc, s_m, s_l, i / vhd, i);
+        return;
+    }
+    // Also quantized for the output projection's integer-dot products, as attend_f16 does.
+    const u64 row4 = ((u64)r * n_head + (u64)kvh * G) * vhd / 4;
+    for (int base = warp * 32; base < n_out / 4; base += blockDim.x) {
+        const int i4 = base + lane;
+        const bool ok = i4 < n_out / 4;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (ok) {
+            const int g = 4 * i4 / vhd;
+            v = make_float4(ath_out(s_acc, s_m, s_l, g, 4 * i4),
+                            ath_out(s_acc, s_m, s_l, g, 4 * i4 + 1),
+                            ath_out(s_acc, s_m, s_l, g, 4 * i4 + 2),
+                            ath_out(s_acc, s_m, s_l, g, 4 * i4 + 3));
+            op[4 * i4] = v.x;
+            op[4 * i4 + 1] = v.y;
+            op[4 * i4 + 2] = v.z;
+            op[4 * i4 + 3] = v.w;
+        }
+        rf_q8_group(v, xq, xds, row4 + i4, ok);
+    }
+}
+
 // Attention for batches with many rows of one sequence (prefill): one block per KV head and
 // ATR_Q / G consecutive rows (G = n_head / n_head_kv query heads share a KV head), so up to
 // ATR_Q queries share every key and value the block loads. The rows of a block that share

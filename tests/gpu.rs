@@ -391,6 +391,59 @@ fn many_sequences_match_the_cpu() {
     }
 }
 
+/// Generation steps of many sequences with long histories: each row of such a step attends
+/// to its own list of about 150 entries (kernels/attention.cu `attend_heads_f16`: tiles of
+/// 32 entries over four groups, their results combined), with grouped-query heads, and for
+/// Gemma 2 and 3 a sliding window of 8 and (Gemma 2) soft-capped scores.
+#[test]
+fn long_histories_match_the_cpu() {
+    let Some(_dev) = gpu() else { return };
+    for (name, bound) in [
+        ("llama.Q4_0.gguf", 0.25f32),
+        ("gemma2.F32.gguf", 0.1),
+        ("gemma3.F32.gguf", 0.1),
+    ] {
+        let Some(path) = common::zoo_model(name) else {
+            return;
+        };
+        let (n_seq, n_prompt) = (16usize, 150usize);
+        let params = || ContextParams {
+            n_ctx: 4096,
+            n_batch: 256,
+            n_seq_max: n_seq,
+            numerics: Numerics::BatchInvariant,
+            ..ContextParams::default()
+        };
+        let (cpu, mut cc, mut gc) = cpu_and_gpu(&path, params);
+        let toks = prompt(&cpu, 401);
+        let tok = |s: usize, at: usize| toks[(at * 5 + s * 11) % toks.len()] as i32;
+        let mut worst = 0f32;
+        for s in 0..n_seq {
+            let mut b = Batch::new();
+            for at in 0..n_prompt {
+                b.add(tok(s, at), at as i32, &[s as i32], at + 1 == n_prompt)
+                    .unwrap();
+            }
+            worst = worst.max(decode_both(&b, &mut cc, &mut gc));
+        }
+        let mut steps = 0f32;
+        for step in 0..4 {
+            let at = n_prompt + step;
+            let mut b = Batch::new();
+            for s in 0..n_seq {
+                b.add(tok(s, at), at as i32, &[s as i32], true).unwrap();
+            }
+            steps = steps.max(decode_both(&b, &mut cc, &mut gc));
+        }
+        println!(
+            "{name}: {n_seq} sequences of {n_prompt}+ tokens, max |dlogit| {worst:.4} after \
+             the prompts, {steps:.4} in the steps (bound {bound})"
+        );
+        let worst = worst.max(steps);
+        assert!(worst <= bound, "{name}: {worst}");
+    }
+}
+
 #[test]
 fn device_memory_returns_after_free() {
     let Some(dev) = gpu() else { return };

@@ -99,9 +99,9 @@ impl CudaDevice {
             module: std::ptr::null_mut(),
             name,
             arch: format!("sm_{major}{minor}"),
-            // griddepcontrol is sm_90 and later. Opt-in (RF_GPU_PDL=1) until measured on
-            // the GPU (docs/GPU.md, "Overlapped launches").
-            pdl: major >= 9 && std::env::var("RF_GPU_PDL").is_ok_and(|v| v == "1"),
+            // griddepcontrol is sm_90 and later; RF_GPU_PDL=0 turns it off (to measure it:
+            // docs/GPU.md, "Overlapped launches").
+            pdl: major >= 9 && std::env::var("RF_GPU_PDL").map_or(true, |v| v != "0"),
         };
         d.bind()?;
         d.module = d.load_module()?;
@@ -266,18 +266,37 @@ impl GpuDevice for CudaDevice {
                 return Err(dev_err("cublasCreate", e));
             }
         };
-        // SAFETY: a live handle and stream.
-        unsafe { blas::set_stream(blas, stream as _) }
-            .map_err(|e| dev_err("cublasSetStream", e))?;
-        Ok(Box::new(CudaStream {
+        let mut s = CudaStream {
             ctx: self.ctx,
             stream,
             blas,
+            workspace: 0,
             graphs: Graphs::default(),
             pins: Vec::new(),
             refused: Vec::new(),
             pdl: self.pdl,
-        }))
+        };
+        // SAFETY: a live handle and stream.
+        unsafe { blas::set_stream(blas, stream as _) }
+            .map_err(|e| dev_err("cublasSetStream", e))?;
+        // A workspace of the stream's own, so that cuBLAS allocates nothing while a decode
+        // is being recorded as a graph (the GEMMs of many-sequence steps are recorded too).
+        s.workspace = self.alloc(BLAS_WORKSPACE)?;
+        // SAFETY: a live handle; the workspace lives until the handle is destroyed (Drop).
+        cu_check_blas("cublasSetWorkspace", unsafe {
+            blas_sys::cublasSetWorkspace_v2(blas, s.workspace as *mut c_void, BLAS_WORKSPACE)
+        })?;
+        Ok(Box::new(s))
+    }
+}
+
+/// cuBLAS's workspace per stream (what NVIDIA advises for Hopper).
+const BLAS_WORKSPACE: usize = 32 << 20;
+
+fn cu_check_blas(what: &str, r: blas_sys::cublasStatus_t) -> Result<()> {
+    match r {
+        blas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS => Ok(()),
+        e => Err(dev_err(what, e)),
     }
 }
 
@@ -285,6 +304,8 @@ pub struct CudaStream {
     ctx: sys::CUcontext,
     stream: sys::CUstream,
     blas: blas_sys::cublasHandle_t,
+    /// cuBLAS's workspace (`BLAS_WORKSPACE` bytes; 0 until allocated), freed after the handle.
+    workspace: DevPtr,
     graphs: Graphs<sys::CUgraphExec>,
     /// Host memory this stream pinned (`pin_host`), and memory the driver refused to pin
     /// (not asked again until unpinned).
@@ -366,6 +387,9 @@ impl Drop for CudaStream {
                     let _ = sys::cuMemHostUnregister(p as *mut c_void);
                 }
                 let _ = blas::destroy_handle(self.blas);
+                if self.workspace != 0 {
+                    let _ = cu::free_sync(self.workspace);
+                }
                 let _ = cu::stream::destroy(self.stream);
             }
         }

@@ -145,10 +145,8 @@ pub struct GpuForward {
     /// fails.
     graphs: Vec<(GraphKey, GraphId)>,
     graphs_on: bool,
-    /// Every product takes the tiled int8 kernels above the matrix-vector kernels' rows
-    /// (`GpuWeights::all_tiled`): no f16 GEMM scratch, and decodes of one row per sequence
-    /// (the engine's generation steps) of any size run as graphs.
-    all_tiled: bool,
+    /// Layouts of many-row decodes seen once and not recorded (see `forward`).
+    seen: Vec<GraphKey>,
     /// RF_GPU_TIMING=1: wall time by phase (`timing`).
     clock: PhaseClock,
 }
@@ -246,7 +244,7 @@ impl GpuForward {
             cells: Vec::new(),
             graphs: Vec::new(),
             graphs_on: std::env::var("RF_GPU_GRAPHS").map_or(true, |v| v != "0"),
-            all_tiled,
+            seen: Vec::new(),
             clock: PhaseClock::from_env(),
         })
     }
@@ -529,10 +527,12 @@ impl GpuForward {
     /// `plan.outputs` into `logits` (reusing its memory), finishing on the CPU when layers
     /// remain there.
     ///
-    /// With every layer and the head on the GPU and no GEMM (at most `graph_rows` rows, or
-    /// any number of rows of one token per sequence where every product is tiled), the
-    /// launches run as a graph recorded the first time a decode of that layout is seen
-    /// (`GraphKey`) and replayed after: the abort callback is then asked once, before.
+    /// With every layer and the head on the GPU, the launches of a decode of at most
+    /// `graph_rows` rows (no GEMM) run as a graph recorded the first time a decode of that
+    /// layout is seen (`GraphKey`) and replayed after; a decode of more rows, one token per
+    /// sequence (the engine's generation steps, whose GEMMs are recorded too), the second
+    /// time its layout is seen, so that the layouts of a changing batch are not each
+    /// recorded for one use. The abort callback is then asked once, before.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &mut self,
@@ -576,17 +576,19 @@ impl GpuForward {
         let count = bytes_of(m, p.n_vocab)?;
         let lv = self.logits_view(w, count)?;
         let (norm, out) = (norm.view(), out.as_ref());
-        if self.graphs_on && (n <= self.graph_rows(w) || self.all_tiled && tb.n_lists == n) {
+        let key = GraphKey {
+            tables: Tables { n_entries: 0, ..tb },
+            rows: n,
+            outputs: m,
+            table_buf: tv.ptr,
+            logits_buf: lv.ptr,
+        };
+        let graph =
+            self.graphs_on && (n <= self.graph_rows(w) || tb.n_lists == n && self.seen_before(key));
+        if graph {
             if abort() {
                 return Err(aborted());
             }
-            let key = GraphKey {
-                tables: Tables { n_entries: 0, ..tb },
-                rows: n,
-                outputs: m,
-                table_buf: tv.ptr,
-                logits_buf: lv.ptr,
-            };
             self.run_graph(key, &mut |this: &mut Self| {
                 this.layers(w, t, &tb, tv, n, &mut || false)?;
                 this.head(w, t, plan, &tb, tv, norm, out, lv)
@@ -653,11 +655,24 @@ impl GpuForward {
         self.stream.replay(id)
     }
 
+    /// Whether a decode of layout `key` ran before (recorded or not); remembers it if not.
+    fn seen_before(&mut self, key: GraphKey) -> bool {
+        if self.seen.contains(&key) || self.graphs.iter().any(|(k, _)| *k == key) {
+            return true;
+        }
+        if self.seen.len() >= GRAPHS_KEPT {
+            self.seen.remove(0);
+        }
+        self.seen.push(key);
+        false
+    }
+
     /// Frees the recorded graphs (their buffers are about to change).
     fn drop_graphs(&mut self) {
         for (_, id) in std::mem::take(&mut self.graphs) {
             self.stream.drop_graph(id);
         }
+        self.seen.clear();
     }
 
     /// The logits buffer, grown to `count` floats when needed.

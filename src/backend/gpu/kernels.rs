@@ -153,6 +153,10 @@ pub struct Kernels {
     /// RF_GPU_ATTN_ROWS=0 turns it off, to measure it against `attend`).
     attend_rows: Func,
     attend_rows_on: bool,
+    /// Attention for many rows with a list each (many sequences' decode steps), and whether
+    /// it is on (the default; RF_GPU_ATTN_HEADS=0 turns it off, to measure it).
+    attend_heads: Func,
+    attend_heads_on: bool,
     quantize_act: Func,
     quantize_q8: Func,
     quantize_q8k: Func,
@@ -375,6 +379,8 @@ impl Kernels {
             attend: f("attend_f16")?,
             attend_rows: f("attend_rows_f16")?,
             attend_rows_on: std::env::var("RF_GPU_ATTN_ROWS").map_or(true, |v| v != "0"),
+            attend_heads: f("attend_heads_f16")?,
+            attend_heads_on: std::env::var("RF_GPU_ATTN_HEADS").map_or(true, |v| v != "0"),
             quantize_act: f("quantize_act")?,
             quantize_q8: f("quantize_q8")?,
             quantize_q8k: f("quantize_q8k")?,
@@ -1033,6 +1039,13 @@ pub const ATTN_MAX_HEAD: usize = 256;
 /// Queries a block of `attend_rows_f16` takes (kernels/attention.cu: ATR_Q).
 const ATTN_ROWS_Q: usize = 16;
 
+/// `attend_heads_f16`'s limits (kernels/attention.cu: ATH_G, ATH_OUT), and the fewest rows
+/// it takes (with fewer, one block per KV head and row leaves most of the GPU idle, and
+/// `attend_f16`'s block per query head and row does better).
+const ATTN_HEADS_G: usize = 8;
+const ATTN_HEADS_OUT: usize = 1024;
+const ATTN_HEADS_MIN_ROWS: usize = 16;
+
 /// The device views one attention launch reads and writes.
 pub struct AttnIo {
     pub q: View,
@@ -1097,13 +1110,22 @@ impl Kernels {
             "attention entries",
         )?;
         // Many rows a list (prefill): blocks of ATTN_ROWS_Q queries of one KV head share
-        // every key and value they load. Otherwise (decode) one block per row and head.
+        // every key and value they load. Many rows with a list each (the decode steps of
+        // many sequences): one block per row and KV head, its query heads sharing the keys
+        // and values. Otherwise (few rows) one block per row and query head.
         let group = a.n_head / a.n_head_kv;
         let rows = self.attend_rows_on
             && a.n_rows >= 16
             && a.n_rows >= 4 * a.n_lists
             && group <= ATTN_ROWS_Q
             && a.head_dim.is_multiple_of(2)
+            && a.v_head_dim.is_multiple_of(2);
+        let heads = !rows
+            && self.attend_heads_on
+            && a.n_rows >= ATTN_HEADS_MIN_ROWS
+            && group <= ATTN_HEADS_G
+            && group * a.v_head_dim <= ATTN_HEADS_OUT
+            && a.head_dim.is_multiple_of(8)
             && a.v_head_dim.is_multiple_of(2);
         let (f, grid) = if rows {
             let per_block = ATTN_ROWS_Q / group;
@@ -1112,6 +1134,15 @@ impl Kernels {
                 (
                     to_u32(a.n_head_kv, "kv heads")?,
                     to_u32(a.n_rows.div_ceil(per_block), "row blocks")?,
+                    1,
+                ),
+            )
+        } else if heads {
+            (
+                self.attend_heads,
+                (
+                    to_u32(a.n_head_kv, "kv heads")?,
+                    to_u32(a.n_rows, "rows")?,
                     1,
                 ),
             )
@@ -1138,8 +1169,9 @@ impl Kernels {
             Arg::I(to_i32(a.head_dim, "head_dim")?),
             Arg::I(to_i32(a.v_head_dim, "v_head_dim")?),
         ];
-        // attend_rows_f16 then takes the rows (its last block may not fill), attend_f16 the
-        // Q8 outputs (null for none) after the scales.
+        // attend_rows_f16 then takes the rows (its last block may not fill), attend_f16 and
+        // attend_heads_f16 (the same arguments) the Q8 outputs (null for none) after the
+        // scales.
         let q8 = q8.filter(|_| !rows && a.v_head_dim.is_multiple_of(32));
         let (xq, xds) = match q8 {
             Some(x) => {
