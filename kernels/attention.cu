@@ -22,6 +22,33 @@ __device__ __forceinline__ float att_out(const float (*s_acc)[ATT_MAX_D], const 
     return tl > 0.0f ? o / tl : 0.0f;
 }
 
+// Stores a block's n outputs op[i] = out(i) (n a multiple of 32 with xq), and with xq also
+// quantizes them to Q8 blocks as quantize_q8 would, for the output projection's integer-dot
+// products: four outputs a lane, eight lanes a block of 32, codes and scales from block row4
+// / 8 on (row4: the index of op's first four outputs). Every thread of the block calls it.
+template <class Out>
+__device__ __forceinline__ void att_store(float* __restrict__ op, int n, int* __restrict__ xq,
+                                          float2* __restrict__ xds, u64 row4, Out out) {
+    if (xq == nullptr) {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) op[i] = out(i);
+        return;
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int base = warp * 32; base < n / 4; base += blockDim.x) {
+        const int i4 = base + lane;
+        const bool ok = i4 < n / 4;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (ok) {
+            v = make_float4(out(4 * i4), out(4 * i4 + 1), out(4 * i4 + 2), out(4 * i4 + 3));
+            op[4 * i4] = v.x;
+            op[4 * i4 + 1] = v.y;
+            op[4 * i4 + 2] = v.z;
+            op[4 * i4 + 3] = v.w;
+        }
+        rf_q8_group(v, xq, xds, row4 + i4, ok);
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32)
 attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
            const u16* __restrict__ vc, float* __restrict__ out,
@@ -103,30 +130,8 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
     for (int w = 0; w < ATT_WARPS; w++)
         if (s_m[w] > RF_NEG_INF) tl += s_l[w] * expf(s_m[w] - gm);
     float* op = out + ((u64)r * n_head + h) * vhd;
-    if (xq == nullptr) {
-        for (int i = threadIdx.x; i < vhd; i += blockDim.x)
-            op[i] = att_out(s_acc, s_m, gm, tl, i);
-        return;
-    }
-    // Also quantized for the output projection's integer-dot products, as quantize_q8 would
-    // (vhd a multiple of 32): four outputs a lane, eight lanes a block of 32.
-    const u64 row4 = ((u64)r * n_head + h) * vhd / 4;
-    for (int base = warp * 32; base < vhd / 4; base += blockDim.x) {
-        const int i4 = base + lane;
-        const bool ok = i4 < vhd / 4;
-        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (ok) {
-            v = make_float4(att_out(s_acc, s_m, gm, tl, 4 * i4),
-                            att_out(s_acc, s_m, gm, tl, 4 * i4 + 1),
-                            att_out(s_acc, s_m, gm, tl, 4 * i4 + 2),
-                            att_out(s_acc, s_m, gm, tl, 4 * i4 + 3));
-            op[4 * i4] = v.x;
-            op[4 * i4 + 1] = v.y;
-            op[4 * i4 + 2] = v.z;
-            op[4 * i4 + 3] = v.w;
-        }
-        rf_q8_group(v, xq, xds, row4 + i4, ok);
-    }
+    att_store(op, vhd, xq, xds, ((u64)r * n_head + h) * vhd / 4,
+              [&](int i) { return att_out(s_acc, s_m, gm, tl, i); });
 }
 
 // Attention for many rows that each have their own entry list (the decode steps of many
@@ -290,32 +295,9 @@ attend_heads_f16(const float* __restrict__ q, const u16* __restrict__ kc,
         }
     }
     __syncthreads();
-    const int n_out = G * vhd;
-    float* op = out + ((u64)r * n_head + (u64)kvh * G) * vhd;
-    if (xq == nullptr) {
-        for (int i = threadIdx.x; i < n_out; i += blockDim.x)
-            op[i] = ath_out(s_acc, s_m, s_l, i / vhd, i);
-        return;
-    }
-    // Also quantized for the output projection's integer-dot products, as attend_f16 does.
-    const u64 row4 = ((u64)r * n_head + (u64)kvh * G) * vhd / 4;
-    for (int base = warp * 32; base < n_out / 4; base += blockDim.x) {
-        const int i4 = base + lane;
-        const bool ok = i4 < n_out / 4;
-        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (ok) {
-            const int g = 4 * i4 / vhd;
-            v = make_float4(ath_out(s_acc, s_m, s_l, g, 4 * i4),
-                            ath_out(s_acc, s_m, s_l, g, 4 * i4 + 1),
-                            ath_out(s_acc, s_m, s_l, g, 4 * i4 + 2),
-                            ath_out(s_acc, s_m, s_l, g, 4 * i4 + 3));
-            op[4 * i4] = v.x;
-            op[4 * i4 + 1] = v.y;
-            op[4 * i4 + 2] = v.z;
-            op[4 * i4 + 3] = v.w;
-        }
-        rf_q8_group(v, xq, xds, row4 + i4, ok);
-    }
+    const u64 first = ((u64)r * n_head + (u64)kvh * G) * vhd;
+    att_store(out + first, G * vhd, xq, xds, first / 4,
+              [&](int i) { return ath_out(s_acc, s_m, s_l, i / vhd, i); });
 }
 
 // Attention for batches with many rows of one sequence (prefill): one block per KV head and

@@ -283,22 +283,17 @@ impl GpuDevice for CudaDevice {
         // is being recorded as a graph (the GEMMs of many-sequence steps are recorded too).
         s.workspace = self.alloc(BLAS_WORKSPACE)?;
         // SAFETY: a live handle; the workspace lives until the handle is destroyed (Drop).
-        cu_check_blas("cublasSetWorkspace", unsafe {
+        unsafe {
             blas_sys::cublasSetWorkspace_v2(blas, s.workspace as *mut c_void, BLAS_WORKSPACE)
-        })?;
+        }
+        .result()
+        .map_err(|e| dev_err("cublasSetWorkspace", e))?;
         Ok(Box::new(s))
     }
 }
 
 /// cuBLAS's workspace per stream (what NVIDIA advises for Hopper).
 const BLAS_WORKSPACE: usize = 32 << 20;
-
-fn cu_check_blas(what: &str, r: blas_sys::cublasStatus_t) -> Result<()> {
-    match r {
-        blas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS => Ok(()),
-        e => Err(dev_err(what, e)),
-    }
-}
 
 pub struct CudaStream {
     ctx: sys::CUcontext,

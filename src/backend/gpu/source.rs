@@ -121,44 +121,35 @@ mod tests {
         assert!(full_source().contains("attend_f16("));
     }
 
-    /// The body of each `__global__` function: the text between its parameter list's
-    /// closing parenthesis and the matching closing brace.
+    /// The index in `s` of the bracket that closes the one `s` begins with.
+    fn closing(s: &str, open: char, close: char) -> usize {
+        let mut depth = 0;
+        for (i, c) in s.char_indices() {
+            if c == open {
+                depth += 1;
+            } else if c == close {
+                depth -= 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+        }
+        panic!("unbalanced {open}{close}");
+    }
+
+    /// The body of each `__global__` function: the text between the opening brace after
+    /// its parameter list and the matching closing brace.
     fn kernel_bodies(src: &str) -> Vec<&str> {
         let mut out = Vec::new();
         let mut rest = src;
         while let Some(at) = rest.find("__global__") {
             rest = &rest[at..];
-            let open = rest.find('(').unwrap();
-            let mut depth = 0;
-            let mut close = open;
-            for (i, c) in rest[open..].char_indices() {
-                match c {
-                    '(' => depth += 1,
-                    ')' if depth == 1 => {
-                        close = open + i;
-                        break;
-                    }
-                    ')' => depth -= 1,
-                    _ => {}
-                }
-            }
-            let body = &rest[close..];
-            let start = body.find('{').unwrap() + 1;
-            let mut depth = 1;
-            let mut end = start;
-            for (i, c) in body[start..].char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 1 => {
-                        end = start + i;
-                        break;
-                    }
-                    '}' => depth -= 1,
-                    _ => {}
-                }
-            }
-            out.push(&body[start..end]);
-            rest = &body[end..];
+            let params = rest.find('(').unwrap();
+            let after = &rest[params + closing(&rest[params..], '(', ')')..];
+            let open = after.find('{').unwrap();
+            let end = open + closing(&after[open..], '{', '}');
+            out.push(&after[open + 1..end]);
+            rest = &after[end..];
         }
         out
     }

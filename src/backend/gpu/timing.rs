@@ -122,6 +122,7 @@ mod tests {
         let r = c.report();
         assert!(r.contains("1 decodes, 4.0 rows and 2.0 MB"), "{r}");
         assert!(r.contains("logits download"), "{r}");
+        // Off, so that dropping it prints nothing into the test's output.
         c.on = false;
         let mut off = PhaseClock {
             on: false,
