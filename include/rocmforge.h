@@ -905,10 +905,38 @@ rf_status rf_decode(struct rf_context_t *ctx,
                     const struct rf_batch_t *batch);
 
 /**
+ * `rf_decode` for callers that only want each output row's greedy token (highest logit,
+ * lowest id on ties: what a chain of `RF_SAMPLER_GREEDY` alone picks): read them with
+ * `rf_greedy_token`. The logits are not kept: `rf_logits` refuses until the next
+ * `rf_decode`. With the model's output layer on a GPU the argmax runs there and only the
+ * tokens are copied back (a large vocabulary's logits are megabytes a row). Same checks,
+ * statuses and all-or-nothing rule as `rf_decode`.
+ * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`). The batch is locked for the call too.
+ *
+ * # Safety
+ * `ctx` and `batch` must be NULL or live handles.
+ */
+rf_status rf_decode_greedy(struct rf_context_t *ctx,
+                           const struct rf_batch_t *batch);
+
+/**
+ * Writes the greedy token of output row `i` (-1: the last) of the last successful decode
+ * to `*out_token`: after `rf_decode_greedy`, or after `rf_decode` (the argmax of its logits).
+ * Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, no such row).
+ * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
+ *
+ * # Safety
+ * `ctx` must be NULL or a live handle; `out_token` NULL or writable.
+ */
+rf_status rf_greedy_token(struct rf_context_t *ctx,
+                          int32_t i,
+                          int32_t *out_token);
+
+/**
  * Borrows the logits of output row `i` of the last successful decode (the rows flagged for
  * output, in batch order; -1: the last): `*out` points to `*n_vocab` floats owned by the
  * context, valid until the next `rf_decode` or `rf_context_free`. Statuses: `RF_OK`;
- * `RF_ERR_INVALID_ARG` (NULL, no such row).
+ * `RF_ERR_INVALID_ARG` (NULL, no such row, the last decode was `rf_decode_greedy`).
  * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
  *
  * # Safety

@@ -78,6 +78,72 @@ extern "C" __global__ void softcap_inplace(float* x, float cap, u64 n) {
     if (i < n) x[i] = cap * tanhf(x[i] / cap);
 }
 
+// Whether bits `b` of a float are NaN or infinite.
+__device__ __forceinline__ bool rf_non_finite(u32 b) { return (b & 0x7f800000u) == 0x7f800000u; }
+
+// A finite float's place in the total order (Rust's f32::total_cmp, which the CPU's greedy
+// sampler ranks by: -0 below +0) as a signed integer.
+__device__ __forceinline__ int rf_order_key(float v) {
+    const int b = __float_as_int(v);
+    return b ^ (int)(((u32)(b >> 31)) >> 1);
+}
+
+// What one thread saw of a row in argmax_rows: the best logit's key and index (`d`: none
+// yet), and the first non-finite index (`d`: none). A thread's indices only grow, so only a
+// strictly greater key replaces the best: ties keep the lowest index.
+__device__ __forceinline__ void rf_argmax_see(float v, int i, int& bk, int& bi, int& bad) {
+    if (rf_non_finite(__float_as_uint(v))) {
+        bad = min(bad, i);
+    } else if (bi == 0x7fffffff || rf_order_key(v) > bk) {
+        bk = rf_order_key(v);
+        bi = i;
+    }
+}
+
+// The greedy token of each of the grid's rows of `d` logits: the highest logit, the lowest
+// index on ties (the CPU's greedy sampler), into out[2 * row]; the first index holding NaN or
+// infinity into out[2 * row + 1] (-1: none; the token is then meaningless). One block per
+// row, blockDim.x a power of two up to RF_ARGMAX_THREADS.
+#define RF_ARGMAX_THREADS 512
+extern "C" __global__ void argmax_rows(const float* __restrict__ x, int d, int* out) {
+    rf_grid_start();
+    __shared__ int sk[RF_ARGMAX_THREADS], si[RF_ARGMAX_THREADS], sb[RF_ARGMAX_THREADS];
+    const int t = threadIdx.x, none = 0x7fffffff;
+    const float* xr = x + (u64)blockIdx.x * d;
+    int bk = 0, bi = none, bad = none;
+    if ((((u64)xr) & 15) == 0 && (d & 3) == 0) {
+        const float4* x4 = (const float4*)xr;
+        for (int i = t; i < d / 4; i += blockDim.x) {
+            const float4 a = x4[i];
+            rf_argmax_see(a.x, 4 * i, bk, bi, bad);
+            rf_argmax_see(a.y, 4 * i + 1, bk, bi, bad);
+            rf_argmax_see(a.z, 4 * i + 2, bk, bi, bad);
+            rf_argmax_see(a.w, 4 * i + 3, bk, bi, bad);
+        }
+    } else {
+        for (int i = t; i < d; i += blockDim.x) rf_argmax_see(xr[i], i, bk, bi, bad);
+    }
+    sk[t] = bk;
+    si[t] = bi;
+    sb[t] = bad;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (t < s) {
+            const int ok = sk[t + s], oi = si[t + s];
+            if (oi != none && (si[t] == none || ok > sk[t] || (ok == sk[t] && oi < si[t]))) {
+                sk[t] = ok;
+                si[t] = oi;
+            }
+            sb[t] = min(sb[t], sb[t + s]);
+        }
+        __syncthreads();
+    }
+    if (t == 0) {
+        out[2 * blockIdx.x] = si[0];
+        out[2 * blockIdx.x + 1] = sb[0] == none ? -1 : sb[0];
+    }
+}
+
 // silu(g) * u.
 __device__ __forceinline__ float rf_swiglu(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 

@@ -522,6 +522,77 @@ fn every_function_refuses_misuse_with_its_status() {
             rf_logits_copy(null_mut(), 0, dst.as_mut_ptr(), dst.len()),
             BAD,
         );
+        let mut token = 0i32;
+        for i in [1, -2, i32::MAX, i32::MIN] {
+            m.check(
+                "rf_greedy_token",
+                &format!("row {i}"),
+                rf_greedy_token(ctx, i, &mut token),
+                BAD,
+            );
+        }
+        m.check(
+            "rf_greedy_token",
+            "NULL context",
+            rf_greedy_token(null_mut(), 0, &mut token),
+            BAD,
+        );
+        m.check(
+            "rf_greedy_token",
+            "NULL out",
+            rf_greedy_token(ctx, 0, null_mut()),
+            BAD,
+        );
+        m.check(
+            "rf_decode_greedy",
+            "NULL context",
+            rf_decode_greedy(null_mut(), batch),
+            BAD,
+        );
+        m.check(
+            "rf_decode_greedy",
+            "NULL batch",
+            rf_decode_greedy(ctx, null()),
+            BAD,
+        );
+        rf_batch_clear(batch);
+        let s1 = [1i32];
+        assert_eq!(rf_batch_add(batch, 1, 0, s1.as_ptr(), 1, 1), RF_OK);
+        m.check(
+            "rf_decode_greedy",
+            "real",
+            rf_decode_greedy(ctx, batch),
+            RF_OK,
+        );
+        m.check(
+            "rf_logits",
+            "after rf_decode_greedy",
+            rf_logits(ctx, 0, &mut view, &mut nv),
+            BAD,
+        );
+        m.check(
+            "rf_greedy_token",
+            "real",
+            rf_greedy_token(ctx, 0, &mut token),
+            RF_OK,
+        );
+        assert!((0..n_vocab).contains(&token));
+        m.check(
+            "rf_decode_greedy",
+            "token outside the vocabulary",
+            {
+                rf_batch_clear(batch);
+                assert_eq!(rf_batch_add(batch, n_vocab, 1, s1.as_ptr(), 1, 1), RF_OK);
+                rf_decode_greedy(ctx, batch)
+            },
+            BAD,
+        );
+        // Logits again for what follows (a plain decode; the sequence freed after it).
+        assert_eq!(rf_kv_free(ctx, 1), RF_OK);
+        rf_batch_clear(batch);
+        assert_eq!(rf_batch_add(batch, 1, 0, s1.as_ptr(), 1, 1), RF_OK);
+        assert_eq!(rf_decode(ctx, batch), RF_OK);
+        assert_eq!(rf_kv_free(ctx, 1), RF_OK);
 
         // The KV cache: sequence ids outside 0..n_seq_max, positions out of order, NULLs.
         let (mut lo, mut hi) = (0i32, 0i32);

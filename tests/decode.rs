@@ -344,7 +344,7 @@ fn contexts_check_their_sizes_and_models_without_a_forward_pass() {
     assert_eq!(decode_last(&mut ctx, &[1, 2, 3], 0).len(), ctx.n_vocab());
 }
 
-/// A model whose output norm is NaN: a decode fails with a non-finite error
+/// A model whose output norm is NaN: a decode (`decode` or `decode_greedy`) fails with a non-finite error
 /// (RF_ERR_MODEL_FORMAT) and keeps nothing (no KV positions, no logits), so the same batch
 /// fails the same way again rather than running into its own positions.
 #[test]
@@ -377,12 +377,91 @@ fn non_finite_logits_fail_the_decode_and_keep_nothing() {
     };
     let mut ctx = Context::new(model, params).unwrap();
     let batch = Batch::from_tokens(&[1, 2, 3], 0, 0).unwrap();
-    for _ in 0..2 {
-        let e = ctx.decode(&batch).unwrap_err();
+    for round in 0..4 {
+        // decode, then decode_greedy (which checks the logits as decode does).
+        let e = match round % 2 {
+            0 => ctx.decode(&batch).unwrap_err(),
+            _ => ctx.decode_greedy(&batch).unwrap_err(),
+        };
         assert!(matches!(e, Error::NonFinite(_)), "{e}");
         assert_eq!(e.status(), rocmforge::error::Status::ModelFormat);
         assert!(e.to_string().contains("non-finite logits"), "{e}");
         assert_eq!(ctx.kv_pos_range(0).unwrap(), None, "nothing kept");
         assert_eq!(ctx.n_outputs(), 0);
     }
+}
+
+/// `decode_greedy` keeps each output row's greedy token and no logits: on the zoo's llama,
+/// 4 sequences of 5 tokens with every row an output, its tokens equal the argmax of what
+/// `decode` gives for the same batch (and the greedy sampler's pick); `logits` is refused
+/// after it, a refused batch keeps its tokens, and a `decode` brings logits back.
+#[test]
+fn decode_greedy_keeps_each_rows_greedy_token() {
+    use rocmforge::sampling::{Sampler, SamplerChain};
+    let Some(path) = common::zoo_model("llama.Q4_0.gguf") else {
+        return;
+    };
+    let m = load(&path);
+    let mut batch = Batch::new();
+    for s in 0..4 {
+        for p in 0..5 {
+            batch.add(1 + 7 * s + 3 * p, p, &[s], true).unwrap();
+        }
+    }
+    let mut full = context(&m, 4, KvType::F16);
+    full.decode(&batch).unwrap();
+    let mut greedy = context(&m, 4, KvType::F16);
+    greedy.decode_greedy(&batch).unwrap();
+    assert_eq!(greedy.n_outputs(), 20);
+    let mut chain = SamplerChain::new(0);
+    chain.add(Sampler::Greedy).unwrap();
+    assert!(chain.is_greedy());
+    for r in 0..20 {
+        let row = full.logits(r).unwrap();
+        let want = argmax(row);
+        assert_eq!(chain.sample(row).unwrap(), want, "row {r}");
+        assert_eq!(full.greedy_token(r).unwrap(), want, "row {r} after decode");
+        assert_eq!(
+            greedy.greedy_token(r).unwrap(),
+            want,
+            "row {r} after decode_greedy"
+        );
+    }
+    assert_eq!(
+        greedy.greedy_token(-1).unwrap(),
+        full.greedy_token(19).unwrap()
+    );
+    let want7 = full.greedy_token(7).unwrap();
+    let e = greedy.logits(0).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArg(_)) && e.to_string().contains("greedy"),
+        "{e}"
+    );
+    assert!(matches!(greedy.greedy_token(20), Err(Error::InvalidArg(_))));
+    // A refused batch (a token outside the vocabulary) changes nothing.
+    let mut bad = Batch::new();
+    bad.add(m.hparams().n_vocab as i32, 5, &[0], true).unwrap();
+    assert!(greedy.decode_greedy(&bad).is_err());
+    assert_eq!(greedy.n_outputs(), 20);
+    assert_eq!(
+        greedy.greedy_token(3).unwrap(),
+        full.greedy_token(3).unwrap()
+    );
+    // The next tokens: greedy and full agree again, and a plain decode keeps logits.
+    let mut next = Batch::new();
+    for s in 0..4 {
+        next.add(full.greedy_token(5 * s + 4).unwrap() as i32, 5, &[s], true)
+            .unwrap();
+    }
+    full.decode(&next).unwrap();
+    greedy.decode_greedy(&next).unwrap();
+    for r in 0..4 {
+        assert_eq!(
+            greedy.greedy_token(r).unwrap(),
+            argmax(full.logits(r).unwrap())
+        );
+    }
+    greedy.kv_clear();
+    greedy.decode(&batch).unwrap();
+    assert_eq!(argmax(greedy.logits(7).unwrap()), want7);
 }

@@ -444,6 +444,117 @@ fn long_histories_match_the_cpu() {
     }
 }
 
+/// `decode_greedy` on the GPU (kernels/ops.cu `argmax_rows`: only the tokens come back)
+/// gives the argmax of the logits that `decode` brings back from the same GPU, bit for bit,
+/// for a prompt step with several outputs a sequence and generation steps of 12 sequences:
+/// on the zoo's llama (recorded graphs), Gemma 2 (soft-capped logits) and with the head on
+/// the CPU (partial offload: the CPU takes the argmax). Against the CPU's logits the tokens
+/// agree wherever the CPU's choice leads by 0.1 or more. A model whose logits come out NaN
+/// fails `decode_greedy` as it fails `decode`, keeping nothing.
+#[test]
+fn greedy_tokens_come_from_the_device() {
+    let Some(_dev) = gpu() else { return };
+    for (name, ngl) in [
+        ("llama.Q4_0.gguf", None),
+        ("gemma2.F32.gguf", None),
+        ("llama.Q4_0.gguf", Some(1)),
+    ] {
+        let Some(path) = common::zoo_model(name) else {
+            return;
+        };
+        let n_seq = 12usize;
+        let params = || ContextParams {
+            n_ctx: 1024,
+            n_batch: 64,
+            n_seq_max: n_seq,
+            ..ContextParams::default()
+        };
+        let cpu = load(&path, Backend::Cpu, None).unwrap();
+        let dev = load(&path, Backend::Cuda, ngl).unwrap();
+        let mut cc = Context::new(cpu.clone(), params()).unwrap();
+        let mut gc = Context::new(dev.clone(), params()).unwrap();
+        let mut gg = Context::new(dev, params()).unwrap();
+        let toks = prompt(&cpu, 61);
+        let tok = |s: usize, at: usize| toks[(at * 3 + s * 5) % toks.len()] as i32;
+        let (mut rows, mut agree) = (0, 0);
+        for step in 0..4 {
+            let mut b = Batch::new();
+            for s in 0..n_seq {
+                // The prompt step: 4 tokens a sequence, the last two outputs.
+                let ats = if step == 0 { 0..4 } else { 3 + step..4 + step };
+                for at in ats {
+                    b.add(tok(s, at), at as i32, &[s as i32], step > 0 || at >= 2)
+                        .unwrap();
+                }
+            }
+            cc.decode(&b).unwrap();
+            gc.decode(&b).unwrap();
+            gg.decode_greedy(&b).unwrap();
+            assert_eq!(gg.n_outputs(), gc.n_outputs());
+            assert!(gg.logits(0).is_err(), "{name}: logits after decode_greedy");
+            for r in 0..gc.n_outputs() as i32 {
+                let got = gg.greedy_token(r).unwrap();
+                assert_eq!(
+                    got,
+                    argmax(gc.logits(r).unwrap()),
+                    "{name} step {step} row {r}"
+                );
+                let (want, lead) = top2(cc.logits(r).unwrap());
+                if lead >= 0.1 {
+                    rows += 1;
+                    agree += usize::from(got == want);
+                }
+            }
+        }
+        println!(
+            "{name} (ngl {ngl:?}): greedy tokens equal the GPU's logits' argmax; {agree} of {rows} clear CPU choices"
+        );
+        assert_eq!(agree, rows, "{name}: the CPU's clear choices");
+    }
+    // Non-finite logits: the output norm made NaN (in F32: a Q8 rounding of the products'
+    // inputs would turn NaN into zeros).
+    use rocmforge::gguf::{GgufFile, GgufWriter};
+    let Some(path) = common::zoo_model("llama.F32.gguf") else {
+        return;
+    };
+    let src = GgufFile::open(&path).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        w.add(k, v.clone());
+    }
+    for t in src.tensors() {
+        let mut data = src.tensor_data(t).unwrap().to_vec();
+        if t.name == "output_norm.weight" {
+            for c in data.chunks_exact_mut(4) {
+                c.copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+        }
+        w.add_tensor(&t.name, t.ty, &t.dims[..t.n_dims as usize], data)
+            .unwrap();
+    }
+    let file = GgufFile::from_bytes(w.to_bytes().0).unwrap();
+    let params = ModelParams {
+        backend: Backend::Cuda,
+        ..ModelParams::default()
+    };
+    let model = Arc::new(Model::from_gguf(file, params).unwrap());
+    let mut ctx = context(&model, 8, Numerics::BatchInvariant);
+    let batch = Batch::from_tokens(&[1, 2, 3], 0, 0).unwrap();
+    for round in 0..4 {
+        let e = match round % 2 {
+            0 => ctx.decode_greedy(&batch).unwrap_err(),
+            _ => ctx.decode(&batch).unwrap_err(),
+        };
+        assert!(matches!(e, Error::NonFinite(_)), "round {round}: {e}");
+        assert!(
+            e.to_string().contains("logit 0 of output row 0 is NaN"),
+            "{e}"
+        );
+        assert_eq!(ctx.kv_pos_range(0).unwrap(), None, "nothing kept");
+        assert_eq!(ctx.n_outputs(), 0);
+    }
+}
+
 #[test]
 fn device_memory_returns_after_free() {
     let Some(dev) = gpu() else { return };
@@ -616,6 +727,81 @@ fn f16_rounding_matches_the_cpu() {
         dev.describe()
     );
     assert_eq!(wrong, 0);
+}
+
+/// `argmax_rows` (kernels/ops.cu) ranks as `sampling::argmax`, the greedy sampler's pick:
+/// rows full of ties, best values of -0 and +0, NaN and infinities (the first non-finite
+/// index reported), a row of a 128k vocabulary, and vocabularies that are not a multiple of
+/// 4 (rows read one float at a time, not as float4).
+#[test]
+fn argmax_rows_ranks_as_the_greedy_sampler() {
+    use rocmforge::backend::gpu::{DevBuf, Dims};
+    use rocmforge::sampling::argmax;
+    let Some(dev) = gpu() else { return };
+    let f = dev.function("argmax_rows").unwrap();
+    let mut s = dev.new_stream().unwrap();
+    let mut state = 0x2545_f491_u32;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    let mut checked = 0;
+    for d in [1usize, 7, 64, 1001, 128_256] {
+        // Rows of few distinct values (the first k of the list: k = 2 or 3 makes rows whose
+        // best is -0 or +0), then rows with NaN or infinities planted.
+        let n = 12usize;
+        let mut xs = Vec::with_capacity(n * d);
+        for r in 0..n {
+            let k = 2 + r % 4;
+            xs.extend((0..d).map(|_| [-1.5f32, -0.0, 0.0, 0.25, 2.0][next() as usize % k]));
+        }
+        for (r, v) in [(8, f32::NAN), (9, f32::INFINITY), (10, f32::NEG_INFINITY)] {
+            let at = next() as usize % d;
+            xs[r * d + at] = v;
+            xs[r * d + (at + d / 2) % d] = v;
+        }
+        let x = DevBuf::new(&dev, n * d * 4).unwrap();
+        let y = DevBuf::new(&dev, n * 8).unwrap();
+        let bytes: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (mut px, mut pd, mut py) = (x.ptr(), d as i32, y.ptr());
+        let mut args = [
+            &mut px as *mut u64 as *mut std::ffi::c_void,
+            &mut pd as *mut i32 as *mut std::ffi::c_void,
+            &mut py as *mut u64 as *mut std::ffi::c_void,
+        ];
+        let dims = Dims {
+            grid: (n as u32, 1, 1),
+            block: 512,
+            shared: 0,
+        };
+        let mut out = vec![0u8; n * 8];
+        // SAFETY: x holds n rows of d floats and y n pairs of i32; the arguments are
+        // argmax_rows's (the logits, d, the output) in order.
+        unsafe {
+            s.upload(x.ptr(), &bytes).unwrap();
+            s.launch(f, dims, &mut args).unwrap();
+            s.download(&mut out, y.ptr()).unwrap();
+        }
+        let word = |i: usize| i32::from_le_bytes(out[4 * i..4 * i + 4].try_into().unwrap());
+        for (r, row) in xs.chunks_exact(d).enumerate() {
+            let bad = row.iter().position(|v| !v.is_finite());
+            assert_eq!(
+                word(2 * r + 1),
+                bad.map_or(-1, |i| i as i32),
+                "d {d} row {r}"
+            );
+            if bad.is_none() {
+                assert_eq!(word(2 * r), argmax(row).unwrap() as i32, "d {d} row {r}");
+                checked += 1;
+            }
+        }
+    }
+    println!(
+        "argmax_rows on {}: {checked} rows ranked as the CPU",
+        dev.describe()
+    );
 }
 
 /// A few pseudo-random bytes (xorshift), reproducible.

@@ -371,3 +371,37 @@ fn dry_breaks_a_greedy_loop_on_a_real_model() {
     assert!(plain > 20, "the prompt should make greedy decoding loop");
     assert!(with_dry < plain / 2, "DRY should break the loop");
 }
+
+/// `argmax` (what `Context::decode_greedy` and the GPU's `argmax_rows` compute) picks what a
+/// chain of `Greedy` alone picks: the highest logit in `total_cmp`'s order (+0 above -0),
+/// the lowest id on ties, never NaN or -inf; on rows full of ties too.
+#[test]
+fn argmax_is_the_greedy_samplers_pick() {
+    use rocmforge::sampling::argmax;
+    assert_eq!(argmax(&[]), None);
+    assert_eq!(argmax(&[f32::NAN, f32::NEG_INFINITY]), None);
+    assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), Some(1));
+    assert_eq!(argmax(&[-0.0, 0.0]), Some(1));
+    assert_eq!(argmax(&[0.0, -0.0, 0.0]), Some(0));
+    assert_eq!(argmax(&[f32::NAN, -5.0, f32::NEG_INFINITY]), Some(1));
+    let mut chain = SamplerChain::new(0);
+    chain.add(Sampler::Greedy).unwrap();
+    assert!(chain.is_greedy());
+    let mut other = SamplerChain::new(0);
+    other.add(Sampler::TopK(1)).unwrap();
+    other.add(Sampler::Greedy).unwrap();
+    assert!(!other.is_greedy());
+    let mut state = 0x9e37_79b9_u32;
+    for n in 0..500 {
+        // Few distinct values (ties everywhere); the first 2 or 3 of them make rows whose
+        // best is -0 or +0.
+        let k = 2 + n % 5;
+        let row: Vec<f32> = (0..300)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                [-1.5, -0.0, 0.0, 0.25, 2.0, 2.0][(state >> 24) as usize % k]
+            })
+            .collect();
+        assert_eq!(argmax(&row), Some(chain.sample(&row).unwrap()));
+    }
+}

@@ -361,10 +361,59 @@ pub unsafe extern "C" fn rf_decode(ctx: *mut rf_context_t, batch: *const rf_batc
     })
 }
 
+/// `rf_decode` for callers that only want each output row's greedy token (highest logit,
+/// lowest id on ties: what a chain of `RF_SAMPLER_GREEDY` alone picks): read them with
+/// `rf_greedy_token`. The logits are not kept: `rf_logits` refuses until the next
+/// `rf_decode`. With the model's output layer on a GPU the argmax runs there and only the
+/// tokens are copied back (a large vocabulary's logits are megabytes a row). Same checks,
+/// statuses and all-or-nothing rule as `rf_decode`.
+/// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`). The batch is locked for the call too.
+///
+/// # Safety
+/// `ctx` and `batch` must be NULL or live handles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rf_decode_greedy(
+    ctx: *mut rf_context_t,
+    batch: *const rf_batch_t,
+) -> rf_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let mut c = unsafe { lock(ctx) }?;
+        // SAFETY: contract of this function.
+        let b = unsafe { lock_batch(batch) }?;
+        c.decode_greedy(&b)
+    })
+}
+
+/// Writes the greedy token of output row `i` (-1: the last) of the last successful decode
+/// to `*out_token`: after `rf_decode_greedy`, or after `rf_decode` (the argmax of its logits).
+/// Statuses: `RF_OK`; `RF_ERR_INVALID_ARG` (NULL, no such row).
+/// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
+///
+/// # Safety
+/// `ctx` must be NULL or a live handle; `out_token` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rf_greedy_token(
+    ctx: *mut rf_context_t,
+    i: i32,
+    out_token: *mut i32,
+) -> rf_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let c = unsafe { lock(ctx) }?;
+        let out = non_null(out_token, "out_token")?;
+        let t = c.greedy_token(i)?;
+        let t = i32::try_from(t).map_err(|_| Error::Overflow("token id".into()))?;
+        // SAFETY: non-NULL and writable by contract.
+        unsafe { out.write(t) };
+        Ok(())
+    })
+}
+
 /// Borrows the logits of output row `i` of the last successful decode (the rows flagged for
 /// output, in batch order; -1: the last): `*out` points to `*n_vocab` floats owned by the
 /// context, valid until the next `rf_decode` or `rf_context_free`. Statuses: `RF_OK`;
-/// `RF_ERR_INVALID_ARG` (NULL, no such row).
+/// `RF_ERR_INVALID_ARG` (NULL, no such row, the last decode was `rf_decode_greedy`).
 /// One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`).
 ///
 /// # Safety

@@ -473,8 +473,14 @@ impl Worker {
         let only_gen = plan
             .iter()
             .all(|&(i, n)| n == 1 && self.running[i].n_generated > 0);
+        // Rows that all sample greedily need only their tokens: on a GPU the logits stay
+        // there (`Context::decode_greedy`).
+        let greedy = outputs.iter().all(|&i| self.running[i].sampler.is_greedy());
         let t0 = Instant::now();
-        let decoded = self.ctx.decode(&self.batch);
+        let decoded = match greedy {
+            true => self.ctx.decode_greedy(&self.batch),
+            false => self.ctx.decode(&self.batch),
+        };
         let decode_us = micros(t0);
         self.stats.decode_us += decode_us;
         match decoded {
@@ -497,7 +503,10 @@ impl Worker {
         }
         let mut done = Vec::new();
         let t0 = Instant::now();
-        let tokens = self.sample_outputs(&outputs)?;
+        let tokens = match greedy {
+            true => self.greedy_outputs(&outputs)?,
+            false => self.sample_outputs(&outputs)?,
+        };
         for (&i, token) in outputs.iter().zip(tokens) {
             match self.take_token(i, token) {
                 Ok(None) => {}
@@ -559,6 +568,23 @@ impl Worker {
             (0..jobs.len()).for_each(sample);
         }
         jobs.into_iter().map(|j| j.into_inner().1).collect()
+    }
+
+    /// The tokens of a `decode_greedy`: output row `r` is sequence `outputs[r]`'s, which
+    /// its chain (greedy) accepts.
+    fn greedy_outputs(&mut self, outputs: &[usize]) -> Result<Vec<u32>> {
+        let mut tokens = Vec::with_capacity(outputs.len());
+        for (r, &i) in outputs.iter().enumerate() {
+            let r = i32::try_from(r).map_err(|_| Error::Overflow("output row".into()))?;
+            let t = self.ctx.greedy_token(r)?;
+            let s = self
+                .running
+                .get_mut(i)
+                .ok_or_else(|| Error::Internal("an output row without its sequence".into()))?;
+            s.sampler.accept(t);
+            tokens.push(t);
+        }
+        Ok(tokens)
     }
 
     /// A sampled token: the end, or its text through the decoder and the stop matcher.

@@ -28,6 +28,19 @@ use crate::{Context, Error, Result};
 /// Asks for a seed from the system's entropy (then `SamplerChain::seed` tells which one).
 pub const SEED_RANDOM: u64 = u64::MAX;
 
+/// The greedy token of a row of logits: the highest logit (in `f32::total_cmp`'s order, so
+/// +0 is above -0), the lowest id on ties, as `Sampler::Greedy` picks it; `None` when every
+/// logit is NaN or -inf (or the row is empty). The GPU's `argmax_rows` ranks alike.
+pub fn argmax(row: &[f32]) -> Option<u32> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in row.iter().enumerate() {
+        if v > f32::NEG_INFINITY && best.is_none_or(|(_, b)| v.total_cmp(&b).is_gt()) {
+            best = Some((i, v));
+        }
+    }
+    best.and_then(|(i, _)| u32::try_from(i).ok())
+}
+
 /// One step of a chain.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sampler {
@@ -201,6 +214,12 @@ impl SamplerChain {
 
     pub fn samplers(&self) -> &[Sampler] {
         &self.samplers
+    }
+
+    /// Whether the chain is `Greedy` alone: its token is the row's `argmax` (so a
+    /// `Context::decode_greedy` can stand in for the logits).
+    pub fn is_greedy(&self) -> bool {
+        self.samplers == [Sampler::Greedy]
     }
 
     /// Appends a sampler. Refused (`InvalidArg`, chain unchanged): parameters outside their

@@ -160,6 +160,38 @@ int main(int argc, char **argv) {
         CHECK(rf_logits_copy(ctx, -1, copy, (size_t)n_vocab) == RF_OK);
         CHECK(memcmp(copy, last, sizeof(float) * (size_t)n_vocab) == 0);
     }
+
+    /* Greedy tokens: after rf_decode, each row's argmax (the lowest id on ties); after
+     * rf_decode_greedy of the same prompt in sequence 1, the same tokens and no logits. */
+    int32_t best[2] = {0, 0};
+    for (int r = 0; r < 2; r++) {
+        const float *row = view + (size_t)r * (size_t)n_vocab;
+        for (int32_t t = 1; t < n_vocab; t++)
+            if (row[t] > row[best[r]]) best[r] = t;
+    }
+    int32_t tok = -1;
+    CHECK(rf_greedy_token(ctx, -1, &tok) == RF_OK && tok == best[1]);
+    CHECK(rf_greedy_token(ctx, 0, &tok) == RF_OK && tok == best[0]);
+    CHECK(rf_greedy_token(ctx, 2, &tok) == RF_ERR_INVALID_ARG);
+    CHECK(rf_greedy_token(ctx, 0, NULL) == RF_ERR_INVALID_ARG);
+    CHECK(rf_greedy_token(NULL, 0, &tok) == RF_ERR_INVALID_ARG);
+    rf_batch_clear(batch);
+    for (int i = 0; i < 6; i++) CHECK(rf_batch_add(batch, 3 + i, i, &s1, 1, i >= 4) == RF_OK);
+    CHECK(rf_decode_greedy(NULL, batch) == RF_ERR_INVALID_ARG);
+    CHECK(rf_decode_greedy(ctx, NULL) == RF_ERR_INVALID_ARG);
+    CHECK(rf_decode_greedy(ctx, batch) == RF_OK);
+    tok = -1;
+    CHECK(rf_greedy_token(ctx, 0, &tok) == RF_OK && tok == best[0]);
+    CHECK(rf_greedy_token(ctx, -1, &tok) == RF_OK && tok == best[1]);
+    CHECK(rf_greedy_token(ctx, 2, &tok) == RF_ERR_INVALID_ARG);
+    CHECK(rf_logits(ctx, 0, &view, &nv) == RF_ERR_INVALID_ARG);
+    CHECK(strstr(rf_last_error_message(), "greedy") != NULL);
+    CHECK(rf_logits_copy(ctx, -1, copy, (size_t)n_vocab) == RF_ERR_INVALID_ARG);
+    CHECK(rf_kv_free(ctx, 1) == RF_OK);
+    rf_kv_stats kept;
+    stats(ctx, &kept);
+    CHECK(memcmp(&before, &kept, sizeof before) == 0);
+
     rf_batch_clear(batch);
     CHECK(rf_decode(ctx, batch) == RF_ERR_INVALID_ARG); /* empty */
     CHECK(rf_decode(NULL, batch) == RF_ERR_INVALID_ARG);

@@ -247,6 +247,8 @@ _PROTOTYPES = {
     "rf_batch_clear": (None, [P(Batch_t)]),
     "rf_batch_free": (None, [P(Batch_t)]),
     "rf_decode": (status, [P(Context_t), P(Batch_t)]),
+    "rf_decode_greedy": (status, [P(Context_t), P(Batch_t)]),
+    "rf_greedy_token": (status, [P(Context_t), c_int32, P(c_int32)]),
     "rf_logits": (status, [P(Context_t), c_int32, P(P(c_float)), P(c_size_t)]),
     "rf_logits_copy": (status, [P(Context_t), c_int32, c_void_p, c_size_t]),
     "rf_kv_free": (status, [P(Context_t), c_int32]),

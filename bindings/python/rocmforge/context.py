@@ -136,6 +136,23 @@ class Context(Handle):
             raise e
         errors.check("rf_decode", s)
 
+    def decode_greedy(self, batch: Batch) -> None:
+        """:meth:`decode` keeping only each output row's greedy token (:meth:`greedy_token`),
+        not its logits: on a GPU only the tokens are copied back. :meth:`logits` raises
+        :class:`InvalidArgument` until the next :meth:`decode`."""
+        s = lib.rf_decode_greedy(self.ptr, batch.ptr)
+        if self._raised:
+            e, self._raised[:] = self._raised[0], []
+            raise e
+        errors.check("rf_decode_greedy", s)
+
+    def greedy_token(self, i: int = -1) -> int:
+        """The greedy token (highest logit, lowest id on ties) of output row ``i`` (-1: the
+        last) of the last decode, :meth:`decode_greedy` or :meth:`decode`."""
+        out = ctypes.c_int32()
+        errors.check("rf_greedy_token", lib.rf_greedy_token(self.ptr, i, ctypes.byref(out)))
+        return out.value
+
     def eval(self, tokens: Sequence[int], seq_id: int = 0, pos: Optional[int] = None) -> None:
         """Decodes ``tokens`` into sequence ``seq_id`` from ``pos`` (default: after what the
         sequence holds), ``n_batch`` at a time, asking for the last token's logits."""

@@ -131,6 +131,26 @@ def test_batch_with_shared_prompt(smol):
         assert ctx.kv_stats().n_seqs == 1
 
 
+def test_decode_greedy(smol):
+    """decode_greedy keeps each output row's greedy token, the argmax of decode's logits
+    (lowest id on ties), and no logits."""
+    prompt = smol.tokenize("The three primary colors are")
+    with smol.context(n_ctx=512) as full, smol.context(n_ctx=512) as greedy, rf.Batch(64) as b:
+        for i, t in enumerate(prompt):
+            b.add(t, i, 0, logits=i >= len(prompt) - 3)
+        full.decode(b)
+        greedy.decode_greedy(b)
+        for r in range(3):
+            row = full.logits(r).tolist()
+            best = max(range(len(row)), key=lambda t: (row[t], -t))
+            assert greedy.greedy_token(r) == best == full.greedy_token(r)
+        assert greedy.greedy_token() == greedy.greedy_token(2)
+        with pytest.raises(rf.InvalidArgument, match="greedy"):
+            greedy.logits()
+        with pytest.raises(rf.InvalidArgument):
+            greedy.greedy_token(3)
+
+
 def test_abort_callback(smol):
     stop = threading.Event()
     with smol.context(n_ctx=256, abort=stop.is_set) as ctx:

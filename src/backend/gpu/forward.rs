@@ -23,6 +23,7 @@ use super::{DevBuf, DevPtr, GpuStream, GraphId};
 use crate::backend::cpu::ThreadPool;
 use crate::backend::cpu::ops::RopeCache;
 use crate::batch::Plan;
+use crate::context::non_finite;
 use crate::gguf::GgufFile;
 use crate::kv::{KvCache, KvType};
 use crate::model::arch::{FfnAct, RopeStyle};
@@ -71,6 +72,16 @@ struct GraphKey {
     outputs: usize,
     table_buf: DevPtr,
     logits_buf: DevPtr,
+    /// Whether the greedy tokens are computed after the head (`argmax_rows`).
+    greedy: bool,
+}
+
+/// What a decode left for the caller: the logits of its output rows, or only each output
+/// row's greedy token (asked for, and the head on the GPU: the logits stay there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    Logits,
+    Tokens,
 }
 
 fn aborted() -> Error {
@@ -98,6 +109,8 @@ struct Acts {
     /// is there exactly then; `wh` unless the weights keep f16 copies).
     xh: Option<DevBuf>,
     wh: Option<DevBuf>,
+    /// Per output row: its greedy token and first non-finite logit (`argmax_rows`).
+    best: DevBuf,
 }
 
 /// Where each table of a decode sits in the uploaded words. The attention entries, the one
@@ -149,6 +162,9 @@ pub struct GpuForward {
     seen: Vec<GraphKey>,
     /// RF_GPU_TIMING=1: wall time by phase (`timing`).
     clock: PhaseClock,
+    /// Whether greedy decodes take their tokens on the device (`argmax_rows`): the default;
+    /// RF_GPU_ARGMAX=0 brings the logits back for the CPU to scan instead (to measure it).
+    argmax_on: bool,
 }
 
 fn f32_buf(w: &GpuWeights, n: usize, what: &str) -> Result<DevBuf> {
@@ -221,6 +237,7 @@ impl GpuForward {
             } else {
                 None
             },
+            best: DevBuf::array(&w.dev, rows(2)?, 4, "greedy tokens")?,
         };
         let experts = w.layers.iter().filter_map(|l| match &l.ffn {
             GpuFfn::Experts(m) => Some(m),
@@ -246,6 +263,7 @@ impl GpuForward {
             graphs_on: std::env::var("RF_GPU_GRAPHS").map_or(true, |v| v != "0"),
             seen: Vec::new(),
             clock: PhaseClock::from_env(),
+            argmax_on: std::env::var("RF_GPU_ARGMAX").map_or(true, |v| v != "0"),
         })
     }
 
@@ -525,7 +543,9 @@ impl GpuForward {
 
     /// Runs the offloaded part of a checked, reserved batch and writes the logits of
     /// `plan.outputs` into `logits` (reusing its memory), finishing on the CPU when layers
-    /// remain there.
+    /// remain there. With `tokens` and the head on the GPU, only each output row's greedy
+    /// token comes back, into `tokens` (`Kept::Tokens`; `logits` is left empty): a logit that
+    /// is NaN or infinite fails the decode (`NonFinite`) as the CPU's check would.
     ///
     /// With every layer and the head on the GPU, the launches of a decode of at most
     /// `graph_rows` rows (no GEMM) run as a graph recorded the first time a decode of that
@@ -545,7 +565,8 @@ impl GpuForward {
         abort: &mut dyn FnMut() -> bool,
         cpu: &mut ForwardScratch,
         logits: &mut Vec<f32>,
-    ) -> Result<()> {
+        tokens: Option<&mut Vec<u32>>,
+    ) -> Result<Kept> {
         let p = &t.params;
         let n = plan.len();
         if n > self.n_batch {
@@ -565,14 +586,19 @@ impl GpuForward {
             unsafe { self.stream.download(as_bytes_mut(&mut xs), x.ptr)? };
             // The CPU may reallocate `logits`: unpinned first.
             self.stream.unpin_host(logits.as_mut_ptr().cast());
-            return t.forward_from(file, pool, plan, kv, abort, cpu, w.n_layers(), &xs, logits);
+            t.forward_from(file, pool, plan, kv, abort, cpu, w.n_layers(), &xs, logits)?;
+            return Ok(Kept::Logits);
         };
         let m = plan.outputs.len();
         if m == 0 {
             self.layers(w, t, &tb, tv, n, abort)?;
             logits.clear();
-            return Ok(());
+            return Ok(Kept::Logits);
         }
+        let best = match tokens.is_some() && self.argmax_on {
+            true => Some(self.acts.best.view().sub(0, bytes_of(m, 8)?)?),
+            false => None,
+        };
         let count = bytes_of(m, p.n_vocab)?;
         let lv = self.logits_view(w, count)?;
         let (norm, out) = (norm.view(), out.as_ref());
@@ -582,6 +608,7 @@ impl GpuForward {
             outputs: m,
             table_buf: tv.ptr,
             logits_buf: lv.ptr,
+            greedy: best.is_some(),
         };
         let graph =
             self.graphs_on && (n <= self.graph_rows(w) || tb.n_lists == n && self.seen_before(key));
@@ -591,16 +618,22 @@ impl GpuForward {
             }
             self.run_graph(key, &mut |this: &mut Self| {
                 this.layers(w, t, &tb, tv, n, &mut || false)?;
-                this.head(w, t, plan, &tb, tv, norm, out, lv)
+                this.head(w, t, plan, &tb, tv, norm, out, lv, best)
             })?;
         } else {
             self.layers(w, t, &tb, tv, n, abort)?;
-            self.head(w, t, plan, &tb, tv, norm, out, lv)?;
+            self.head(w, t, plan, &tb, tv, norm, out, lv, best)?;
         }
         self.clock.lap(Phase::Launches);
         if self.clock.on() {
             self.stream.synchronize()?;
             self.clock.lap(Phase::Wait);
+        }
+        if let (Some(tokens), Some(best)) = (tokens, best) {
+            self.download_greedy(best, lv, m, p.n_vocab, tokens)?;
+            logits.clear();
+            self.clock.done(n, m * 8);
+            return Ok(Kept::Tokens);
         }
         if logits.capacity() < count {
             // About to be reallocated: unpinned first.
@@ -621,6 +654,51 @@ impl GpuForward {
         // the stream before copying.
         unsafe { self.stream.download(as_bytes_mut(logits), lv.ptr)? };
         self.clock.done(n, count * 4);
+        Ok(Kept::Logits)
+    }
+
+    /// Reads the `m` output rows' greedy tokens that `argmax_rows` left in `best` into
+    /// `tokens`; a row with a non-finite logit (in `lv`, rows of `nv`) fails as `NonFinite`.
+    fn download_greedy(
+        &mut self,
+        best: View,
+        lv: View,
+        m: usize,
+        nv: usize,
+        tokens: &mut Vec<u32>,
+    ) -> Result<()> {
+        // Pairs of i32, read through f32 slots (every bit pattern is a valid f32).
+        let mut words = vec![0f32; 2 * m];
+        // SAFETY: best holds 2m words (sized for m rows above); the download synchronizes
+        // the stream first.
+        unsafe { self.stream.download(as_bytes_mut(&mut words), best.ptr)? };
+        tokens.clear();
+        for (row, pair) in words.chunks_exact(2).enumerate() {
+            let (token, bad) = (pair[0].to_bits() as i32, pair[1].to_bits() as i32);
+            if let Ok(i) = usize::try_from(bad) {
+                let at = lv.sub(
+                    bytes_of(
+                        bytes_of(row, nv)?
+                            .checked_add(i)
+                            .ok_or_else(|| Error::Overflow("logit index".into()))?,
+                        4,
+                    )?,
+                    4,
+                )?;
+                let mut v = [0f32];
+                // SAFETY: `at` is one float inside the logits buffer (checked by `sub`).
+                unsafe { self.stream.download(as_bytes_mut(&mut v), at.ptr)? };
+                return Err(non_finite(i, row, v[0]));
+            }
+            match u32::try_from(token) {
+                Ok(t) if (t as usize) < nv => tokens.push(t),
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "greedy token {token} of output row {row} outside the vocabulary"
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -988,7 +1066,8 @@ impl GpuForward {
         Ok(false)
     }
 
-    /// Final norm, output matrix and soft-cap of the output rows, into `lv`.
+    /// Final norm, output matrix and soft-cap of the output rows, into `lv`; with `best`,
+    /// each row's greedy token and first non-finite logit there (`argmax_rows`).
     #[allow(clippy::too_many_arguments)]
     fn head(
         &mut self,
@@ -1000,6 +1079,7 @@ impl GpuForward {
         norm: View,
         out: Option<&GpuMat>,
         lv: View,
+        best: Option<View>,
     ) -> Result<()> {
         let p = &t.params;
         let (m, d, nv) = (plan.outputs.len(), p.n_embd, p.n_vocab);
@@ -1012,6 +1092,9 @@ impl GpuForward {
         self.matmul(w, &[(mat, lv)], h, m, false)?;
         if let Some(cap) = p.final_softcap {
             k.softcap(self.stream.as_mut(), lv, m * nv, cap)?;
+        }
+        if let Some(best) = best {
+            k.argmax_rows(self.stream.as_mut(), lv, m, nv, best)?;
         }
         Ok(())
     }

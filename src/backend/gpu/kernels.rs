@@ -49,6 +49,9 @@ const MMVQ_SLICES: usize = 4;
 /// The most matrices one `mmvq_group` launch takes (a layer's Q, K and V).
 pub const MMVQ_GROUP: usize = 3;
 
+/// Threads of an `argmax_rows` block (kernels/ops.cu RF_ARGMAX_THREADS: its shared arrays).
+const ARGMAX_THREADS: u32 = 512;
+
 /// The most tokens one `mmv` launch takes (kernels mmv1 .. mmv8).
 pub const MMV_MAX: usize = 8;
 
@@ -143,6 +146,7 @@ pub struct Kernels {
     add: Func,
     add_bias: Func,
     softcap: Func,
+    argmax: Func,
     swiglu: Func,
     geglu: Func,
     gather_rows: Func,
@@ -371,6 +375,7 @@ impl Kernels {
             add: f("add_inplace")?,
             add_bias: f("add_bias")?,
             softcap: f("softcap_inplace")?,
+            argmax: f("argmax_rows")?,
             swiglu: f("swiglu")?,
             geglu: f("geglu")?,
             gather_rows: f("gather_rows")?,
@@ -887,6 +892,30 @@ impl Kernels {
             grid1(n, 256)?,
             &[Arg::P(x.ptr), Arg::F(cap), Arg::U64(n as u64)],
         )
+    }
+
+    /// The greedy token of each of `n` rows of `d` logits in `x` (highest logit, lowest index
+    /// on ties) into `out[2 * row]`, and the row's first non-finite index into
+    /// `out[2 * row + 1]` (-1: none).
+    pub fn argmax_rows(
+        &self,
+        s: &mut dyn GpuStream,
+        x: View,
+        n: usize,
+        d: usize,
+        out: View,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        need(x, count(&[n, d])?, 4, "argmax logits")?;
+        need(out, count(&[n, 2])?, 4, "argmax tokens")?;
+        let args = [
+            Arg::P(x.ptr),
+            Arg::I(to_i32(d, "vocabulary")?),
+            Arg::P(out.ptr),
+        ];
+        launch(s, self.argmax, rows(n, ARGMAX_THREADS)?, &args)
     }
 
     /// `a = act(g) * u`, `n` floats; `gelu` picks GeGLU over SwiGLU.

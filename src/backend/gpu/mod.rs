@@ -31,7 +31,7 @@ mod weights;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-pub(crate) use forward::GpuForward;
+pub(crate) use forward::{GpuForward, Kept};
 pub(crate) use weights::GpuWeights;
 
 use crate::{Error, Result};

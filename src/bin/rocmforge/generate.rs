@@ -104,8 +104,9 @@ fn chain(s: &Sampling) -> Result<SamplerChain> {
 }
 
 /// Decodes `tokens` continuing sequence 0 in batches of the context's n_batch; the last
-/// token's logits are the output.
-fn feed(ctx: &mut Context, tokens: &[u32]) -> Result<()> {
+/// token's logits are the output, or only its greedy token where `greedy` (a greedy chain:
+/// on a GPU the logits then stay there, `Context::decode_greedy`).
+fn feed(ctx: &mut Context, tokens: &[u32], greedy: bool) -> Result<()> {
     let start = ctx.kv_pos_range(0)?.map_or(0, |(_, hi)| hi + 1);
     let n_batch = ctx.n_batch();
     for (i, chunk) in tokens.chunks(n_batch).enumerate() {
@@ -115,7 +116,10 @@ fn feed(ctx: &mut Context, tokens: &[u32]) -> Result<()> {
         for (j, &t) in chunk.iter().enumerate() {
             b.add(t as i32, pos + j as i32, &[0], last && j + 1 == chunk.len())?;
         }
-        ctx.decode(&b)?;
+        match greedy {
+            true => ctx.decode_greedy(&b)?,
+            false => ctx.decode(&b)?,
+        }
     }
     Ok(())
 }
@@ -132,8 +136,12 @@ fn stream(
     let mut dec = StreamDecoder::new();
     let (mut piece, mut text) = (Vec::new(), Vec::new());
     let mut made = Vec::new();
+    let greedy = chain.is_greedy();
     for _ in 0..n {
-        let t = chain.sample_context(ctx, -1)?;
+        let t = match greedy {
+            true => ctx.greedy_token(-1)?,
+            false => chain.sample_context(ctx, -1)?,
+        };
         chain.accept(t);
         made.push(t);
         if tok.vocab().is_eog(t) {
@@ -145,7 +153,7 @@ fn stream(
         dec.push(&piece, &mut text);
         out.write_all(&text)?;
         out.flush()?;
-        feed(ctx, &[t])?;
+        feed(ctx, &[t], greedy)?;
     }
     text.clear();
     dec.finish(&mut text);
@@ -187,7 +195,7 @@ pub fn run(a: &Args) -> Result<()> {
         chain.accept(t);
     }
     let t0 = Instant::now();
-    feed(&mut ctx, &prompt)?;
+    feed(&mut ctx, &prompt, chain.is_greedy())?;
     let t_prompt = t0.elapsed().as_secs_f64();
     let mut out = std::io::stdout().lock();
     if !a.chat {
@@ -257,7 +265,7 @@ pub fn chat(a: &ChatArgs) -> Result<()> {
         if all.len() + a.n_predict > a.sampling.ctx {
             return Err("the conversation no longer fits the context (raise -c)".into());
         }
-        feed(&mut ctx, &all[same..])?;
+        feed(&mut ctx, &all[same..], chain.is_greedy())?;
         in_cache.extend_from_slice(&all[same..]);
         chain.reset();
         for &t in &all {
