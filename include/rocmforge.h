@@ -909,8 +909,10 @@ rf_status rf_decode(struct rf_context_t *ctx,
  * lowest id on ties: what a chain of `RF_SAMPLER_GREEDY` alone picks): read them with
  * `rf_greedy_token`. The logits are not kept: `rf_logits` refuses until the next
  * `rf_decode`. With the model's output layer on a GPU the argmax runs there and only the
- * tokens are copied back (a large vocabulary's logits are megabytes a row). Same checks,
- * statuses and all-or-nothing rule as `rf_decode`.
+ * tokens are copied back (a large vocabulary's logits are megabytes a row). Same checks and
+ * all-or-nothing rule as `rf_decode`; statuses: `RF_OK`, `RF_KV_FULL`, `RF_ABORTED`,
+ * `RF_ERR_INVALID_ARG`, `RF_ERR_MODEL_FORMAT` (non-finite logits), `RF_ERR_UNSUPPORTED`,
+ * `RF_ERR_INTERNAL`, each as `rf_decode` gives it.
  * One thread at a time per context (a call while another thread is inside one on the same context fails with `RF_ERR_INVALID_ARG`). The batch is locked for the call too.
  *
  * # Safety
