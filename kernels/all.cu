@@ -14,4 +14,5 @@
 #include "ops.cu"
 #include "fused.cu"
 #include "attention.cu"
+#include "attention_mma.cu"
 #include "moe.cu"

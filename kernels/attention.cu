@@ -316,6 +316,24 @@ attend_heads_f16(const float* __restrict__ q, const u16* __restrict__ kc,
 #define ATR_Q 16
 #define ATR_KEYS 32
 
+// The run of rows rs..*re (below rend) that share row rs's entry list, with the newest
+// position any of them sees (*maxpos) and the oldest (*minlo): what a block of many rows
+// attends to at once.
+__device__ __forceinline__ int4 att_run(const int4* __restrict__ meta, int rs, int rend, int* re,
+                                        int* maxpos, int* minlo) {
+    const int4 m0 = meta[rs];
+    int e = rs + 1, hi = m0.z, lo = m0.w;
+    while (e < rend && meta[e].x == m0.x && meta[e].y == m0.y) {
+        hi = max(hi, meta[e].z);
+        lo = min(lo, meta[e].w);
+        e++;
+    }
+    *re = e;
+    *maxpos = hi;
+    *minlo = lo;
+    return m0;
+}
+
 extern "C" __global__ void __launch_bounds__(128)
 attend_rows_f16(const float* __restrict__ q, const u16* __restrict__ kc,
                 const u16* __restrict__ vc, float* __restrict__ out,
@@ -334,14 +352,8 @@ attend_rows_f16(const float* __restrict__ q, const u16* __restrict__ kc,
     const int kd = n_head_kv * hd, vd = n_head_kv * vhd, hw = hd / 2, vw = vhd / 2;
     const int NR = ATT_MAX_D / 32, QW = ATR_Q / 4;
     for (int rs = r0; rs < rend;) {
-        const int4 m0 = meta[rs];
-        int re = rs + 1;
-        int maxpos = m0.z, minlo = m0.w;
-        while (re < rend && meta[re].x == m0.x && meta[re].y == m0.y) {
-            maxpos = max(maxpos, meta[re].z);
-            minlo = min(minlo, meta[re].w);
-            re++;
-        }
+        int re, maxpos, minlo;
+        const int4 m0 = att_run(meta, rs, rend, &re, &maxpos, &minlo);
         const int nq = (re - rs) * G;
         for (int i = threadIdx.x; i < nq * hw; i += blockDim.x) {
             const int qi = i / hw, w = i % hw;

@@ -230,3 +230,46 @@ __device__ __forceinline__ void rf_mma_s8(int* c, const u32* a, const u32* b) {
     rf_mma_s8_portable(c, a, b);
 }
 #endif
+
+// c += A * B for one 32-lane group's fragments of a 16x16 f16 A (row-major), a 16x8 f16 B
+// (column-major) and the 16x8 f32 sums, in the register layout of PTX's
+// mma.m16n8k16.f32.f16.f16.f32 (lane = 4 * g + t; each u32 holds two f16, the lower index
+// in the low half): a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..], a[2] = A[g][8+2t..],
+// a[3] = A[g+8][8+2t..]; b[0] = B[2t..2t+1][g], b[1] = B[8+2t..][g]; c[0] = C[g][2t],
+// c[1] = C[g][2t+1], c[2] = C[g+8][2t], c[3] = C[g+8][2t+1]. The tensor-core instruction on
+// NVIDIA sm_80 and later; elsewhere (AMD, the emulator, older NVIDIA) the same sums from
+// shuffles and float products.
+__device__ __forceinline__ float rf_dot2_f16(u32 x, u32 y) {
+    return rf_f16_to_f32((u16)x) * rf_f16_to_f32((u16)y) +
+           rf_f16_to_f32((u16)(x >> 16)) * rf_f16_to_f32((u16)(y >> 16));
+}
+__device__ __forceinline__ void rf_mma_f16_portable(float* c, const u32* a, const u32* b) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        // Row g's pairs q and 4 + q are lane 4g + q's a[0] and a[2] (row g + 8: a[1], a[3]);
+        // column n's are lane 4n + q's b[0] and b[1].
+        const int sa = 4 * g + q, sb0 = 8 * t + q, sb1 = 8 * t + 4 + q;
+        const u32 a0 = (u32)rf_shfl_idx32((int)a[0], sa), a1 = (u32)rf_shfl_idx32((int)a[1], sa);
+        const u32 a2 = (u32)rf_shfl_idx32((int)a[2], sa), a3 = (u32)rf_shfl_idx32((int)a[3], sa);
+        const u32 b00 = (u32)rf_shfl_idx32((int)b[0], sb0), b01 = (u32)rf_shfl_idx32((int)b[1], sb0);
+        const u32 b10 = (u32)rf_shfl_idx32((int)b[0], sb1), b11 = (u32)rf_shfl_idx32((int)b[1], sb1);
+        c[0] += rf_dot2_f16(a0, b00) + rf_dot2_f16(a2, b01);
+        c[1] += rf_dot2_f16(a0, b10) + rf_dot2_f16(a2, b11);
+        c[2] += rf_dot2_f16(a1, b00) + rf_dot2_f16(a3, b01);
+        c[3] += rf_dot2_f16(a1, b10) + rf_dot2_f16(a3, b11);
+    }
+}
+
+#if !defined(RF_HIP) && !defined(RF_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+__device__ __forceinline__ void rf_mma_f16(float* c, const u32* a, const u32* b) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#else
+__device__ __forceinline__ void rf_mma_f16(float* c, const u32* a, const u32* b) {
+    rf_mma_f16_portable(c, a, b);
+}
+#endif

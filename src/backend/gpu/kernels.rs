@@ -157,6 +157,11 @@ pub struct Kernels {
     /// RF_GPU_ATTN_ROWS=0 turns it off, to measure it against `attend`).
     attend_rows: Func,
     attend_rows_on: bool,
+    /// The same on tensor cores (kernels/attention_mma.cu), and whether it is on: by default
+    /// where the vendor BLAS is (NVIDIA: the f16 mma instruction from sm_80; on AMD its
+    /// portable form would be slower than `attend_rows`); RF_GPU_ATTN_MMA=0/1 overrides.
+    attend_mma: Func,
+    attend_mma_on: bool,
     /// Attention for many rows with a list each (many sequences' decode steps), and whether
     /// it is on (the default; RF_GPU_ATTN_HEADS=0 turns it off, to measure it).
     attend_heads: Func,
@@ -384,6 +389,12 @@ impl Kernels {
             attend: f("attend_f16")?,
             attend_rows: f("attend_rows_f16")?,
             attend_rows_on: std::env::var("RF_GPU_ATTN_ROWS").map_or(true, |v| v != "0"),
+            attend_mma: f("attend_rows_mma")?,
+            attend_mma_on: match std::env::var("RF_GPU_ATTN_MMA").as_deref() {
+                Ok("1") => true,
+                Ok("0") => false,
+                _ => dev.has_gemm(),
+            },
             attend_heads: f("attend_heads_f16")?,
             attend_heads_on: std::env::var("RF_GPU_ATTN_HEADS").map_or(true, |v| v != "0"),
             quantize_act: f("quantize_act")?,
@@ -1068,6 +1079,11 @@ pub const ATTN_MAX_HEAD: usize = 256;
 /// Queries a block of `attend_rows_f16` takes (kernels/attention.cu: ATR_Q).
 const ATTN_ROWS_Q: usize = 16;
 
+/// Queries a block of `attend_rows_mma` takes, and its largest head (kernels/attention_mma.cu:
+/// ATM_Q, ATM_D).
+const ATTN_MMA_Q: usize = 64;
+const ATTN_MMA_D: usize = 128;
+
 /// `attend_heads_f16`'s limits (kernels/attention.cu: ATH_G, ATH_OUT), and the fewest rows
 /// it takes (with fewer, one block per KV head and row leaves most of the GPU idle, and
 /// `attend_f16`'s block per query head and row does better).
@@ -1149,6 +1165,13 @@ impl Kernels {
             && group <= ATTN_ROWS_Q
             && a.head_dim.is_multiple_of(2)
             && a.v_head_dim.is_multiple_of(2);
+        // The tensor-core form where it is on and the head sizes suit its fragments.
+        let mma = rows
+            && self.attend_mma_on
+            && a.head_dim.is_multiple_of(16)
+            && a.head_dim <= ATTN_MMA_D
+            && a.v_head_dim.is_multiple_of(8)
+            && a.v_head_dim <= ATTN_MMA_D;
         let heads = !rows
             && self.attend_heads_on
             && a.n_rows >= ATTN_HEADS_MIN_ROWS
@@ -1157,9 +1180,12 @@ impl Kernels {
             && a.head_dim.is_multiple_of(8)
             && a.v_head_dim.is_multiple_of(2);
         let (f, grid) = if rows {
-            let per_block = ATTN_ROWS_Q / group;
+            let (f, per_block) = match mma {
+                true => (self.attend_mma, ATTN_MMA_Q / group),
+                false => (self.attend_rows, ATTN_ROWS_Q / group),
+            };
             (
-                self.attend_rows,
+                f,
                 (
                     to_u32(a.n_head_kv, "kv heads")?,
                     to_u32(a.n_rows.div_ceil(per_block), "row blocks")?,

@@ -22,6 +22,7 @@ pub const SOURCE: &[&str] = &[
     include_str!("../../../kernels/ops.cu"),
     include_str!("../../../kernels/fused.cu"),
     include_str!("../../../kernels/attention.cu"),
+    include_str!("../../../kernels/attention_mma.cu"),
     include_str!("../../../kernels/moe.cu"),
 ];
 
