@@ -12,7 +12,8 @@
 #           synthetic models: a change's effect on one machine
 #   ab:VAR   a switch's effect on one machine: pp512 and tg128 of the synthetic models with
 #           the environment variable VAR (RF_GPU_MMQ, RF_GPU_FMAD, ...) 0 and 1, alternating
-#   ab-engine:VAR   the same for the engine (64 and 128 sequences, -p 128 -n 128)
+#   ab-engine:VAR   the same for the engine (64 and 128 sequences, -p 128 -n 128; RF_AB_PAR
+#           picks others)
 #   bench-mmvqb   generation (tg128) with RF_GPU_MMVQB=0 and =1, alternating, on the
 #           synthetic models
 #   bench-q4k   generation (tg128) of the 8B shape in Q4_K, RF_GPU_MMVQK=0 and =1 alternating
@@ -90,8 +91,8 @@ for stage in "$@"; do
       done ;;
     ab-engine:*)
       var=${stage#ab-engine:}
-      for m in /tmp/rfm/*.gguf; do
-        for par in 64 128; do
+      for m in /tmp/rfm/synth-*.gguf; do
+        for par in ${RF_AB_PAR:-64 128}; do
           for on in 0 1; do
             echo "--- $(basename "$m") parallel $par $var=$on"
             env "$var=$on" $B/rocmforge bench-engine -m "$m" --backend cuda --requests "$par" \
