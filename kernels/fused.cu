@@ -32,13 +32,24 @@ __device__ __forceinline__ void rf_q8_group(float4 v, int* __restrict__ codes,
     }
 }
 
+// The values [b0, b0 + len) of y (below n), which this block wrote, rounded as
+// quantize_act's `kind` into yh as f16 (the f16 GEMM's input), after a barrier: each 32-lane
+// group takes 256-value chunks, as quantize_act does (b0 a multiple of 256).
+__device__ __forceinline__ void rf_block_f16(const float* y, u16* yh, u64 b0, u64 len, u64 n,
+                                             int kind) {
+    __syncthreads();
+    for (u64 c = threadIdx.x / 32; c * 256 < len; c += blockDim.x / 32)
+        rf_round_chunk(y, nullptr, yh, b0 + c * 256, min(n, b0 + len), kind, threadIdx.x % 32);
+}
+
 // One block per row of d (rows contiguous, 16-byte aligned, d a multiple of 32): with o,
 // x += o first (add_inplace); then y = x / rms(x) * w (rms_norm's float4 path, same block
-// size); with xq, y also quantized to Q8 blocks (quantize_q8): codes xq, scales xds.
+// size); with xq, y also quantized to Q8 blocks (quantize_q8): codes xq, scales xds; with
+// yh, y also rounded into f16 as quantize_act's `kind` (d a multiple of 256 for kind 2).
 extern "C" __global__ void add_rms_norm_q8(float* __restrict__ x, const float* __restrict__ o,
-                                           const float* __restrict__ w, float* __restrict__ y,
+                                           const float* __restrict__ w, float* y,
                                            int* __restrict__ xq, float2* __restrict__ xds,
-                                           int d, float eps) {
+                                           int d, float eps, u16* yh, int kind) {
     rf_grid_start();
     __shared__ float shared[32];
     const int d4 = d / 4;
@@ -70,13 +81,16 @@ extern "C" __global__ void add_rms_norm_q8(float* __restrict__ x, const float* _
         }
         if (xq) rf_q8_group(v, xq + (u64)blockIdx.x * d4, xds + (u64)blockIdx.x * (d / 32), i, ok);
     }
+    if (yh) rf_block_f16(y, yh, (u64)blockIdx.x * d, d, (u64)blockIdx.x * d + d, kind);
 }
 
 // a = swiglu(g, u) (geglu with gelu != 0) over n4 * 4 values (16-byte aligned, n4 a
-// multiple of 8), also quantized to Q8 blocks as quantize_q8 does.
+// multiple of 8), with xq also quantized to Q8 blocks as quantize_q8 does, with yh also
+// rounded into f16 as quantize_act's `kind` (blockDim.x a multiple of 64, so that a block's
+// values are whole 256-value chunks).
 extern "C" __global__ void glu_q8(const float* __restrict__ g, const float* __restrict__ u,
-                                  float* __restrict__ a, int* __restrict__ xq,
-                                  float2* __restrict__ xds, u64 n4, int gelu) {
+                                  float* a, int* __restrict__ xq, float2* __restrict__ xds,
+                                  u64 n4, int gelu, u16* yh, int kind) {
     rf_grid_start();
     const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     const bool ok = i < n4;
@@ -89,7 +103,8 @@ extern "C" __global__ void glu_q8(const float* __restrict__ g, const float* __re
                                rf_swiglu(gv.z, uv.z), rf_swiglu(gv.w, uv.w));
         ((float4*)a)[i] = v;
     }
-    rf_q8_group(v, xq, xds, i, ok);
+    if (xq) rf_q8_group(v, xq, xds, i, ok);
+    if (yh) rf_block_f16(a, yh, (u64)blockIdx.x * blockDim.x * 4, (u64)blockDim.x * 4, n4 * 4, kind);
 }
 
 // RoPE on the queries and keys of every row: the first n_rot dimensions of each head rotated

@@ -216,12 +216,11 @@ __device__ __forceinline__ void rf_act_out(float* __restrict__ y, u16* __restric
         y[i] = v;
 }
 
-extern "C" __global__ void quantize_act(const float* __restrict__ x, float* __restrict__ y,
-                                        u16* __restrict__ yh, u64 n, int kind) {
-    rf_grid_start();
-    // 32-thread groups (also on wave64: the host launches four groups a block of 128).
-    const int lane = threadIdx.x % 32;
-    const u64 base = ((u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * 256;
+// Values base .. base + 255 (below n) of x rounded by one 32-lane group (lane 0..31). Not
+// __restrict__: the fused kernels round what their own block wrote before a barrier, which
+// must not be read through the read-only cache.
+__device__ __forceinline__ void rf_round_chunk(const float* x, float* y, u16* yh, u64 base,
+                                               u64 n, int kind, int lane) {
     if (base >= n) return;
     if (kind == 0 || kind == 3 || kind == 4) {
         for (int i = lane; i < 256 && base + i < n; i += 32) {
@@ -278,4 +277,12 @@ extern "C" __global__ void quantize_act(const float* __restrict__ x, float* __re
     const float iscale = -127.0f / mx, d = 1.0f / iscale;
     for (int i = lane; i < 256; i += 32)
         rf_act_out(y, yh, base + i, d * fminf(rf_rint(iscale * x[base + i]), 127.0f));
+}
+
+extern "C" __global__ void quantize_act(const float* __restrict__ x, float* __restrict__ y,
+                                        u16* __restrict__ yh, u64 n, int kind) {
+    rf_grid_start();
+    // 32-thread groups (also on wave64: the host launches four groups a block of 128).
+    const u64 base = ((u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * 256;
+    rf_round_chunk(x, y, yh, base, n, kind, threadIdx.x % 32);
 }

@@ -76,6 +76,15 @@ struct GraphKey {
     greedy: bool,
 }
 
+/// What a kernel already made of a product's input for `matmul`: nothing, its Q8
+/// quantization (in the Q8 scratch), or its f16 rounding as a format asks (in `xh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prepared {
+    Nothing,
+    Q8,
+    F16(ActRound),
+}
+
 /// What a decode left for the caller: the logits of its output rows, or only each output
 /// row's greedy token (asked for, and the head on the GPU: the logits stay there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,15 +384,16 @@ impl GpuForward {
     }
 
     /// `y_i = W_i x` for `n` rows, for each (W_i, y_i) of `mats`: `x` is rounded once per
-    /// rounding the matrices' formats ask for (`ActRound`). With `q8_ready`, the Q8 scratch
-    /// already holds `x` quantized (a fused kernel made it).
+    /// rounding the matrices' formats ask for (`ActRound`). `prep` says what a fused kernel
+    /// already made of `x`: its Q8 quantization in the Q8 scratch, or its f16 rounding in
+    /// `xh`.
     fn matmul(
         &mut self,
         w: &GpuWeights,
         mats: &[(&GpuMat, View)],
         x: View,
         n: usize,
-        q8_ready: bool,
+        prep: Prepared,
     ) -> Result<()> {
         let mut rounded: Option<ActRound> = None;
         // The integer-dot products share one quantization of `x`, and one launch when the
@@ -395,7 +405,7 @@ impl GpuForward {
             .collect();
         if let Some(&(first, _)) = q8.first() {
             let q = self.q8();
-            if !q8_ready {
+            if prep != Prepared::Q8 {
                 w.kernels
                     .quantize_q8(self.stream.as_mut(), x, q, n, first.shape.n_in)?;
             }
@@ -463,7 +473,10 @@ impl GpuForward {
         // The rest: the fused dequantize-dot kernels (`mmv`) on f32 inputs rounded as each
         // format asks (in `xq`), or the f16 GEMM on those values in f16 (in `xh`), each
         // rounding made once for all the matrices that share it.
-        let mut halved: Option<ActRound> = None;
+        let mut halved = match prep {
+            Prepared::F16(r) => Some(r),
+            _ => None,
+        };
         for &(m, y) in mats {
             if self.wants_q8(w, m, n) || self.wants_q8k(w, m, n) {
                 continue;
@@ -933,7 +946,12 @@ impl GpuForward {
             // The output projection's Q8 input, made by the attention kernel where it can.
             let q8 = self.wants_q8(w, &l.wo, n).then(|| self.q8());
             let ready = k.attend(self.stream.as_mut(), shape, &io, q8)?;
-            self.matmul(w, &[(&l.wo, o)], attn, n, ready)?;
+            let prep = if ready {
+                Prepared::Q8
+            } else {
+                Prepared::Nothing
+            };
+            self.matmul(w, &[(&l.wo, o)], attn, n, prep)?;
             let s = self.stream.as_mut();
             match &l.post_attn_norm {
                 Some(nw) => k.rms_norm(s, o, d, nw.view(), x, d, n, d, p.eps, true)?,
@@ -965,15 +983,16 @@ impl GpuForward {
             if let Some(down) = down {
                 let gelu = t.spec.act == FfnAct::GeluTanh;
                 let count = bytes_of(n, p.n_ff)?;
-                let ready = self.wants_q8(w, down, n) && Fused::fits(p.n_ff);
-                let q8 = self.q8();
+                let prep = self.prepare(w, down, n, p.n_ff);
+                let q8 = (prep == Prepared::Q8).then(|| self.q8());
+                let h16 = self.f16_target(prep)?;
                 let s = self.stream.as_mut();
-                if ready {
-                    k.fused.glu_q8(s, gelu, g, u, act, q8, count)?;
+                if prep != Prepared::Nothing {
+                    k.fused.glu_q8(s, gelu, g, u, act, q8, h16, count, p.n_ff)?;
                 } else {
                     k.glu(s, gelu, g, u, act, count)?;
                 }
-                self.matmul(w, &[(down, o)], act, n, ready)?;
+                self.matmul(w, &[(down, o)], act, n, prep)?;
             }
             let s = self.stream.as_mut();
             match &l.post_ffn_norm {
@@ -1035,9 +1054,39 @@ impl GpuForward {
         }
     }
 
+    /// What a fused kernel making the `n` rows of `d` that go into `next` should also make
+    /// of them: the Q8 quantization of the integer-dot products, or the f16 rounding of the
+    /// GEMM (a launch of `quantize_act` saved either way); `Nothing` where the fused kernels
+    /// do not fit rows of `d`.
+    fn prepare(&self, w: &GpuWeights, next: &GpuMat, n: usize, d: usize) -> Prepared {
+        let r = FORMATS[next.shape.format].2;
+        if !Fused::fits(d) {
+            Prepared::Nothing
+        } else if self.wants_q8(w, next, n) {
+            Prepared::Q8
+        } else if self.wants_q8k(w, next, n)
+            || self.few(w, next.shape.format, n)
+            || !Fused::rounds_f16(d, r)
+        {
+            Prepared::Nothing
+        } else {
+            Prepared::F16(r)
+        }
+    }
+
+    /// The f16 scratch and rounding a fused kernel writes for `prep`.
+    fn f16_target(&self, prep: Prepared) -> Result<Option<(View, ActRound)>> {
+        let Prepared::F16(r) = prep else {
+            return Ok(None);
+        };
+        let xh = self.acts.xh.as_ref().map(DevBuf::view);
+        let xh = xh.ok_or_else(|| Error::Internal("no f16 scratch".into()))?;
+        Ok(Some((xh, r)))
+    }
+
     /// `h = rms_norm(x) * nw` for `n` rows, after `x += residual` when one is given, and
-    /// `h` quantized for the integer-dot products when `next` (the first matrix `h` goes
-    /// into) takes them: one launch where rows allow. Returns whether `h` was quantized.
+    /// `h` prepared for `next` (the first matrix `h` goes into) as `prepare` says: one
+    /// launch where rows allow. Returns what was prepared.
     #[allow(clippy::too_many_arguments)]
     fn norm_in(
         &mut self,
@@ -1048,22 +1097,23 @@ impl GpuForward {
         n: usize,
         d: usize,
         eps: f32,
-    ) -> Result<bool> {
+    ) -> Result<Prepared> {
         let k = &w.kernels;
         let (x, h) = (self.acts.x.view(), self.acts.h.view());
-        let quantize = self.wants_q8(w, next, n);
-        let q = quantize.then(|| self.q8());
+        let prep = self.prepare(w, next, n, d);
+        let q = (prep == Prepared::Q8).then(|| self.q8());
+        let h16 = self.f16_target(prep)?;
         let s = self.stream.as_mut();
         if Fused::fits(d) {
             k.fused
-                .add_rms_norm_q8(s, x, residual, nw, h, q, n, d, eps)?;
-            return Ok(quantize);
+                .add_rms_norm_q8(s, x, residual, nw, h, q, h16, n, d, eps)?;
+            return Ok(prep);
         }
         if let Some(o) = residual {
             k.add(s, x, o, n * d)?;
         }
         k.rms_norm(s, x, d, nw, h, d, n, d, eps, false)?;
-        Ok(false)
+        Ok(Prepared::Nothing)
     }
 
     /// Final norm, output matrix and soft-cap of the output rows, into `lv`; with `best`,
@@ -1089,7 +1139,7 @@ impl GpuForward {
         let s = self.stream.as_mut();
         k.gather_rows(s, x, plan.len(), tv.sub(tb.outputs * 4, m * 4)?, m, o, d)?;
         k.rms_norm(s, o, d, norm, h, d, m, d, p.eps, false)?;
-        self.matmul(w, &[(mat, lv)], h, m, false)?;
+        self.matmul(w, &[(mat, lv)], h, m, Prepared::Nothing)?;
         if let Some(cap) = p.final_softcap {
             k.softcap(self.stream.as_mut(), lv, m * nv, cap)?;
         }

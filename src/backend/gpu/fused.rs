@@ -3,7 +3,8 @@
 //! queries and keys + query scale and f16 rounding + the KV cache store), with the same bits.
 
 use super::kernels::{
-    Arg, Q8Act, View, bytes_of, count, grid1, launch, need, norm_block, rows, to_i32, to_u32,
+    ActRound, Arg, Q8Act, View, bytes_of, count, grid1, launch, need, norm_block, rows, to_i32,
+    to_u32,
 };
 use super::{Dims, Func, GpuDevice, GpuStream};
 use crate::{Error, Result};
@@ -24,6 +25,21 @@ fn aligned(views: &[View], what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The f16 output of a fused kernel's `count` values in rows of `d`: its pointer and
+/// `quantize_act` kind (null and 0 for none), checked.
+fn f16_out(h: Option<(View, ActRound)>, count: usize, d: usize, what: &str) -> Result<(u64, i32)> {
+    let Some((v, r)) = h else {
+        return Ok((0, 0));
+    };
+    if !Fused::rounds_f16(d, r) {
+        return Err(Error::Internal(format!(
+            "{what}: rows of {d} rounded as {r:?} in a fused kernel"
+        )));
+    }
+    need(v, count, 2, "f16 activations")?;
+    Ok((v.ptr, r as i32))
+}
+
 impl Fused {
     pub fn load(dev: &dyn GpuDevice) -> Result<Fused> {
         Ok(Fused {
@@ -39,7 +55,9 @@ impl Fused {
     }
 
     /// For `n` contiguous rows of `d` (`fits(d)`): `x += o` when `o` is given, then
-    /// `y = rms_norm(x) * w`, and `y` quantized into `q` when given.
+    /// `y = rms_norm(x) * w`, and `y` quantized into `q` when given, or rounded as `h.1`
+    /// says into `h.0` as f16 (`rounds_f16`: the f16 GEMM's input, as `quantize_act` makes
+    /// it) when that is given.
     #[allow(clippy::too_many_arguments)]
     pub fn add_rms_norm_q8(
         &self,
@@ -49,6 +67,7 @@ impl Fused {
         w: View,
         y: View,
         q: Option<Q8Act>,
+        h: Option<(View, ActRound)>,
         n: usize,
         d: usize,
         eps: f32,
@@ -73,6 +92,7 @@ impl Fused {
             need(q.scales, count / 32, 8, "norm scales")?;
             aligned(&[q.codes, q.scales], "fused norm")?;
         }
+        let (hp, kind) = f16_out(h, count, d, "norm")?;
         let args = [
             Arg::P(x.ptr),
             Arg::P(o.map_or(0, |o| o.ptr)),
@@ -82,12 +102,16 @@ impl Fused {
             Arg::P(q.map_or(0, |q| q.scales.ptr)),
             Arg::I(to_i32(d, "d")?),
             Arg::F(eps),
+            Arg::P(hp),
+            Arg::I(kind),
         ];
         launch(s, self.add_rms_norm_q8, rows(n, norm_block(d))?, &args)
     }
 
     /// `a = swiglu(g, u)` (geglu with `gelu`) over `count` values (`fits(count)`), and `a`
-    /// quantized into `q` (rows of a multiple of 32 quantize alike flat or by rows).
+    /// quantized into `q` (rows of a multiple of 32 quantize alike flat or by rows) when
+    /// given, or rounded as `h.1` says into `h.0` as f16 when that is given (`rounds_f16`
+    /// of rows of `d`).
     #[allow(clippy::too_many_arguments)]
     pub fn glu_q8(
         &self,
@@ -96,8 +120,10 @@ impl Fused {
         g: View,
         u: View,
         a: View,
-        q: Q8Act,
+        q: Option<Q8Act>,
+        h: Option<(View, ActRound)>,
         count: usize,
+        d: usize,
     ) -> Result<()> {
         if !Fused::fits(count) {
             return Err(Error::Internal(format!(
@@ -107,20 +133,34 @@ impl Fused {
         for (v, what) in [(g, "gate"), (u, "up"), (a, "act")] {
             need(v, count, 4, what)?;
         }
-        need(q.codes, count, 1, "act codes")?;
-        need(q.scales, count / 32, 8, "act scales")?;
-        aligned(&[g, u, a, q.codes, q.scales], "fused activation")?;
+        aligned(&[g, u, a], "fused activation")?;
+        if let Some(q) = q {
+            need(q.codes, count, 1, "act codes")?;
+            need(q.scales, count / 32, 8, "act scales")?;
+            aligned(&[q.codes, q.scales], "fused activation")?;
+        }
+        let (hp, kind) = f16_out(h, count, d, "activation")?;
         let n4 = count / 4;
         let args = [
             Arg::P(g.ptr),
             Arg::P(u.ptr),
             Arg::P(a.ptr),
-            Arg::P(q.codes.ptr),
-            Arg::P(q.scales.ptr),
+            Arg::P(q.map_or(0, |q| q.codes.ptr)),
+            Arg::P(q.map_or(0, |q| q.scales.ptr)),
             Arg::U64(n4 as u64),
             Arg::I(i32::from(gelu)),
+            Arg::P(hp),
+            Arg::I(kind),
         ];
+        // 256 threads a block: 1024 values, whole 256-value chunks for the f16 rounding.
         launch(s, self.glu_q8, grid1(n4, 256)?, &args)
+    }
+
+    /// Whether rows of `d` can be rounded as `r` into f16 inside these kernels (the
+    /// rounding's blocks may not cross rows: Q8_K's 256 values need rows of a multiple of
+    /// 256).
+    pub fn rounds_f16(d: usize, r: ActRound) -> bool {
+        Fused::fits(d) && (r != ActRound::Q8K || d.is_multiple_of(256))
     }
 
     /// RoPE on `n` contiguous rows of queries (`n_head` heads of `hd`) and keys
