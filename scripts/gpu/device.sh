@@ -5,7 +5,8 @@
 #   tests   the GPU test binary (zoo parity, leak, device errors; SmolLM2/Gemma when present)
 #   tests-mmvqs   the same with RF_GPU_MMVQB=0 (the sliced products instead of the whole-block ones)
 #   synth   random-weight models of benchmark shapes into /tmp/rfm (needs .dev/whl/gguf): the
-#           SmolLM2 shape in Q4_1, the 8B shape in Q4_0 and Q4_K
+#           SmolLM2 shape in Q4_1, the 8B shape in Q4_0 and Q4_K (RF_SYNTH="shape:type ..."
+#           picks others)
 #   bench   rocmforge bench on the synthetic models (and SmolLM2 when present) on the GPU
 #   bench-nographs   the same generation with RF_GPU_GRAPHS=0
 #   bench-ab generation (tg128) of .dev/rocmforge-old and .dev/rocmforge, alternating, on the
@@ -63,8 +64,8 @@ for stage in "$@"; do
       $B/gpu --test-threads 1 --nocapture matches_the_cpu --skip zoo 2>&1 | tee "$OUT/gpu-real.log" | tail -30 ;;
     synth)
       python3 -m pip install -q --no-index --no-deps --target /tmp/site $B/whl/*.whl && export PYTHONPATH=/tmp/site
-      for spec in "smollm2-135m Q4_1" "llama3-8b Q4_0" "llama3-8b Q4_K"; do
-        set -- $spec
+      for spec in ${RF_SYNTH:-smollm2-135m:Q4_1 llama3-8b:Q4_0 llama3-8b:Q4_K}; do
+        set -- ${spec/:/ }
         f=/tmp/rfm/synth-$1-$2.gguf
         [ -f "$f" ] || { t=$(date +%s); python3 $B/synth_gguf.py "$f" --shape "$1" --type "$2" >/dev/null && echo "made $f in $(( $(date +%s) - t )) s"; }
       done ;;
