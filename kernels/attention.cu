@@ -25,12 +25,17 @@ __device__ __forceinline__ float att_out(const float (*s_acc)[ATT_MAX_D], const 
 // Stores a block's n outputs op[i] = out(i) (n a multiple of 32 with xq), and with xq also
 // quantizes them to Q8 blocks as quantize_q8 would, for the output projection's integer-dot
 // products: four outputs a lane, eight lanes a block of 32, codes and scales from block row4
-// / 8 on (row4: the index of op's first four outputs). Every thread of the block calls it.
+// / 8 on (row4: the index of op's first four outputs). Without xq, with yh (op's first
+// value's slot of the f16 GEMM input) the outputs are also rounded as quantize_act's `kind`
+// into f16 (op's first value on a boundary of that kind's blocks). Every thread of the block
+// calls it.
 template <class Out>
 __device__ __forceinline__ void att_store(float* __restrict__ op, int n, int* __restrict__ xq,
-                                          float2* __restrict__ xds, u64 row4, Out out) {
+                                          float2* __restrict__ xds, u64 row4, u16* yh, int kind,
+                                          Out out) {
     if (xq == nullptr) {
         for (int i = threadIdx.x; i < n; i += blockDim.x) op[i] = out(i);
+        if (yh) rf_block_f16(op, yh, 0, n, n, kind);
         return;
     }
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -53,7 +58,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32)
 attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
            const u16* __restrict__ vc, float* __restrict__ out,
            const int4* __restrict__ meta, const uint2* __restrict__ ent, int n_head, int n_head_kv, int hd, int vhd,
-           float scale, float softcap, int* __restrict__ xq, float2* __restrict__ xds) {
+           float scale, float softcap, int* __restrict__ xq, float2* __restrict__ xds,
+           u16* yh, int kind) {
     rf_grid_start();
     const int h = blockIdx.x, r = blockIdx.y;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -130,7 +136,8 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
     for (int w = 0; w < ATT_WARPS; w++)
         if (s_m[w] > RF_NEG_INF) tl += s_l[w] * expf(s_m[w] - gm);
     float* op = out + ((u64)r * n_head + h) * vhd;
-    att_store(op, vhd, xq, xds, ((u64)r * n_head + h) * vhd / 4,
+    u16* oh = yh ? yh + ((u64)r * n_head + h) * vhd : nullptr;
+    att_store(op, vhd, xq, xds, ((u64)r * n_head + h) * vhd / 4, oh, kind,
               [&](int i) { return att_out(s_acc, s_m, gm, tl, i); });
 }
 
@@ -172,7 +179,7 @@ attend_heads_f16(const float* __restrict__ q, const u16* __restrict__ kc,
                  const u16* __restrict__ vc, float* __restrict__ out,
                  const int4* __restrict__ meta, const uint2* __restrict__ ent, int n_head,
                  int n_head_kv, int hd, int vhd, float scale, float softcap,
-                 int* __restrict__ xq, float2* __restrict__ xds) {
+                 int* __restrict__ xq, float2* __restrict__ xds, u16* yh, int kind) {
     rf_grid_start();
     __shared__ float Qs[ATH_G][ATT_MAX_D];
     __shared__ float Ps[4][ATH_G][32];
@@ -296,7 +303,7 @@ attend_heads_f16(const float* __restrict__ q, const u16* __restrict__ kc,
     }
     __syncthreads();
     const u64 first = ((u64)r * n_head + (u64)kvh * G) * vhd;
-    att_store(out + first, G * vhd, xq, xds, first / 4,
+    att_store(out + first, G * vhd, xq, xds, first / 4, yh ? yh + first : nullptr, kind,
               [&](int i) { return ath_out(s_acc, s_m, s_l, i / vhd, i); });
 }
 

@@ -804,6 +804,149 @@ fn argmax_rows_ranks_as_the_greedy_sampler() {
     );
 }
 
+/// The fused norm (`add_rms_norm_q8`) and activation (`glu_q8`) kernels' f16 output, the
+/// f16 GEMM's input, equals bit for bit what `quantize_act` makes of their f32 output, for
+/// every rounding kind (as they are, Q8_0, Q8_K, f16, bf16), rows of 96 (not a multiple of
+/// 256) and 512 values, values from 1e-3 to 1e3 in size.
+#[test]
+fn fused_f16_rounding_equals_quantize_act() {
+    use rocmforge::backend::gpu::{DevBuf, DevPtr, Dims};
+    use std::ffi::c_void;
+    let Some(dev) = gpu() else { return };
+    let mut s = dev.new_stream().unwrap();
+    let floats = |seed: u64, n: usize| -> Vec<f32> {
+        noise(seed, 2 * n)
+            .chunks_exact(2)
+            .map(|b| {
+                let m = (b[0] as f32 - 127.5) / 64.0;
+                m * 10f32.powi(b[1] as i32 % 7 - 3)
+            })
+            .collect()
+    };
+    let upload = |s: &mut Box<dyn rocmforge::backend::gpu::GpuStream>, v: &[f32]| {
+        let b = DevBuf::new(&dev, v.len() * 4).unwrap();
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        // SAFETY: b holds v.len() floats.
+        unsafe { s.upload(b.ptr(), &bytes).unwrap() };
+        b
+    };
+    let run = |s: &mut Box<dyn rocmforge::backend::gpu::GpuStream>,
+               name: &str,
+               args: &mut [u64],
+               ints: &[usize],
+               dims: Dims| {
+        // Each argument from its own 64-bit slot (ints: the slots passed as 4-byte ints).
+        let mut i32s: Vec<i32> = ints.iter().map(|&i| args[i] as i32).collect();
+        let mut ptrs: Vec<*mut c_void> = Vec::new();
+        let mut k = 0;
+        for (i, a) in args.iter_mut().enumerate() {
+            if ints.contains(&i) {
+                ptrs.push(&mut i32s[k] as *mut i32 as *mut c_void);
+                k += 1;
+            } else {
+                ptrs.push(a as *mut u64 as *mut c_void);
+            }
+        }
+        // SAFETY: the caller's buffers cover what the kernel touches at these dims, the
+        // arguments in its order and sizes (pointers and u64 8 bytes, ints 4).
+        unsafe {
+            s.launch(dev.function(name).unwrap(), dims, &mut ptrs)
+                .unwrap()
+        };
+    };
+    let f16s = |s: &mut Box<dyn rocmforge::backend::gpu::GpuStream>, p: DevPtr, n: usize| {
+        let mut out = vec![0u8; 2 * n];
+        // SAFETY: p holds n f16 values; the download synchronizes first.
+        unsafe { s.download(&mut out, p).unwrap() };
+        out
+    };
+    let mut compared = 0;
+    for (d, kinds) in [(96usize, &[0i32, 1, 3, 4][..]), (512, &[0, 1, 2, 3, 4][..])] {
+        for &kind in kinds {
+            let rows = 3usize;
+            let n = rows * d;
+            let x = upload(&mut s, &floats(1 + d as u64, n));
+            let o = upload(&mut s, &floats(2, n));
+            let w = upload(&mut s, &floats(3, d));
+            let y = DevBuf::new(&dev, n * 4).unwrap();
+            let (yh, want) = (
+                DevBuf::new(&dev, n * 2).unwrap(),
+                DevBuf::new(&dev, n * 2).unwrap(),
+            );
+            let eps = 1e-5f32.to_bits() as u64;
+            let mut norm = [
+                x.ptr(),
+                o.ptr(),
+                w.ptr(),
+                y.ptr(),
+                0,
+                0,
+                d as u64,
+                eps,
+                yh.ptr(),
+                kind as u64,
+            ];
+            let by_rows = Dims {
+                grid: (rows as u32, 1, 1),
+                block: 128,
+                shared: 0,
+            };
+            // d and kind as ints; eps as a float's bits in a 4-byte int slot.
+            run(&mut s, "add_rms_norm_q8", &mut norm, &[6, 7, 9], by_rows);
+            let quant =
+                |s: &mut Box<dyn rocmforge::backend::gpu::GpuStream>, src: DevPtr, dst: DevPtr| {
+                    let mut qa = [src, 0, dst, n as u64, kind as u64];
+                    let dims = Dims {
+                        grid: (n.div_ceil(256).div_ceil(4) as u32, 1, 1),
+                        block: 128,
+                        shared: 0,
+                    };
+                    run(s, "quantize_act", &mut qa, &[4], dims);
+                };
+            quant(&mut s, y.ptr(), want.ptr());
+            assert_eq!(
+                f16s(&mut s, yh.ptr(), n),
+                f16s(&mut s, want.ptr(), n),
+                "norm, rows of {d}, kind {kind}"
+            );
+            // The activation: gate and up from the same noise, SwiGLU then GeGLU.
+            for gelu in [0u64, 1] {
+                let (g, u) = (upload(&mut s, &floats(4, n)), upload(&mut s, &floats(5, n)));
+                let a = DevBuf::new(&dev, n * 4).unwrap();
+                let n4 = (n / 4) as u64;
+                let mut glu = [
+                    g.ptr(),
+                    u.ptr(),
+                    a.ptr(),
+                    0,
+                    0,
+                    n4,
+                    gelu,
+                    yh.ptr(),
+                    kind as u64,
+                ];
+                let dims = Dims {
+                    grid: ((n / 4).div_ceil(256) as u32, 1, 1),
+                    block: 256,
+                    shared: 0,
+                };
+                run(&mut s, "glu_q8", &mut glu, &[6, 8], dims);
+                quant(&mut s, a.ptr(), want.ptr());
+                assert_eq!(
+                    f16s(&mut s, yh.ptr(), n),
+                    f16s(&mut s, want.ptr(), n),
+                    "glu {gelu}, rows of {d}, kind {kind}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    println!(
+        "fused f16 rounding on {}: {compared} cases bit-identical to quantize_act",
+        dev.describe()
+    );
+}
+
 /// A few pseudo-random bytes (xorshift), reproducible.
 fn noise(seed: u64, n: usize) -> Vec<u8> {
     let mut s = seed | 1;

@@ -14,7 +14,7 @@
 
 use super::fused::{Fused, RopeStore};
 use super::kernels::{
-    ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Q8Act, View, bytes_of, mmvqk_fits,
+    ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Prepared, Q8Act, View, bytes_of, mmvqk_fits,
 };
 use super::moe::{self, MoeBufs};
 use super::timing::{Phase, PhaseClock};
@@ -74,15 +74,6 @@ struct GraphKey {
     logits_buf: DevPtr,
     /// Whether the greedy tokens are computed after the head (`argmax_rows`).
     greedy: bool,
-}
-
-/// What a kernel already made of a product's input for `matmul`: nothing, its Q8
-/// quantization (in the Q8 scratch), or its f16 rounding as a format asks (in `xh`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Prepared {
-    Nothing,
-    Q8,
-    F16(ActRound),
 }
 
 /// What a decode left for the caller: the logits of its output rows, or only each output
@@ -943,15 +934,13 @@ impl GpuForward {
                 )?,
                 entries: words(tb.entries, 2 * tb.n_entries)?,
             };
-            // The output projection's Q8 input, made by the attention kernel where it can.
-            let q8 = self.wants_q8(w, &l.wo, n).then(|| self.q8());
-            let ready = k.attend(self.stream.as_mut(), shape, &io, q8)?;
-            let prep = if ready {
-                Prepared::Q8
-            } else {
-                Prepared::Nothing
-            };
-            self.matmul(w, &[(&l.wo, o)], attn, n, prep)?;
+            // The output projection's Q8 or f16 input, made by the attention kernel where it
+            // can.
+            let prep = self.prepare(w, &l.wo, n, p.n_head * p.v_head_dim);
+            let q8 = (prep == Prepared::Q8).then(|| self.q8());
+            let h16 = self.f16_target(prep)?;
+            let made = k.attend(self.stream.as_mut(), shape, &io, q8, h16)?;
+            self.matmul(w, &[(&l.wo, o)], attn, n, made)?;
             let s = self.stream.as_mut();
             match &l.post_attn_norm {
                 Some(nw) => k.rms_norm(s, o, d, nw.view(), x, d, n, d, p.eps, true)?,

@@ -1073,6 +1073,16 @@ pub struct AttnShape {
     pub n_lists: usize,
 }
 
+/// What a kernel already made of a product's input for the next product: nothing, its Q8
+/// quantization (in the Q8 scratch), or its f16 rounding as a format asks (in the f16
+/// GEMM input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepared {
+    Nothing,
+    Q8,
+    F16(ActRound),
+}
+
 /// Head sizes the attention kernel takes (kernels/attention.cu: ATT_MAX_D).
 pub const ATTN_MAX_HEAD: usize = 256;
 
@@ -1107,15 +1117,18 @@ impl Kernels {
     /// host built `meta` (per row: offset, count, pos, lo) with offset + count within
     /// `n_entries` and cells below `n_cells`.
     /// Attention of `io.q` over the cache into `io.out`. With `q8`, the one-block-a-row
-    /// kernel (decode) also quantizes the output into it for the next integer-dot product,
-    /// where the value heads are whole Q8 blocks; returns whether it did.
+    /// kernels (decode) also quantize the output into it for the next integer-dot product,
+    /// where the value heads are whole Q8 blocks; with `h16`, they round it into that f16
+    /// buffer as `quantize_act` would (the GEMM's input), where each block's outputs are
+    /// whole blocks of the rounding. Returns what it made of the output besides.
     pub fn attend(
         &self,
         s: &mut dyn GpuStream,
         a: AttnShape,
         io: &AttnIo,
         q8: Option<Q8Act>,
-    ) -> Result<bool> {
+        h16: Option<(View, ActRound)>,
+    ) -> Result<Prepared> {
         if a.head_dim > ATTN_MAX_HEAD
             || a.v_head_dim > ATTN_MAX_HEAD
             || a.n_head_kv == 0
@@ -1228,6 +1241,27 @@ impl Kernels {
         // attend_heads_f16 (the same arguments) the Q8 outputs (null for none) after the
         // scales.
         let q8 = q8.filter(|_| !rows && a.v_head_dim.is_multiple_of(32));
+        // A block's outputs: a query head's (attend_f16) or a KV head's G (attend_heads_f16).
+        let per_block = if heads {
+            group * a.v_head_dim
+        } else {
+            a.v_head_dim
+        };
+        let h16 = h16.filter(|&(_, r)| {
+            let unit = match r {
+                ActRound::Q8K => 256,
+                ActRound::Q8_0 => 32,
+                _ => 1,
+            };
+            q8.is_none() && !rows && per_block.is_multiple_of(unit)
+        });
+        let (yh, kind) = match h16 {
+            Some((v, r)) => {
+                let values = count(&[a.n_rows, a.n_head, a.v_head_dim])?;
+                (need(v, values, 2, "attention f16 output")?, r as i32)
+            }
+            None => (0, 0),
+        };
         let (xq, xds) = match q8 {
             Some(x) => {
                 let values = count(&[a.n_rows, a.n_head, a.v_head_dim])?;
@@ -1242,12 +1276,23 @@ impl Kernels {
             Arg::F(a.scale),
             Arg::F(a.softcap),
         ];
-        let one_tail = [Arg::F(a.scale), Arg::F(a.softcap), Arg::P(xq), Arg::P(xds)];
+        let one_tail = [
+            Arg::F(a.scale),
+            Arg::F(a.softcap),
+            Arg::P(xq),
+            Arg::P(xds),
+            Arg::P(yh),
+            Arg::I(kind),
+        ];
         let tail: &[Arg] = if rows { &rows_tail } else { &one_tail };
-        let mut args = [Arg::I(0); 14];
+        let mut args = [Arg::I(0); 16];
         args[..head.len()].copy_from_slice(&head);
         args[head.len()..head.len() + tail.len()].copy_from_slice(tail);
         launch(s, f, dims, &args[..head.len() + tail.len()])?;
-        Ok(q8.is_some())
+        Ok(match (q8, h16) {
+            (Some(_), _) => Prepared::Q8,
+            (None, Some((_, r))) => Prepared::F16(r),
+            (None, None) => Prepared::Nothing,
+        })
     }
 }
