@@ -555,6 +555,52 @@ fn greedy_tokens_come_from_the_device() {
     }
 }
 
+/// The engine on the GPU: a request whose chain is `greedy` alone runs its steps as
+/// `decode_greedy` (the token from `argmax_rows`, no logits back), and gives the same tokens
+/// as a chain that picks the same token from the logits (top-k 1, then greedy): one
+/// sequence at a time, so both see the same batches and the same kernels.
+#[test]
+fn engine_greedy_steps_take_the_device_argmax() {
+    use rocmforge::engine::{Prompt, RequestSpec};
+    use rocmforge::{Engine, EngineParams, Sampler, SamplerChain};
+    let Some(_dev) = gpu() else { return };
+    let Some(path) = common::zoo_model("llama.Q4_0.gguf") else {
+        return;
+    };
+    let m = load(&path, Backend::Cuda, None).unwrap();
+    let e = Engine::new(
+        m,
+        EngineParams {
+            n_ctx: 512,
+            n_seq_max: 1,
+            n_threads: 2,
+            prefix_cache: false,
+            ..EngineParams::default()
+        },
+    )
+    .unwrap();
+    let run = |prompt: &str, samplers: &[Sampler]| {
+        let mut c = SamplerChain::new(0);
+        for s in samplers {
+            c.add(s.clone()).unwrap();
+        }
+        let spec = RequestSpec {
+            max_tokens: Some(24),
+            ..RequestSpec::new(Prompt::Text(prompt.into()), c)
+        };
+        let r = e.submit(spec).unwrap();
+        let (text, finish) = r.wait_text().unwrap();
+        (text, finish, r.stats().n_generated_tokens)
+    };
+    for prompt in ["hello world", "the quick brown fox", "a b c d e f g"] {
+        let device = run(prompt, &[Sampler::Greedy]);
+        let host = run(prompt, &[Sampler::TopK(1), Sampler::Greedy]);
+        println!("{prompt:?}: {} tokens, {:?}", device.2, device.1);
+        assert!(device.2 > 0, "{prompt:?}: nothing generated");
+        assert_eq!(device, host, "{prompt:?}");
+    }
+}
+
 #[test]
 fn device_memory_returns_after_free() {
     let Some(dev) = gpu() else { return };
