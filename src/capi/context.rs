@@ -352,12 +352,24 @@ pub unsafe extern "C" fn rf_batch_free(batch: *mut rf_batch_t) {
 /// `ctx` and `batch` must be NULL or live handles.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rf_decode(ctx: *mut rf_context_t, batch: *const rf_batch_t) -> rf_status {
+    // SAFETY: contract of this function.
+    unsafe { decode_call(ctx, batch, false) }
+}
+
+/// `rf_decode` (`greedy` false) or `rf_decode_greedy` (true) on locked handles.
+///
+/// # Safety
+/// `ctx` and `batch` must be NULL or live handles.
+unsafe fn decode_call(ctx: *mut rf_context_t, batch: *const rf_batch_t, greedy: bool) -> rf_status {
     guard(|| {
         // SAFETY: contract of this function.
         let mut c = unsafe { lock(ctx) }?;
         // SAFETY: contract of this function.
         let b = unsafe { lock_batch(batch) }?;
-        c.decode(&b)
+        match greedy {
+            true => c.decode_greedy(&b),
+            false => c.decode(&b),
+        }
     })
 }
 
@@ -378,13 +390,8 @@ pub unsafe extern "C" fn rf_decode_greedy(
     ctx: *mut rf_context_t,
     batch: *const rf_batch_t,
 ) -> rf_status {
-    guard(|| {
-        // SAFETY: contract of this function.
-        let mut c = unsafe { lock(ctx) }?;
-        // SAFETY: contract of this function.
-        let b = unsafe { lock_batch(batch) }?;
-        c.decode_greedy(&b)
-    })
+    // SAFETY: contract of this function.
+    unsafe { decode_call(ctx, batch, true) }
 }
 
 /// Writes the greedy token of output row `i` (-1: the last) of the last successful decode

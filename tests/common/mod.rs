@@ -302,3 +302,26 @@ pub fn reference_last_logits(name: &str, i: usize) -> Option<(Vec<u32>, Vec<f32>
         .collect();
     Some((ids(&rec["tokens"]), logits))
 }
+
+/// The zoo model `file` with every weight of its output norm made NaN, so every logit comes
+/// out NaN (in an F32 model: a Q8 rounding of the products' inputs would turn NaN into
+/// zeros); `None` (skip) when the zoo is absent outside CI.
+pub fn zoo_with_nan_logits(file: &str) -> Option<rocmforge::gguf::GgufFile> {
+    use rocmforge::gguf::{GgufFile, GgufWriter};
+    let src = GgufFile::open(&zoo_model(file)?).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        w.add(k, v.clone());
+    }
+    for t in src.tensors() {
+        let mut data = src.tensor_data(t).unwrap().to_vec();
+        if t.name == "output_norm.weight" {
+            for c in data.chunks_exact_mut(4) {
+                c.copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+        }
+        w.add_tensor(&t.name, t.ty, &t.dims[..t.n_dims as usize], data)
+            .unwrap();
+    }
+    Some(GgufFile::from_bytes(w.to_bytes().0).unwrap())
+}
