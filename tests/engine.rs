@@ -238,6 +238,42 @@ fn stop_strings_end_before_the_match() {
 }
 
 #[test]
+fn ignore_eog_generates_past_the_end_token() {
+    let Some(m) = smollm2() else { return };
+    let chat = || {
+        Prompt::Chat(vec![(
+            "user".into(),
+            "Answer with one word: is the sky blue?".into(),
+        )])
+    };
+    let e = engine(&m, 1024, 2, 512);
+    let short = e
+        .submit(RequestSpec {
+            max_tokens: Some(64),
+            ..RequestSpec::new(chat(), greedy())
+        })
+        .unwrap();
+    let (text, f) = short.wait_text().unwrap();
+    let n = short.stats().n_generated_tokens;
+    assert_eq!(f, FinishReason::Stop, "{text:?}");
+    assert!(n < 60, "{n} tokens: {text:?}");
+    // The same request past its end token: the same text first, then max_tokens tokens in
+    // all, the end token among them (it ends nothing and prints nothing).
+    let long = e
+        .submit(RequestSpec {
+            max_tokens: Some(n + 8),
+            ignore_eog: true,
+            ..RequestSpec::new(chat(), greedy())
+        })
+        .unwrap();
+    let (more, f) = long.wait_text().unwrap();
+    assert_eq!(f, FinishReason::Length);
+    assert_eq!(long.stats().n_generated_tokens, n + 8);
+    assert!(more.starts_with(&text), "{text:?} then {more:?}");
+    settles(&e);
+}
+
+#[test]
 fn cancel_frees_the_blocks_and_reports_cancelled() {
     let Some(m) = smollm2() else { return };
     let e = engine(&m, 1024, 2, 512);

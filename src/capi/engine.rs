@@ -372,6 +372,7 @@ unsafe fn spec(r: &rf_request) -> Result<RequestSpec, Error> {
         },
         stop,
         on_piece,
+        ignore_eog: false,
     })
 }
 

@@ -38,6 +38,11 @@ pub struct RequestSpec {
     pub stop: Vec<String>,
     /// When set, text goes to the callback instead of `Request::next`.
     pub on_piece: Option<PieceFn>,
+    /// An end-of-generation token does not end the request: it is kept as a generated token
+    /// (its piece is text-less) and generation goes on to `max_tokens`. For fixed-length runs
+    /// (benchmarks) that keep the sampler chain as it is, e.g. plain greedy, whose steps take
+    /// their tokens on the device (a chain that bans the EOG tokens takes them on the host).
+    pub ignore_eog: bool,
 }
 
 impl RequestSpec {
@@ -48,6 +53,7 @@ impl RequestSpec {
             max_tokens: None,
             stop: Vec::new(),
             on_piece: None,
+            ignore_eog: false,
         }
     }
 }

@@ -28,6 +28,8 @@ struct Seq {
     in_kv: usize,
     n_generated: usize,
     max_tokens: usize,
+    /// `RequestSpec::ignore_eog`.
+    ignore_eog: bool,
     sampler: SamplerChain,
     detok: StreamDecoder,
     stop: StopMatcher,
@@ -48,6 +50,7 @@ impl Seq {
             in_kv: 0,
             n_generated: 0,
             max_tokens: p.max_tokens,
+            ignore_eog: p.spec.ignore_eog,
             sampler: p.spec.sampler,
             detok: StreamDecoder::new(),
             id: 0,
@@ -591,7 +594,7 @@ impl Worker {
     fn take_token(&mut self, i: usize, token: u32) -> Result<Option<FinishReason>> {
         let tok = self.ctx.model().tokenizer();
         let s = &mut self.running[i];
-        if tok.vocab().is_eog(token) {
+        if !s.ignore_eog && tok.vocab().is_eog(token) {
             return s.flush().map(|f| f.or(Some(FinishReason::Stop)));
         }
         s.tokens.push(token);

@@ -2,8 +2,11 @@
 //! `--requests` requests of exactly `-p` prompt tokens and `-n` generated tokens all at once
 //! (at most `--parallel` generating together), then `--serial` of them one at a time, and
 //! prints aggregate tokens/s and latency percentiles of both side by side. Prompts differ from
-//! their second token on (no prefix-cache hits); end-of-generation tokens are banned so every
-//! request generates exactly `-n`.
+//! their second token on (no prefix-cache hits). Every request generates exactly `-n` tokens
+//! with the greedy sampler: an end-of-generation token ends nothing (`ignore_eog`), as
+//! llama-batched-bench, which samples nothing, goes on. Greedy steps take their tokens on
+//! the GPU (`decode_greedy`); `--ban-eog` instead bans the end tokens with a logit bias,
+//! a chain whose tokens are chosen on the host from the downloaded logits.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +45,10 @@ pub struct Args {
     /// Threads (default: every core).
     #[arg(short, long, default_value_t = 0)]
     threads: usize,
+    /// Ban the end-of-generation tokens (logit bias, then greedy: sampled on the host)
+    /// instead of generating past them.
+    #[arg(long)]
+    ban_eog: bool,
 }
 
 /// Prompt `i`: BOS (when the model uses one), then in-vocabulary ids that differ per request.
@@ -62,11 +69,14 @@ fn prompt(m: &Model, i: usize, n: usize) -> Vec<u32> {
     t
 }
 
-fn sampler(eog: &[u32]) -> Result<SamplerChain> {
+/// Greedy, after a bias that bans `ban`'s tokens when there are any.
+fn sampler(ban: &[u32]) -> Result<SamplerChain> {
     let mut c = SamplerChain::new(0);
-    c.add(Sampler::LogitBias(
-        eog.iter().map(|&t| (t, f32::NEG_INFINITY)).collect(),
-    ))?;
+    if !ban.is_empty() {
+        c.add(Sampler::LogitBias(
+            ban.iter().map(|&t| (t, f32::NEG_INFINITY)).collect(),
+        ))?;
+    }
     c.add(Sampler::Greedy)?;
     Ok(c)
 }
@@ -130,15 +140,19 @@ pub fn run(a: &Args) -> Result<()> {
         },
     )?;
     let v = model.tokenizer().vocab();
-    let eog: Vec<u32> = (0..v.len() as u32).filter(|&t| v.is_eog(t)).collect();
+    let ban: Vec<u32> = match a.ban_eog {
+        true => (0..v.len() as u32).filter(|&t| v.is_eog(t)).collect(),
+        false => Vec::new(),
+    };
     let specs = |n: usize, offset: usize| -> Result<Vec<RequestSpec>> {
         (0..n)
             .map(|i| {
                 Ok(RequestSpec {
                     max_tokens: Some(a.n_gen),
+                    ignore_eog: !a.ban_eog,
                     ..RequestSpec::new(
                         Prompt::Tokens(prompt(&model, offset + i, a.n_prompt)),
-                        sampler(&eog)?,
+                        sampler(&ban)?,
                     )
                 })
             })

@@ -461,6 +461,7 @@ async fn generate(
                 Some(f) => tx.send(Msg::Done(f)),
             };
         })),
+        ignore_eog: false,
     };
     let request = app.engine.submit(spec)?;
     let prefix = if kind == Kind::Chat {
