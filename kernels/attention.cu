@@ -25,7 +25,8 @@ __device__ __forceinline__ float att_out(const float (*s_acc)[ATT_MAX_D], const 
 // Stores a block's n outputs op[i] = out(i) (n a multiple of 32 with xq), and with xq also
 // quantizes them to Q8 blocks as quantize_q8 would, for the output projection's integer-dot
 // products: four outputs a lane, eight lanes a block of 32, codes and scales from block row4
-// / 8 on (row4: the index of op's first four outputs). Without xq, with yh (op's first
+// / 8 on (row4: the index of op's first four outputs); with kind 2 Q8_K blocks instead
+// (quantize_q8k; n and op's first value's index multiples of 256). Without xq, with yh (op's first
 // value's slot of the f16 GEMM input) the outputs are also rounded as quantize_act's `kind`
 // into f16 (op's first value on a boundary of that kind's blocks). Every thread of the block
 // calls it.
@@ -33,9 +34,10 @@ template <class Out>
 __device__ __forceinline__ void att_store(float* __restrict__ op, int n, int* __restrict__ xq,
                                           float2* __restrict__ xds, u64 row4, u16* yh, int kind,
                                           Out out) {
-    if (xq == nullptr) {
+    if (xq == nullptr || kind == 2) {
         for (int i = threadIdx.x; i < n; i += blockDim.x) op[i] = out(i);
         if (yh) rf_block_f16(op, yh, 0, n, n, kind);
+        if (xq) rf_block_q8k(op, (i8*)xq + row4 * 4, xds + row4 / 8, 0, n, n);
         return;
     }
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -157,6 +159,11 @@ attend_f16(const float* __restrict__ q, const u16* __restrict__ kc,
 
 #define ATH_G 8
 #define ATH_OUT 1024
+#define ATH_SPLIT 32
+
+// Words of one block's partial result in a split launch: max and weight per query, then
+// the G * vhd unnormalized sums.
+__device__ __forceinline__ int ath_partial_words(int G, int vhd) { return G * (vhd + 2); }
 
 // Output i (of the block's G * vhd) from the groups' partial sums, over the total weight.
 __device__ __forceinline__ float ath_out(const float (*s_acc)[ATH_OUT],
@@ -179,7 +186,8 @@ attend_heads_f16(const float* __restrict__ q, const u16* __restrict__ kc,
                  const u16* __restrict__ vc, float* __restrict__ out,
                  const int4* __restrict__ meta, const uint2* __restrict__ ent, int n_head,
                  int n_head_kv, int hd, int vhd, float scale, float softcap,
-                 int* __restrict__ xq, float2* __restrict__ xds, u16* yh, int kind) {
+                 int* __restrict__ xq, float2* __restrict__ xds, u16* yh, int kind,
+                 int n_split, float* part, int* tickets) {
     rf_grid_start();
     __shared__ float Qs[ATH_G][ATT_MAX_D];
     __shared__ float Ps[4][ATH_G][32];
@@ -191,8 +199,14 @@ attend_heads_f16(const float* __restrict__ q, const u16* __restrict__ kc,
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int kd = n_head_kv * hd, vd = n_head_kv * vhd, vw = vhd / 2;
     const int4 m = meta[r];
+    // Split: the list's tiles of 32 entries go to its first n_live blocks (one a tile at
+    // most; the rest have nothing to do), tile t to block t % n_live, its group t / n_live % 4.
+    const int n_live = max(1, min(n_split, (m.y + 31) / 32));
+    if ((int)blockIdx.z >= n_live) return;
+    const int step = 4 * n_live * 32, first_tile = (int)blockIdx.z;
     const float* qp = q + ((u64)r * n_head + (u64)kvh * G) * hd;
-    for (int i = threadIdx.x; i < G * hd; i += blockDim.x) Qs[i / hd][i % hd] = qp[i];
+    if (first_tile * 32 < m.y)
+        for (int i = threadIdx.x; i < G * hd; i += blockDim.x) Qs[i / hd][i % hd] = qp[i];
     __syncthreads();
     // Lane `lane` holds value words lane + 32 i (dimensions 2w and 2w + 1) of each query.
     const int VR = ATT_MAX_D / 64;
@@ -204,7 +218,7 @@ attend_heads_f16(const float* __restrict__ q, const u16* __restrict__ kc,
 #pragma unroll
         for (int i = 0; i < 2 * VR; i++) acc[g][i] = 0.0f;
     }
-    for (int t0 = warp * 32; t0 < m.y; t0 += 4 * 32) {
+    for (int t0 = (first_tile + warp * n_live) * 32; t0 < m.y; t0 += step) {
         const int j = t0 + lane;
         bool ok = false;
         u32 cell = 0;
@@ -303,8 +317,82 @@ attend_heads_f16(const float* __restrict__ q, const u16* __restrict__ kc,
     }
     __syncthreads();
     const u64 first = ((u64)r * n_head + (u64)kvh * G) * vhd;
+    if (n_live == 1) {
+        att_store(out + first, G * vhd, xq, xds, first / 4, yh ? yh + first : nullptr, kind,
+                  [&](int i) { return ath_out(s_acc, s_m, s_l, i / vhd, i); });
+        return;
+    }
+    // Split: the block's partial result (per query: max, weight, unnormalized sums) goes to
+    // `part`; the last of the row and KV head's n_live blocks to finish combines them.
+    __shared__ float Sc[ATH_G][ATH_SPLIT], Sm[ATH_SPLIT][ATH_G], Sl[ATH_SPLIT][ATH_G];
+    __shared__ bool s_last;
+    const int pw = ath_partial_words(G, vhd);
+    const int unit = (r * n_head_kv + kvh) * n_split;
+    float* mine = part + (u64)(unit + blockIdx.z) * pw;
+    if (threadIdx.x < G) {
+        const int g = threadIdx.x;
+        float gm = RF_NEG_INF, tl = 0.0f;
+        for (int w = 0; w < 4; w++) gm = fmaxf(gm, s_m[w][g]);
+        for (int w = 0; w < 4; w++)
+            if (s_m[w][g] > RF_NEG_INF) tl += s_l[w][g] * expf(s_m[w][g] - gm);
+        mine[g] = gm;
+        mine[G + g] = tl;
+    }
+    // A block that saw no entry of some query writes no sums for it (its max says so).
+    for (int i = threadIdx.x; i < G * vhd; i += blockDim.x) {
+        const int g = i / vhd;
+        float gm = RF_NEG_INF, o = 0.0f;
+        for (int w = 0; w < 4; w++) gm = fmaxf(gm, s_m[w][g]);
+        if (gm == RF_NEG_INF) continue;
+        for (int w = 0; w < 4; w++)
+            if (s_m[w][g] > RF_NEG_INF) o += s_acc[w][i] * expf(s_m[w][g] - gm);
+        mine[2 * G + i] = o;
+    }
+    rf_fence();
+    __syncthreads();
+    if (threadIdx.x == 0) s_last = rf_ticket(tickets + r * n_head_kv + kvh) == n_live - 1;
+    __syncthreads();
+    if (!s_last) return;
+    rf_fence();
+    if (threadIdx.x == 0) tickets[r * n_head_kv + kvh] = 0;  // for the next launch
+    const volatile float* all = part + (u64)unit * pw;
+    // Every block's max and weight at once (one load a thread: they are L2 round trips),
+    // then Sc[g][z]: block z's share of query g's output (0 where it saw nothing).
+    for (int t = threadIdx.x; t < n_live * G; t += blockDim.x) {
+        Sm[t / G][t % G] = all[(t / G) * pw + t % G];
+        Sl[t / G][t % G] = all[(t / G) * pw + G + t % G];
+    }
+    __syncthreads();
+    if (threadIdx.x < G) {
+        const int g = threadIdx.x;
+        float gm = RF_NEG_INF, tl = 0.0f;
+        for (int z = 0; z < n_live; z++) gm = fmaxf(gm, Sm[z][g]);
+        for (int z = 0; z < n_live; z++) {
+            Sc[g][z] = Sm[z][g] > RF_NEG_INF ? expf(Sm[z][g] - gm) : 0.0f;
+            tl += Sc[g][z] * Sl[z][g];
+        }
+        for (int z = 0; z < n_live; z++) Sc[g][z] = tl > 0.0f ? Sc[g][z] / tl : 0.0f;
+    }
+    __syncthreads();
+    // Eight blocks' sums loaded before any is used (loads in flight together); a block that
+    // saw nothing of query g left its sums unwritten: its share is 0 and its value unused.
     att_store(out + first, G * vhd, xq, xds, first / 4, yh ? yh + first : nullptr, kind,
-              [&](int i) { return ath_out(s_acc, s_m, s_l, i / vhd, i); });
+              [&](int i) {
+                  const int g = i / vhd;
+                  float o = 0.0f;
+                  for (int z0 = 0; z0 < n_live; z0 += 8) {
+                      float v[8];
+#pragma unroll
+                      for (int k = 0; k < 8; k++)
+                          v[k] = z0 + k < n_live ? all[(z0 + k) * pw + 2 * G + i] : 0.0f;
+#pragma unroll
+                      for (int k = 0; k < 8; k++) {
+                          const float c = z0 + k < n_live ? Sc[g][z0 + k] : 0.0f;
+                          o += c != 0.0f ? c * v[k] : 0.0f;
+                      }
+                  }
+                  return o;
+              });
 }
 
 // Attention for batches with many rows of one sequence (prefill): one block per KV head and

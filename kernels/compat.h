@@ -164,6 +164,13 @@ __device__ __forceinline__ void rf_grid_go() {}
 __device__ __forceinline__ void rf_grid_wait() {}
 __device__ __forceinline__ void rf_prefetch_line(const u8*) {}
 #endif
+// The last-block pattern of split kernels: each block writes its part, calls rf_fence (its
+// global writes become visible to the whole device), then one thread takes a ticket
+// (atomic increment, the value before); the block with the last ticket reads every part
+// after a second rf_fence.
+__device__ __forceinline__ void rf_fence() { __threadfence(); }
+__device__ __forceinline__ int rf_ticket(int* counter) { return atomicAdd(counter, 1); }
+
 __device__ __forceinline__ void rf_grid_start() {
     rf_grid_go();
     rf_grid_wait();

@@ -42,10 +42,23 @@ __device__ __forceinline__ void rf_block_f16(const float* y, u16* yh, u64 b0, u6
         rf_round_chunk(y, nullptr, yh, b0 + c * 256, min(n, b0 + len), kind, threadIdx.x % 32);
 }
 
+// The values [b0, b0 + len) of y (below n), which this block wrote, quantized to Q8_K blocks
+// as quantize_q8k does (codes q, scales ds: the Q8 buffers' layout), after a barrier: each
+// 32-lane group takes 256-value blocks (b0 and n multiples of 256).
+__device__ __forceinline__ void rf_block_q8k(const float* y, i8* q, float2* ds, u64 b0, u64 len,
+                                             u64 n) {
+    __syncthreads();
+    for (u64 c = threadIdx.x / 32; c * 256 < len && b0 + c * 256 < n; c += blockDim.x / 32) {
+        const u64 at = b0 + c * 256;
+        rf_q8k_chunk(y + at, q + at, ds + at / 32, threadIdx.x % 32);
+    }
+}
+
 // One block per row of d (rows contiguous, 16-byte aligned, d a multiple of 32): with o,
 // x += o first (add_inplace); then y = x / rms(x) * w (rms_norm's float4 path, same block
-// size); with xq, y also quantized to Q8 blocks (quantize_q8): codes xq, scales xds; with
-// yh, y also rounded into f16 as quantize_act's `kind` (d a multiple of 256 for kind 2).
+// size); with xq, y also quantized to Q8 blocks (quantize_q8; kind 2: Q8_K blocks as
+// quantize_q8k, d a multiple of 256): codes xq, scales xds; with yh, y also rounded into f16
+// as quantize_act's `kind` (d a multiple of 256 for kind 2).
 extern "C" __global__ void add_rms_norm_q8(float* __restrict__ x, const float* __restrict__ o,
                                            const float* __restrict__ w, float* y,
                                            int* __restrict__ xq, float2* __restrict__ xds,
@@ -79,13 +92,16 @@ extern "C" __global__ void add_rms_norm_q8(float* __restrict__ x, const float* _
                             a.w * scale * g.w);
             y4[i] = v;
         }
-        if (xq) rf_q8_group(v, xq + (u64)blockIdx.x * d4, xds + (u64)blockIdx.x * (d / 32), i, ok);
+        if (xq && kind != 2)
+            rf_q8_group(v, xq + (u64)blockIdx.x * d4, xds + (u64)blockIdx.x * (d / 32), i, ok);
     }
+    if (xq && kind == 2) rf_block_q8k(y, (i8*)xq, xds, (u64)blockIdx.x * d, d, (u64)blockIdx.x * d + d);
     if (yh) rf_block_f16(y, yh, (u64)blockIdx.x * d, d, (u64)blockIdx.x * d + d, kind);
 }
 
 // a = swiglu(g, u) (geglu with gelu != 0) over n4 * 4 values (16-byte aligned, n4 a
-// multiple of 8), with xq also quantized to Q8 blocks as quantize_q8 does, with yh also
+// multiple of 8), with xq also quantized to Q8 blocks as quantize_q8 does (kind 2: Q8_K
+// blocks as quantize_q8k, n4 a multiple of 64), with yh also
 // rounded into f16 as quantize_act's `kind` (blockDim.x a multiple of 64, so that a block's
 // values are whole 256-value chunks).
 extern "C" __global__ void glu_q8(const float* __restrict__ g, const float* __restrict__ u,
@@ -103,7 +119,9 @@ extern "C" __global__ void glu_q8(const float* __restrict__ g, const float* __re
                                rf_swiglu(gv.z, uv.z), rf_swiglu(gv.w, uv.w));
         ((float4*)a)[i] = v;
     }
-    if (xq) rf_q8_group(v, xq, xds, i, ok);
+    if (xq && kind != 2) rf_q8_group(v, xq, xds, i, ok);
+    if (xq && kind == 2)
+        rf_block_q8k(a, (i8*)xq, xds, (u64)blockIdx.x * blockDim.x * 4, (u64)blockDim.x * 4, n4 * 4);
     if (yh) rf_block_f16(a, yh, (u64)blockIdx.x * blockDim.x * 4, (u64)blockDim.x * 4, n4 * 4, kind);
 }
 

@@ -14,14 +14,9 @@
 // nibbles j % 2 of the block's codes 32 * (j / 2) ...), four blocks a step. The eight lanes' integer sums meet by
 // shuffles before the block's two float products.
 
-extern "C" __global__ void quantize_q8k(const float* __restrict__ x, i8* __restrict__ xq,
-                                        float2* __restrict__ xds, u64 nblk) {
-    rf_grid_start();
-    // 32-thread groups (also on wave64: the shuffles' lane masks stay under 32).
-    const int lane = threadIdx.x % 32;
-    const u64 b = (u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    if (b >= nblk) return;
-    const float* xp = x + b * 256;
+// One Q8_K block: the 256 values at xp to codes q and 8 scale pairs ds, by the 32 lanes of
+// a group (lane: the caller's; also on wave64: the shuffles' lane masks stay under 32).
+__device__ __forceinline__ void rf_q8k_chunk(const float* xp, i8* q, float2* ds, int lane) {
     float amax = -1.0f, mx = 0.0f;
     int idx = 1 << 30;
     for (int i = lane; i < 256; i += 32) {
@@ -44,9 +39,16 @@ extern "C" __global__ void quantize_q8k(const float* __restrict__ x, i8* __restr
     }
     const float iscale = amax == 0.0f ? 0.0f : -127.0f / mx;
     const float d = amax == 0.0f ? 0.0f : 1.0f / iscale;
-    for (int i = lane; i < 256; i += 32)
-        xq[b * 256 + i] = (i8)(int)fminf(rf_rint(iscale * xp[i]), 127.0f);
-    if (lane < 8) xds[b * 8 + lane] = make_float2(d, 0.0f);
+    for (int i = lane; i < 256; i += 32) q[i] = (i8)(int)fminf(rf_rint(iscale * xp[i]), 127.0f);
+    if (lane < 8) ds[lane] = make_float2(d, 0.0f);
+}
+
+extern "C" __global__ void quantize_q8k(const float* __restrict__ x, i8* __restrict__ xq,
+                                        float2* __restrict__ xds, u64 nblk) {
+    rf_grid_start();
+    const u64 b = (u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (b >= nblk) return;
+    rf_q8k_chunk(x + b * 256, xq + b * 256, xds + b * 8, threadIdx.x % 32);
 }
 
 __device__ __forceinline__ int rf_shfl_xor_i(int v, int m) {

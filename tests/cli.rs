@@ -132,6 +132,7 @@ fn info_tokenize_and_bench_on_a_small_model() {
             "model_filename",
             "n_prompt",
             "n_gen",
+            "n_depth",
             "n_threads",
             "avg_ts",
             "stddev_ts",
@@ -151,6 +152,17 @@ fn info_tokenize_and_bench_on_a_small_model() {
     let md = text(&out.stdout);
     assert!(
         md.contains("| pp8 |") && md.contains("| tg2 |") && md.contains("peak resident memory"),
+        "{md}"
+    );
+    // At a depth: the tests' tokens follow 40 cached ones (more than a context of -p and -n
+    // alone holds), and say so.
+    let out = rocmforge(&[
+        "bench", "-m", &zoo, "-p", "8", "-n", "2", "-d", "40", "-r", "1", "-t", "2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let md = text(&out.stdout);
+    assert!(
+        md.contains("| pp8 @ d40 |") && md.contains("| tg2 @ d40 |"),
         "{md}"
     );
     let out = rocmforge(&[

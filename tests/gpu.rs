@@ -394,7 +394,8 @@ fn many_sequences_match_the_cpu() {
 /// Generation steps of many sequences with long histories: each row of such a step attends
 /// to its own list of about 150 entries (kernels/attention.cu `attend_heads_f16`: tiles of
 /// 32 entries over four groups, their results combined), with grouped-query heads, and for
-/// Gemma 2 and 3 a sliding window of 8 and (Gemma 2) soft-capped scores.
+/// Gemma 2 and 3 a sliding window of 8 and (Gemma 2) soft-capped scores; then steps of three
+/// sequences, whose rows' lists are split over several blocks each.
 #[test]
 fn long_histories_match_the_cpu() {
     let Some(_dev) = gpu() else { return };
@@ -427,10 +428,12 @@ fn long_histories_match_the_cpu() {
             worst = worst.max(decode_both(&b, &mut cc, &mut gc));
         }
         let mut steps = 0f32;
-        for step in 0..4 {
+        // Four steps of every sequence (many rows), then two of three sequences (few rows:
+        // the split decode attention).
+        for step in 0..6 {
             let at = n_prompt + step;
             let mut b = Batch::new();
-            for s in 0..n_seq {
+            for s in 0..if step < 4 { n_seq } else { 3 } {
                 b.add(tok(s, at), at as i32, &[s as i32], true).unwrap();
             }
             steps = steps.max(decode_both(&b, &mut cc, &mut gc));
@@ -839,7 +842,6 @@ fn argmax_rows_ranks_as_the_greedy_sampler() {
 #[test]
 fn fused_f16_rounding_equals_quantize_act() {
     use rocmforge::backend::gpu::{DevBuf, DevPtr, Dims};
-    use std::ffi::c_void;
     let Some(dev) = gpu() else { return };
     let mut s = dev.new_stream().unwrap();
     let floats = |seed: u64, n: usize| -> Vec<f32> {
@@ -851,38 +853,11 @@ fn fused_f16_rounding_equals_quantize_act() {
             })
             .collect()
     };
-    let upload = |s: &mut Box<dyn rocmforge::backend::gpu::GpuStream>, v: &[f32]| {
-        let b = DevBuf::new(&dev, v.len() * 4).unwrap();
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        // SAFETY: b holds v.len() floats.
-        unsafe { s.upload(b.ptr(), &bytes).unwrap() };
-        b
+    let upload = |s: &mut Stream, v: &[f32]| upload_f32(&dev, s, v);
+    let run = |s: &mut Stream, name: &str, args: &mut [u64], ints: &[usize], dims: Dims| {
+        launch_slots(&dev, s, name, args, ints, dims)
     };
-    let run = |s: &mut Box<dyn rocmforge::backend::gpu::GpuStream>,
-               name: &str,
-               args: &mut [u64],
-               ints: &[usize],
-               dims: Dims| {
-        // Each argument from its own 64-bit slot (ints: the slots passed as 4-byte ints).
-        let mut i32s: Vec<i32> = ints.iter().map(|&i| args[i] as i32).collect();
-        let mut ptrs: Vec<*mut c_void> = Vec::new();
-        let mut k = 0;
-        for (i, a) in args.iter_mut().enumerate() {
-            if ints.contains(&i) {
-                ptrs.push(&mut i32s[k] as *mut i32 as *mut c_void);
-                k += 1;
-            } else {
-                ptrs.push(a as *mut u64 as *mut c_void);
-            }
-        }
-        // SAFETY: the caller's buffers cover what the kernel touches at these dims, the
-        // arguments in its order and sizes (pointers and u64 8 bytes, ints 4).
-        unsafe {
-            s.launch(dev.function(name).unwrap(), dims, &mut ptrs)
-                .unwrap()
-        };
-    };
-    let f16s = |s: &mut Box<dyn rocmforge::backend::gpu::GpuStream>, p: DevPtr, n: usize| {
+    let f16s = |s: &mut Stream, p: DevPtr, n: usize| {
         let mut out = vec![0u8; 2 * n];
         // SAFETY: p holds n f16 values; the download synchronizes first.
         unsafe { s.download(&mut out, p).unwrap() };
@@ -921,16 +896,15 @@ fn fused_f16_rounding_equals_quantize_act() {
             };
             // d and kind as ints; eps as a float's bits in a 4-byte int slot.
             run(&mut s, "add_rms_norm_q8", &mut norm, &[6, 7, 9], by_rows);
-            let quant =
-                |s: &mut Box<dyn rocmforge::backend::gpu::GpuStream>, src: DevPtr, dst: DevPtr| {
-                    let mut qa = [src, 0, dst, n as u64, kind as u64];
-                    let dims = Dims {
-                        grid: (n.div_ceil(256).div_ceil(4) as u32, 1, 1),
-                        block: 128,
-                        shared: 0,
-                    };
-                    run(s, "quantize_act", &mut qa, &[4], dims);
+            let quant = |s: &mut Stream, src: DevPtr, dst: DevPtr| {
+                let mut qa = [src, 0, dst, n as u64, kind as u64];
+                let dims = Dims {
+                    grid: (n.div_ceil(256).div_ceil(4) as u32, 1, 1),
+                    block: 128,
+                    shared: 0,
                 };
+                run(s, "quantize_act", &mut qa, &[4], dims);
+            };
             quant(&mut s, y.ptr(), want.ptr());
             assert_eq!(
                 f16s(&mut s, yh.ptr(), n),
@@ -971,6 +945,365 @@ fn fused_f16_rounding_equals_quantize_act() {
     }
     println!(
         "fused f16 rounding on {}: {compared} cases bit-identical to quantize_act",
+        dev.describe()
+    );
+}
+
+/// The fused norm, activation and attention kernels' quantized output for the next integer
+/// product equals bit for bit what `quantize_q8` (Q8_0 blocks, kind 1) and `quantize_q8k`
+/// (Q8_K blocks, kind 2: the Q4_K/Q5_K/Q6_K products' input) make of their f32 output:
+/// codes and scales, rows of 512 and 768 values from 1e-3 to 1e3 in size.
+#[test]
+fn fused_q8_outputs_equal_the_quantize_kernels() {
+    use rocmforge::backend::gpu::{DevBuf, DevPtr, Dims};
+    let Some(dev) = gpu() else { return };
+    let mut s = dev.new_stream().unwrap();
+    let floats = |seed: u64, n: usize| -> Vec<f32> {
+        noise(seed, 2 * n)
+            .chunks_exact(2)
+            .map(|b| (b[0] as f32 - 127.5) / 64.0 * 10f32.powi(b[1] as i32 % 7 - 3))
+            .collect()
+    };
+    let bytes = |s: &mut Stream, p: DevPtr, n: usize| {
+        let mut out = vec![0u8; n];
+        // SAFETY: p holds n bytes; the download synchronizes first.
+        unsafe { s.download(&mut out, p).unwrap() };
+        out
+    };
+    let mut compared = 0;
+    for d in [512usize, 768] {
+        let rows = 3usize;
+        let n = rows * d;
+        let x = upload_f32(&dev, &mut s, &floats(7 + d as u64, n));
+        let o = upload_f32(&dev, &mut s, &floats(8, n));
+        let w = upload_f32(&dev, &mut s, &floats(9, d));
+        let (g, u) = (
+            upload_f32(&dev, &mut s, &floats(10, n)),
+            upload_f32(&dev, &mut s, &floats(11, n)),
+        );
+        let y = DevBuf::new(&dev, n * 4).unwrap();
+        let (xq, xds) = (
+            DevBuf::new(&dev, n).unwrap(),
+            DevBuf::new(&dev, n / 32 * 8).unwrap(),
+        );
+        let (wq, wds) = (
+            DevBuf::new(&dev, n).unwrap(),
+            DevBuf::new(&dev, n / 32 * 8).unwrap(),
+        );
+        for kind in [1u64, 2] {
+            // What the quantize kernel makes of `src`, against the fused kernel's output.
+            let check = |s: &mut Stream, src: DevPtr, what: &str| {
+                let (name, nblk, dims) = match kind {
+                    1 => ("quantize_q8", n / 32, ((n / 32).div_ceil(128) as u32, 128)),
+                    _ => ("quantize_q8k", n / 256, ((n / 256).div_ceil(4) as u32, 128)),
+                };
+                let mut qa = [src, wq.ptr(), wds.ptr(), nblk as u64];
+                let dims = Dims {
+                    grid: (dims.0, 1, 1),
+                    block: dims.1,
+                    shared: 0,
+                };
+                launch_slots(&dev, s, name, &mut qa, &[], dims);
+                assert_eq!(
+                    bytes(s, xq.ptr(), n),
+                    bytes(s, wq.ptr(), n),
+                    "{what} codes, rows of {d}, kind {kind}"
+                );
+                assert_eq!(
+                    bytes(s, xds.ptr(), n / 4),
+                    bytes(s, wds.ptr(), n / 4),
+                    "{what} scales, rows of {d}, kind {kind}"
+                );
+            };
+            let eps = 1e-5f32.to_bits() as u64;
+            let mut norm = [
+                x.ptr(),
+                o.ptr(),
+                w.ptr(),
+                y.ptr(),
+                xq.ptr(),
+                xds.ptr(),
+                d as u64,
+                eps,
+                0,
+                kind,
+            ];
+            let dims = Dims {
+                grid: (rows as u32, 1, 1),
+                block: 128,
+                shared: 0,
+            };
+            launch_slots(&dev, &mut s, "add_rms_norm_q8", &mut norm, &[6, 7, 9], dims);
+            check(&mut s, y.ptr(), "norm");
+            for gelu in [0u64, 1] {
+                let mut glu = [
+                    g.ptr(),
+                    u.ptr(),
+                    y.ptr(),
+                    xq.ptr(),
+                    xds.ptr(),
+                    (n / 4) as u64,
+                    gelu,
+                    0,
+                    kind,
+                ];
+                let dims = Dims {
+                    grid: ((n / 4).div_ceil(256) as u32, 1, 1),
+                    block: 256,
+                    shared: 0,
+                };
+                launch_slots(&dev, &mut s, "glu_q8", &mut glu, &[6, 8], dims);
+                check(&mut s, y.ptr(), "glu");
+            }
+            compared += 3;
+        }
+    }
+    println!(
+        "fused Q8_0 and Q8_K outputs on {}: {compared} cases bit-identical",
+        dev.describe()
+    );
+}
+
+type Stream = Box<dyn rocmforge::backend::gpu::GpuStream>;
+
+/// A device copy of `v`.
+fn upload_f32(
+    dev: &Arc<dyn GpuDevice>,
+    s: &mut Stream,
+    v: &[f32],
+) -> rocmforge::backend::gpu::DevBuf {
+    let b = rocmforge::backend::gpu::DevBuf::new(dev, v.len() * 4).unwrap();
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    // SAFETY: b holds v.len() floats.
+    unsafe { s.upload(b.ptr(), &bytes).unwrap() };
+    b
+}
+
+/// Launches kernel `name` with each argument from its own 64-bit slot of `args` (`ints`: the
+/// slots passed as 4-byte ints; a float goes as its bits in an int slot).
+fn launch_slots(
+    dev: &Arc<dyn GpuDevice>,
+    s: &mut Stream,
+    name: &str,
+    args: &mut [u64],
+    ints: &[usize],
+    dims: rocmforge::backend::gpu::Dims,
+) {
+    use std::ffi::c_void;
+    let mut i32s: Vec<i32> = ints.iter().map(|&i| args[i] as i32).collect();
+    let mut ptrs: Vec<*mut c_void> = Vec::new();
+    let mut k = 0;
+    for (i, a) in args.iter_mut().enumerate() {
+        if ints.contains(&i) {
+            ptrs.push(&mut i32s[k] as *mut i32 as *mut c_void);
+            k += 1;
+        } else {
+            ptrs.push(a as *mut u64 as *mut c_void);
+        }
+    }
+    // SAFETY: the caller's buffers cover what the kernel touches at these dims, the
+    // arguments in its order and sizes (pointers and u64 8 bytes, ints 4).
+    unsafe {
+        s.launch(dev.function(name).unwrap(), dims, &mut ptrs)
+            .unwrap()
+    };
+}
+
+/// Decode attention split over several blocks a row and KV head (`attend_heads_f16` with
+/// n_split > 1: tiles of 32 entries dealt round-robin, the last block to finish combining
+/// the partial results) gives what one block gives and what an f64 softmax over the same f16
+/// keys and values gives: 3 rows (5,000 entries: more tiles than 4 groups of 32 blocks take in
+/// one round; 777 entries with a window and positions past the row's; an empty list), 4
+/// query heads a KV head, soft-capped and not, split 1, 3 and 32 ways. Each launch runs
+/// twice: the tickets go back to 0 and the second launch gives the same bits. The output's
+/// Q8_K blocks (the output projection's input for K-quants) are `quantize_q8k`'s, bit for bit.
+#[test]
+fn split_attention_equals_one_block() {
+    use rocmforge::backend::gpu::{DevBuf, Dims};
+    let Some(dev) = gpu() else { return };
+    let mut s = dev.new_stream().unwrap();
+    let (n_head, n_head_kv, hd, vhd, n_cells) = (8usize, 2usize, 64usize, 64usize, 6000usize);
+    let group = n_head / n_head_kv;
+    // Per row: entries, the row's position, the window's first position.
+    let lists = [(5000usize, 4999u32, 0u32), (777, 700, 300), (0, 0, 0)];
+    let rows = lists.len();
+    let unit = |b: Vec<u8>| -> Vec<f32> { b.iter().map(|&x| (x as f32 - 127.5) / 128.0).collect() };
+    let f16 = |seed: u64, n: usize| -> Vec<half::f16> {
+        unit(noise(seed, n))
+            .into_iter()
+            .map(half::f16::from_f32)
+            .collect()
+    };
+    let (kh, vh) = (
+        f16(11, n_cells * n_head_kv * hd),
+        f16(12, n_cells * n_head_kv * vhd),
+    );
+    let q = unit(noise(13, rows * n_head * hd));
+    let cells = noise(14, 2 * 6000);
+    let (mut ent, mut meta) = (Vec::new(), Vec::new());
+    for &(count, pos, lo) in &lists {
+        meta.extend([ent.len() as u32 / 2, count as u32, pos, lo]);
+        for j in 0..count {
+            let c = u16::from_le_bytes([cells[2 * j], cells[2 * j + 1]]) as u32 % n_cells as u32;
+            ent.extend([c, j as u32]);
+        }
+    }
+    let words = |v: &[u32]| v.iter().map(|&w| f32::from_bits(w)).collect::<Vec<f32>>();
+    let halves = |v: &[half::f16]| {
+        let f: Vec<f32> = v
+            .chunks(2)
+            .map(|p| {
+                f32::from_bits(
+                    p[0].to_bits() as u32 | (p.get(1).map_or(0, |h| h.to_bits()) as u32) << 16,
+                )
+            })
+            .collect();
+        f
+    };
+    let (kc, vc) = (
+        upload_f32(&dev, &mut s, &halves(&kh)),
+        upload_f32(&dev, &mut s, &halves(&vh)),
+    );
+    let (qb, mb) = (
+        upload_f32(&dev, &mut s, &q),
+        upload_f32(&dev, &mut s, &words(&meta)),
+    );
+    let eb = upload_f32(&dev, &mut s, &words(&ent));
+    let out = DevBuf::new(&dev, rows * n_head * vhd * 4).unwrap();
+    let n_out = rows * n_head * vhd;
+    let (xq, xds) = (
+        DevBuf::new(&dev, n_out).unwrap(),
+        DevBuf::new(&dev, n_out / 4).unwrap(),
+    );
+    let (wq, wds) = (
+        DevBuf::new(&dev, n_out).unwrap(),
+        DevBuf::new(&dev, n_out / 4).unwrap(),
+    );
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut worst = 0f64;
+    for softcap in [0f32, 30.0] {
+        // The reference: f64 softmax over each row's live entries.
+        let mut want = vec![0f64; rows * n_head * vhd];
+        for (r, &(count, pos, lo)) in lists.iter().enumerate() {
+            let m = meta[4 * r] as usize;
+            for h in 0..n_head {
+                let kvh = h / group;
+                let qr = &q[(r * n_head + h) * hd..][..hd];
+                let mut sc = Vec::new();
+                for j in 0..count {
+                    let (cell, p) = (ent[2 * (m + j)] as usize, ent[2 * (m + j) + 1]);
+                    if p > pos || p < lo {
+                        continue;
+                    }
+                    let k = &kh[(cell * n_head_kv + kvh) * hd..][..hd];
+                    let mut d: f64 = qr.iter().zip(k).map(|(a, b)| *a as f64 * b.to_f64()).sum();
+                    d *= scale as f64;
+                    if softcap > 0.0 {
+                        d = softcap as f64 * (d / softcap as f64).tanh();
+                    }
+                    sc.push((cell, d));
+                }
+                let mx = sc.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+                let total: f64 = sc.iter().map(|x| (x.1 - mx).exp()).sum();
+                for &(cell, d) in &sc {
+                    let w = (d - mx).exp() / total;
+                    let v = &vh[(cell * n_head_kv + kvh) * vhd..][..vhd];
+                    for i in 0..vhd {
+                        want[(r * n_head + h) * vhd + i] += w * v[i].to_f64();
+                    }
+                }
+            }
+        }
+        for n_split in [1usize, 3, 32] {
+            let units = rows * n_head_kv;
+            let part = DevBuf::new(&dev, units * n_split * group * (vhd + 2) * 4).unwrap();
+            let tickets = upload_f32(&dev, &mut s, &vec![0.0; units]);
+            let mut got = vec![Vec::new(); 2];
+            for g in &mut got {
+                let mut args = [
+                    qb.ptr(),
+                    kc.ptr(),
+                    vc.ptr(),
+                    out.ptr(),
+                    mb.ptr(),
+                    eb.ptr(),
+                    n_head as u64,
+                    n_head_kv as u64,
+                    hd as u64,
+                    vhd as u64,
+                    scale.to_bits() as u64,
+                    softcap.to_bits() as u64,
+                    xq.ptr(),
+                    xds.ptr(),
+                    0,
+                    2,
+                    n_split as u64,
+                    part.ptr(),
+                    tickets.ptr(),
+                ];
+                let dims = Dims {
+                    grid: (n_head_kv as u32, rows as u32, n_split as u32),
+                    block: 128,
+                    shared: 0,
+                };
+                launch_slots(
+                    &dev,
+                    &mut s,
+                    "attend_heads_f16",
+                    &mut args,
+                    &[6, 7, 8, 9, 10, 11, 15, 16],
+                    dims,
+                );
+                *g = vec![0u8; rows * n_head * vhd * 4];
+                // SAFETY: out holds rows * n_head * vhd floats; the download synchronizes.
+                unsafe { s.download(g, out.ptr()).unwrap() };
+            }
+            assert_eq!(got[0], got[1], "split {n_split}: a second launch differs");
+            let mut qa = [out.ptr(), wq.ptr(), wds.ptr(), (n_out / 256) as u64];
+            let dims = Dims {
+                grid: ((n_out / 256).div_ceil(4) as u32, 1, 1),
+                block: 128,
+                shared: 0,
+            };
+            launch_slots(&dev, &mut s, "quantize_q8k", &mut qa, &[], dims);
+            for (a, b, len) in [(&xq, &wq, n_out), (&xds, &wds, n_out / 4)] {
+                let (mut x, mut y) = (vec![0u8; len], vec![0u8; len]);
+                // SAFETY: both buffers hold len bytes; the downloads synchronize first.
+                unsafe {
+                    s.download(&mut x, a.ptr()).unwrap();
+                    s.download(&mut y, b.ptr()).unwrap();
+                }
+                assert_eq!(x, y, "split {n_split}: Q8_K output");
+            }
+            let mut t = vec![0u8; units * 4];
+            // SAFETY: tickets holds `units` ints.
+            unsafe { s.download(&mut t, tickets.ptr()).unwrap() };
+            assert!(
+                t.iter().all(|&b| b == 0),
+                "split {n_split}: tickets left {t:?}"
+            );
+            let vals: Vec<f32> = got[0]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            let diff = vals
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                diff < 1e-5,
+                "softcap {softcap}, split {n_split}: max |d| {diff}"
+            );
+            assert!(
+                vals[2 * n_head * vhd..].iter().all(|&v| v == 0.0),
+                "empty list"
+            );
+            worst = worst.max(diff);
+        }
+    }
+    println!(
+        "split attention on {}: max |d| {worst:.2e} against f64",
         dev.describe()
     );
 }

@@ -13,6 +13,8 @@
 #           synthetic models: a change's effect on one machine
 #   ab:VAR   a switch's effect on one machine: pp512 and tg128 of the synthetic models with
 #           the environment variable VAR (RF_GPU_MMQ, RF_GPU_FMAD, ...) 0 and 1, alternating
+#   ab-depth:VAR   the same for generation (tg128) after RF_DEPTH (default 1024) cached
+#           tokens (bench -d): decode attention over a long context
 #   ab-engine:VAR   the same for the engine (64 and 128 sequences, -p 128 -n 128; RF_AB_PAR
 #           picks others)
 #   bench-mmvqb   generation (tg128) with RF_GPU_MMVQB=0 and =1, alternating, on the
@@ -88,6 +90,16 @@ for stage in "$@"; do
           echo "--- $var=$on (round $round)"
           env "$var=$on" $B/rocmforge bench -m "$models" -p 512 -n 128 -r 3 --backend cuda 2>&1 \
             | grep -a "pp512\|tg128" | tee -a "$OUT/ab-$var.md"
+        done
+      done ;;
+    ab-depth:*)
+      var=${stage#ab-depth:}
+      models=$(ls /tmp/rfm/*.gguf | paste -sd,)
+      for round in 1 2; do
+        for on in 0 1; do
+          echo "--- $var=$on (round $round)"
+          env "$var=$on" $B/rocmforge bench -m "$models" -p 0 -n 128 -d "${RF_DEPTH:-1024}" -r 3 \
+            --backend cuda 2>&1 | grep -a "tg128" | tee -a "$OUT/ab-depth-$var.md"
         done
       done ;;
     ab-engine:*)

@@ -19,6 +19,8 @@ __device__ float __shfl_xor_sync(unsigned, float, int);
 __device__ int __shfl_sync(unsigned, int, int);
 __device__ void __syncthreads();
 __device__ void __syncwarp();
+__device__ void __threadfence();
+__device__ int atomicAdd(int*, int);
 __device__ float __uint_as_float(unsigned);
 __device__ float __int_as_float(int);
 __device__ unsigned __float_as_uint(float);

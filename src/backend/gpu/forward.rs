@@ -14,7 +14,8 @@
 
 use super::fused::{Fused, RopeStore};
 use super::kernels::{
-    ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Prepared, Q8Act, View, bytes_of, mmvqk_fits,
+    ATTN_SPLIT_BLOCKS, ActRound, AttnIo, AttnShape, FORMATS, MMV_MAX, Prepared, Q8Act, View,
+    attn_split_floats, bytes_of, mmvqk_fits,
 };
 use super::moe::{self, MoeBufs};
 use super::timing::{Phase, PhaseClock};
@@ -111,6 +112,9 @@ struct Acts {
     wh: Option<DevBuf>,
     /// Per output row: its greedy token and first non-finite logit (`argmax_rows`).
     best: DevBuf,
+    /// The split decode attention's partial results and tickets (`AttnIo::split`).
+    split_part: DevBuf,
+    split_tickets: DevBuf,
 }
 
 /// Where each table of a decode sits in the uploaded words. The attention entries, the one
@@ -238,14 +242,25 @@ impl GpuForward {
                 None
             },
             best: DevBuf::array(&w.dev, rows(2)?, 4, "greedy tokens")?,
+            split_part: DevBuf::array(
+                &w.dev,
+                attn_split_floats(p.n_head / p.n_head_kv.max(1), p.v_head_dim)?,
+                4,
+                "split attention partials",
+            )?,
+            split_tickets: DevBuf::array(&w.dev, ATTN_SPLIT_BLOCKS, 4, "split attention tickets")?,
         };
+        let mut stream = w.dev.new_stream()?;
+        let zeros = vec![0u8; acts.split_tickets.bytes()];
+        // SAFETY: the tickets buffer was just allocated with exactly this many bytes.
+        unsafe { stream.upload(acts.split_tickets.ptr(), &zeros)? };
         let experts = w.layers.iter().filter_map(|l| match &l.ffn {
             GpuFfn::Experts(m) => Some(m),
             _ => None,
         });
         let moe = MoeBufs::new(&w.dev, experts, nb, p.n_embd)?;
         Ok(GpuForward {
-            stream: w.dev.new_stream()?,
+            stream,
             kc,
             vc,
             n_cells,
@@ -440,8 +455,11 @@ impl GpuForward {
         if let Some(&(first, _)) = q8k.first() {
             let q = self.q8();
             let k_in = first.shape.n_in;
-            w.kernels
-                .quantize_q8k(self.stream.as_mut(), x, q, n, k_in)?;
+            // Made already unless Q8_0 products above took the scratch.
+            if prep != Prepared::Q8K || !q8.is_empty() {
+                w.kernels
+                    .quantize_q8k(self.stream.as_mut(), x, q, n, k_in)?;
+            }
             for &(m, y) in &q8k {
                 let tiled = self.tiled(w, m, n);
                 let s = self.stream.as_mut();
@@ -933,11 +951,12 @@ impl GpuForward {
                     4 * n,
                 )?,
                 entries: words(tb.entries, 2 * tb.n_entries)?,
+                split: Some((self.acts.split_part.view(), self.acts.split_tickets.view())),
             };
             // The output projection's Q8 or f16 input, made by the attention kernel where it
             // can.
             let prep = self.prepare(w, &l.wo, n, p.n_head * p.v_head_dim);
-            let q8 = (prep == Prepared::Q8).then(|| self.q8());
+            let q8 = self.q8_target(prep);
             let h16 = self.f16_target(prep)?;
             let made = k.attend(self.stream.as_mut(), shape, &io, q8, h16)?;
             self.matmul(w, &[(&l.wo, o)], attn, n, made)?;
@@ -973,7 +992,7 @@ impl GpuForward {
                 let gelu = t.spec.act == FfnAct::GeluTanh;
                 let count = bytes_of(n, p.n_ff)?;
                 let prep = self.prepare(w, down, n, p.n_ff);
-                let q8 = (prep == Prepared::Q8).then(|| self.q8());
+                let q8 = self.q8_target(prep);
                 let h16 = self.f16_target(prep)?;
                 let s = self.stream.as_mut();
                 if prep != Prepared::Nothing {
@@ -1000,6 +1019,15 @@ impl GpuForward {
         Q8Act {
             codes: self.acts.x8.view(),
             scales: self.acts.x8s.view(),
+        }
+    }
+
+    /// The Q8 scratch and block kind a fused kernel quantizes into for `prep`.
+    fn q8_target(&self, prep: Prepared) -> Option<(Q8Act, ActRound)> {
+        match prep {
+            Prepared::Q8 => Some((self.q8(), ActRound::Q8_0)),
+            Prepared::Q8K => Some((self.q8(), ActRound::Q8K)),
+            _ => None,
         }
     }
 
@@ -1044,15 +1072,18 @@ impl GpuForward {
     }
 
     /// What a fused kernel making the `n` rows of `d` that go into `next` should also make
-    /// of them: the Q8 quantization of the integer-dot products, or the f16 rounding of the
-    /// GEMM (a launch of `quantize_act` saved either way); `Nothing` where the fused kernels
-    /// do not fit rows of `d`.
+    /// of them: the Q8_0 or (K-quant matrices, rows of a multiple of 256) Q8_K quantization
+    /// of the integer-dot products, or the f16 rounding of the GEMM (a launch of
+    /// `quantize_q8`, `quantize_q8k` or `quantize_act` saved); `Nothing` where the fused
+    /// kernels do not fit rows of `d`.
     fn prepare(&self, w: &GpuWeights, next: &GpuMat, n: usize, d: usize) -> Prepared {
         let r = FORMATS[next.shape.format].2;
         if !Fused::fits(d) {
             Prepared::Nothing
         } else if self.wants_q8(w, next, n) {
             Prepared::Q8
+        } else if self.wants_q8k(w, next, n) && d.is_multiple_of(256) {
+            Prepared::Q8K
         } else if self.wants_q8k(w, next, n)
             || self.few(w, next.shape.format, n)
             || !Fused::rounds_f16(d, r)
@@ -1090,7 +1121,7 @@ impl GpuForward {
         let k = &w.kernels;
         let (x, h) = (self.acts.x.view(), self.acts.h.view());
         let prep = self.prepare(w, next, n, d);
-        let q = (prep == Prepared::Q8).then(|| self.q8());
+        let q = self.q8_target(prep);
         let h16 = self.f16_target(prep)?;
         let s = self.stream.as_mut();
         if Fused::fits(d) {

@@ -1,5 +1,5 @@
 //! Host wrappers of kernels/fused.cu: one launch for what the decode otherwise does in
-//! several (residual add + RMSNorm + Q8 quantization; SwiGLU/GeGLU + Q8 quantization; RoPE of
+//! several (residual add + RMSNorm + Q8_0/Q8_K quantization; SwiGLU/GeGLU + the same; RoPE of
 //! queries and keys + query scale and f16 rounding + the KV cache store), with the same bits.
 
 use super::kernels::{
@@ -40,6 +40,50 @@ fn f16_out(h: Option<(View, ActRound)>, count: usize, d: usize, what: &str) -> R
     Ok((v.ptr, r as i32))
 }
 
+/// The quantized output of a fused kernel's `count` values in rows of `d`: Q8_0 blocks
+/// (`quantize_q8`) or, for Q4_K/Q5_K/Q6_K products, Q8_K blocks (`quantize_q8k`, rows of a
+/// multiple of 256); its codes, scales and kind (null, null and 0 for none), checked.
+fn q8_out(
+    q: Option<(Q8Act, ActRound)>,
+    count: usize,
+    d: usize,
+    what: &str,
+) -> Result<(u64, u64, i32)> {
+    let Some((q, r)) = q else {
+        return Ok((0, 0, 0));
+    };
+    match r {
+        ActRound::Q8_0 => {}
+        ActRound::Q8K if d.is_multiple_of(256) => {}
+        _ => {
+            return Err(Error::Internal(format!(
+                "{what}: rows of {d} quantized as {r:?} in a fused kernel"
+            )));
+        }
+    }
+    need(q.codes, count, 1, "codes")?;
+    need(q.scales, count / 32, 8, "scales")?;
+    aligned(&[q.codes, q.scales], what)?;
+    Ok((q.codes.ptr, q.scales.ptr, r as i32))
+}
+
+/// A fused kernel's `xq`, `xds`, `yh` and `kind`: the kind says how `xq` is quantized when
+/// it is given, else how `yh` is rounded (never both).
+fn outputs(
+    q: Option<(Q8Act, ActRound)>,
+    h: Option<(View, ActRound)>,
+    count: usize,
+    d: usize,
+    what: &str,
+) -> Result<[Arg; 4]> {
+    if q.is_some() && h.is_some() {
+        return Err(Error::Internal(format!("{what}: both Q8 and f16 outputs")));
+    }
+    let (xq, xds, qk) = q8_out(q, count, d, what)?;
+    let (hp, hk) = f16_out(h, count, d, what)?;
+    Ok([Arg::P(xq), Arg::P(xds), Arg::P(hp), Arg::I(qk.max(hk))])
+}
+
 impl Fused {
     pub fn load(dev: &dyn GpuDevice) -> Result<Fused> {
         Ok(Fused {
@@ -55,7 +99,8 @@ impl Fused {
     }
 
     /// For `n` contiguous rows of `d` (`fits(d)`): `x += o` when `o` is given, then
-    /// `y = rms_norm(x) * w`, and `y` quantized into `q` when given, or rounded as `h.1`
+    /// `y = rms_norm(x) * w`, and `y` quantized into `q.0` as `q.1` says (Q8_0 or Q8_K
+    /// blocks) when given, or rounded as `h.1`
     /// says into `h.0` as f16 (`rounds_f16`: the f16 GEMM's input, as `quantize_act` makes
     /// it) when that is given.
     #[allow(clippy::too_many_arguments)]
@@ -66,7 +111,7 @@ impl Fused {
         o: Option<View>,
         w: View,
         y: View,
-        q: Option<Q8Act>,
+        q: Option<(Q8Act, ActRound)>,
         h: Option<(View, ActRound)>,
         n: usize,
         d: usize,
@@ -87,30 +132,25 @@ impl Fused {
             need(o, count, 4, "residual")?;
             aligned(&[o], "fused norm")?;
         }
-        if let Some(q) = q {
-            need(q.codes, count, 1, "norm codes")?;
-            need(q.scales, count / 32, 8, "norm scales")?;
-            aligned(&[q.codes, q.scales], "fused norm")?;
-        }
-        let (hp, kind) = f16_out(h, count, d, "norm")?;
+        let [xq, xds, yh, kind] = outputs(q, h, count, d, "fused norm")?;
         let args = [
             Arg::P(x.ptr),
             Arg::P(o.map_or(0, |o| o.ptr)),
             Arg::P(w.ptr),
             Arg::P(y.ptr),
-            Arg::P(q.map_or(0, |q| q.codes.ptr)),
-            Arg::P(q.map_or(0, |q| q.scales.ptr)),
+            xq,
+            xds,
             Arg::I(to_i32(d, "d")?),
             Arg::F(eps),
-            Arg::P(hp),
-            Arg::I(kind),
+            yh,
+            kind,
         ];
         launch(s, self.add_rms_norm_q8, rows(n, norm_block(d))?, &args)
     }
 
     /// `a = swiglu(g, u)` (geglu with `gelu`) over `count` values (`fits(count)`), and `a`
-    /// quantized into `q` (rows of a multiple of 32 quantize alike flat or by rows) when
-    /// given, or rounded as `h.1` says into `h.0` as f16 when that is given (`rounds_f16`
+    /// quantized into `q.0` as `q.1` says (rows of a multiple of 32 quantize alike flat or by
+    /// rows into Q8_0 blocks; Q8_K blocks need rows of a multiple of 256) when given, or rounded as `h.1` says into `h.0` as f16 when that is given (`rounds_f16`
     /// of rows of `d`).
     #[allow(clippy::too_many_arguments)]
     pub fn glu_q8(
@@ -120,7 +160,7 @@ impl Fused {
         g: View,
         u: View,
         a: View,
-        q: Option<Q8Act>,
+        q: Option<(Q8Act, ActRound)>,
         h: Option<(View, ActRound)>,
         count: usize,
         d: usize,
@@ -134,23 +174,18 @@ impl Fused {
             need(v, count, 4, what)?;
         }
         aligned(&[g, u, a], "fused activation")?;
-        if let Some(q) = q {
-            need(q.codes, count, 1, "act codes")?;
-            need(q.scales, count / 32, 8, "act scales")?;
-            aligned(&[q.codes, q.scales], "fused activation")?;
-        }
-        let (hp, kind) = f16_out(h, count, d, "activation")?;
+        let [xq, xds, yh, kind] = outputs(q, h, count, d, "fused activation")?;
         let n4 = count / 4;
         let args = [
             Arg::P(g.ptr),
             Arg::P(u.ptr),
             Arg::P(a.ptr),
-            Arg::P(q.map_or(0, |q| q.codes.ptr)),
-            Arg::P(q.map_or(0, |q| q.scales.ptr)),
+            xq,
+            xds,
             Arg::U64(n4 as u64),
             Arg::I(i32::from(gelu)),
-            Arg::P(hp),
-            Arg::I(kind),
+            yh,
+            kind,
         ];
         // 256 threads a block: 1024 values, whole 256-value chunks for the f16 rounding.
         launch(s, self.glu_q8, grid1(n4, 256)?, &args)

@@ -166,6 +166,9 @@ pub struct Kernels {
     /// it is on (the default; RF_GPU_ATTN_HEADS=0 turns it off, to measure it).
     attend_heads: Func,
     attend_heads_on: bool,
+    /// Whether decodes of few rows split each row's entries over several blocks of
+    /// `attend_heads_f16` (the default; RF_GPU_ATTN_SPLIT=0 turns it off, to measure it).
+    attend_split_on: bool,
     quantize_act: Func,
     quantize_q8: Func,
     quantize_q8k: Func,
@@ -267,7 +270,7 @@ pub(super) enum Arg {
     F(f32),
 }
 
-const MAX_ARGS: usize = 16;
+const MAX_ARGS: usize = 20;
 
 pub(super) fn launch(s: &mut dyn GpuStream, f: Func, d: Dims, args: &[Arg]) -> Result<()> {
     if args.len() > MAX_ARGS {
@@ -397,6 +400,7 @@ impl Kernels {
             },
             attend_heads: f("attend_heads_f16")?,
             attend_heads_on: std::env::var("RF_GPU_ATTN_HEADS").map_or(true, |v| v != "0"),
+            attend_split_on: std::env::var("RF_GPU_ATTN_SPLIT").map_or(true, |v| v != "0"),
             quantize_act: f("quantize_act")?,
             quantize_q8: f("quantize_q8")?,
             quantize_q8k: f("quantize_q8k")?,
@@ -1079,7 +1083,10 @@ pub struct AttnShape {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepared {
     Nothing,
+    /// Q8_0 blocks (`quantize_q8`).
     Q8,
+    /// Q8_K blocks (`quantize_q8k`), for the Q4_K, Q5_K and Q6_K products.
+    Q8K,
     F16(ActRound),
 }
 
@@ -1101,6 +1108,24 @@ const ATTN_HEADS_G: usize = 8;
 const ATTN_HEADS_OUT: usize = 1024;
 const ATTN_HEADS_MIN_ROWS: usize = 16;
 
+/// Split decode attention (fewer rows than `ATTN_HEADS_MIN_ROWS`): blocks a launch aims at
+/// (enough for every multiprocessor of the GPUs in view, twice over on an H100's 132), and
+/// the most blocks a row and KV head's entries go to (kernels/attention.cu: ATH_SPLIT).
+pub const ATTN_SPLIT_BLOCKS: usize = 256;
+const ATTN_SPLIT_MAX: usize = 32;
+
+/// Floats of the split attention's partial results for heads of `vhd` values, `group`
+/// query heads a KV head: `ATTN_SPLIT_BLOCKS` blocks' worth (kernels/attention.cu:
+/// ath_partial_words).
+pub fn attn_split_floats(group: usize, vhd: usize) -> Result<usize> {
+    count(&[
+        ATTN_SPLIT_BLOCKS,
+        group,
+        vhd.checked_add(2)
+            .ok_or_else(|| Error::Internal("value head size overflows".into()))?,
+    ])
+}
+
 /// The device views one attention launch reads and writes.
 pub struct AttnIo {
     pub q: View,
@@ -1110,6 +1135,10 @@ pub struct AttnIo {
     pub meta: View,
     /// {cell, position} pairs, u32 each.
     pub entries: View,
+    /// Scratch of the split decode attention: partial results (`attn_split_floats`) and
+    /// `ATTN_SPLIT_BLOCKS` tickets, zero between launches (each launch leaves them so).
+    /// Without it, few rows take one block per query head and row.
+    pub split: Option<(View, View)>,
 }
 
 impl Kernels {
@@ -1126,7 +1155,7 @@ impl Kernels {
         s: &mut dyn GpuStream,
         a: AttnShape,
         io: &AttnIo,
-        q8: Option<Q8Act>,
+        q8: Option<(Q8Act, ActRound)>,
         h16: Option<(View, ActRound)>,
     ) -> Result<Prepared> {
         if a.head_dim > ATTN_MAX_HEAD
@@ -1185,13 +1214,31 @@ impl Kernels {
             && a.head_dim <= ATTN_MMA_D
             && a.v_head_dim.is_multiple_of(8)
             && a.v_head_dim <= ATTN_MMA_D;
-        let heads = !rows
-            && self.attend_heads_on
-            && a.n_rows >= ATTN_HEADS_MIN_ROWS
+        let heads_fit = !rows
             && group <= ATTN_HEADS_G
             && group * a.v_head_dim <= ATTN_HEADS_OUT
             && a.head_dim.is_multiple_of(8)
             && a.v_head_dim.is_multiple_of(2);
+        // Few rows with a list each (decode steps of few sequences): each row and KV head's
+        // entries split over up to n_split blocks (tiles of 32 entries dealt round-robin),
+        // where that gives at least two blocks each. Rows that share a list (a short
+        // prompt) keep attend_f16: SmolLM2's logits after a 12-token prompt moved by up to
+        // 1.25 through attend_heads_f16's order of the q.k sums (emulator; the bound is
+        // 1.06, the CPU's own two orders differ by 0.71), 0.74 through attend_f16's.
+        let n_split = match io.split {
+            Some(_)
+                if heads_fit
+                    && self.attend_split_on
+                    && a.n_rows < ATTN_HEADS_MIN_ROWS
+                    && a.n_lists == a.n_rows =>
+            {
+                (ATTN_SPLIT_BLOCKS / (a.n_head_kv * a.n_rows)).min(ATTN_SPLIT_MAX)
+            }
+            _ => 1,
+        };
+        let split = n_split >= 2;
+        let heads = heads_fit && self.attend_heads_on && a.n_rows >= ATTN_HEADS_MIN_ROWS || split;
+        let n_split = if split { n_split } else { 1 };
         let (f, grid) = if rows {
             let (f, per_block) = match mma {
                 true => (self.attend_mma, ATTN_MMA_Q / group),
@@ -1211,7 +1258,7 @@ impl Kernels {
                 (
                     to_u32(a.n_head_kv, "kv heads")?,
                     to_u32(a.n_rows, "rows")?,
-                    1,
+                    to_u32(n_split, "splits")?,
                 ),
             )
         } else {
@@ -1240,13 +1287,21 @@ impl Kernels {
         // attend_rows_f16 then takes the rows (its last block may not fill), attend_f16 and
         // attend_heads_f16 (the same arguments) the Q8 outputs (null for none) after the
         // scales.
-        let q8 = q8.filter(|_| !rows && a.v_head_dim.is_multiple_of(32));
         // A block's outputs: a query head's (attend_f16) or a KV head's G (attend_heads_f16).
         let per_block = if heads {
             group * a.v_head_dim
         } else {
             a.v_head_dim
         };
+        // Q8_0 blocks of 32 or Q8_K blocks of 256 (kind 2), whole within each block's outputs.
+        let q8 = q8.filter(|&(_, r)| {
+            !rows
+                && match r {
+                    ActRound::Q8_0 => a.v_head_dim.is_multiple_of(32),
+                    ActRound::Q8K => per_block.is_multiple_of(256),
+                    _ => false,
+                }
+        });
         let h16 = h16.filter(|&(_, r)| {
             let unit = match r {
                 ActRound::Q8K => 256,
@@ -1255,7 +1310,7 @@ impl Kernels {
             };
             q8.is_none() && !rows && per_block.is_multiple_of(unit)
         });
-        let (yh, kind) = match h16 {
+        let (yh, mut kind) = match h16 {
             Some((v, r)) => {
                 let values = count(&[a.n_rows, a.n_head, a.v_head_dim])?;
                 (need(v, values, 2, "attention f16 output")?, r as i32)
@@ -1263,10 +1318,11 @@ impl Kernels {
             None => (0, 0),
         };
         let (xq, xds) = match q8 {
-            Some(x) => {
+            Some((x, r)) => {
                 let values = count(&[a.n_rows, a.n_head, a.v_head_dim])?;
                 need(x.codes, values, 1, "attention output codes")?;
                 need(x.scales, values / 32, 8, "attention output scales")?;
+                kind = r as i32;
                 (x.codes.ptr, x.scales.ptr)
             }
             None => (0, 0),
@@ -1284,12 +1340,36 @@ impl Kernels {
             Arg::P(yh),
             Arg::I(kind),
         ];
-        let tail: &[Arg] = if rows { &rows_tail } else { &one_tail };
-        let mut args = [Arg::I(0); 16];
-        args[..head.len()].copy_from_slice(&head);
-        args[head.len()..head.len() + tail.len()].copy_from_slice(tail);
-        launch(s, f, dims, &args[..head.len() + tail.len()])?;
+        let (part, tickets) = match (split, io.split) {
+            (true, Some((part, tickets))) => {
+                let units = count(&[a.n_rows, a.n_head_kv])?;
+                let floats = count(&[units, n_split, group, a.v_head_dim + 2])?;
+                (
+                    need(part, floats, 4, "split attention partials")?,
+                    need(tickets, units, 4, "split attention tickets")?,
+                )
+            }
+            _ => (0, 0),
+        };
+        let split_tail = [
+            Arg::I(to_i32(n_split, "splits")?),
+            Arg::P(part),
+            Arg::P(tickets),
+        ];
+        let mut args = [Arg::I(0); 20];
+        let mut n = 0;
+        let parts: [&[Arg]; 3] = match (rows, heads) {
+            (true, _) => [&head, &rows_tail, &[]],
+            (false, true) => [&head, &one_tail, &split_tail],
+            (false, false) => [&head, &one_tail, &[]],
+        };
+        for part in parts {
+            args[n..n + part.len()].copy_from_slice(part);
+            n += part.len();
+        }
+        launch(s, f, dims, &args[..n])?;
         Ok(match (q8, h16) {
+            (Some((_, ActRound::Q8K)), _) => Prepared::Q8K,
             (Some(_), _) => Prepared::Q8,
             (None, Some((_, r))) => Prepared::F16(r),
             (None, None) => Prepared::Nothing,

@@ -1,6 +1,9 @@
 //! `rocmforge bench`: speed measured as llama-bench measures it, so the numbers compare.
 //! pp<p>: clear the cache, decode p tokens as one batch; tg<n>: clear the cache, decode n
-//! tokens one at a time. One warm-up run of each test, then `-r` timed runs; the mean and
+//! tokens one at a time. With `-d D` (llama-bench's `-n-depth`) each run first fills the
+//! cache with D tokens, untimed, and its tokens follow them ("tg128 @ d512"): decode speed
+//! at a context's depth, where attention reads D more entries a token. One warm-up run of
+//! each test, then `-r` timed runs; the mean and
 //! standard deviation of t/s. Tokens are arbitrary in-vocabulary ids (llama-bench uses random
 //! ones). The peak resident memory of the process is reported too.
 
@@ -25,6 +28,9 @@ pub struct Args {
     /// Generated tokens (0: no tg test).
     #[arg(short = 'n', long = "n-tg", default_value_t = 128)]
     n_gen: usize,
+    /// Tokens in the cache before each test's tokens (untimed).
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    depth: usize,
     /// Timed repetitions.
     #[arg(short, long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     repetitions: u32,
@@ -49,6 +55,7 @@ struct Row {
     file: String,
     n_prompt: usize,
     n_gen: usize,
+    depth: usize,
     threads: usize,
     backend: String,
     avg: f64,
@@ -80,19 +87,24 @@ fn json_str(s: &str) -> String {
     out
 }
 
-/// One test's t/s: pp when `tg` is false, tg otherwise.
-fn once(ctx: &mut Context, n: usize, tg: bool) -> Result<f64> {
+/// One test's t/s: pp when `tg` is false, tg otherwise, after `depth` untimed tokens
+/// decoded in batches of at most `n_batch`.
+fn once(ctx: &mut Context, n: usize, tg: bool, depth: usize, n_batch: usize) -> Result<f64> {
     let n_vocab = ctx.n_vocab() as u32;
     let token = |i: usize| (i as u32).wrapping_mul(7919).wrapping_add(13) % n_vocab;
     ctx.kv_clear();
+    for at in (0..depth).step_by(n_batch.max(1)) {
+        let tokens: Vec<u32> = (at..depth.min(at + n_batch)).map(token).collect();
+        ctx.decode(&Batch::from_tokens(&tokens, at as i32, 0)?)?;
+    }
     let t = Instant::now();
     if tg {
-        for i in 0..n {
+        for i in depth..depth + n {
             ctx.decode(&Batch::from_tokens(&[token(i)], i as i32, 0)?)?;
         }
     } else {
-        let tokens: Vec<u32> = (0..n).map(token).collect();
-        ctx.decode(&Batch::from_tokens(&tokens, 0, 0)?)?;
+        let tokens: Vec<u32> = (depth..depth + n).map(token).collect();
+        ctx.decode(&Batch::from_tokens(&tokens, depth as i32, 0)?)?;
     }
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
@@ -110,10 +122,11 @@ pub fn run(a: &Args) -> Result<()> {
     }
     for path in &a.model {
         let m = crate::load::model(path, false, &a.gpu)?;
+        let n_batch = a.n_prompt.max(a.depth.min(512)).max(1);
         let mut ctx = crate::load::context(
             &m,
-            a.n_prompt.max(a.n_gen) + 16,
-            a.n_prompt.max(1),
+            a.n_prompt.max(a.n_gen) + a.depth + 16,
+            n_batch,
             threads,
             a.numerics,
         )?;
@@ -125,15 +138,16 @@ pub fn run(a: &Args) -> Result<()> {
             if n == 0 {
                 continue;
             }
-            once(&mut ctx, n, tg)?; // warm-up
+            once(&mut ctx, n, tg, a.depth, n_batch)?; // warm-up
             let v: Vec<f64> = (0..a.repetitions)
-                .map(|_| once(&mut ctx, n, tg))
+                .map(|_| once(&mut ctx, n, tg, a.depth, n_batch))
                 .collect::<Result<_>>()?;
             let (avg, stddev) = stats(&v);
             let row = Row {
                 file: file.clone(),
                 n_prompt: if tg { 0 } else { n },
                 n_gen: if tg { n } else { 0 },
+                depth: a.depth,
                 threads,
                 backend: m.backend_name(),
                 avg,
@@ -142,12 +156,16 @@ pub fn run(a: &Args) -> Result<()> {
             };
             if a.output == Format::Md {
                 println!(
-                    "| {} | {:.1} MiB | {} | {}{} | {} | {:.2} ± {:.2} |",
+                    "| {} | {:.1} MiB | {} | {}{}{} | {} | {:.2} ± {:.2} |",
                     row.file,
                     m.describe().file_size as f64 / 1048576.0,
                     row.backend,
                     if tg { "tg" } else { "pp" },
                     n,
+                    match a.depth {
+                        0 => String::new(),
+                        d => format!(" @ d{d}"),
+                    },
                     threads,
                     avg,
                     stddev
@@ -166,10 +184,11 @@ pub fn run(a: &Args) -> Result<()> {
                 .iter()
                 .map(|r| {
                     format!(
-                        "  {{\"model_filename\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"n_threads\": {}, \"backend\": {}, \"avg_ts\": {:.4}, \"stddev_ts\": {:.4}, \"peak_rss_bytes\": {}}}",
+                        "  {{\"model_filename\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"n_depth\": {}, \"n_threads\": {}, \"backend\": {}, \"avg_ts\": {:.4}, \"stddev_ts\": {:.4}, \"peak_rss_bytes\": {}}}",
                         json_str(&r.file),
                         r.n_prompt,
                         r.n_gen,
+                        r.depth,
                         r.threads,
                         json_str(&r.backend),
                         r.avg,

@@ -413,6 +413,15 @@ inline Sched* sched(char* err, size_t errlen) {
 #define blockDim (rfemu::t_sched->block_dim)
 #define gridDim (rfemu::t_sched->grid_dim)
 #define __syncthreads() rfemu::sync_block()
+// Blocks run one after another and a block's fibers switch only at barriers, so a plain
+// read-modify-write is atomic and every write is visible to the next block.
+inline int atomicAdd(int* p, int v) {
+    const int old = *p;
+    *p = old + v;
+    return old;
+}
+inline void __threadfence() {}
+
 
 extern "C" {
 
