@@ -29,6 +29,8 @@
 #           (128 sequences, the cache about 230 cells long), per step
 #   kernels-pp   time per kernel and grid over a 512-token prefill of the 8B shape
 #   kernels-engine   time per kernel and grid while the engine decodes 128 sequences
+#   stash   adds the model part a run carries (scripts/gpu/parts.sh); the last one
+#           completes the model under /tmp/rfm
 #   mmvq    the decode-product microbenchmark (scripts/gpu/mmvq_bench.cu, built there by nvcc)
 # Logs go to $OUT when set.
 set -uo pipefail
@@ -144,16 +146,25 @@ for stage in "$@"; do
       nvcc -arch=sm_90 -O3 -std=c++17 -o /tmp/mmvq_bench scripts/gpu/mmvq_bench.cu 2>&1 | grep -v "^$" | head -20
       /tmp/mmvq_bench 2>&1 | tee "$OUT/mmvq.txt" ;;
     stash)
-      # SmolLM2 (94 MiB) travels in parts over successive runs (64 MiB a run): each run
-      # leaves its part in /tmp/rfm, which lasts while the machine stays warm.
-      for part in .dev/part/smol.* .smol2/smol.* .smol3/smol.*; do
-        [ -f "$part" ] && cp "$part" /tmp/rfm/
+      # A model too big for one run travels in parts over successive runs
+      # (scripts/gpu/parts.sh): each run adds what it carries to /tmp/rfm/parts, which lasts
+      # while the machine stays warm; with the last part the model is put together under
+      # /tmp/rfm and its sha256 checked.
+      mkdir -p /tmp/rfm/parts
+      for f in .dev/part/* .parts*/*; do
+        [ -f "$f" ] && cp "$f" /tmp/rfm/parts/
       done
-      ls /tmp/rfm/smol.* 2>/dev/null
-      if [ -f /tmp/rfm/smol.1 ] && [ -f /tmp/rfm/smol.2 ] && [ -f /tmp/rfm/smol.3 ]; then
-        cat /tmp/rfm/smol.1 /tmp/rfm/smol.2 /tmp/rfm/smol.3 > /tmp/rfm/SmolLM2-135M-Instruct.Q4_1.gguf
-        sha256sum /tmp/rfm/SmolLM2-135M-Instruct.Q4_1.gguf
-      fi ;;
+      for c in /tmp/rfm/parts/*.count; do
+        [ -f "$c" ] || continue
+        name=$(basename "$c" .count)
+        n=$(cat "$c")
+        have=$(ls /tmp/rfm/parts/"$name".[0-9]* 2>/dev/null | wc -l)
+        echo "$name: $have of $n parts"
+        if [ "$have" -eq "$n" ] && [ ! -f "/tmp/rfm/$name" ]; then
+          for i in $(seq 1 "$n"); do cat "/tmp/rfm/parts/$name.$i"; done > "/tmp/rfm/$name"
+          (cd /tmp/rfm && sha256sum -c "parts/$name.sha256") || rm -f "/tmp/rfm/$name"
+        fi
+      done ;;
     profile)
       # Nsight Compute on a few decode steps of the 8B-shaped model: the matrix-vector
       # kernel's throughput against the memory roofline.
