@@ -3,6 +3,7 @@
 # here. scripts/gpu/pack.sh fills .dev/ (git-ignored) with what this needs; docs/GPU.md says
 # how a run is made. Usage: scripts/gpu/device.sh STAGE... with stages:
 #   tests   the GPU test binary (zoo parity, leak, device errors; SmolLM2/Gemma when present)
+#   test:FILTER   the GPU tests whose names contain FILTER
 #   tests-mmvqs   the same with RF_GPU_MMVQB=0 (the sliced products instead of the whole-block ones)
 #   synth   random-weight models of benchmark shapes into /tmp/rfm (needs .dev/whl/gguf): the
 #           SmolLM2 shape in Q4_1, the 8B shape in Q4_0 and Q4_K (RF_SYNTH="shape:type ..."
@@ -13,6 +14,7 @@
 #           synthetic models: a change's effect on one machine
 #   ab:VAR   a switch's effect on one machine: pp512 and tg128 of the synthetic models with
 #           the environment variable VAR (RF_GPU_MMQ, RF_GPU_FMAD, ...) 0 and 1, alternating
+#   bench-depth   generation (tg128) after RF_DEPTH (default 1024) cached tokens
 #   ab-depth:VAR   the same for generation (tg128) after RF_DEPTH (default 1024) cached
 #           tokens (bench -d): decode attention over a long context
 #   ab-engine:VAR   the same for the engine (64 and 128 sequences, -p 128 -n 128; RF_AB_PAR
@@ -54,6 +56,12 @@ for stage in "$@"; do
   case $stage in
     tests)
       $B/gpu --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu-tests.log" | grep -a -v "^  greedy\|^ *gpu \[\|^| llama\|^| qwen\|^| phi" | tail -60 ;;
+    test:*)
+      $B/gpu --test-threads 1 --nocapture "${stage#test:}" 2>&1 | tee -a "$OUT/gpu-tests.log" | tail -30 ;;
+    bench-depth)
+      models=$(ls /tmp/rfm/synth-*.gguf | paste -sd,)
+      $B/rocmforge bench -m "$models" -p 0 -n 128 -d "${RF_DEPTH:-1024}" -r 3 --backend cuda 2>&1 \
+        | grep -a "tg128" | tee -a "$OUT/bench-depth.md" ;;
     tests-mmvqs)
       RF_GPU_MMVQB=0 $B/gpu --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu-tests-mmvqs.log" | grep -a -v "^  greedy\|^ *gpu \[\|^| llama\|^| qwen\|^| phi" | tail -40 ;;
     bench-mmvqb)
