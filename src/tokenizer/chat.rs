@@ -17,6 +17,9 @@ pub struct ChatMessage<'a> {
     pub content: &'a str,
 }
 
+/// Fuel a render starts with before what the messages add (`apply_template`).
+const TEMPLATE_FUEL: u64 = 1_000_000;
+
 /// Renders `template` for `messages`. `bos_token`/`eos_token` are the texts templates may use;
 /// `add_generation_prompt` asks the template to open the assistant's turn. A template that
 /// does not parse, or fails while rendering (including its own `raise_exception`), is an
@@ -29,6 +32,42 @@ pub fn apply_template(
     eos_token: &str,
 ) -> Result<String> {
     let mut env = Environment::new();
+    // A hostile file's template can ask for unbounded work in a few bytes (a list repeated
+    // a hundred million times, then printed, joined or looped over: minutes and gigabytes).
+    // Fuel bounds every instruction and every byte or item it makes or visits (minijinja's
+    // `fuel`; 1 fuel = 1 instruction = 64 bytes); the budget grows with the messages, so a
+    // long conversation renders and a runaway template fails in well under a second.
+    let content: usize = messages
+        .iter()
+        .map(|m| m.content.len() + m.role.len())
+        .sum();
+    let fuel = TEMPLATE_FUEL
+        .saturating_add(1_000u64.saturating_mul(messages.len() as u64))
+        .saturating_add((content as u64).saturating_mul(16));
+    env.set_fuel(Some(fuel));
+    // Printing a container walks all of it in one instruction, even after the output cap
+    // refused the first bytes (a list repeated 50 million times: 4 s). Containers of more
+    // than PRINTED_ITEMS items in all, nested ones included, are refused before printing.
+    env.set_formatter(|out, state, value| {
+        small(value)?;
+        minijinja::escape_formatter(out, state, value)
+    });
+    // The filters that serialize a whole container, the same way.
+    env.add_filter(
+        "tojson",
+        |v: &Value, indent: Option<Value>, args: minijinja::value::Kwargs| {
+            small(v)?;
+            minijinja::filters::tojson(v, indent, args)
+        },
+    );
+    env.add_filter("string", |state: &minijinja::State, v: &Value| {
+        small(v)?;
+        minijinja::filters::string(state, v)
+    });
+    env.add_filter("pprint", |v: &Value| {
+        small(v)?;
+        Ok(minijinja::filters::pprint(v))
+    });
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function(
         "raise_exception",
@@ -53,15 +92,102 @@ pub fn apply_template(
         .iter()
         .map(|m| context! { role => m.role, content => m.content })
         .collect();
+    // Printing one huge value is a single instruction whose bytes are charged after it:
+    // the output itself is capped as it is written, so that print stops at the cap.
+    let mut out = Capped {
+        buf: Vec::new(),
+        cap: OUTPUT_CAP.saturating_add(content.saturating_mul(8)),
+    };
     env.get_template("chat")
         .map_err(fail)?
-        .render(context! {
-            messages => msgs,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => bos_token,
-            eos_token => eos_token,
-        })
-        .map_err(fail)
+        .render_captured_to(
+            context! {
+                messages => msgs,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => bos_token,
+                eos_token => eos_token,
+            },
+            &mut out,
+        )
+        .map_err(fail)?;
+    String::from_utf8(out.buf)
+        .map_err(|_| Error::InvalidArg("chat template: output is not UTF-8".into()))
+}
+
+/// Items (list elements, map entries, nested ones included) a printed value may hold.
+const PRINTED_ITEMS: usize = 100_000;
+
+/// Refuses a value whose containers hold more than `PRINTED_ITEMS` items in all.
+fn small(v: &Value) -> std::result::Result<(), minijinja::Error> {
+    let mut budget = PRINTED_ITEMS;
+    if too_many_items(v, &mut budget) {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("a value of more than {PRINTED_ITEMS} items is printed or serialized"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `v`'s containers hold more than `budget` items in all; takes them from it. Reads
+/// at most `budget` items (a container's length comes before its items).
+fn too_many_items(v: &Value, budget: &mut usize) -> bool {
+    use minijinja::value::ValueKind;
+    if !matches!(
+        v.kind(),
+        ValueKind::Seq | ValueKind::Map | ValueKind::Iterable | ValueKind::Plain
+    ) {
+        return false;
+    }
+    let Some(n) = v.len() else {
+        return false;
+    };
+    if n > *budget {
+        return true;
+    }
+    *budget -= n;
+    let Ok(items) = v.try_iter() else {
+        return false;
+    };
+    for item in items.take(n) {
+        if too_many_items(&item, budget) {
+            return true;
+        }
+        if v.kind() == ValueKind::Map {
+            if let Ok(val) = v.get_item(&item) {
+                if too_many_items(&val, budget) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Bytes a render may write before what the messages add (`apply_template`).
+const OUTPUT_CAP: usize = 4 << 20;
+
+/// A buffer that refuses to grow past `cap` bytes.
+struct Capped {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len().saturating_add(b.len()) > self.cap {
+            return Err(std::io::Error::other(format!(
+                "the output exceeds {} bytes",
+                self.cap
+            )));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Seconds since the epoch, UTC.
@@ -217,5 +343,46 @@ mod tests {
         assert!(e.to_string().contains("roles must alternate"), "{e}");
         let e = apply_template("{% for %}", &msgs, false, "", "").unwrap_err();
         assert!(e.to_string().contains("chat template"), "{e}");
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        // Each of these took 0.7 to 51 s and up to 3.5 GB without a budget (the first one
+        // is what the fuzzer found).
+        let msgs = [ChatMessage {
+            role: "user",
+            content: "Hi",
+        }];
+        for t in [
+            "{{ --5*messages*9960975 }}",
+            "{{ messages * 99999999 }}",
+            "{{ (messages * 99999999)|join }}",
+            "{{ (messages * 9999999)|tojson }}",
+            "{% for m in messages * 99999999 %}{% endfor %}",
+            "{{ ('ab' * 50000000)|upper }}",
+            "{{ (messages * 9999999)|sort|length }}",
+            "{{ (messages * 9999999)|list|length }}",
+            "{{ [1, messages * 99999999] }}",
+            "{{ {'a': messages * 99999999} }}",
+            "{{ (messages * 99999999)|string|length }}",
+        ] {
+            let t0 = std::time::Instant::now();
+            let e = apply_template(t, &msgs, false, "", "").unwrap_err();
+            assert!(matches!(e, Error::InvalidArg(_)), "{t}: {e}");
+            let took = t0.elapsed();
+            assert!(took.as_secs_f64() < 2.0, "{t}: {took:?}");
+        }
+        // A long conversation still renders: 2,000 messages of 1,000 bytes, each stripped,
+        // checked and printed, the whole list also as JSON.
+        let text = "x".repeat(1000);
+        let many: Vec<ChatMessage> = (0..2000)
+            .map(|i| ChatMessage {
+                role: ["user", "assistant"][i % 2],
+                content: &text,
+            })
+            .collect();
+        let t = "{% for m in messages %}{% if m.role == 'user' %}[u]{% else %}[a]{% endif %}{{ m.content.strip() }}{% endfor %}{{ messages|tojson }}";
+        let out = apply_template(t, &many, true, "", "").unwrap();
+        assert!(out.len() > 4_000_000, "{}", out.len());
     }
 }
