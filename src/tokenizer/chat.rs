@@ -153,12 +153,11 @@ fn too_many_items(v: &Value, budget: &mut usize) -> bool {
         if too_many_items(&item, budget) {
             return true;
         }
-        if v.kind() == ValueKind::Map {
-            if let Ok(val) = v.get_item(&item) {
-                if too_many_items(&val, budget) {
-                    return true;
-                }
-            }
+        if v.kind() == ValueKind::Map
+            && let Ok(val) = v.get_item(&item)
+            && too_many_items(&val, budget)
+        {
+            return true;
         }
     }
     false
