@@ -1224,7 +1224,7 @@ impl Kernels {
         // where that gives at least two blocks each. Rows that share a list (a short
         // prompt) keep attend_f16: SmolLM2's logits after a 12-token prompt moved by up to
         // 1.25 through attend_heads_f16's order of the q.k sums (emulator; the bound is
-        // 1.06, the CPU's own two orders differ by 0.71), 0.74 through attend_f16's.
+        // 1.06, the CPU's own two orders differ by 0.71), 0.81 through attend_f16's.
         let n_split = match io.split {
             Some(_)
                 if heads_fit
