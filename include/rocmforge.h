@@ -300,6 +300,13 @@ typedef struct rf_request {
    */
   rf_piece_callback on_piece;
   void *user_data;
+  /**
+   * Non-zero: an end-of-generation token ends nothing; it is kept as a generated token
+   * (it prints nothing) and generation goes on to `max_tokens` (fixed-length runs and
+   * benchmarks; a greedy sampler then keeps its device argmax, unlike a chain that bans
+   * the end tokens). Default 0.
+   */
+  uint8_t ignore_eog;
 } rf_request;
 
 /**
@@ -1091,7 +1098,7 @@ void rf_engine_free(struct rf_engine_t *e);
 
 /**
  * Default request: no prompt set yet, greedy, max_tokens 0 (as many as the context leaves),
- * no stop strings, no callback.
+ * no stop strings, no callback, end tokens end it (ignore_eog 0).
  * Thread-safe (touches no handle).
  */
 struct rf_request rf_request_params_default(void);

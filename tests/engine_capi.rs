@@ -228,3 +228,75 @@ fn a_full_queue_is_busy_and_cancel_ends_a_request() {
         rf_engine_free(e);
     }
 }
+
+/// `ignore_eog`: with a sampler that always picks EOS (a +100 logit bias, then greedy), a
+/// request ends at once (`Stop`, nothing generated), and with `ignore_eog` goes on to
+/// `max_tokens`. A caller compiled before the field (`struct_size` up to it) is accepted and
+/// gets the default (0).
+#[test]
+fn ignore_eog_generates_to_max_tokens() {
+    let Some(m) = load() else { return };
+    // SAFETY (whole test): every handle passed is live, every struct sized as passed.
+    unsafe {
+        let mut info = rf_vocab_info {
+            struct_size: size_of::<rf_vocab_info>() as u32,
+            n_tokens: 0,
+            bos: 0,
+            eos: 0,
+            eot: 0,
+            pad: 0,
+            add_bos: 0,
+            add_eos: 0,
+        };
+        assert_eq!(rf_vocab_get_info(m.0, &mut info), RF_OK);
+        assert!(info.eos >= 0);
+        let mut chain = ptr::null_mut();
+        assert_eq!(rf_sampler_chain_new(ptr::null(), &mut chain), RF_OK);
+        let bias = [rf_logit_bias {
+            token: info.eos,
+            bias: 100.0,
+        }];
+        assert_eq!(
+            rf_sampler_chain_add(chain, &rf_sampler_spec_logit_bias(bias.as_ptr(), 1)),
+            RF_OK
+        );
+        assert_eq!(
+            rf_sampler_chain_add(chain, &rf_sampler_spec_greedy()),
+            RF_OK
+        );
+        let e = engine(&m, 4);
+        let run = |ignore: u8, size: usize| {
+            let mut r = rf_request_params_default();
+            r.prompt = c"hello".as_ptr();
+            r.prompt_len = 5;
+            r.max_tokens = 6;
+            r.sampler = chain;
+            r.ignore_eog = ignore;
+            r.struct_size = size as u32;
+            let mut out = ptr::null_mut();
+            assert_eq!(rf_engine_submit(e, &r, &mut out), RF_OK);
+            let (_, f) = drain(out);
+            let mut st = rf_request_stats {
+                struct_size: size_of::<rf_request_stats>() as u32,
+                ..Default::default()
+            };
+            assert_eq!(rf_request_get_stats(out, &mut st), RF_OK);
+            rf_request_free(out);
+            (f, st.n_generated_tokens)
+        };
+        let full = size_of::<rf_request>();
+        assert_eq!(run(0, full), (RF_FINISH_STOP, 0));
+        assert_eq!(run(1, full), (RF_FINISH_LENGTH, 6));
+        // The first version's size: the field is not read.
+        let old = std::mem::offset_of!(rf_request, ignore_eog);
+        assert_eq!(run(1, old), (RF_FINISH_STOP, 0));
+        let mut r = rf_request_params_default();
+        r.prompt = c"hello".as_ptr();
+        r.prompt_len = 5;
+        r.struct_size = old as u32 - 1;
+        let mut out = ptr::null_mut();
+        assert_eq!(rf_engine_submit(e, &r, &mut out), RF_ERR_INVALID_ARG);
+        rf_engine_free(e);
+        rf_sampler_free(chain);
+    }
+}

@@ -102,12 +102,18 @@ pub struct rf_request {
     /// reports the finish).
     pub on_piece: rf_piece_callback,
     pub user_data: *mut c_void,
+    /// Non-zero: an end-of-generation token ends nothing; it is kept as a generated token
+    /// (it prints nothing) and generation goes on to `max_tokens` (fixed-length runs and
+    /// benchmarks; a greedy sampler then keeps its device argmax, unlike a chain that bans
+    /// the end tokens). Default 0.
+    pub ignore_eog: u8,
 }
 
 // SAFETY: repr(C), struct_size first, integers, raw pointers and an Option of a function
 // pointer: every byte pattern is valid.
 unsafe impl Versioned for rf_request {
-    const MIN_SIZE: usize = size_of::<rf_request>();
+    // The first version ended before ignore_eog.
+    const MIN_SIZE: usize = std::mem::offset_of!(rf_request, ignore_eog);
     const NAME: &'static str = "rf_request";
 }
 
@@ -372,12 +378,12 @@ unsafe fn spec(r: &rf_request) -> Result<RequestSpec, Error> {
         },
         stop,
         on_piece,
-        ignore_eog: false,
+        ignore_eog: r.ignore_eog != 0,
     })
 }
 
 /// Default request: no prompt set yet, greedy, max_tokens 0 (as many as the context leaves),
-/// no stop strings, no callback.
+/// no stop strings, no callback, end tokens end it (ignore_eog 0).
 /// Thread-safe (touches no handle).
 #[unsafe(no_mangle)]
 pub extern "C" fn rf_request_params_default() -> rf_request {
@@ -396,6 +402,7 @@ pub extern "C" fn rf_request_params_default() -> rf_request {
         n_stop: 0,
         on_piece: None,
         user_data: std::ptr::null_mut(),
+        ignore_eog: 0,
     }
 }
 

@@ -124,6 +124,7 @@ class Request(Structure):
         ("n_stop", c_size_t),
         ("on_piece", PieceCallback),
         ("user_data", c_void_p),
+        ("ignore_eog", c_uint8),
     ]
 
 

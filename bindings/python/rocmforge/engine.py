@@ -95,11 +95,13 @@ class Engine(Handle):
         max_tokens: int = 0,
         sampler: Optional[Sampler] = None,
         stop: Iterable[str] = (),
+        ignore_eog: bool = False,
     ) -> "Request":
         """Queues a request given exactly one of ``prompt`` (text, tokenized with BOS and
         special tokens parsed), ``tokens`` or ``messages`` (chat messages rendered with the
         model's template, the assistant's turn opened). ``max_tokens`` 0: as many as the
-        context leaves. ``sampler`` is copied (state and seed); None is greedy. Raises
+        context leaves. ``sampler`` is copied (state and seed); None is greedy. With
+        ``ignore_eog`` an end-of-generation token ends nothing (fixed-length runs). Raises
         :class:`Busy` when the queue is full."""
         if sum(x is not None for x in (prompt, tokens, messages)) != 1:
             raise ValueError("give exactly one of prompt, tokens or messages")
@@ -120,6 +122,7 @@ class Engine(Handle):
         if sampler is not None:
             r.sampler = sampler.ptr
         r.max_tokens = max_tokens
+        r.ignore_eog = 1 if ignore_eog else 0
         enc = [s.encode() for s in stop]
         if enc:
             arr = (ctypes.c_char_p * len(enc))(*enc)

@@ -85,3 +85,17 @@ def test_cancel_and_busy(smol):
     # Requests stay readable after their engine is gone.
     assert first.stats().finish_reason == "cancelled"
     first.close()
+
+
+def test_ignore_eog_generates_past_the_end(smol):
+    with smol.engine(n_ctx=1024, n_seq_max=2) as engine:
+        msgs = [{"role": "user", "content": "Answer with one word: is the sky blue?"}]
+        with engine.submit(messages=msgs, max_tokens=64) as req:
+            short = req.text()
+            n = req.stats().n_generated_tokens
+            assert req.finish_reason == "stop" and n < 60
+        with engine.submit(messages=msgs, max_tokens=n + 8, ignore_eog=True) as req:
+            more = req.text()
+            assert req.finish_reason == "length"
+            assert req.stats().n_generated_tokens == n + 8
+        assert more.startswith(short)
