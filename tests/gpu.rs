@@ -844,25 +844,12 @@ fn fused_f16_rounding_equals_quantize_act() {
     use rocmforge::backend::gpu::{DevBuf, DevPtr, Dims};
     let Some(dev) = gpu() else { return };
     let mut s = dev.new_stream().unwrap();
-    let floats = |seed: u64, n: usize| -> Vec<f32> {
-        noise(seed, 2 * n)
-            .chunks_exact(2)
-            .map(|b| {
-                let m = (b[0] as f32 - 127.5) / 64.0;
-                m * 10f32.powi(b[1] as i32 % 7 - 3)
-            })
-            .collect()
-    };
+    let floats = wide_floats;
     let upload = |s: &mut Stream, v: &[f32]| upload_f32(&dev, s, v);
     let run = |s: &mut Stream, name: &str, args: &mut [u64], ints: &[usize], dims: Dims| {
         launch_slots(&dev, s, name, args, ints, dims)
     };
-    let f16s = |s: &mut Stream, p: DevPtr, n: usize| {
-        let mut out = vec![0u8; 2 * n];
-        // SAFETY: p holds n f16 values; the download synchronizes first.
-        unsafe { s.download(&mut out, p).unwrap() };
-        out
-    };
+    let f16s = |s: &mut Stream, p: DevPtr, n: usize| download_bytes(s, p, 2 * n);
     let mut compared = 0;
     for (d, kinds) in [(96usize, &[0i32, 1, 3, 4][..]), (512, &[0, 1, 2, 3, 4][..])] {
         for &kind in kinds {
@@ -958,18 +945,7 @@ fn fused_q8_outputs_equal_the_quantize_kernels() {
     use rocmforge::backend::gpu::{DevBuf, DevPtr, Dims};
     let Some(dev) = gpu() else { return };
     let mut s = dev.new_stream().unwrap();
-    let floats = |seed: u64, n: usize| -> Vec<f32> {
-        noise(seed, 2 * n)
-            .chunks_exact(2)
-            .map(|b| (b[0] as f32 - 127.5) / 64.0 * 10f32.powi(b[1] as i32 % 7 - 3))
-            .collect()
-    };
-    let bytes = |s: &mut Stream, p: DevPtr, n: usize| {
-        let mut out = vec![0u8; n];
-        // SAFETY: p holds n bytes; the download synchronizes first.
-        unsafe { s.download(&mut out, p).unwrap() };
-        out
-    };
+    let (floats, bytes) = (wide_floats, download_bytes);
     let mut compared = 0;
     for d in [512usize, 768] {
         let rows = 3usize;
@@ -1065,6 +1041,22 @@ fn fused_q8_outputs_equal_the_quantize_kernels() {
 }
 
 type Stream = Box<dyn rocmforge::backend::gpu::GpuStream>;
+
+/// `n` floats from 1e-3 to 1e3 in size, either sign (reproducible noise).
+fn wide_floats(seed: u64, n: usize) -> Vec<f32> {
+    noise(seed, 2 * n)
+        .chunks_exact(2)
+        .map(|b| (b[0] as f32 - 127.5) / 64.0 * 10f32.powi(b[1] as i32 % 7 - 3))
+        .collect()
+}
+
+/// The `n` bytes at device address `p`.
+fn download_bytes(s: &mut Stream, p: rocmforge::backend::gpu::DevPtr, n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    // SAFETY: the caller's p addresses at least n bytes; the download synchronizes first.
+    unsafe { s.download(&mut out, p).unwrap() };
+    out
+}
 
 /// A device copy of `v`.
 fn upload_f32(
@@ -1254,9 +1246,7 @@ fn split_attention_equals_one_block() {
                     &[6, 7, 8, 9, 10, 11, 15, 16],
                     dims,
                 );
-                *g = vec![0u8; rows * n_head * vhd * 4];
-                // SAFETY: out holds rows * n_head * vhd floats; the download synchronizes.
-                unsafe { s.download(g, out.ptr()).unwrap() };
+                *g = download_bytes(&mut s, out.ptr(), rows * n_head * vhd * 4);
             }
             assert_eq!(got[0], got[1], "split {n_split}: a second launch differs");
             let mut qa = [out.ptr(), wq.ptr(), wds.ptr(), (n_out / 256) as u64];
@@ -1267,17 +1257,13 @@ fn split_attention_equals_one_block() {
             };
             launch_slots(&dev, &mut s, "quantize_q8k", &mut qa, &[], dims);
             for (a, b, len) in [(&xq, &wq, n_out), (&xds, &wds, n_out / 4)] {
-                let (mut x, mut y) = (vec![0u8; len], vec![0u8; len]);
-                // SAFETY: both buffers hold len bytes; the downloads synchronize first.
-                unsafe {
-                    s.download(&mut x, a.ptr()).unwrap();
-                    s.download(&mut y, b.ptr()).unwrap();
-                }
-                assert_eq!(x, y, "split {n_split}: Q8_K output");
+                assert_eq!(
+                    download_bytes(&mut s, a.ptr(), len),
+                    download_bytes(&mut s, b.ptr(), len),
+                    "split {n_split}: Q8_K output"
+                );
             }
-            let mut t = vec![0u8; units * 4];
-            // SAFETY: tickets holds `units` ints.
-            unsafe { s.download(&mut t, tickets.ptr()).unwrap() };
+            let t = download_bytes(&mut s, tickets.ptr(), units * 4);
             assert!(
                 t.iter().all(|&b| b == 0),
                 "split {n_split}: tickets left {t:?}"
