@@ -37,10 +37,10 @@ pub fn apply_template(
     // Fuel bounds every instruction and every byte or item it makes or visits (minijinja's
     // `fuel`; 1 fuel = 1 instruction = 64 bytes); the budget grows with the messages, so a
     // long conversation renders and a runaway template fails in well under a second.
-    let content: usize = messages
-        .iter()
-        .map(|m| m.content.len() + m.role.len())
-        .sum();
+    let content = messages.iter().fold(0usize, |a, m| {
+        a.saturating_add(m.content.len())
+            .saturating_add(m.role.len())
+    });
     let fuel = TEMPLATE_FUEL
         .saturating_add(1_000u64.saturating_mul(messages.len() as u64))
         .saturating_add((content as u64).saturating_mul(16));

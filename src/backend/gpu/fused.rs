@@ -149,8 +149,9 @@ impl Fused {
     }
 
     /// `a = swiglu(g, u)` (geglu with `gelu`) over `count` values (`fits(count)`), and `a`
-    /// quantized into `q.0` as `q.1` says (rows of a multiple of 32 quantize alike flat or by
-    /// rows into Q8_0 blocks; Q8_K blocks need rows of a multiple of 256) when given, or rounded as `h.1` says into `h.0` as f16 when that is given (`rounds_f16`
+    /// quantized into `q.0` as `q.1` says (rows of a multiple of 32 quantize alike flat or
+    /// by rows into Q8_0 blocks; Q8_K blocks need rows of a multiple of 256) when given, or
+    /// rounded as `h.1` says into `h.0` as f16 when that is given (`rounds_f16`
     /// of rows of `d`).
     #[allow(clippy::too_many_arguments)]
     pub fn glu_q8(

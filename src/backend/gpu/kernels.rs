@@ -1237,7 +1237,7 @@ impl Kernels {
             _ => 1,
         };
         let split = n_split >= 2;
-        let heads = heads_fit && self.attend_heads_on && a.n_rows >= ATTN_HEADS_MIN_ROWS || split;
+        let heads = (heads_fit && self.attend_heads_on && a.n_rows >= ATTN_HEADS_MIN_ROWS) || split;
         let n_split = if split { n_split } else { 1 };
         let (f, grid) = if rows {
             let (f, per_block) = match mma {

@@ -123,13 +123,13 @@ pub fn run(a: &Args) -> Result<()> {
     for path in &a.model {
         let m = crate::load::model(path, false, &a.gpu)?;
         let n_batch = a.n_prompt.max(a.depth.min(512)).max(1);
-        let mut ctx = crate::load::context(
-            &m,
-            a.n_prompt.max(a.n_gen) + a.depth + 16,
-            n_batch,
-            threads,
-            a.numerics,
-        )?;
+        let n_ctx = a
+            .n_prompt
+            .max(a.n_gen)
+            .checked_add(a.depth)
+            .and_then(|n| n.checked_add(16))
+            .ok_or("-p/-n plus -d is too large")?;
+        let mut ctx = crate::load::context(&m, n_ctx, n_batch, threads, a.numerics)?;
         let file = path.file_name().map_or_else(
             || path.display().to_string(),
             |f| f.to_string_lossy().into_owned(),
